@@ -1,0 +1,1 @@
+//! tether trainer: TRPO on the host, fed by trajectories streamed from devices.

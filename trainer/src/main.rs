@@ -1,0 +1,4 @@
+//! The `tether` command line.
+fn main() {
+    println!("tether {}", env!("CARGO_PKG_VERSION"));
+}

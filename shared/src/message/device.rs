@@ -12,6 +12,8 @@ use crate::version::FirmwareVersion;
 pub const MAX_LOG_LEN: usize = 96;
 
 /// Everything the device sends.
+// No heap to box the large variants into: a message lives in one fixed-size value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DeviceMessage {

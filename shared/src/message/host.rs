@@ -8,6 +8,8 @@ use super::POLICY_CHUNK_VALUES;
 use crate::policy::PolicySpec;
 
 /// Everything the host sends.
+// No heap to box the large variants into: a message lives in one fixed-size value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum HostMessage {

@@ -185,7 +185,7 @@ mod tests {
         let mut out = [0.0; 1];
         view.forward(&obs, &mut scratch, &mut out).unwrap();
         let h0 = libm::tanh(1.0 * 0.3 + 2.0 * -0.4 + 0.1);
-        let h1 = libm::tanh(-1.0 * 0.3 + 0.5 * -0.4 - 0.2);
+        let h1 = libm::tanh(-0.3 + 0.5 * -0.4 - 0.2);
         let expected = 3.0 * h0 - 1.0 * h1 + 0.5;
         assert!(
             (out[0] as f64 - expected).abs() < 1e-6,

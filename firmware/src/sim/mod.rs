@@ -1,0 +1,1 @@
+//! Simulated board (placeholder being written).

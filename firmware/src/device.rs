@@ -48,7 +48,9 @@ const fn parse_u8(s: &str) -> u8 {
     let mut value: u8 = 0;
     let mut i = 0;
     while i < bytes.len() {
-        value = value.wrapping_mul(10).wrapping_add(bytes[i].wrapping_sub(b'0'));
+        value = value
+            .wrapping_mul(10)
+            .wrapping_add(bytes[i].wrapping_sub(b'0'));
         i += 1;
     }
     value
@@ -273,7 +275,10 @@ where
         let now = self.clock.now_us();
         if self.state == DeviceState::Running && self.watchdog.expired(now) {
             self.stats.watchdog_fired += 1;
-            warn!("watchdog: host silent for more than {} us", self.watchdog.timeout_us());
+            warn!(
+                "watchdog: host silent for more than {} us",
+                self.watchdog.timeout_us()
+            );
             self.fault(EpisodeEndReason::Fault);
         }
         self.queue_pending_end();
@@ -665,10 +670,10 @@ where
         self.queue_pending_end();
         if self.pending_end.is_none() {
             let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err() {
-                if let DeviceMessage::EpisodeEnd(end) = message {
-                    self.pending_end = Some(end);
-                }
+            if self.link.send(&message, Priority::Control).is_err()
+                && let DeviceMessage::EpisodeEnd(end) = message
+            {
+                self.pending_end = Some(end);
             }
         } else {
             // Two ends waiting: the older one is kept, this one is lost (counted by the link
@@ -682,10 +687,10 @@ where
     fn queue_pending_end(&mut self) {
         if let Some(end) = self.pending_end.take() {
             let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err() {
-                if let DeviceMessage::EpisodeEnd(end) = message {
-                    self.pending_end = Some(end);
-                }
+            if self.link.send(&message, Priority::Control).is_err()
+                && let DeviceMessage::EpisodeEnd(end) = message
+            {
+                self.pending_end = Some(end);
             }
         }
     }
@@ -746,3 +751,6 @@ const _: () = {
     // A full record always fits in a batch.
     assert!(MAX_OBS_DIM + MAX_ACTION_DIM + 2 <= TRANSITION_BATCH_VALUES);
 };
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,8 @@ pub mod safety;
 pub mod sampler;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(test)]
+mod testkit;
 
 pub use clock::Clock;
 pub use device::{Device, DeviceConfig, DeviceStats, FIRMWARE_VERSION};

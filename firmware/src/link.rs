@@ -10,7 +10,6 @@ use serde::Serialize;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::HostMessage;
 
-
 /// Bytes of the outgoing queue kept free for control messages (acknowledgements, refusals,
 /// episode ends, heartbeats): transition batches may not use them, so an episode that
 /// overran can still report that it did.
@@ -119,10 +118,7 @@ impl<const N: usize> TxQueue<N> {
             self.head = 0;
         }
         let limit = N.saturating_sub(reserve);
-        let space = self
-            .buf
-            .get_mut(self.tail..limit)
-            .ok_or(QueueError::Full)?;
+        let space = self.buf.get_mut(self.tail..limit).ok_or(QueueError::Full)?;
         match frame::encode(message, space) {
             Ok(written) => {
                 let n = written.len();
@@ -231,10 +227,7 @@ where
     }
 
     /// Decodes the next host message from `input` (see [`FrameDecoder::decode_next`]).
-    pub fn decode_next(
-        &mut self,
-        input: &mut &[u8],
-    ) -> Option<Result<HostMessage, FrameError>> {
+    pub fn decode_next(&mut self, input: &mut &[u8]) -> Option<Result<HostMessage, FrameError>> {
         self.decoder.decode_next(input)
     }
 
@@ -309,7 +302,10 @@ mod tests {
         while q.push_frame(&msg, 0).is_ok() {}
         assert!(q.free() < n);
         q.consume(n);
-        assert!(q.push_frame(&msg, 0).is_ok(), "space at the front is reused");
+        assert!(
+            q.push_frame(&msg, 0).is_ok(),
+            "space at the front is reused"
+        );
         let all = q.len();
         q.consume(all + 10);
         assert!(q.is_empty());

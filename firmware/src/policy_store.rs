@@ -77,7 +77,10 @@ impl<const CAP: usize> PolicyStore<CAP> {
     /// The running policy, ready to evaluate.
     pub fn view(&self) -> Option<PolicyView<'_>> {
         let meta = self.running.as_ref()?;
-        let params = self.buffers.get(self.active)?.get(..meta.spec.param_count())?;
+        let params = self
+            .buffers
+            .get(self.active)?
+            .get(..meta.spec.param_count())?;
         PolicyView::new(&meta.spec, params).ok()
     }
 
@@ -156,8 +159,8 @@ impl<const CAP: usize> PolicyStore<CAP> {
             return Err(RefusalReason::BadCrc);
         }
         check_spec::<CAP>(&upload.meta.spec, plant)?;
-        let view =
-            PolicyView::new(&upload.meta.spec, params).map_err(|_| RefusalReason::LengthMismatch)?;
+        let view = PolicyView::new(&upload.meta.spec, params)
+            .map_err(|_| RefusalReason::LengthMismatch)?;
         let log_std_ok = view
             .log_std()
             .is_none_or(|s| s.iter().all(|v| v.abs() <= MAX_ABS_LOG_STD));

@@ -64,12 +64,9 @@ impl DeviceClient {
             let try_deadline = (Instant::now() + per_try).min(deadline);
             let mut found = None;
             while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
-                match link.recv(left)? {
-                    Some(DeviceMessage::Hello(info)) => {
-                        found = Some(info);
-                        break;
-                    }
-                    Some(_) | None => {}
+                if let Some(DeviceMessage::Hello(info)) = link.recv(left)? {
+                    found = Some(info);
+                    break;
                 }
             }
             if let Some(info) = found {

@@ -1,0 +1,301 @@
+//! The host's side of the conversation with one device.
+
+use std::time::{Duration, Instant};
+
+use tether_shared::frame::PARAMS_CRC;
+use tether_shared::message::{
+    AckTopic, DeviceInfo, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk, RunCommand,
+};
+use tether_shared::version::check_compatible;
+use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
+
+use super::{DeviceError, DeviceLink};
+
+/// Timeouts and retries for talking to a device.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long the handshake may take before the device is called silent.
+    pub handshake_timeout: Duration,
+    /// How long to wait for each acknowledgement.
+    pub ack_timeout: Duration,
+    /// How often a failed upload or command is tried before giving up.
+    pub attempts: u32,
+    /// Interval between host heartbeats while a device runs (keeps its watchdog fed).
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            handshake_timeout: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(1),
+            attempts: 3,
+            heartbeat_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A device after a successful handshake.
+pub struct DeviceClient {
+    link: DeviceLink,
+    info: DeviceInfo,
+    config: ClientConfig,
+    heartbeat_sequence: u32,
+    last_sent: Instant,
+}
+
+/// What a device's answer to a command was.
+enum Answer {
+    Acked,
+    Refused(tether_shared::message::RefusalReason),
+}
+
+impl DeviceClient {
+    /// Performs the handshake: checks the protocol version and the plant description.
+    pub fn connect(mut link: DeviceLink, config: ClientConfig) -> Result<Self, DeviceError> {
+        let deadline = Instant::now() + config.handshake_timeout;
+        // Say hello a few times: the first may land while the device is still booting or
+        // while the decoder resynchronises on line noise.
+        let per_try = config.handshake_timeout / 4;
+        let info = loop {
+            link.send(&HostMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            })?;
+            let try_deadline = (Instant::now() + per_try).min(deadline);
+            let mut found = None;
+            while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
+                if let Some(DeviceMessage::Hello(info)) = link.recv(left)? {
+                    found = Some(info);
+                    break;
+                }
+            }
+            if let Some(info) = found {
+                break info;
+            }
+            if Instant::now() >= deadline {
+                let device = link.name().to_string();
+                return Err(if link.bytes_received() > 0 && link.stats().frames == 0 {
+                    DeviceError::Garbage {
+                        device,
+                        bytes: link.bytes_received() as usize,
+                    }
+                } else {
+                    DeviceError::Silent {
+                        device,
+                        waited: config.handshake_timeout,
+                    }
+                });
+            }
+        };
+        let device = link.name().to_string();
+        check_compatible(info.protocol_version).map_err(|mismatch| {
+            DeviceError::ProtocolMismatch {
+                device: device.clone(),
+                mismatch,
+            }
+        })?;
+        info.plant
+            .validate()
+            .map_err(|reason| DeviceError::BadPlant {
+                device,
+                reason: reason.to_string(),
+            })?;
+        Ok(DeviceClient {
+            link,
+            info,
+            config,
+            heartbeat_sequence: 0,
+            last_sent: Instant::now(),
+        })
+    }
+
+    /// What the device said about itself in the handshake.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        self.link.name()
+    }
+
+    /// The underlying link (for its counters).
+    pub fn link(&self) -> &DeviceLink {
+        &self.link
+    }
+
+    /// Uploads a policy and commits it; the device runs it from its next episode on.
+    /// A lost or corrupted frame makes the device refuse the rest; the whole upload is then
+    /// tried again, up to [`ClientConfig::attempts`] times.
+    pub fn upload(
+        &mut self,
+        version: u32,
+        spec: &PolicySpec,
+        params: &[f32],
+    ) -> Result<(), DeviceError> {
+        spec.validate(self.info.policy_capacity)
+            .map_err(|e| DeviceError::Incompatible {
+                device: self.name().to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut last_error = None;
+        for _ in 0..self.config.attempts.max(1) {
+            match self.try_upload(version, spec, params) {
+                Ok(()) => return Ok(()),
+                Err(e @ (DeviceError::NoAck { .. } | DeviceError::Refused { .. })) => {
+                    tracing::warn!(device = %self.name(), "policy upload failed, retrying: {e}");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload")))
+    }
+
+    fn try_upload(
+        &mut self,
+        version: u32,
+        spec: &PolicySpec,
+        params: &[f32],
+    ) -> Result<(), DeviceError> {
+        let crc = PARAMS_CRC.checksum(&le_bytes(params));
+        let begin = HostMessage::PolicyBegin(PolicyBegin {
+            version,
+            spec: spec.clone(),
+            len: params.len() as u32,
+            crc,
+        });
+        self.command(
+            &begin,
+            AckTopic::PolicyBegin { version },
+            "policy upload (begin)",
+        )?;
+        for (index, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
+            let offset = (index * POLICY_CHUNK_VALUES) as u32;
+            let values =
+                heapless::Vec::from_slice(chunk).map_err(|_| self.no_ack("policy chunk"))?;
+            let message = HostMessage::PolicyChunk(PolicyChunk {
+                version,
+                offset,
+                values,
+            });
+            let received = offset + chunk.len() as u32;
+            self.command(
+                &message,
+                AckTopic::PolicyChunk { version, received },
+                "policy chunk",
+            )?;
+        }
+        self.command(
+            &HostMessage::PolicyCommit { version },
+            AckTopic::PolicyCommit { version },
+            "policy commit",
+        )
+    }
+
+    /// Starts a run of episodes.
+    pub fn start(&mut self, run: RunCommand) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Run(run), AckTopic::Run, "run")
+    }
+
+    /// Stops the device (plant to its safe state), discarding whatever it still streams.
+    pub fn stop(&mut self) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Stop, AckTopic::Stop, "stop")
+    }
+
+    /// Waits up to `timeout` for the next message, sending a heartbeat when one is due.
+    pub fn next_message(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<DeviceMessage>, DeviceError> {
+        self.heartbeat_if_due()?;
+        let message = self
+            .link
+            .recv(timeout.min(self.config.heartbeat_interval))?;
+        if let Some(DeviceMessage::Log(line)) = &message {
+            tracing::info!(device = %self.name(), "{}", line.text);
+        }
+        Ok(message)
+    }
+
+    fn heartbeat_if_due(&mut self) -> Result<(), DeviceError> {
+        if self.last_sent.elapsed() >= self.config.heartbeat_interval {
+            self.heartbeat_sequence = self.heartbeat_sequence.wrapping_add(1);
+            let sequence = self.heartbeat_sequence;
+            self.send(&HostMessage::Heartbeat { sequence })?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
+        self.last_sent = Instant::now();
+        self.link.send(message)
+    }
+
+    /// Sends `message` and waits for the acknowledgement `expected`, retrying on silence.
+    fn command(
+        &mut self,
+        message: &HostMessage,
+        expected: AckTopic,
+        what: &str,
+    ) -> Result<(), DeviceError> {
+        for _ in 0..self.config.attempts.max(1) {
+            self.send(message)?;
+            match self.await_answer(expected)? {
+                Some(Answer::Acked) => return Ok(()),
+                Some(Answer::Refused(reason)) => {
+                    return Err(DeviceError::Refused {
+                        device: self.name().to_string(),
+                        what: what.to_string(),
+                        reason,
+                    });
+                }
+                None => {}
+            }
+            // Chunks must not be resent on their own: the device expects the next offset.
+            if matches!(message, HostMessage::PolicyChunk(_)) {
+                break;
+            }
+        }
+        Err(self.no_ack(what))
+    }
+
+    fn await_answer(&mut self, expected: AckTopic) -> Result<Option<Answer>, DeviceError> {
+        let deadline = Instant::now() + self.config.ack_timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.link.recv(left)? {
+                Some(DeviceMessage::Ack(topic)) if topic == expected => {
+                    return Ok(Some(Answer::Acked));
+                }
+                Some(DeviceMessage::Refused(refusal)) if same_command(refusal.topic, expected) => {
+                    return Ok(Some(Answer::Refused(refusal.reason)));
+                }
+                Some(DeviceMessage::Log(line)) => {
+                    tracing::info!(device = %self.name(), "{}", line.text);
+                }
+                Some(_) | None => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn no_ack(&self, what: &str) -> DeviceError {
+        DeviceError::NoAck {
+            device: self.name().to_string(),
+            what: what.to_string(),
+            waited: self.config.ack_timeout,
+            attempts: self.config.attempts,
+        }
+    }
+}
+
+/// Whether a refusal's topic names the same command as `expected` (a refused chunk names
+/// the offset the device expected, not the one sent).
+fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
+    core::mem::discriminant(&refused) == core::mem::discriminant(&expected)
+}
+
+/// The little-endian bytes the upload CRC is computed over.
+pub fn le_bytes(params: &[f32]) -> Vec<u8> {
+    params.iter().flat_map(|v| v.to_le_bytes()).collect()
+}

@@ -1,0 +1,125 @@
+//! What can go wrong with a device, in words a user can act on.
+
+use std::time::Duration;
+
+use tether_shared::message::RefusalReason;
+use tether_shared::version::VersionMismatch;
+
+/// A device-level failure. Each message names the device and ends with a hint.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The port path does not exist.
+    #[error(
+        "serial port {port} does not exist; run `tether ports` to list the ports on this machine"
+    )]
+    PortMissing {
+        /// The path given.
+        port: String,
+    },
+    /// Another program holds the port.
+    #[error(
+        "serial port {port} is busy; close the other program using it (a serial monitor, another tether)"
+    )]
+    PortBusy {
+        /// The path given.
+        port: String,
+    },
+    /// The user may not open the port.
+    #[error(
+        "permission denied opening {port}; add yourself to the `dialout` group (then log in again) or check the port's permissions"
+    )]
+    PermissionDenied {
+        /// The path given.
+        port: String,
+    },
+    /// The TCP endpoint refused or could not be reached.
+    #[error(
+        "cannot connect to {endpoint}: {source}; is ser2net (or the device server) running there?"
+    )]
+    TcpConnect {
+        /// `host:port`.
+        endpoint: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure opening or using the link.
+    #[error("I/O error on {device}: {source}")]
+    Io {
+        /// The device.
+        device: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The link closed (cable pulled, device reset, TCP peer gone).
+    #[error("{device} disconnected; check the cable or the device's power")]
+    Disconnected {
+        /// The device.
+        device: String,
+    },
+    /// Nothing came back.
+    #[error("{device} did not answer within {:.1} s; is the tether firmware flashed and the baud rate right (--baud)?", waited.as_secs_f64())]
+    Silent {
+        /// The device.
+        device: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Bytes came back, but no valid tether frame.
+    #[error(
+        "{device} answered with {bytes} bytes but no valid tether frame; wrong baud rate, or not running tether firmware?"
+    )]
+    Garbage {
+        /// The device.
+        device: String,
+        /// Bytes received.
+        bytes: usize,
+    },
+    /// The device speaks another protocol version.
+    #[error("{device}: {mismatch}")]
+    ProtocolMismatch {
+        /// The device.
+        device: String,
+        /// Both versions, explained.
+        mismatch: VersionMismatch,
+    },
+    /// The device's plant description is unusable.
+    #[error(
+        "{device} describes its plant inconsistently ({reason}); check the firmware's plant configuration"
+    )]
+    BadPlant {
+        /// The device.
+        device: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The device refused a command.
+    #[error("{device} refused {what}: {reason:?}")]
+    Refused {
+        /// The device.
+        device: String,
+        /// The command.
+        what: String,
+        /// The device's reason.
+        reason: RefusalReason,
+    },
+    /// A command was not acknowledged in time.
+    #[error("{device} did not acknowledge {what} within {:.1} s (after {attempts} attempts)", waited.as_secs_f64())]
+    NoAck {
+        /// The device.
+        device: String,
+        /// The command.
+        what: String,
+        /// Time waited per attempt.
+        waited: Duration,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The device does not fit the run (another plant than the others, too small for the policy).
+    #[error("{device}: {reason}")]
+    Incompatible {
+        /// The device.
+        device: String,
+        /// What does not fit.
+        reason: String,
+    },
+}

@@ -1,0 +1,136 @@
+//! Frames over a byte stream: the host end of a device link.
+
+use std::io::{self, ErrorKind};
+use std::time::{Duration, Instant};
+
+use tether_shared::frame::{self, DecoderStats, FrameDecoder, MAX_FRAME_LEN};
+use tether_shared::{DeviceMessage, HostMessage};
+
+use super::{ByteStream, DeviceError};
+
+/// Sends [`HostMessage`]s and receives [`DeviceMessage`]s over one byte stream, counting
+/// what the decoder had to throw away.
+pub struct DeviceLink {
+    name: String,
+    stream: Box<dyn ByteStream>,
+    decoder: Box<FrameDecoder<MAX_FRAME_LEN>>,
+    rx: Vec<u8>,
+    rx_start: usize,
+    rx_end: usize,
+    tx: Vec<u8>,
+    bytes_received: u64,
+}
+
+impl DeviceLink {
+    /// Wraps an open stream; `name` identifies the device in every error.
+    pub fn new(name: impl Into<String>, stream: Box<dyn ByteStream>) -> Self {
+        DeviceLink {
+            name: name.into(),
+            stream,
+            decoder: Box::new(FrameDecoder::new()),
+            rx: vec![0; 4096],
+            rx_start: 0,
+            rx_end: 0,
+            tx: vec![0; MAX_FRAME_LEN],
+            bytes_received: 0,
+        }
+    }
+
+    /// The device's name (its address, or the simulated board's label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Frame-level counters: good frames, CRC failures, overflows, undecodable frames.
+    pub fn stats(&self) -> DecoderStats {
+        self.decoder.stats()
+    }
+
+    /// Bytes received so far, good or bad.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// Frames thrown away so far (CRC failures, overflows, undecodable).
+    pub fn rejected_frames(&self) -> u64 {
+        let s = self.decoder.stats();
+        u64::from(s.crc_errors) + u64::from(s.overflows) + u64::from(s.undecodable)
+    }
+
+    /// Encodes and sends one message.
+    pub fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
+        let frame = frame::encode(message, &mut self.tx).map_err(|e| DeviceError::Io {
+            device: self.name.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let result = self
+            .stream
+            .write_all(frame)
+            .and_then(|()| self.stream.flush());
+        result.map_err(|e| io_error(&self.name, e))
+    }
+
+    /// Waits up to `timeout` for the next valid message; `Ok(None)` when none came.
+    /// Corrupted frames are skipped (and counted in [`DeviceLink::stats`]).
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<DeviceMessage>, DeviceError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while self.rx_start < self.rx_end {
+                let mut input = &self.rx[self.rx_start..self.rx_end];
+                let before = input.len();
+                let decoded = self.decoder.decode_next::<DeviceMessage>(&mut input);
+                self.rx_start += before - input.len();
+                match decoded {
+                    Some(Ok(message)) => return Ok(Some(message)),
+                    Some(Err(e)) => tracing::debug!(device = %self.name, "dropped frame: {e}"),
+                    None => break,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            match self.stream.read(&mut self.rx) {
+                Ok(0) => {
+                    return Err(DeviceError::Disconnected {
+                        device: self.name.clone(),
+                    });
+                }
+                Ok(n) => {
+                    self.rx_start = 0;
+                    self.rx_end = n;
+                    self.bytes_received += n as u64;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(io_error(&self.name, e)),
+            }
+        }
+    }
+}
+
+/// Maps an I/O error to a disconnect when that is what it means.
+fn io_error(device: &str, e: io::Error) -> DeviceError {
+    // EIO is what a pty or a USB CDC port gives once the other side is gone.
+    const EIO: i32 = 5;
+    let gone = matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::NotConnected
+    ) || e.raw_os_error() == Some(EIO);
+    if gone {
+        DeviceError::Disconnected {
+            device: device.to_string(),
+        }
+    } else {
+        DeviceError::Io {
+            device: device.to_string(),
+            source: e,
+        }
+    }
+}

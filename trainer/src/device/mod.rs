@@ -1,0 +1,19 @@
+//! Host-side device drivers: reaching a device over any byte stream and speaking the tether
+//! protocol with it.
+//!
+//! - [`address`]: where a device is (`/dev/ttyACM0`, `tcp://rig:4000`, a simulated board);
+//! - [`transport`]: opening that address as a byte stream, with errors a user can act on;
+//! - [`link`]: frames on the byte stream (encode, decode, link-health counters);
+//! - [`client`]: the conversation: handshake, policy upload, run, stop, heartbeats.
+
+pub mod address;
+pub mod client;
+pub mod error;
+pub mod link;
+pub mod transport;
+
+pub use address::DeviceAddress;
+pub use client::{ClientConfig, DeviceClient};
+pub use error::DeviceError;
+pub use link::DeviceLink;
+pub use transport::ByteStream;

@@ -1,0 +1,255 @@
+//! One collection round on one device: upload the policy if needed, run, receive until the
+//! step quota (or episode count) is met, stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether_shared::message::{EpisodeEnd, RunCommand, RunMode, TransitionBatch};
+use tether_shared::{DeviceMessage, PolicySpec};
+
+use super::episode::{CollectedEpisode, EpisodeAssembler, Fed, Rejection};
+use crate::device::{DeviceClient, DeviceError};
+
+/// What a worker is asked to collect.
+#[derive(Clone, Debug)]
+pub struct CollectRequest {
+    /// Policy version (uploaded if the device does not run it yet).
+    pub version: u32,
+    /// Shape of the policy.
+    pub spec: PolicySpec,
+    /// Flat f32 parameters in the shared layout.
+    pub params: Arc<Vec<f32>>,
+    /// Id of the first episode of this round.
+    pub first_episode: u32,
+    /// Seed for the device's noise and initial states this round.
+    pub seed: u64,
+    /// Sampling (training) or deterministic (evaluation).
+    pub mode: RunMode,
+    /// Stop after this many kept steps, cutting the last episode (training).
+    pub steps: Option<usize>,
+    /// Stop after this many episodes have ended (evaluation).
+    pub episodes: Option<u32>,
+    /// Give up on a device silent for this long.
+    pub silence_timeout: Duration,
+}
+
+/// Counts of samples refused during a round, by rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RejectionCounts {
+    /// Frames the decoder threw away (CRC, overflow, undecodable).
+    pub rejected_frames: u64,
+    /// Episodes discarded for any reason below.
+    pub discarded_episodes: u64,
+    /// ...because of a gap in step indices (lost frame).
+    pub gaps: u64,
+    /// ...because of a stale or unexpected policy version.
+    pub stale: u64,
+    /// ...because of malformed or non-finite values.
+    pub malformed: u64,
+    /// ...because the device reported overrun or fault.
+    pub device_discarded: u64,
+    /// ...because the summary disagreed with the received steps, or an episode went missing.
+    pub inconsistent: u64,
+    /// ...because the host's log-probability disagreed with the device's.
+    pub log_prob_mismatch: u64,
+}
+
+impl RejectionCounts {
+    fn count(&mut self, rejection: Rejection) {
+        self.discarded_episodes += 1;
+        match rejection {
+            Rejection::Gap => self.gaps += 1,
+            Rejection::StalePolicy | Rejection::WrongEpisode => self.stale += 1,
+            Rejection::Malformed => self.malformed += 1,
+            Rejection::DeviceDiscarded => self.device_discarded += 1,
+            Rejection::Inconsistent => self.inconsistent += 1,
+            Rejection::LogProbMismatch => self.log_prob_mismatch += 1,
+        }
+    }
+
+    /// Adds another round's counts.
+    pub fn add(&mut self, other: &RejectionCounts) {
+        self.rejected_frames += other.rejected_frames;
+        self.discarded_episodes += other.discarded_episodes;
+        self.gaps += other.gaps;
+        self.stale += other.stale;
+        self.malformed += other.malformed;
+        self.device_discarded += other.device_discarded;
+        self.inconsistent += other.inconsistent;
+        self.log_prob_mismatch += other.log_prob_mismatch;
+    }
+}
+
+/// What one device delivered in a round.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceRollout {
+    /// Accepted episodes in the order the device ran them.
+    pub episodes: Vec<CollectedEpisode>,
+    /// What was refused.
+    pub rejections: RejectionCounts,
+}
+
+impl DeviceRollout {
+    /// Steps in the accepted episodes.
+    pub fn steps(&self) -> usize {
+        self.episodes.iter().map(CollectedEpisode::len).sum()
+    }
+}
+
+/// A function that judges an episode's device log-probabilities (the host's cross-check);
+/// returns false to discard the episode.
+pub type LogProbCheck = dyn Fn(&CollectedEpisode) -> bool + Send + Sync;
+
+/// Runs one collection round on `client`.
+pub fn collect(
+    client: &mut DeviceClient,
+    active_version: &mut Option<u32>,
+    request: &CollectRequest,
+    log_prob_check: Option<&LogProbCheck>,
+) -> Result<DeviceRollout, DeviceError> {
+    if *active_version != Some(request.version) {
+        client.upload(request.version, &request.spec, &request.params)?;
+        *active_version = Some(request.version);
+    }
+    let frames_before = client.link().rejected_frames();
+    client.start(RunCommand {
+        first_episode: request.first_episode,
+        episodes: request.episodes.unwrap_or(0),
+        seed: request.seed,
+        mode: request.mode,
+    })?;
+
+    let plant = &client.info().plant;
+    let mut round = Round {
+        obs_dim: plant.obs_dim as usize,
+        action_width: plant.action.wire_width(),
+        version: request.version,
+        quota: request.steps.unwrap_or(usize::MAX),
+        episodes_wanted: request.episodes,
+        kept: 0,
+        episodes_ended: 0,
+        current: None,
+        output: DeviceRollout::default(),
+        log_prob_check,
+    };
+    round.current = Some(round.assembler(request.first_episode));
+
+    let mut last_heard = Instant::now();
+    while !round.done() {
+        match client.next_message(request.silence_timeout)? {
+            Some(DeviceMessage::Transitions(batch)) => {
+                last_heard = Instant::now();
+                round.on_batch(&batch);
+            }
+            Some(DeviceMessage::EpisodeEnd(end)) => {
+                last_heard = Instant::now();
+                round.on_end(&end);
+            }
+            Some(_) => last_heard = Instant::now(),
+            None => {
+                if last_heard.elapsed() >= request.silence_timeout {
+                    return Err(DeviceError::Silent {
+                        device: client.name().to_string(),
+                        waited: request.silence_timeout,
+                    });
+                }
+            }
+        }
+    }
+    // A round that ended by episode count has left the device idle already; stop anyway so
+    // the plant is safe and stale frames are drained before the next round.
+    client.stop()?;
+    round.output.rejections.rejected_frames = client.link().rejected_frames() - frames_before;
+    Ok(round.output)
+}
+
+/// State of one round.
+struct Round<'a> {
+    obs_dim: usize,
+    action_width: usize,
+    version: u32,
+    quota: usize,
+    episodes_wanted: Option<u32>,
+    kept: usize,
+    episodes_ended: u32,
+    current: Option<EpisodeAssembler>,
+    output: DeviceRollout,
+    log_prob_check: Option<&'a LogProbCheck>,
+}
+
+impl Round<'_> {
+    fn assembler(&self, episode: u32) -> EpisodeAssembler {
+        EpisodeAssembler::new(self.obs_dim, self.action_width, self.version, episode)
+    }
+
+    fn done(&self) -> bool {
+        self.kept >= self.quota
+            || self
+                .episodes_wanted
+                .is_some_and(|n| self.episodes_ended >= n)
+    }
+
+    fn on_batch(&mut self, batch: &TransitionBatch) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        if batch.episode < current.episode() {
+            return; // a straggler from an episode already closed
+        }
+        if batch.episode > current.episode() {
+            // The end of the current episode (and maybe whole episodes) went missing.
+            self.output.rejections.count(Rejection::Inconsistent);
+            self.current = Some(self.assembler(batch.episode));
+        }
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        if let Fed::Spoiled(_) = current.feed(batch, usize::MAX) {
+            return;
+        }
+        // Past the quota: the record at index `room` supplies the bootstrap observation.
+        let room = self.quota - self.kept;
+        if current.spoiled().is_none()
+            && current.len() > room
+            && let Some(assembler) = self.current.take()
+        {
+            let episode = assembler.episode();
+            match assembler.cut(room) {
+                Ok(cut) => self.accept(cut),
+                Err(rejection) => self.output.rejections.count(rejection),
+            }
+            self.current = Some(self.assembler(episode + 1));
+        }
+    }
+
+    fn on_end(&mut self, end: &EpisodeEnd) {
+        let Some(current) = self.current.take() else {
+            return;
+        };
+        if end.episode < current.episode() {
+            self.current = Some(current);
+            return;
+        }
+        self.episodes_ended += 1;
+        if end.episode > current.episode() {
+            self.output.rejections.count(Rejection::Inconsistent);
+        } else {
+            match current.finish(end) {
+                Ok(episode) => self.accept(episode),
+                Err(rejection) => self.output.rejections.count(rejection),
+            }
+        }
+        self.current = Some(self.assembler(end.episode + 1));
+    }
+
+    fn accept(&mut self, episode: CollectedEpisode) {
+        if let Some(check) = self.log_prob_check
+            && !check(&episode)
+        {
+            self.output.rejections.count(Rejection::LogProbMismatch);
+            return;
+        }
+        self.kept += episode.len();
+        self.output.episodes.push(episode);
+    }
+}

@@ -1,0 +1,14 @@
+//! Rollout collection: one worker thread per device, each turning the device's stream of
+//! transition batches into checked episodes; the learner assembles them in a fixed order.
+//!
+//! - [`episode`]: the episodes a device delivers, and the hygiene rules that admit a sample;
+//! - [`collect`]: one collection round on one device (upload, run, receive, stop);
+//! - [`pool`]: the worker threads and deterministic batch assembly.
+
+pub mod collect;
+pub mod episode;
+pub mod pool;
+
+pub use collect::{CollectRequest, DeviceRollout, RejectionCounts};
+pub use episode::{CollectedEpisode, EpisodeEnding};
+pub use pool::DevicePool;

@@ -65,3 +65,9 @@ macro_rules! error {
         let _ = ($( & $x ),*);
     }};
 }
+
+/// Logs a simulated power cycle (sim board only; keeps the macros the only logging path).
+#[cfg(feature = "sim")]
+pub(crate) fn log_reset(at_us: u64) {
+    warn!("simulated device reset at {} us", at_us);
+}

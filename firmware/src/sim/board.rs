@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use embedded_io::ReadReady;
 use tether_shared::message::DeviceState;
 
+use super::BoardLink;
 use super::clock::SimClock;
 use super::link_emulation::{FaultSpec, LinkEmulation};
 use super::pipe::{HostEnd, memory_link};
 use super::pty::PtyLink;
-use super::BoardLink;
 use crate::clock::Clock;
 use crate::device::{Device, DeviceConfig};
 use crate::plant::Plant;
@@ -176,14 +176,16 @@ fn run_board<P: Plant, L: BoardLink>(
         config.faults.clone(),
         config.seed,
     );
-    let mut device: Box<SimDevice<P, L>> =
-        Box::new(Device::new(plant, link, clock.clone(), config.device));
+    // On the board thread's stack (see BOARD_STACK_BYTES).
+    let mut device: SimDevice<P, L> = Device::new(plant, link, clock.clone(), config.device);
     let mut resets = config.faults.resets_us.iter().copied().peekable();
     let mut report = SimReport::default();
     let mut last_host_bytes = 0u64;
     let mut last_host_real = Instant::now();
     let mut last_host_virtual = clock.now_us();
     let watchdog = Duration::from_micros(config.device.watchdog_timeout_us);
+    // (real, virtual) time when the device last became idle in virtual mode.
+    let mut idle_since: Option<(Instant, u64)> = None;
 
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_us();
@@ -195,7 +197,7 @@ fn run_board<P: Plant, L: BoardLink>(
             report.bad_frames += stats.bad_frames;
             report.resets += 1;
             let (plant, link, clock) = device.into_parts();
-            device = Box::new(Device::new(plant, link, clock, config.device));
+            device = Device::new(plant, link, clock, config.device);
             crate::fmt::log_reset(now);
         }
 
@@ -230,14 +232,15 @@ fn run_board<P: Plant, L: BoardLink>(
                 }
                 if device.state() != DeviceState::Running {
                     // Nothing to simulate: follow real time, wake on host input.
+                    let (real, virt) = *idle_since.get_or_insert((Instant::now(), now));
                     let wait = wake.saturating_sub(now).min(1_000);
-                    let started = Instant::now();
                     device
                         .link_io_mut()
                         .wait(Duration::from_micros(wait.max(50)), false);
-                    clock.advance_to(now + started.elapsed().as_micros() as u64);
+                    clock.advance_to(virt + real.elapsed().as_micros() as u64);
                     continue;
                 }
+                idle_since = None;
                 let mut target = wake;
                 if pending {
                     // Rate-limited bytes trickle out: move in small steps.
@@ -248,9 +251,7 @@ fn run_board<P: Plant, L: BoardLink>(
                     && last_host_real.elapsed() < watchdog
                 {
                     // Virtual time must not outrun a host that is alive in real time.
-                    device
-                        .link_io_mut()
-                        .wait(Duration::from_millis(1), false);
+                    device.link_io_mut().wait(Duration::from_millis(1), false);
                     continue;
                 }
                 clock.advance_to(target.max(now + 1));

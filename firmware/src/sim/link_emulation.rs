@@ -160,7 +160,10 @@ fn parse_duration_us(text: &str) -> Result<u64, &'static str> {
     } else {
         return Err("a time needs a unit: us, ms or s");
     };
-    let value: f64 = number.trim().parse().map_err(|_| "the time is not a number")?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| "the time is not a number")?;
     if !(value.is_finite() && value >= 0.0) {
         return Err("a time must be a non-negative number");
     }
@@ -374,9 +377,16 @@ impl<L: BoardLink> BoardLink for LinkEmulation<L> {
     }
 
     fn wait(&mut self, timeout: Duration, for_room: bool) {
-        if self.rx.staged.is_empty() {
-            self.inner.wait(timeout, for_room);
+        if !self.rx.staged.is_empty() {
+            return;
         }
+        if self.rate.is_some() && self.rx.budget < 1.0 && !for_room {
+            // Bytes may be waiting but the rate limit holds them: nothing to do until the
+            // clock moves.
+            std::thread::sleep(timeout.min(Duration::from_micros(200)));
+            return;
+        }
+        self.inner.wait(timeout, for_room);
     }
 
     fn has_staged_output(&self) -> bool {

@@ -1,1 +1,2 @@
 //! tether trainer: TRPO on the host, fed by trajectories streamed from devices.
+pub mod trpo;

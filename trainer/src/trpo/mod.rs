@@ -1,0 +1,7 @@
+//! TRPO learning core (Schulman et al. 2015): gradient → conjugate gradient on exact
+//! Fisher-vector products → line search under a KL bound → value-function fit.
+
+pub mod distribution;
+pub mod mlp;
+pub mod policy;
+pub mod surrogate;

@@ -4,11 +4,16 @@
 pub mod batch;
 pub mod conjugate_gradient;
 pub mod distribution;
+pub mod export;
 pub mod fisher;
 pub mod gae;
+pub mod hyperparams;
 pub mod line_search;
 pub mod mlp;
 pub mod normalizer;
 pub mod policy;
 pub mod surrogate;
+pub mod update;
 pub mod value;
+
+pub use update::{Trpo, UpdateError, UpdateReport, UpdateTimings};

@@ -1,0 +1,287 @@
+//! Framing: how a message becomes bytes on the link and back.
+//!
+//! A frame is `COBS(postcard(message) ++ CRC-32(postcard bytes))` followed by one `0x00`.
+//! COBS removes every zero from the body, so `0x00` only ever ends a frame: a decoder that
+//! loses its place (a dropped or corrupted byte, garbage on the line, a device reset) finds
+//! the next frame at the next zero and loses at most the frame the fault landed in.
+//!
+//! Encoding uses postcard's own flavors (CRC inside COBS). Decoding cannot use postcard's
+//! `CobsAccumulator` directly, because it deserializes without checking a CRC; so
+//! [`FrameDecoder`] keeps its own fixed buffer, splits the stream at zeros, COBS-decodes in
+//! place with the `cobs` crate postcard itself uses, and deserializes through postcard's
+//! CRC-32 flavor, rejecting trailing bytes.
+
+use postcard::ser_flavors::{Cobs, Slice, crc::CrcModifier};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// CRC used for frames and for uploaded parameter blocks: CRC-32/ISO-HDLC (the common
+/// "CRC-32" of zlib and Ethernet).
+pub const PARAMS_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Largest encoded frame, terminator included, in bytes (fits USB full-speed CDC buffers).
+pub const MAX_FRAME_LEN: usize = 1024;
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameError {
+    /// The output buffer is too small for the encoded frame.
+    BufferTooSmall,
+    /// More bytes arrived before a `0x00` than a frame may hold; they were dropped.
+    Overflow,
+    /// The COBS encoding is broken (a corrupted or lost byte).
+    Cobs,
+    /// The CRC does not match: the frame was corrupted on the way.
+    BadCrc,
+    /// The CRC matched but the bytes are not a known message (unknown tag, trailing bytes,
+    /// out-of-range value): a peer speaking another protocol.
+    Undecodable,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FrameError::BufferTooSmall => "frame does not fit the output buffer",
+            FrameError::Overflow => "frame longer than the receive buffer",
+            FrameError::Cobs => "broken COBS encoding",
+            FrameError::BadCrc => "CRC mismatch",
+            FrameError::Undecodable => "CRC valid but not a known message",
+        })
+    }
+}
+
+/// Encodes `message` as one complete frame (terminator included) into `buf` and returns the
+/// written part.
+pub fn encode<'a, M: Serialize>(
+    message: &M,
+    buf: &'a mut [u8],
+) -> Result<&'a mut [u8], FrameError> {
+    let cobs = Cobs::try_new(Slice::new(buf)).map_err(|_| FrameError::BufferTooSmall)?;
+    let flavor = CrcModifier::new(cobs, PARAMS_CRC.digest());
+    postcard::serialize_with_flavor(message, flavor).map_err(|_| FrameError::BufferTooSmall)
+}
+
+/// Counts of what a [`FrameDecoder`] has seen, for link-health metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DecoderStats {
+    /// Frames decoded into a message.
+    pub frames: u32,
+    /// Frames whose CRC did not match.
+    pub crc_errors: u32,
+    /// Runs of bytes longer than the buffer before a terminator.
+    pub overflows: u32,
+    /// Frames with broken COBS or valid CRC but no known message.
+    pub undecodable: u32,
+}
+
+/// Streaming decoder of capacity `N` bytes (a whole encoded frame must fit; use
+/// [`MAX_FRAME_LEN`]). Takes bytes in any chunking.
+pub struct FrameDecoder<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    /// Set after an overflow: drop bytes until the next terminator.
+    discarding: bool,
+    stats: DecoderStats,
+}
+
+impl<const N: usize> Default for FrameDecoder<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FrameDecoder<N> {
+    /// An empty decoder.
+    pub const fn new() -> Self {
+        FrameDecoder {
+            buf: [0; N],
+            len: 0,
+            discarding: false,
+            stats: DecoderStats {
+                frames: 0,
+                crc_errors: 0,
+                overflows: 0,
+                undecodable: 0,
+            },
+        }
+    }
+
+    /// What the decoder has seen so far.
+    pub fn stats(&self) -> DecoderStats {
+        self.stats
+    }
+
+    /// Forgets a partly received frame (e.g. after the link was reopened).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.discarding = false;
+    }
+
+    /// Consumes bytes from the front of `input` until one frame ends, and returns what it
+    /// held; `None` once `input` is used up with no frame ended (the partial frame is kept
+    /// for the next call).
+    ///
+    /// Empty frames (a lone `0x00`, as sent to flush a line) are skipped silently.
+    pub fn decode_next<M: DeserializeOwned>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Option<Result<M, FrameError>> {
+        while let Some((&byte, rest)) = input.split_first() {
+            *input = rest;
+            if byte != 0 {
+                if self.discarding {
+                    continue;
+                }
+                if let Some(slot) = self.buf.get_mut(self.len) {
+                    *slot = byte;
+                    self.len += 1;
+                    continue;
+                }
+                self.discarding = true;
+                self.len = 0;
+                self.stats.overflows += 1;
+                return Some(Err(FrameError::Overflow));
+            }
+            // A terminator.
+            let len = core::mem::take(&mut self.len);
+            if core::mem::take(&mut self.discarding) || len == 0 {
+                continue;
+            }
+            return Some(self.decode_body(len));
+        }
+        None
+    }
+
+    fn decode_body<M: DeserializeOwned>(&mut self, len: usize) -> Result<M, FrameError> {
+        let decoded = match cobs::decode_in_place(&mut self.buf[..len]) {
+            Ok(n) => n,
+            Err(_) => {
+                self.stats.undecodable += 1;
+                return Err(FrameError::Cobs);
+            }
+        };
+        let body = &self.buf[..decoded];
+        match postcard::take_from_bytes_crc32::<M>(body, PARAMS_CRC.digest()) {
+            Ok((message, [])) => {
+                self.stats.frames += 1;
+                Ok(message)
+            }
+            Err(postcard::Error::DeserializeBadCrc) => {
+                self.stats.crc_errors += 1;
+                Err(FrameError::BadCrc)
+            }
+            // Our CRC flavor checks the CRC only after deserializing. If the message did not
+            // parse, tell a corrupted frame from a foreign one by the CRC over the whole
+            // body: corruption is by far the likelier cause on a serial line.
+            Ok(_) | Err(_) => {
+                if body.len() >= 4 && crc_matches(body) {
+                    self.stats.undecodable += 1;
+                    Err(FrameError::Undecodable)
+                } else {
+                    self.stats.crc_errors += 1;
+                    Err(FrameError::BadCrc)
+                }
+            }
+        }
+    }
+}
+
+/// Whether the last four bytes of `body` are the little-endian CRC-32 of the rest.
+fn crc_matches(body: &[u8]) -> bool {
+    let (payload, crc) = body.split_at(body.len() - 4);
+    let expected = PARAMS_CRC.checksum(payload).to_le_bytes();
+    crc == expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{DeviceMessage, DeviceState, Heartbeat, HostMessage};
+
+    fn heartbeat() -> DeviceMessage {
+        DeviceMessage::Heartbeat(Heartbeat {
+            uptime_us: 123_456,
+            state: DeviceState::Running,
+            last_host_sequence: 7,
+        })
+    }
+
+    #[test]
+    fn round_trip_in_one_chunk_and_byte_by_byte() {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let frame = encode(&heartbeat(), &mut buf).unwrap();
+        assert_eq!(frame.last(), Some(&0));
+        assert_eq!(frame.iter().filter(|&&b| b == 0).count(), 1);
+
+        let mut decoder = FrameDecoder::<MAX_FRAME_LEN>::new();
+        let mut input: &[u8] = frame;
+        assert_eq!(
+            decoder.decode_next::<DeviceMessage>(&mut input),
+            Some(Ok(heartbeat()))
+        );
+        assert!(input.is_empty());
+
+        for (i, byte) in frame.iter().enumerate() {
+            let mut one: &[u8] = core::slice::from_ref(byte);
+            let got = decoder.decode_next::<DeviceMessage>(&mut one);
+            if i + 1 == frame.len() {
+                assert_eq!(got, Some(Ok(heartbeat())));
+            } else {
+                assert_eq!(got, None);
+            }
+        }
+        assert_eq!(decoder.stats().frames, 2);
+    }
+
+    #[test]
+    fn corrupted_frame_is_rejected_and_next_one_decoded() {
+        let mut buf = [0u8; 64];
+        let len = encode(&heartbeat(), &mut buf).unwrap().len();
+        let mut stream = [0u8; 128];
+        stream[..len].copy_from_slice(&buf[..len]);
+        stream[len..2 * len].copy_from_slice(&buf[..len]);
+        stream[3] ^= 0x10;
+        let mut decoder = FrameDecoder::<64>::new();
+        let mut input: &[u8] = &stream[..2 * len];
+        assert!(matches!(
+            decoder.decode_next::<DeviceMessage>(&mut input),
+            Some(Err(_))
+        ));
+        assert_eq!(
+            decoder.decode_next::<DeviceMessage>(&mut input),
+            Some(Ok(heartbeat()))
+        );
+    }
+
+    #[test]
+    fn overflow_drops_until_next_terminator() {
+        let mut decoder = FrameDecoder::<8>::new();
+        let long = [0x11u8; 20];
+        let mut input: &[u8] = &long;
+        assert_eq!(
+            decoder.decode_next::<HostMessage>(&mut input),
+            Some(Err(FrameError::Overflow))
+        );
+        assert_eq!(decoder.decode_next::<HostMessage>(&mut input), None);
+        let mut buf = [0u8; 8];
+        let frame = encode(&HostMessage::Stop, &mut buf).unwrap();
+        let mut stream = [0u8; 9];
+        stream[1..1 + frame.len()].copy_from_slice(frame);
+        let mut input: &[u8] = &stream[..1 + frame.len()];
+        assert_eq!(
+            decoder.decode_next::<HostMessage>(&mut input),
+            Some(Ok(HostMessage::Stop))
+        );
+        assert_eq!(decoder.stats().overflows, 1);
+    }
+
+    #[test]
+    fn small_output_buffer_is_an_error() {
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            encode(&heartbeat(), &mut buf).err(),
+            Some(FrameError::BufferTooSmall)
+        );
+    }
+}

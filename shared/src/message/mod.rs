@@ -1,0 +1,19 @@
+//! The messages host and device exchange, one enum per direction.
+//!
+//! Every message is a plain serde type with bounded (heapless) fields, so each has a fixed
+//! worst-case encoded size that [`crate::frame`] proves fits in one frame. See
+//! `docs/PROTOCOL.md` for the conversation they make up.
+
+mod device;
+mod host;
+
+pub use device::{
+    AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
+    LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
+};
+pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+
+/// f32 values carried by one policy upload chunk (960 bytes of payload).
+pub const POLICY_CHUNK_VALUES: usize = 240;
+/// f32 values carried by one transition batch (960 bytes of payload).
+pub const TRANSITION_BATCH_VALUES: usize = 240;

@@ -1,0 +1,101 @@
+//! How a device describes the plant it controls, sent in the handshake.
+
+use heapless::{String, Vec};
+use postcard::experimental::max_size::MaxSize;
+use serde::{Deserialize, Serialize};
+
+/// Largest observation a plant may have (values per control step).
+pub const MAX_OBS_DIM: usize = 16;
+/// Largest continuous action a plant may take (values per control step).
+pub const MAX_ACTION_DIM: usize = 4;
+/// Largest number of choices of a discrete action.
+pub const MAX_DISCRETE_ACTIONS: usize = 16;
+/// Longest plant name, in bytes of UTF-8.
+pub const MAX_PLANT_NAME: usize = 16;
+
+/// The actions a plant accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ActionSpace {
+    /// A vector of real values, each clamped to `[low[i], high[i]]` in the plant's units
+    /// (newton-metres for a torque, volts for a motor voltage, ...).
+    Continuous {
+        /// Lower bound per dimension.
+        low: Vec<f32, MAX_ACTION_DIM>,
+        /// Upper bound per dimension.
+        high: Vec<f32, MAX_ACTION_DIM>,
+    },
+    /// One of `n` choices, numbered `0..n`.
+    Discrete {
+        /// Number of choices.
+        n: u8,
+    },
+}
+
+impl ActionSpace {
+    /// Number of f32 values one action occupies on the wire: the dimension of a continuous
+    /// action, one (the index) for a discrete one.
+    pub fn wire_width(&self) -> usize {
+        match self {
+            ActionSpace::Continuous { low, .. } => low.len(),
+            ActionSpace::Discrete { .. } => 1,
+        }
+    }
+}
+
+/// What a device tells the host about its plant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PlantDescription {
+    /// Short name, e.g. `"pendulum"`.
+    pub name: String<MAX_PLANT_NAME>,
+    /// Values in one observation.
+    pub obs_dim: u8,
+    /// The actions the plant accepts.
+    pub action: ActionSpace,
+    /// Control rate in hertz: one policy step every `1 / control_rate_hz` seconds.
+    pub control_rate_hz: f32,
+    /// Steps after which an episode is truncated (the time limit).
+    pub episode_steps: u32,
+}
+
+impl PlantDescription {
+    /// Width in f32 values of one transition record on the wire (see
+    /// [`crate::message::TransitionBatch`]): observation, action, reward, log-probability.
+    pub fn transition_width(&self) -> usize {
+        self.obs_dim as usize + self.action.wire_width() + 2
+    }
+
+    /// Checks the description is within this protocol's capacities and self-consistent.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.obs_dim == 0 || self.obs_dim as usize > MAX_OBS_DIM {
+            return Err("observation dimension must be 1..=16");
+        }
+        match &self.action {
+            ActionSpace::Continuous { low, high } => {
+                if low.is_empty() || low.len() != high.len() {
+                    return Err("continuous action bounds must be non-empty and of equal length");
+                }
+                if low
+                    .iter()
+                    .zip(high.iter())
+                    .any(|(l, h)| !(l.is_finite() && h.is_finite() && l < h))
+                {
+                    return Err("continuous action bounds must be finite with low < high");
+                }
+            }
+            ActionSpace::Discrete { n } => {
+                if *n < 2 || *n as usize > MAX_DISCRETE_ACTIONS {
+                    return Err("a discrete action needs 2..=16 choices");
+                }
+            }
+        }
+        if !(self.control_rate_hz.is_finite() && self.control_rate_hz > 0.0) {
+            return Err("control rate must be a positive number of hertz");
+        }
+        if self.episode_steps == 0 {
+            return Err("episode step limit must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! The policy both sides agree on: its shape ([`PolicySpec`]), the order of its flat f32
+//! parameters, and the forward pass ([`PolicyView::forward`]) that the firmware runs at the
+//! control rate and the trainer uses to check its own export.
+
+mod forward;
+mod spec;
+
+pub use forward::{ForwardError, PolicyView};
+pub use spec::{
+    MAX_HIDDEN_LAYERS, MAX_LAYER_WIDTH, NORMALIZED_OBS_CLIP, PolicyHead, PolicySpec, SpecError,
+};

@@ -1,3 +1,5 @@
 //! tether trainer: TRPO on the host, fed by trajectories streamed from devices.
+
 pub mod device;
 pub mod rollout;
+pub mod trpo;

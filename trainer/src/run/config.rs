@@ -498,9 +498,11 @@ upload_retries = 1
 
     #[test]
     fn toml_round_trip_preserves_everything() {
-        let mut c = Config::default();
-        c.plant = "qube".into();
-        c.seed = i64::MAX as u64;
+        let mut c = Config {
+            plant: "qube".into(),
+            seed: i64::MAX as u64,
+            ..Config::default()
+        };
         c.devices.tcp = vec!["rig:1".into()];
         c.devices.faults = Some("drop=0.1".into());
         c.trpo.max_kl = 0.1 + 0.2; // not a short decimal

@@ -110,6 +110,7 @@ fn draw<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(&panels[0])
         .caption("Mean episode return", ("sans-serif", 26))
         .margin(12)
+        .margin_right(40)
         .x_label_area_size(45)
         .y_label_area_size(80)
         .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
@@ -117,6 +118,7 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("environment steps (all devices)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("mean return (sum of rewards per episode)")
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
@@ -141,6 +143,7 @@ fn draw<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(&panels[1])
         .caption("KL divergence of each update", ("sans-serif", 26))
         .margin(12)
+        .margin_right(40)
         .x_label_area_size(45)
         .y_label_area_size(80)
         .build_cartesian_2d(x_lo..x_hi, 0.0..kl_hi.max(1e-6))
@@ -148,6 +151,7 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("environment steps (all devices)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("mean KL(old ‖ new) (nats)")
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))

@@ -2,4 +2,5 @@
 
 pub mod device;
 pub mod rollout;
+pub mod run;
 pub mod trpo;

@@ -1,0 +1,756 @@
+//! The device runtime: a state machine driven by [`Device::poll`].
+//!
+//! The board's main loop (or a timer interrupt) calls [`Device::poll`] often — at least once
+//! per control period, ideally much more often. Each call:
+//!
+//! 1. writes queued outgoing bytes the link can take now;
+//! 2. reads and handles the host's messages that have arrived;
+//! 3. checks the watchdog;
+//! 4. runs one control step if its deadline has come;
+//! 5. sends a heartbeat if one is due, and writes again.
+//!
+//! Nothing blocks: a link that cannot keep up ends the episode as
+//! [`EpisodeEndReason::Overrun`] instead of stalling the loop.
+//!
+//! States: [`DeviceState::Idle`] (plant safe, waiting), [`DeviceState::Running`] (episodes
+//! under way) and [`DeviceState::SafeStop`] (plant safe after a fault or watchdog expiry; a
+//! `Hello`, `Stop` or `Run` from the host leaves it).
+
+use heapless::Vec;
+use tether_shared::message::{
+    AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
+    HostMessage, Refusal, RefusalReason, RunCommand, RunMode, TRANSITION_BATCH_VALUES,
+    TransitionBatch,
+};
+use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
+use tether_shared::policy::MAX_LAYER_WIDTH;
+use tether_shared::version::FirmwareVersion;
+use tether_shared::{PROTOCOL_VERSION, PlantDescription, PolicyHead};
+
+use embedded_io::{Read, ReadReady, Write, WriteReady};
+
+use crate::clock::Clock;
+use crate::link::{LinkEndpoint, LinkStats, Priority, READ_BUF_LEN};
+use crate::plant::{Action, Plant};
+use crate::policy_store::PolicyStore;
+use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
+use crate::sampler::{Sampler, argmax, episode_seed};
+
+/// This firmware's version, from the crate version.
+pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
+    major: parse_u8(env!("CARGO_PKG_VERSION_MAJOR")),
+    minor: parse_u8(env!("CARGO_PKG_VERSION_MINOR")),
+    patch: parse_u8(env!("CARGO_PKG_VERSION_PATCH")),
+};
+
+const fn parse_u8(s: &str) -> u8 {
+    let bytes = s.as_bytes();
+    let mut value: u8 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        value = value
+            .wrapping_mul(10)
+            .wrapping_add(bytes[i].wrapping_sub(b'0'));
+        i += 1;
+    }
+    value
+}
+
+/// Most network outputs: Gaussian mean or categorical logits.
+const MAX_OUTPUT: usize = if MAX_ACTION_DIM > MAX_DISCRETE_ACTIONS {
+    MAX_ACTION_DIM
+} else {
+    MAX_DISCRETE_ACTIONS
+};
+
+/// Scratch for the forward pass: two activation vectors of the widest allowed layer.
+const SCRATCH_LEN: usize = 2 * MAX_LAYER_WIDTH;
+
+/// Host messages handled per [`Device::poll`] at most (bounds the time one poll can take
+/// when the host floods the link).
+const MAX_READS_PER_POLL: usize = 32;
+
+/// Tunable behaviour of a [`Device`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// While running, the plant goes to its safe state when no host message arrived for this
+    /// many microseconds. 0 disables the watchdog.
+    pub watchdog_timeout_us: u64,
+    /// Microseconds between two device heartbeats.
+    pub heartbeat_period_us: u64,
+}
+
+impl Default for DeviceConfig {
+    /// A 2 s watchdog and a heartbeat every 0.5 s.
+    fn default() -> Self {
+        DeviceConfig {
+            watchdog_timeout_us: 2_000_000,
+            heartbeat_period_us: 500_000,
+        }
+    }
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Control steps taken.
+    pub steps: u64,
+    /// Episodes ended, whatever the reason.
+    pub episodes: u32,
+    /// Host messages decoded.
+    pub messages_in: u32,
+    /// Incoming frames rejected (bad CRC, broken COBS, overflow, unknown message).
+    pub bad_frames: u32,
+    /// Times the watchdog fired.
+    pub watchdog_fired: u32,
+}
+
+/// The episode under way.
+struct Episode {
+    id: u32,
+    steps: u32,
+    episode_return: f32,
+    worst_step_us: u32,
+    missed_deadlines: u32,
+    batch: TransitionBatch,
+}
+
+/// The device runtime for plant `P`, link `L`, clock `C` and a policy capacity of `CAP` f32
+/// values per buffer (two buffers are kept).
+pub struct Device<P, L, C, const CAP: usize> {
+    plant: P,
+    description: PlantDescription,
+    link: LinkEndpoint<L>,
+    clock: C,
+    config: DeviceConfig,
+    store: PolicyStore<CAP>,
+    sampler: Sampler,
+    state: DeviceState,
+    run: Option<RunCommand>,
+    /// Episodes of the current run already ended.
+    completed: u32,
+    episode: Option<Episode>,
+    /// An episode end that did not fit the outgoing queue yet; no new episode starts until
+    /// it is queued.
+    pending_end: Option<EpisodeEnd>,
+    watchdog: Watchdog,
+    boot_us: u64,
+    period_us: u64,
+    next_deadline_us: u64,
+    next_heartbeat_us: u64,
+    last_host_sequence: u32,
+    obs: [f32; MAX_OBS_DIM],
+    output: [f32; MAX_OUTPUT],
+    action: [f32; MAX_ACTION_DIM],
+    scratch: [f32; SCRATCH_LEN],
+    stats: DeviceStats,
+}
+
+impl<P, L, C, const CAP: usize> Device<P, L, C, CAP>
+where
+    P: Plant,
+    L: Read + ReadReady + Write + WriteReady,
+    C: Clock,
+{
+    /// A device in the idle state with no policy; puts the plant in its safe state.
+    pub fn new(mut plant: P, link: L, clock: C, config: DeviceConfig) -> Self {
+        plant.safe_state();
+        let description = plant.description();
+        let now = clock.now_us();
+        let rate = description.control_rate_hz;
+        let period_us = if rate.is_finite() && rate > 0.0 {
+            ((1.0e6 / rate as f64) as u64).max(1)
+        } else {
+            1_000_000
+        };
+        info!("device up, control period {} us", period_us);
+        Device {
+            plant,
+            description,
+            link: LinkEndpoint::new(link),
+            clock,
+            config,
+            store: PolicyStore::new(),
+            sampler: Sampler::new(0),
+            state: DeviceState::Idle,
+            run: None,
+            completed: 0,
+            episode: None,
+            pending_end: None,
+            watchdog: Watchdog::new(config.watchdog_timeout_us, now),
+            boot_us: now,
+            period_us,
+            next_deadline_us: now,
+            next_heartbeat_us: now,
+            last_host_sequence: 0,
+            obs: [0.0; MAX_OBS_DIM],
+            output: [0.0; MAX_OUTPUT],
+            action: [0.0; MAX_ACTION_DIM],
+            scratch: [0.0; SCRATCH_LEN],
+            stats: DeviceStats::default(),
+        }
+    }
+
+    /// Takes the device apart (as at power-off): the plant, the byte stream and the clock.
+    pub fn into_parts(self) -> (P, L, C) {
+        (self.plant, self.link.into_inner(), self.clock)
+    }
+
+    /// Current state.
+    pub fn state(&self) -> DeviceState {
+        self.state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+
+    /// Link counters (bytes, errors, dropped control messages).
+    pub fn link_stats(&self) -> LinkStats {
+        self.link.stats()
+    }
+
+    /// The plant.
+    pub fn plant(&self) -> &P {
+        &self.plant
+    }
+
+    /// The plant, mutably (for tests and board bring-up).
+    pub fn plant_mut(&mut self) -> &mut P {
+        &mut self.plant
+    }
+
+    /// The byte stream, mutably (for the simulated board's link emulation).
+    pub fn link_io_mut(&mut self) -> &mut L {
+        self.link.io_mut()
+    }
+
+    /// Version of the running policy, if any.
+    pub fn active_policy(&self) -> Option<u32> {
+        self.store.running().map(|m| m.version)
+    }
+
+    /// Control period in µs (`1 / control_rate_hz`).
+    pub fn period_us(&self) -> u64 {
+        self.period_us
+    }
+
+    /// Outgoing bytes queued but not yet accepted by the link.
+    pub fn tx_pending(&self) -> usize {
+        self.link.tx_pending()
+    }
+
+    /// The earliest clock time (µs) at which [`Device::poll`] has timed work to do: a control
+    /// step, a heartbeat or a watchdog check. Incoming bytes also need a poll, whenever they
+    /// arrive.
+    pub fn next_wakeup_us(&self) -> u64 {
+        let mut wake = self.next_heartbeat_us;
+        if self.state == DeviceState::Running {
+            let step = if self.episode.is_some() || self.pending_end.is_none() {
+                self.next_deadline_us
+            } else {
+                self.clock.now_us()
+            };
+            wake = wake.min(step);
+            if self.watchdog.timeout_us() != 0 {
+                let expiry = self
+                    .watchdog
+                    .last_feed_us()
+                    .saturating_add(self.watchdog.timeout_us())
+                    .saturating_add(1);
+                wake = wake.min(expiry);
+            }
+        }
+        if self.pending_end.is_some() {
+            wake = wake.min(self.clock.now_us());
+        }
+        wake
+    }
+
+    /// Does whatever is due now; never blocks. Call it at least once per control period.
+    pub fn poll(&mut self) {
+        self.link.poll_write();
+        self.receive();
+        let now = self.clock.now_us();
+        if self.state == DeviceState::Running && self.watchdog.expired(now) {
+            self.stats.watchdog_fired += 1;
+            warn!(
+                "watchdog: host silent for more than {} us",
+                self.watchdog.timeout_us()
+            );
+            self.fault(EpisodeEndReason::Fault);
+        }
+        self.queue_pending_end();
+        if self.state == DeviceState::Running {
+            self.run_due(now);
+        }
+        self.heartbeat();
+        self.link.poll_write();
+    }
+
+    // ----- incoming -------------------------------------------------------------------
+
+    fn receive(&mut self) {
+        let mut buf = [0u8; READ_BUF_LEN];
+        for _ in 0..MAX_READS_PER_POLL {
+            let n = self.link.poll_read(&mut buf);
+            if n == 0 {
+                return;
+            }
+            let mut input = buf.get(..n).unwrap_or(&[]);
+            while let Some(result) = self.link.decode_next(&mut input) {
+                match result {
+                    Ok(message) => {
+                        self.stats.messages_in = self.stats.messages_in.wrapping_add(1);
+                        self.watchdog.feed(self.clock.now_us());
+                        self.handle(message);
+                    }
+                    Err(e) => {
+                        self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1);
+                        debug!("bad frame from host: {}", e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: HostMessage) {
+        match message {
+            HostMessage::Hello { protocol_version } => {
+                if protocol_version != PROTOCOL_VERSION {
+                    warn!("host speaks protocol v{}", protocol_version);
+                }
+                self.end_session(EpisodeEndReason::Stopped);
+                self.store.abort_upload();
+                let info = DeviceInfo {
+                    protocol_version: PROTOCOL_VERSION,
+                    firmware_version: FIRMWARE_VERSION,
+                    plant: self.description.clone(),
+                    policy_capacity: u32::try_from(CAP).unwrap_or(u32::MAX),
+                    active_policy: self.active_policy(),
+                };
+                self.send_control(&DeviceMessage::Hello(info));
+            }
+            HostMessage::PolicyBegin(begin) => {
+                let topic = AckTopic::PolicyBegin {
+                    version: begin.version,
+                };
+                let result = self.store.begin(&begin, &self.description);
+                self.answer(topic, result);
+            }
+            HostMessage::PolicyChunk(chunk) => match self.store.chunk(&chunk) {
+                Ok(received) => self.answer(
+                    AckTopic::PolicyChunk {
+                        version: chunk.version,
+                        received,
+                    },
+                    Ok(()),
+                ),
+                Err(reason) => self.answer(
+                    AckTopic::PolicyChunk {
+                        version: chunk.version,
+                        received: chunk.offset,
+                    },
+                    Err(reason),
+                ),
+            },
+            HostMessage::PolicyCommit { version } => {
+                let result = self.store.commit(version, &self.description);
+                if result.is_ok() && self.episode.is_none() {
+                    // Between episodes already: the boundary is now.
+                    self.store.swap_staged();
+                }
+                self.answer(AckTopic::PolicyCommit { version }, result);
+            }
+            HostMessage::Run(command) => {
+                if self.store.running().is_none() && self.store.staged().is_none() {
+                    self.answer(AckTopic::Run, Err(RefusalReason::NoPolicy));
+                    return;
+                }
+                self.end_session(EpisodeEndReason::Stopped);
+                self.answer(AckTopic::Run, Ok(()));
+                info!(
+                    "run: {} episodes from {}",
+                    command.episodes, command.first_episode
+                );
+                self.run = Some(command);
+                self.completed = 0;
+                self.state = DeviceState::Running;
+                self.next_deadline_us = self.clock.now_us();
+            }
+            HostMessage::Stop => {
+                self.end_session(EpisodeEndReason::Stopped);
+                self.answer(AckTopic::Stop, Ok(()));
+            }
+            HostMessage::Heartbeat { sequence } => {
+                self.last_host_sequence = sequence;
+            }
+        }
+    }
+
+    /// Ends the episode under way (if any) with `reason`, and goes idle with the plant safe.
+    fn end_session(&mut self, reason: EpisodeEndReason) {
+        if self.episode.is_some() {
+            self.observe_final();
+            self.end_episode(reason);
+        }
+        self.plant.safe_state();
+        self.run = None;
+        self.state = DeviceState::Idle;
+    }
+
+    fn answer(&mut self, topic: AckTopic, result: Result<(), RefusalReason>) {
+        let message = match result {
+            Ok(()) => DeviceMessage::Ack(topic),
+            Err(reason) => {
+                debug!("refused a command");
+                DeviceMessage::Refused(Refusal { topic, reason })
+            }
+        };
+        self.send_control(&message);
+    }
+
+    fn send_control(&mut self, message: &DeviceMessage) {
+        // A dropped control message is counted and logged by the link; the host retries.
+        let _ = self.link.send(message, Priority::Control);
+    }
+
+    // ----- episodes -------------------------------------------------------------------
+
+    fn run_due(&mut self, now: u64) {
+        if self.episode.is_none() {
+            if self.pending_end.is_some() {
+                return;
+            }
+            if !self.start_episode(now) {
+                return;
+            }
+        }
+        if now >= self.next_deadline_us {
+            self.control_step(now);
+        }
+    }
+
+    /// Starts the next episode of the run; false if the run is over.
+    fn start_episode(&mut self, now: u64) -> bool {
+        let Some(run) = self.run.as_ref() else {
+            self.state = DeviceState::Idle;
+            return false;
+        };
+        if run.episodes != 0 && self.completed >= run.episodes {
+            self.run = None;
+            self.state = DeviceState::Idle;
+            return false;
+        }
+        let id = run.first_episode.wrapping_add(self.completed);
+        let seed = run.seed;
+        if self.store.swap_staged() {
+            info!("policy {} now running", self.active_policy().unwrap_or(0));
+        }
+        let Some(version) = self.active_policy() else {
+            self.run = None;
+            self.state = DeviceState::Idle;
+            return false;
+        };
+        self.plant.reset(episode_seed(seed, id, 0));
+        self.sampler.reseed(episode_seed(seed, id, 1));
+        self.next_deadline_us = self.next_deadline_us.max(now);
+        self.episode = Some(Episode {
+            id,
+            steps: 0,
+            episode_return: 0.0,
+            worst_step_us: 0,
+            missed_deadlines: 0,
+            batch: empty_batch(id, 0, version),
+        });
+        true
+    }
+
+    fn control_step(&mut self, started: u64) {
+        let late_by = started.saturating_sub(self.next_deadline_us);
+        let missed = late_by > self.period_us;
+        self.next_deadline_us = if missed {
+            started + self.period_us
+        } else {
+            self.next_deadline_us + self.period_us
+        };
+        let outcome = self.step_once();
+        let elapsed = self.clock.now_us().saturating_sub(started);
+        if let Some(ep) = self.episode.as_mut() {
+            if missed {
+                ep.missed_deadlines = ep.missed_deadlines.saturating_add(1);
+            }
+            ep.worst_step_us = ep
+                .worst_step_us
+                .max(u32::try_from(elapsed).unwrap_or(u32::MAX));
+        }
+        match outcome {
+            StepResult::Continue => {}
+            StepResult::End(reason) => {
+                if reason != EpisodeEndReason::Fault {
+                    self.observe_final();
+                }
+                self.end_episode(reason);
+            }
+            StepResult::Fault => self.fault(EpisodeEndReason::Fault),
+        }
+    }
+
+    /// Observe → forward → sample → clamp → actuate → reward → record.
+    fn step_once(&mut self) -> StepResult {
+        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
+        let Some(obs) = self.obs.get_mut(..obs_dim) else {
+            return StepResult::Fault;
+        };
+        self.plant.observe(obs);
+        if !all_finite(obs) {
+            warn!("non-finite observation");
+            return StepResult::Fault;
+        }
+        let Some(view) = self.store.view() else {
+            return StepResult::Fault;
+        };
+        let out_dim = view.spec().output_dim();
+        let head = view.spec().head;
+        let Some(out) = self.output.get_mut(..out_dim) else {
+            return StepResult::Fault;
+        };
+        if view.forward(obs, &mut self.scratch, out).is_err() {
+            return StepResult::Fault;
+        }
+        let mode = self.run.as_ref().map_or(RunMode::Deterministic, |r| r.mode);
+        let space = &self.description.action;
+        let width = space.wire_width();
+
+        // Sample, check, clamp, actuate.
+        let (log_prob, outcome) = match head {
+            PolicyHead::Gaussian { action_dim } => {
+                let dim = action_dim as usize;
+                let (Some(action), Some(mean), Some(log_std)) = (
+                    self.action.get_mut(..dim),
+                    self.output.get(..dim),
+                    view.log_std(),
+                ) else {
+                    return StepResult::Fault;
+                };
+                let log_prob = match mode {
+                    RunMode::Explore => self.sampler.gaussian(mean, log_std, action),
+                    RunMode::Deterministic => {
+                        action.copy_from_slice(mean);
+                        0.0
+                    }
+                };
+                if !all_finite(action) || !log_prob.is_finite() {
+                    warn!("non-finite action");
+                    return StepResult::Fault;
+                }
+                clamp_continuous(space, action);
+                (log_prob, self.plant.actuate(Action::Continuous(action)))
+            }
+            PolicyHead::Categorical { n } => {
+                let Some(logits) = self.output.get(..n as usize) else {
+                    return StepResult::Fault;
+                };
+                let choice = match mode {
+                    RunMode::Explore => self.sampler.categorical(logits),
+                    RunMode::Deterministic => argmax(logits).map(|k| (k, 0.0)),
+                };
+                let Some((index, log_prob)) = choice else {
+                    warn!("non-finite logits");
+                    return StepResult::Fault;
+                };
+                let Some(index) = clamp_discrete(space, index) else {
+                    return StepResult::Fault;
+                };
+                if let Some(slot) = self.action.first_mut() {
+                    *slot = index as f32;
+                }
+                (log_prob, self.plant.actuate(Action::Discrete(index)))
+            }
+        };
+        if !outcome.reward.is_finite() {
+            warn!("non-finite reward");
+            return StepResult::Fault;
+        }
+
+        // Record (obs, action applied, reward, log-prob).
+        let Some(ep) = self.episode.as_mut() else {
+            return StepResult::Fault;
+        };
+        let step = ep.steps;
+        ep.steps = ep.steps.saturating_add(1);
+        ep.episode_return += outcome.reward;
+        self.stats.steps += 1;
+        let record_width = obs_dim + width + 2;
+        if ep.batch.values.len() + record_width > TRANSITION_BATCH_VALUES
+            && !flush_batch(&mut self.link, ep, step)
+        {
+            return StepResult::End(EpisodeEndReason::Overrun);
+        }
+        let (Some(obs), Some(action)) = (self.obs.get(..obs_dim), self.action.get(..width)) else {
+            return StepResult::Fault;
+        };
+        let pushed = ep.batch.values.extend_from_slice(obs).is_ok()
+            && ep.batch.values.extend_from_slice(action).is_ok()
+            && ep.batch.values.push(outcome.reward).is_ok()
+            && ep.batch.values.push(log_prob).is_ok();
+        if !pushed {
+            // Cannot happen with a valid plant description (a record is far below a batch).
+            return StepResult::Fault;
+        }
+
+        if outcome.terminated {
+            StepResult::End(EpisodeEndReason::Terminated)
+        } else if ep.steps >= self.description.episode_steps {
+            StepResult::End(EpisodeEndReason::Truncated)
+        } else {
+            StepResult::Continue
+        }
+    }
+
+    /// Reads the plant's observation into `self.obs` for an episode-end report.
+    fn observe_final(&mut self) {
+        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
+        if let Some(obs) = self.obs.get_mut(..obs_dim) {
+            self.plant.observe(obs);
+        }
+    }
+
+    /// Plant to safe state, episode (if any) ended with `reason`, device in safe stop.
+    fn fault(&mut self, reason: EpisodeEndReason) {
+        self.plant.safe_state();
+        if self.episode.is_some() {
+            self.end_episode(reason);
+        }
+        self.run = None;
+        self.state = DeviceState::SafeStop;
+    }
+
+    /// Flushes the last records, reports the end, puts the plant in its safe state and moves
+    /// the run on.
+    fn end_episode(&mut self, mut reason: EpisodeEndReason) {
+        let Some(mut ep) = self.episode.take() else {
+            return;
+        };
+        let keeps_data = matches!(
+            reason,
+            EpisodeEndReason::Terminated | EpisodeEndReason::Truncated | EpisodeEndReason::Stopped
+        );
+        let next_step = ep.steps;
+        if keeps_data && !flush_batch(&mut self.link, &mut ep, next_step) {
+            reason = EpisodeEndReason::Overrun;
+        }
+        self.plant.safe_state();
+        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
+        let mut final_obs = Vec::new();
+        let _ = final_obs.extend_from_slice(self.obs.get(..obs_dim).unwrap_or(&[]));
+        let end = EpisodeEnd {
+            episode: ep.id,
+            policy_version: ep.batch.policy_version,
+            length: ep.steps,
+            episode_return: ep.episode_return,
+            reason,
+            final_obs,
+            worst_step_us: ep.worst_step_us,
+            missed_deadlines: ep.missed_deadlines,
+        };
+        debug!("episode {} ended after {} steps", ep.id, ep.steps);
+        self.stats.episodes = self.stats.episodes.wrapping_add(1);
+        self.completed = self.completed.wrapping_add(1);
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.episodes != 0 && self.completed >= r.episodes)
+        {
+            self.run = None;
+            self.state = DeviceState::Idle;
+        }
+        // An older unsent end goes first; this one waits its turn.
+        self.queue_pending_end();
+        if self.pending_end.is_none() {
+            let message = DeviceMessage::EpisodeEnd(end);
+            if self.link.send(&message, Priority::Control).is_err()
+                && let DeviceMessage::EpisodeEnd(end) = message
+            {
+                self.pending_end = Some(end);
+            }
+        } else {
+            // Two ends waiting: the older one is kept, this one is lost (counted by the link
+            // as a dropped control message). Only a link stalled for a whole episode gets here.
+            let _ = self
+                .link
+                .send(&DeviceMessage::EpisodeEnd(end), Priority::Control);
+        }
+    }
+
+    fn queue_pending_end(&mut self) {
+        if let Some(end) = self.pending_end.take() {
+            let message = DeviceMessage::EpisodeEnd(end);
+            if self.link.send(&message, Priority::Control).is_err()
+                && let DeviceMessage::EpisodeEnd(end) = message
+            {
+                self.pending_end = Some(end);
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let now = self.clock.now_us();
+        if now < self.next_heartbeat_us {
+            return;
+        }
+        self.next_heartbeat_us = now.saturating_add(self.config.heartbeat_period_us.max(1));
+        let beat = DeviceMessage::Heartbeat(Heartbeat {
+            uptime_us: now.wrapping_sub(self.boot_us) as u32,
+            state: self.state,
+            last_host_sequence: self.last_host_sequence,
+        });
+        // Heartbeats are periodic: one that does not fit is simply skipped.
+        let _ = self.link.send(&beat, Priority::Data);
+    }
+}
+
+/// What one control step led to.
+enum StepResult {
+    Continue,
+    End(EpisodeEndReason),
+    Fault,
+}
+
+fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> TransitionBatch {
+    TransitionBatch {
+        episode,
+        first_step,
+        policy_version,
+        values: Vec::new(),
+    }
+}
+
+/// Queues the episode's records (if any) as one batch and starts a new batch at
+/// `next_step`. False if the outgoing queue could not take it.
+fn flush_batch<L>(link: &mut LinkEndpoint<L>, ep: &mut Episode, next_step: u32) -> bool
+where
+    L: Read + ReadReady + Write + WriteReady,
+{
+    if ep.batch.values.is_empty() {
+        ep.batch.first_step = next_step;
+        return true;
+    }
+    let fresh = empty_batch(ep.id, next_step, ep.batch.policy_version);
+    let message = DeviceMessage::Transitions(core::mem::replace(&mut ep.batch, fresh));
+    let queued = link.send(&message, Priority::Data).is_ok();
+    if !queued {
+        debug!("outgoing queue full: episode {} overran", ep.id);
+    }
+    queued
+}
+
+/// Compile-time facts the runtime relies on.
+const _: () = {
+    // A full record always fits in a batch.
+    assert!(MAX_OBS_DIM + MAX_ACTION_DIM + 2 <= TRANSITION_BATCH_VALUES);
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,491 @@
+//! Link emulation: a byte-rate limit and seeded fault injection around any board link, in
+//! the spirit of smoltcp's `FaultInjector`.
+//!
+//! [`LinkEmulation`] sits between the device and its byte stream and acts on both
+//! directions: bytes are delayed to `baud / 10` bytes per second (8N1 framing) measured on
+//! the board's clock, corrupted (one random bit flipped), dropped or duplicated at the rates
+//! of a [`FaultSpec`], and the whole link stalls during the spec's stall windows. Device
+//! resets in the spec are carried out by the board, which owns the device.
+//!
+//! # Fault spec grammar
+//!
+//! ```text
+//! spec     := "" | "none" | item ("," item)*
+//! item     := "corrupt=" prob          probability per byte of one flipped bit
+//!           | "drop=" prob             probability per byte of losing it
+//!           | "dup=" prob              probability per byte of sending it twice
+//!           | "stall=" duration "@" time   no byte moves for `duration` from `time` on
+//!           | "reset@" time            the device power-cycles at `time`
+//! prob     := decimal number in [0, 1]
+//! duration := decimal number followed by "us", "ms" or "s"
+//! time     := duration, measured on the board's clock from its start
+//! ```
+//!
+//! Example: `corrupt=0.001,drop=0.0005,dup=0.0001,stall=2s@10s,reset@30s`. `stall` and
+//! `reset` may repeat; a rate given twice keeps the last value.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
+
+use super::BoardLink;
+use super::clock::SimClock;
+use crate::clock::Clock;
+use crate::sampler::Pcg32;
+
+/// A window during which the link moves no bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// Board time the stall starts, µs.
+    pub at_us: u64,
+    /// How long it lasts, µs.
+    pub duration_us: u64,
+}
+
+/// Which faults to inject (see the module documentation for the text form).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultSpec {
+    /// Probability per byte of a flipped bit.
+    pub corrupt: f64,
+    /// Probability per byte of losing it.
+    pub drop: f64,
+    /// Probability per byte of sending it twice.
+    pub duplicate: f64,
+    /// Stall windows.
+    pub stalls: Vec<Stall>,
+    /// Board times (µs) at which the device power-cycles, ascending.
+    pub resets_us: Vec<u64>,
+}
+
+impl FaultSpec {
+    /// No faults at all.
+    pub fn none() -> Self {
+        FaultSpec::default()
+    }
+
+    /// Whether any byte-level fault or stall is configured (resets are the board's).
+    pub fn touches_bytes(&self) -> bool {
+        self.corrupt > 0.0 || self.drop > 0.0 || self.duplicate > 0.0 || !self.stalls.is_empty()
+    }
+
+    /// Whether the link is stalled at board time `now_us`.
+    pub fn stalled_at(&self, now_us: u64) -> bool {
+        self.stalls
+            .iter()
+            .any(|s| now_us >= s.at_us && now_us - s.at_us < s.duration_us)
+    }
+}
+
+/// Why a fault spec string was not understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSpecError {
+    /// The offending item.
+    pub item: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl fmt::Display for FaultSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bad fault item `{}`: {} (expected e.g. corrupt=0.001,drop=0.0005,dup=0.0001,stall=2s@10s,reset@30s)",
+            self.item, self.problem
+        )
+    }
+}
+
+impl std::error::Error for FaultSpecError {}
+
+impl FromStr for FaultSpec {
+    type Err = FaultSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut spec = FaultSpec::default();
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(spec);
+        }
+        for raw in s.split(',') {
+            let item = raw.trim();
+            let err = |problem| FaultSpecError {
+                item: item.to_string(),
+                problem,
+            };
+            if let Some(time) = item.strip_prefix("reset@") {
+                spec.resets_us.push(parse_duration_us(time).map_err(err)?);
+            } else if let Some(rest) = item.strip_prefix("stall=") {
+                let (duration, at) = rest
+                    .split_once('@')
+                    .ok_or(err("a stall needs DURATION@TIME, e.g. stall=2s@10s"))?;
+                spec.stalls.push(Stall {
+                    at_us: parse_duration_us(at).map_err(err)?,
+                    duration_us: parse_duration_us(duration).map_err(err)?,
+                });
+            } else if let Some((key, value)) = item.split_once('=') {
+                let p: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| err("the rate is not a number"))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(err("a rate is a probability in [0, 1]"));
+                }
+                match key.trim() {
+                    "corrupt" => spec.corrupt = p,
+                    "drop" => spec.drop = p,
+                    "dup" => spec.duplicate = p,
+                    _ => return Err(err("unknown fault; use corrupt, drop, dup, stall or reset")),
+                }
+            } else {
+                return Err(err("unknown fault; use corrupt, drop, dup, stall or reset"));
+            }
+        }
+        spec.resets_us.sort_unstable();
+        Ok(spec)
+    }
+}
+
+/// Parses `10s`, `250ms`, `1.5s`, `800us` into microseconds.
+fn parse_duration_us(text: &str) -> Result<u64, &'static str> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return Err("a time needs a unit: us, ms or s");
+    };
+    let value: f64 = number.trim().parse().map_err(|_| "the time is not a number")?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err("a time must be a non-negative number");
+    }
+    Ok((value * scale).round() as u64)
+}
+
+/// Bytes held between the emulation and the inner link per direction, at most.
+const STAGE_LIMIT: usize = 256;
+
+/// One direction's state: rate budget and bytes already through the fault stage.
+struct Direction {
+    /// Bytes allowed to move now (fractional, capped at the burst size).
+    budget: f64,
+    staged: VecDeque<u8>,
+}
+
+/// A link wrapped in rate limiting and fault injection. Implements the same traits as the
+/// link it wraps.
+pub struct LinkEmulation<L> {
+    inner: L,
+    clock: SimClock,
+    spec: FaultSpec,
+    /// Bytes per second, if limited.
+    rate: Option<f64>,
+    rng: Pcg32,
+    last_update_us: u64,
+    rx: Direction,
+    tx: Direction,
+}
+
+impl<L: BoardLink> LinkEmulation<L> {
+    /// Wraps `inner`; `baud` limits each direction to `baud / 10` bytes per second of
+    /// `clock`; faults are drawn from a generator seeded with `seed`.
+    pub fn new(inner: L, clock: SimClock, baud: Option<u32>, spec: FaultSpec, seed: u64) -> Self {
+        let now = clock.now_us();
+        LinkEmulation {
+            inner,
+            clock,
+            spec,
+            rate: baud.map(|b| f64::from(b) / 10.0),
+            rng: Pcg32::new(seed),
+            last_update_us: now,
+            rx: Direction {
+                budget: 0.0,
+                staged: VecDeque::new(),
+            },
+            tx: Direction {
+                budget: 0.0,
+                staged: VecDeque::new(),
+            },
+        }
+    }
+
+    /// The wrapped link.
+    pub fn inner_mut(&mut self) -> &mut L {
+        &mut self.inner
+    }
+
+    /// Bytes accepted from the device but not yet passed to the inner link.
+    pub fn tx_staged(&self) -> usize {
+        self.tx.staged.len()
+    }
+
+    fn stalled(&self) -> bool {
+        self.spec.stalled_at(self.clock.now_us())
+    }
+
+    /// Refills both budgets for the time passed since the last call.
+    fn refill(&mut self) {
+        let now = self.clock.now_us();
+        let elapsed = now.saturating_sub(self.last_update_us);
+        self.last_update_us = now;
+        if let Some(rate) = self.rate {
+            // Burst: 20 ms worth of bytes, at least one.
+            let burst = (rate * 0.02).max(1.0);
+            let add = rate * elapsed as f64 * 1e-6;
+            self.rx.budget = (self.rx.budget + add).min(burst);
+            self.tx.budget = (self.tx.budget + add).min(burst);
+        }
+    }
+
+    fn allowance(&self, direction: &Direction, want: usize) -> usize {
+        match self.rate {
+            Some(_) => (direction.budget.floor().max(0.0) as usize).min(want),
+            None => want,
+        }
+    }
+
+    /// Passes `byte` through the fault stage into `out`.
+    fn inject(spec: &FaultSpec, rng: &mut Pcg32, byte: u8, out: &mut VecDeque<u8>) {
+        let mut roll = || f64::from(rng.next_u32()) / f64::from(u32::MAX);
+        if spec.drop > 0.0 && roll() < spec.drop {
+            return;
+        }
+        let mut byte = byte;
+        if spec.corrupt > 0.0 && roll() < spec.corrupt {
+            byte ^= 1 << (rng.next_u32() % 8);
+        }
+        out.push_back(byte);
+        if spec.duplicate > 0.0 && f64::from(rng.next_u32()) / f64::from(u32::MAX) < spec.duplicate
+        {
+            out.push_back(byte);
+        }
+    }
+
+    /// Moves staged outgoing bytes into the inner link while it takes them.
+    fn flush_staged(&mut self) -> Result<(), ErrorKind> {
+        while !self.tx.staged.is_empty() && !self.stalled() {
+            if !self.inner.write_ready().map_err(kind)? {
+                break;
+            }
+            let (front, _) = self.tx.staged.as_slices();
+            let n = self.inner.write(front).map_err(kind)?;
+            if n == 0 {
+                break;
+            }
+            self.tx.staged.drain(..n.min(self.tx.staged.len()));
+        }
+        Ok(())
+    }
+
+    /// Pulls incoming bytes through the fault stage while budget allows.
+    fn fill_rx(&mut self) -> Result<(), ErrorKind> {
+        if self.stalled() || !self.rx.staged.is_empty() {
+            return Ok(());
+        }
+        let want = self.allowance(&self.rx, 64);
+        if want == 0 || !self.inner.read_ready().map_err(kind)? {
+            return Ok(());
+        }
+        let mut buf = [0u8; 64];
+        let n = self.inner.read(&mut buf[..want]).map_err(kind)?;
+        if self.rate.is_some() {
+            self.rx.budget -= n as f64;
+        }
+        for &byte in &buf[..n] {
+            Self::inject(&self.spec, &mut self.rng, byte, &mut self.rx.staged);
+        }
+        Ok(())
+    }
+}
+
+fn kind<E: embedded_io::Error>(e: E) -> ErrorKind {
+    e.kind()
+}
+
+impl<L> ErrorType for LinkEmulation<L> {
+    type Error = ErrorKind;
+}
+
+impl<L: BoardLink> ReadReady for LinkEmulation<L> {
+    fn read_ready(&mut self) -> Result<bool, ErrorKind> {
+        self.refill();
+        self.fill_rx()?;
+        Ok(!self.rx.staged.is_empty())
+    }
+}
+
+impl<L: BoardLink> Read for LinkEmulation<L> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        self.refill();
+        self.fill_rx()?;
+        let n = buf.len().min(self.rx.staged.len());
+        for (slot, byte) in buf.iter_mut().zip(self.rx.staged.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+}
+
+impl<L: BoardLink> WriteReady for LinkEmulation<L> {
+    fn write_ready(&mut self) -> Result<bool, ErrorKind> {
+        self.refill();
+        self.flush_staged()?;
+        Ok(!self.stalled()
+            && self.tx.staged.len() < STAGE_LIMIT
+            && self.allowance(&self.tx, 1) == 1)
+    }
+}
+
+impl<L: BoardLink> Write for LinkEmulation<L> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        self.refill();
+        if self.stalled() {
+            return Ok(0);
+        }
+        let room = STAGE_LIMIT.saturating_sub(self.tx.staged.len());
+        let n = self.allowance(&self.tx, buf.len().min(room));
+        if self.rate.is_some() {
+            self.tx.budget -= n as f64;
+        }
+        for &byte in &buf[..n] {
+            Self::inject(&self.spec, &mut self.rng, byte, &mut self.tx.staged);
+        }
+        self.flush_staged()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        self.flush_staged()
+    }
+}
+
+impl<L: BoardLink> BoardLink for LinkEmulation<L> {
+    fn host_backpressure(&mut self) -> bool {
+        self.inner.host_backpressure()
+    }
+
+    fn host_bytes_total(&mut self) -> u64 {
+        self.inner.host_bytes_total()
+    }
+
+    fn wait(&mut self, timeout: Duration, for_room: bool) {
+        if self.rx.staged.is_empty() {
+            self.inner.wait(timeout, for_room);
+        }
+    }
+
+    fn has_staged_output(&self) -> bool {
+        !self.tx.staged.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::pipe::memory_link;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let spec: FaultSpec = "corrupt=0.001,drop=0.0005,dup=0.0001,stall=2s@10s,reset@30s"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.corrupt, 0.001);
+        assert_eq!(spec.drop, 0.0005);
+        assert_eq!(spec.duplicate, 0.0001);
+        assert_eq!(
+            spec.stalls,
+            [Stall {
+                at_us: 10_000_000,
+                duration_us: 2_000_000
+            }]
+        );
+        assert_eq!(spec.resets_us, [30_000_000]);
+        assert!(spec.stalled_at(11_999_999) && !spec.stalled_at(12_000_000));
+        assert_eq!("".parse::<FaultSpec>().unwrap(), FaultSpec::none());
+        assert_eq!(
+            "stall=250ms@1.5s".parse::<FaultSpec>().unwrap().stalls[0],
+            Stall {
+                at_us: 1_500_000,
+                duration_us: 250_000
+            }
+        );
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("corrupt=2", "probability"),
+            ("corupt=0.1", "unknown fault"),
+            ("drop=x", "not a number"),
+            ("stall=2s", "DURATION@TIME"),
+            ("reset@30", "unit"),
+            ("stall=-1s@2s", "non-negative"),
+        ] {
+            let e = text.parse::<FaultSpec>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_follows_the_board_clock() {
+        let (_host, dev) = memory_link(1 << 16);
+        let clock = SimClock::new_virtual();
+        // 10 000 baud: 1000 bytes/s.
+        let mut link = LinkEmulation::new(dev, clock.clone(), Some(10_000), FaultSpec::none(), 1);
+        let data = [7u8; 100];
+        let mut sent = 0;
+        while link.write_ready().unwrap() {
+            sent += link.write(&data).unwrap();
+        }
+        assert_eq!(sent, 0, "no budget at t = 0");
+        clock.advance_to(10_000); // 10 ms: 10 bytes
+        while link.write_ready().unwrap() {
+            sent += link.write(&data).unwrap();
+        }
+        assert_eq!(sent, 10);
+    }
+
+    #[test]
+    fn faults_are_seeded_and_at_roughly_the_given_rates() {
+        let run = |seed| {
+            let (mut host, dev) = memory_link(1 << 20);
+            let spec: FaultSpec = "corrupt=0.01,drop=0.01,dup=0.01".parse().unwrap();
+            let mut link = LinkEmulation::new(dev, SimClock::new_virtual(), None, spec, seed);
+            let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            let mut off = 0;
+            while off < data.len() {
+                off += link.write(&data[off..]).unwrap();
+            }
+            link.flush().unwrap();
+            host.set_timeout(Duration::from_millis(1));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut host, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        };
+        let a = run(1);
+        assert_eq!(a, run(1));
+        assert_ne!(a, run(2));
+        // Drops and dups cancel in expectation: length within a few hundred of 100 000.
+        assert!((a.len() as i64 - 100_000).abs() < 600, "{}", a.len());
+    }
+
+    #[test]
+    fn stall_moves_no_bytes() {
+        let (_host, dev) = memory_link(1 << 16);
+        let clock = SimClock::new_virtual();
+        let spec: FaultSpec = "stall=1s@0s".parse().unwrap();
+        let mut link = LinkEmulation::new(dev, clock.clone(), None, spec, 1);
+        assert!(!link.write_ready().unwrap());
+        assert_eq!(link.write(b"abc").unwrap(), 0);
+        clock.advance_to(1_000_000);
+        assert!(link.write_ready().unwrap());
+    }
+}

@@ -1,0 +1,338 @@
+//! An in-memory duplex byte pipe with bounded capacity: the simulated serial cable.
+//!
+//! [`memory_link`] returns two ends. The [`DeviceEnd`] speaks the non-blocking `embedded-io`
+//! traits the runtime expects; the [`HostEnd`] speaks `std::io::Read + Write` with a read and
+//! write timeout, so a host drives it like a serial port (`read` fails with
+//! [`io::ErrorKind::TimedOut`] when nothing arrived in time).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
+
+use super::BoardLink;
+
+/// Default host read/write timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+
+struct State {
+    to_device: VecDeque<u8>,
+    to_host: VecDeque<u8>,
+    /// Bytes each direction may hold.
+    capacity: usize,
+    /// Live [`HostEnd`] handles.
+    host_ends: usize,
+    device_alive: bool,
+    /// Bytes the host has written since the pipe was made.
+    host_bytes_total: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queues inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on the condition variable until `deadline`; false once it has passed.
+    fn wait_until<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let (guard, _) = self
+            .changed
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(|e| e.into_inner());
+        Some(guard)
+    }
+}
+
+/// Makes a pipe whose directions each buffer up to `capacity` bytes (at least 1).
+pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            to_device: VecDeque::new(),
+            to_host: VecDeque::new(),
+            capacity: capacity.max(1),
+            host_ends: 1,
+            device_alive: true,
+            host_bytes_total: 0,
+        }),
+        changed: Condvar::new(),
+    });
+    (
+        HostEnd {
+            shared: shared.clone(),
+            timeout: DEFAULT_TIMEOUT,
+        },
+        DeviceEnd { shared },
+    )
+}
+
+/// The host's end of a [`memory_link`]: blocking `std::io` with a timeout.
+pub struct HostEnd {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl HostEnd {
+    /// Sets how long `read` waits for a byte and `write` for room before failing with
+    /// [`io::ErrorKind::TimedOut`].
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The current timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Another handle on the same end (e.g. one thread reads while another writes).
+    pub fn try_clone(&self) -> io::Result<HostEnd> {
+        self.shared.lock().host_ends += 1;
+        Ok(HostEnd {
+            shared: self.shared.clone(),
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl Drop for HostEnd {
+    fn drop(&mut self) {
+        self.shared.lock().host_ends -= 1;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl io::Read for HostEnd {
+    /// Waits up to the timeout for at least one byte. `Ok(0)` means the device end is gone
+    /// and everything it sent has been read.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if !state.to_host.is_empty() {
+                let n = buf.len().min(state.to_host.len());
+                for (slot, byte) in buf.iter_mut().zip(state.to_host.drain(..n)) {
+                    *slot = byte;
+                }
+                drop(state);
+                self.shared.changed.notify_all();
+                return Ok(n);
+            }
+            if !state.device_alive {
+                return Ok(0);
+            }
+            state = self
+                .shared
+                .wait_until(state, deadline)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no data from device"))?;
+        }
+    }
+}
+
+impl io::Write for HostEnd {
+    /// Waits up to the timeout for room, then writes as much as fits.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if !state.device_alive {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "simulated device is gone",
+                ));
+            }
+            let room = state.capacity.saturating_sub(state.to_device.len());
+            if room > 0 {
+                let n = room.min(buf.len());
+                state.to_device.extend(&buf[..n]);
+                state.host_bytes_total += n as u64;
+                drop(state);
+                self.shared.changed.notify_all();
+                return Ok(n);
+            }
+            state = self
+                .shared
+                .wait_until(state, deadline)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "device not reading"))?;
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The device's end of a [`memory_link`]: `embedded-io`, used without blocking.
+pub struct DeviceEnd {
+    shared: Arc<Shared>,
+}
+
+impl Drop for DeviceEnd {
+    fn drop(&mut self) {
+        self.shared.lock().device_alive = false;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl ErrorType for DeviceEnd {
+    type Error = ErrorKind;
+}
+
+impl Read for DeviceEnd {
+    /// Blocks until a byte is there (check [`ReadReady::read_ready`] first to never block);
+    /// `Ok(0)` once every host handle is dropped and nothing is left.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.shared.lock();
+        loop {
+            if !state.to_device.is_empty() {
+                let n = buf.len().min(state.to_device.len());
+                for (slot, byte) in buf.iter_mut().zip(state.to_device.drain(..n)) {
+                    *slot = byte;
+                }
+                drop(state);
+                self.shared.changed.notify_all();
+                return Ok(n);
+            }
+            if state.host_ends == 0 {
+                return Ok(0);
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl ReadReady for DeviceEnd {
+    fn read_ready(&mut self) -> Result<bool, ErrorKind> {
+        Ok(!self.shared.lock().to_device.is_empty())
+    }
+}
+
+impl Write for DeviceEnd {
+    /// Writes what fits, blocking only while the pipe is completely full (check
+    /// [`WriteReady::write_ready`] first to never block). With no host attached the bytes
+    /// are discarded, as on a serial line nobody listens to.
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.shared.lock();
+        loop {
+            if state.host_ends == 0 {
+                return Ok(buf.len());
+            }
+            let room = state.capacity.saturating_sub(state.to_host.len());
+            if room > 0 {
+                let n = room.min(buf.len());
+                state.to_host.extend(&buf[..n]);
+                drop(state);
+                self.shared.changed.notify_all();
+                return Ok(n);
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+impl WriteReady for DeviceEnd {
+    fn write_ready(&mut self) -> Result<bool, ErrorKind> {
+        let state = self.shared.lock();
+        Ok(state.host_ends == 0 || state.to_host.len() < state.capacity)
+    }
+}
+
+impl BoardLink for DeviceEnd {
+    fn host_backpressure(&mut self) -> bool {
+        let state = self.shared.lock();
+        state.host_ends > 0 && state.to_host.len() >= state.capacity
+    }
+
+    fn host_bytes_total(&mut self) -> u64 {
+        self.shared.lock().host_bytes_total
+    }
+
+    fn wait(&mut self, timeout: Duration, for_room: bool) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.to_device.is_empty() && !(for_room && state.to_host.len() < state.capacity) {
+            match self.shared.wait_until(state, deadline) {
+                Some(s) => state = s,
+                None => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    #[test]
+    fn bytes_flow_both_ways_and_reads_time_out() {
+        let (mut host, mut dev) = memory_link(8);
+        host.set_timeout(Duration::from_millis(5));
+        assert_eq!(host.write(b"hello").unwrap(), 5);
+        assert!(dev.read_ready().unwrap());
+        let mut buf = [0u8; 16];
+        assert_eq!(Read::read(&mut dev, &mut buf).unwrap(), 5);
+        assert!(!dev.read_ready().unwrap());
+        assert_eq!(Write::write(&mut dev, b"0123456789").unwrap(), 8, "bounded");
+        assert!(!dev.write_ready().unwrap());
+        assert!(dev.host_backpressure());
+        assert_eq!(host.read(&mut buf).unwrap(), 8);
+        let err = host.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(dev.host_bytes_total(), 5);
+    }
+
+    #[test]
+    fn dropping_an_end_is_seen_by_the_other() {
+        let (mut host, dev) = memory_link(8);
+        drop(dev);
+        let mut buf = [0u8; 4];
+        assert_eq!(host.read(&mut buf).unwrap(), 0);
+        assert_eq!(
+            host.write(b"x").unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        let (host, mut dev) = memory_link(8);
+        drop(host);
+        assert_eq!(Write::write(&mut dev, b"lost").unwrap(), 4);
+        assert_eq!(Read::read(&mut dev, &mut buf).unwrap(), 0);
+    }
+}

@@ -43,6 +43,46 @@ impl ActionSpace {
     }
 }
 
+/// Why a [`PlantDescription`] cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PlantError {
+    /// Observation dimension is 0 or above [`MAX_OBS_DIM`].
+    ObsDim,
+    /// Continuous bounds are empty or `low` and `high` differ in length.
+    BoundsShape,
+    /// A continuous bound is not finite, or `low >= high`.
+    BoundsValue,
+    /// A discrete action has fewer than 2 or more than [`MAX_DISCRETE_ACTIONS`] choices.
+    DiscreteChoices,
+    /// The control rate is not a positive, finite number of hertz.
+    ControlRate,
+    /// The episode step limit is 0.
+    EpisodeSteps,
+}
+
+impl core::fmt::Display for PlantError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PlantError::ObsDim => write!(f, "observation dimension must be 1..={MAX_OBS_DIM}"),
+            PlantError::BoundsShape => {
+                f.write_str("continuous action bounds must be non-empty and of equal length")
+            }
+            PlantError::BoundsValue => {
+                f.write_str("continuous action bounds must be finite with low < high")
+            }
+            PlantError::DiscreteChoices => write!(
+                f,
+                "a discrete action needs 2..={MAX_DISCRETE_ACTIONS} choices"
+            ),
+            PlantError::ControlRate => {
+                f.write_str("control rate must be a positive number of hertz")
+            }
+            PlantError::EpisodeSteps => f.write_str("episode step limit must be at least 1"),
+        }
+    }
+}
+
 /// What a device tells the host about its plant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -67,34 +107,34 @@ impl PlantDescription {
     }
 
     /// Checks the description is within this protocol's capacities and self-consistent.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), PlantError> {
         if self.obs_dim == 0 || self.obs_dim as usize > MAX_OBS_DIM {
-            return Err("observation dimension must be 1..=16");
+            return Err(PlantError::ObsDim);
         }
         match &self.action {
             ActionSpace::Continuous { low, high } => {
                 if low.is_empty() || low.len() != high.len() {
-                    return Err("continuous action bounds must be non-empty and of equal length");
+                    return Err(PlantError::BoundsShape);
                 }
                 if low
                     .iter()
                     .zip(high.iter())
                     .any(|(l, h)| !(l.is_finite() && h.is_finite() && l < h))
                 {
-                    return Err("continuous action bounds must be finite with low < high");
+                    return Err(PlantError::BoundsValue);
                 }
             }
             ActionSpace::Discrete { n } => {
                 if *n < 2 || *n as usize > MAX_DISCRETE_ACTIONS {
-                    return Err("a discrete action needs 2..=16 choices");
+                    return Err(PlantError::DiscreteChoices);
                 }
             }
         }
         if !(self.control_rate_hz.is_finite() && self.control_rate_hz > 0.0) {
-            return Err("control rate must be a positive number of hertz");
+            return Err(PlantError::ControlRate);
         }
         if self.episode_steps == 0 {
-            return Err("episode step limit must be at least 1");
+            return Err(PlantError::EpisodeSteps);
         }
         Ok(())
     }

@@ -139,3 +139,45 @@ impl PlantDescription {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pendulum() -> PlantDescription {
+        PlantDescription {
+            name: String::try_from("pendulum").unwrap(),
+            obs_dim: 3,
+            action: ActionSpace::Continuous {
+                low: Vec::from_slice(&[-2.0]).unwrap(),
+                high: Vec::from_slice(&[2.0]).unwrap(),
+            },
+            control_rate_hz: 50.0,
+            episode_steps: 200,
+        }
+    }
+
+    #[test]
+    fn validate_names_each_problem() {
+        assert_eq!(pendulum().validate(), Ok(()));
+        assert_eq!(pendulum().transition_width(), 6);
+        let mut p = pendulum();
+        p.obs_dim = 0;
+        assert_eq!(p.validate(), Err(PlantError::ObsDim));
+        let mut p = pendulum();
+        p.action = ActionSpace::Continuous {
+            low: Vec::from_slice(&[2.0]).unwrap(),
+            high: Vec::from_slice(&[-2.0]).unwrap(),
+        };
+        assert_eq!(p.validate(), Err(PlantError::BoundsValue));
+        let mut p = pendulum();
+        p.action = ActionSpace::Discrete { n: 1 };
+        assert_eq!(p.validate(), Err(PlantError::DiscreteChoices));
+        let mut p = pendulum();
+        p.control_rate_hz = f32::NAN;
+        assert_eq!(p.validate(), Err(PlantError::ControlRate));
+        let mut p = pendulum();
+        p.episode_steps = 0;
+        assert_eq!(p.validate(), Err(PlantError::EpisodeSteps));
+    }
+}

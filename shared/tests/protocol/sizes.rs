@@ -105,8 +105,8 @@ fn worst_device() -> [DeviceMessage; 4] {
 
 #[test]
 fn advertised_bounds_fit_one_frame() {
-    assert!(MAX_HOST_FRAME <= MAX_FRAME_LEN);
-    assert!(MAX_DEVICE_FRAME <= MAX_FRAME_LEN);
+    const { assert!(MAX_HOST_FRAME <= MAX_FRAME_LEN) };
+    const { assert!(MAX_DEVICE_FRAME <= MAX_FRAME_LEN) };
     println!(
         "postcard max: host {} device {}; frame max: host {MAX_HOST_FRAME} device {MAX_DEVICE_FRAME}",
         HostMessage::POSTCARD_MAX_SIZE,

@@ -10,7 +10,7 @@ use crate::run::config::RunConfig;
 use crate::run::export::PolicyFile;
 use crate::training::FleetSpec;
 use crate::training::evaluation::evaluate;
-use crate::trpo::TrpoConfig;
+use crate::trpo::hyperparams::TrpoConfig;
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let policy = PolicyFile::read_bin(&args.policy)?;

@@ -9,7 +9,7 @@ use crate::run::config::RunConfig;
 use crate::run::folder::RunFolder;
 use crate::run::metrics::read_metrics;
 use crate::run::plot::plot_curves;
-use crate::trpo::TrpoConfig;
+use crate::trpo::hyperparams::TrpoConfig;
 
 pub fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
     let folder = RunFolder::open(&args.dir)?;

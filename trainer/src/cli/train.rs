@@ -11,7 +11,7 @@ use crate::run::config::{LinkKind, RunConfig};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
 use crate::training::{Session, SessionOutcome};
-use crate::trpo::TrpoConfig;
+use crate::trpo::hyperparams::TrpoConfig;
 
 /// Simulated devices when the user names none (rl-zoo3 trains with 2 environments).
 const DEFAULT_SIM_DEVICES: u32 = 2;

@@ -12,7 +12,7 @@ use tether_shared::PlantDescription;
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
 use crate::run::config::{LinkKind, RunConfig, TimeoutsConfig};
-use crate::trpo::TrpoConfig;
+use crate::trpo::hyperparams::TrpoConfig;
 
 /// Why the fleet could not be assembled.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,8 @@ use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
 use crate::run::plot::plot_curves;
 use crate::trpo::distribution::PolicyHead;
 use crate::trpo::export::shared_spec;
-use crate::trpo::{StateError, Trpo, TrpoConfig};
+use crate::trpo::hyperparams::TrpoConfig;
+use crate::trpo::{StateError, Trpo};
 
 /// Episode ids of iteration `i` start at `i × EPISODE_ID_BLOCK`, so ids never repeat
 /// across iterations (a device runs far fewer episodes than this per iteration).

@@ -67,7 +67,11 @@ fn check<A>(
             vectors.env, row.state
         );
     }
-    println!("{}: {} pairs, max error {max:?}", vectors.env, vectors.rows.len());
+    println!(
+        "{}: {} pairs, max error {max:?}",
+        vectors.env,
+        vectors.rows.len()
+    );
     max
 }
 

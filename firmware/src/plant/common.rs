@@ -81,7 +81,11 @@ mod tests {
             (7.0, 7.0 - TAU),
             (-20.0, -20.0 + 3.0 * TAU),
         ] {
-            assert!((wrap_angle(x) - want).abs() < 1e-5, "{x} -> {}", wrap_angle(x));
+            assert!(
+                (wrap_angle(x) - want).abs() < 1e-5,
+                "{x} -> {}",
+                wrap_angle(x)
+            );
         }
     }
 
@@ -89,7 +93,10 @@ mod tests {
     fn bad_commands_become_zero() {
         assert_eq!(scalar_command(Action::Continuous(&[]), 2.0), 0.0);
         assert_eq!(scalar_command(Action::Continuous(&[f32::NAN]), 2.0), 0.0);
-        assert_eq!(scalar_command(Action::Continuous(&[f32::INFINITY]), 2.0), 0.0);
+        assert_eq!(
+            scalar_command(Action::Continuous(&[f32::INFINITY]), 2.0),
+            0.0
+        );
         assert_eq!(scalar_command(Action::Discrete(1), 2.0), 0.0);
         assert_eq!(scalar_command(Action::Continuous(&[3.0]), 2.0), 2.0);
         assert_eq!(scalar_command(Action::Continuous(&[-3.0]), 2.0), -2.0);

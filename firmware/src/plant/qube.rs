@@ -64,7 +64,7 @@
 //!
 //! Motor (armature inductance neglected: its time constant, about 0.1 ms, is far below the
 //! 1 ms integration step): `τ = kt (V − km θ̇) / Rm`, with `V` the commanded voltage clamped
-//! to [`MAX_VOLTAGE`]. At 0 V the back-EMF brakes the arm.
+//! to ±[`MAX_VOLTAGE`]. At 0 V the back-EMF brakes the arm.
 //!
 //! # Integration
 //!
@@ -81,8 +81,11 @@
 //! `Δ = 2π / 2048`. The pendulum count is wrapped to `[-1024, 1024)`, i.e. the encoder is
 //! referenced so that count 0 is upright (hanging down is exactly ±1024 counts). Velocities
 //! are finite differences of consecutive counts over the control period (0.767 rad/s per
-//! count at 250 Hz), then a first-order low-pass with cutoff [`VELOCITY_CUTOFF`] (50 rad/s,
-//! about 8 Hz): `v ← v + a (raw − v)`, `a = 1 − exp(−ωc T)` ≈ 0.181. The estimate starts at 0
+//! count at 250 Hz), then a first-order low-pass with cutoff [`VELOCITY_CUTOFF`] (200 rad/s,
+//! about 32 Hz): `v ← v + a (raw − v)`, `a = 1 − exp(−ωc T)` ≈ 0.55. That halves the
+//! quantisation noise for a lag of about 5 ms; a 50 rad/s filter (20 ms lag) made the
+//! hand-written swing-up below fail even at ±8 V (the pendulum reaches 20 rad/s and 250 rad/s²
+//! while swinging). The estimate starts at 0
 //! after a reset, as a device that has seen a single reading.
 //!
 //! Observation (6 values): `[sin θm, cos θm, sin αm, cos αm, θ̇m, α̇m]` — measured angles
@@ -108,12 +111,19 @@
 //! Hanging down at near rest: θ and α − π each uniform in `[-0.05, 0.05)` rad, θ̇ and α̇ each
 //! uniform in `[-0.05, 0.05)` rad/s, from the reset seed.
 //!
-//! # Voltage limit
+//! # Voltage limit: ±6 V (not ±5 V), and why
 //!
-//! [`MAX_VOLTAGE`] = 5 V (the amplifier can give more; 5 V keeps the stall current at
-//! 0.6 A and the stall torque at 0.025 N·m, above the pendulum's largest gravity torque of
-//! 0.015 N·m). The test `energy_pumping_swing_up_reaches_upright` shows that an
-//! energy-pumping controller within ±5 V brings the pendulum upright well inside an episode.
+//! The brief asked for about ±5 V. With this model, ±5 V proved marginal: the arm is light
+//! (`Jr + mp Lr²` ≈ 2.3e-4 kg·m²) and heavily damped (`Dr` plus back-EMF `kt km / Rm`, together
+//! 4.8e-4 N·m·s/rad: at constant voltage the arm settles to a speed within about 0.2–0.5 s),
+//! so the arm behaves almost like a velocity source and pumping energy into the pendulum
+//! while staying inside ±135° takes several swings. A hand-written energy-pumping controller
+//! (see the test `energy_pumping_swing_up_reaches_upright`), tuned over a grid of gains,
+//! brought the pendulum upright for only 7 of 20 seeds at ±5 V, but for 20 of 20 at ±6 V
+//! (upright after about 1.6 s, 19 of 20 then balanced by LQR to the end of the episode).
+//! So [`MAX_VOLTAGE`] = 6 V, the smallest whole-volt limit at which the task is shown
+//! feasible: stall current 0.71 A, stall torque 0.030 N·m against the pendulum's largest
+//! gravity torque of 0.015 N·m. A learned policy may well need less; the bound is a const.
 
 use core::f32::consts::PI;
 
@@ -152,7 +162,7 @@ pub const LP_CM: f32 = LP / 2.0;
 pub const JP: f32 = MP * LP * LP / 12.0 + MP * LP_CM * LP_CM;
 
 /// Largest voltage magnitude the model applies, volts (the action bounds are ±this).
-pub const MAX_VOLTAGE: f32 = 5.0;
+pub const MAX_VOLTAGE: f32 = 6.0;
 /// Control rate, Hz.
 pub const CONTROL_RATE_HZ: f32 = 250.0;
 /// Control period, seconds.
@@ -166,7 +176,7 @@ pub const ENCODER_COUNTS: i32 = 2048;
 /// One encoder count, radians.
 pub const COUNT_RAD: f32 = TAU / ENCODER_COUNTS as f32;
 /// Cutoff of the first-order low-pass on the finite-difference velocities, rad/s.
-pub const VELOCITY_CUTOFF: f32 = 50.0;
+pub const VELOCITY_CUTOFF: f32 = 200.0;
 /// The arm's safe range: the episode terminates when `|θ|` exceeds this, radians (3π/4).
 pub const ARM_LIMIT: f32 = 0.75 * PI;
 /// Observation size: `[sin θ, cos θ, sin α, cos α, θ̇, α̇]`.
@@ -424,3 +434,7 @@ impl Plant for Qube {
         self.voltage = 0.0;
     }
 }
+
+#[cfg(test)]
+#[path = "qube_tests.rs"]
+mod tests;

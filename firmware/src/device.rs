@@ -545,8 +545,15 @@ where
                     warn!("non-finite action");
                     return StepResult::Fault;
                 }
-                clamp_continuous(space, action);
-                (log_prob, self.plant.actuate(Action::Continuous(action)))
+                // The record keeps the sampled action (the learner needs the action whose
+                // log-probability it differentiates); the plant gets it clamped.
+                let mut applied = [0.0f32; MAX_ACTION_DIM];
+                let Some(applied) = applied.get_mut(..dim) else {
+                    return StepResult::Fault;
+                };
+                applied.copy_from_slice(action);
+                clamp_continuous(space, applied);
+                (log_prob, self.plant.actuate(Action::Continuous(applied)))
             }
             PolicyHead::Categorical { n } => {
                 let Some(logits) = self.output.get(..n as usize) else {
@@ -574,7 +581,7 @@ where
             return StepResult::Fault;
         }
 
-        // Record (obs, action applied, reward, log-prob).
+        // Record (obs, sampled action, reward, log-prob).
         let Some(ep) = self.episode.as_mut() else {
             return StepResult::Fault;
         };

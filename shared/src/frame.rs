@@ -11,8 +11,11 @@
 //! place with the `cobs` crate postcard itself uses, and deserializes through postcard's
 //! CRC-32 flavor, rejecting trailing bytes.
 
+use postcard::experimental::max_size::MaxSize;
 use postcard::ser_flavors::{Cobs, Slice, crc::CrcModifier};
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::message::{DeviceMessage, HostMessage};
 
 /// CRC used for frames and for uploaded parameter blocks: CRC-32/ISO-HDLC (the common
 /// "CRC-32" of zlib and Ethernet).
@@ -20,6 +23,43 @@ pub const PARAMS_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC
 
 /// Largest encoded frame, terminator included, in bytes (fits USB full-speed CDC buffers).
 pub const MAX_FRAME_LEN: usize = 1024;
+
+/// Bytes of CRC-32 appended to the postcard bytes of every frame.
+pub const CRC_LEN: usize = 4;
+
+/// Worst-case encoded length in bytes, terminator included, of a frame whose postcard
+/// encoding is at most `postcard_len` bytes.
+///
+/// COBS adds one code byte per started run of 254 bytes; this bound (`n + n / 254 + 1`) is
+/// the textbook one and never below what the `cobs` crate can emit. Add one byte for the
+/// `0x00` terminator.
+pub const fn max_frame_len(postcard_len: usize) -> usize {
+    let body = postcard_len + CRC_LEN;
+    let cobs = body + body / 254 + 1;
+    let bound = cobs::max_encoding_length(body);
+    let cobs = if bound > cobs { bound } else { cobs };
+    cobs + 1
+}
+
+/// Worst-case encoded length in bytes of any [`HostMessage`] frame, terminator included
+/// (a full [`crate::message::PolicyChunk`] with maximal varints). Size host-to-device
+/// buffers from it.
+pub const MAX_HOST_FRAME: usize = max_frame_len(HostMessage::POSTCARD_MAX_SIZE);
+
+/// Worst-case encoded length in bytes of any [`DeviceMessage`] frame, terminator included
+/// (a full [`crate::message::TransitionBatch`] with maximal varints). Size device-to-host
+/// buffers (the firmware's outgoing ring) from it.
+pub const MAX_DEVICE_FRAME: usize = max_frame_len(DeviceMessage::POSTCARD_MAX_SIZE);
+
+// The size proof: every message, at the largest capacities, fits one frame.
+const _: () = assert!(
+    MAX_HOST_FRAME <= MAX_FRAME_LEN,
+    "HostMessage may exceed MAX_FRAME_LEN"
+);
+const _: () = assert!(
+    MAX_DEVICE_FRAME <= MAX_FRAME_LEN,
+    "DeviceMessage may exceed MAX_FRAME_LEN"
+);
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +101,8 @@ pub fn encode<'a, M: Serialize>(
     postcard::serialize_with_flavor(message, flavor).map_err(|_| FrameError::BufferTooSmall)
 }
 
-/// Counts of what a [`FrameDecoder`] has seen, for link-health metrics.
+/// Counts of what a [`FrameDecoder`] has seen, for link-health metrics. Each count wraps
+/// around after `u32::MAX`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DecoderStats {
@@ -71,8 +112,23 @@ pub struct DecoderStats {
     pub crc_errors: u32,
     /// Runs of bytes longer than the buffer before a terminator.
     pub overflows: u32,
-    /// Frames with broken COBS or valid CRC but no known message.
+    /// Frames whose CRC matched but whose bytes are no known message (see
+    /// [`FrameError::Undecodable`]): the peer speaks another protocol.
     pub undecodable: u32,
+    /// Frames whose COBS encoding was broken (see [`FrameError::Cobs`]): corruption, like a
+    /// CRC error, caught one step earlier.
+    pub cobs_errors: u32,
+}
+
+impl DecoderStats {
+    /// Every rejected frame or run of bytes: CRC errors, overflows, undecodable frames and
+    /// COBS errors.
+    pub fn errors(&self) -> u32 {
+        self.crc_errors
+            .saturating_add(self.overflows)
+            .saturating_add(self.undecodable)
+            .saturating_add(self.cobs_errors)
+    }
 }
 
 /// Streaming decoder of capacity `N` bytes (a whole encoded frame must fit; use
@@ -103,6 +159,7 @@ impl<const N: usize> FrameDecoder<N> {
                 crc_errors: 0,
                 overflows: 0,
                 undecodable: 0,
+                cobs_errors: 0,
             },
         }
     }
@@ -140,7 +197,7 @@ impl<const N: usize> FrameDecoder<N> {
                 }
                 self.discarding = true;
                 self.len = 0;
-                self.stats.overflows += 1;
+                self.stats.overflows = self.stats.overflows.wrapping_add(1);
                 return Some(Err(FrameError::Overflow));
             }
             // A terminator.
@@ -157,41 +214,39 @@ impl<const N: usize> FrameDecoder<N> {
         let decoded = match cobs::decode_in_place(&mut self.buf[..len]) {
             Ok(n) => n,
             Err(_) => {
-                self.stats.undecodable += 1;
+                self.stats.cobs_errors = self.stats.cobs_errors.wrapping_add(1);
                 return Err(FrameError::Cobs);
             }
         };
         let body = &self.buf[..decoded];
-        match postcard::take_from_bytes_crc32::<M>(body, PARAMS_CRC.digest()) {
-            Ok((message, [])) => {
-                self.stats.frames += 1;
-                Ok(message)
-            }
-            Err(postcard::Error::DeserializeBadCrc) => {
-                self.stats.crc_errors += 1;
-                Err(FrameError::BadCrc)
-            }
-            // Our CRC flavor checks the CRC only after deserializing. If the message did not
-            // parse, tell a corrupted frame from a foreign one by the CRC over the whole
-            // body: corruption is by far the likelier cause on a serial line.
-            Ok(_) | Err(_) => {
-                if body.len() >= 4 && crc_matches(body) {
-                    self.stats.undecodable += 1;
-                    Err(FrameError::Undecodable)
-                } else {
-                    self.stats.crc_errors += 1;
-                    Err(FrameError::BadCrc)
-                }
-            }
+        // Happy path: postcard's CRC-32 flavor parses the message, then checks the CRC over
+        // exactly the bytes it consumed; the body must end right after the CRC.
+        if let Ok((message, [])) = postcard::take_from_bytes_crc32::<M>(body, PARAMS_CRC.digest()) {
+            self.stats.frames = self.stats.frames.wrapping_add(1);
+            return Ok(message);
+        }
+        // Anything else is rejected. The flavor checks the CRC only after a successful parse,
+        // and at the position where the parse stopped, so tell a corrupted frame from a
+        // foreign one (unknown tag, extra fields, out-of-range value) by the CRC over the
+        // whole body: a frame whose last four bytes are the CRC of the rest arrived intact.
+        if crc_matches(body) {
+            self.stats.undecodable = self.stats.undecodable.wrapping_add(1);
+            Err(FrameError::Undecodable)
+        } else {
+            self.stats.crc_errors = self.stats.crc_errors.wrapping_add(1);
+            Err(FrameError::BadCrc)
         }
     }
 }
 
 /// Whether the last four bytes of `body` are the little-endian CRC-32 of the rest.
-fn crc_matches(body: &[u8]) -> bool {
-    let (payload, crc) = body.split_at(body.len() - 4);
-    let expected = PARAMS_CRC.checksum(payload).to_le_bytes();
-    crc == expected
+/// `false` when `body` is shorter than the CRC.
+pub fn crc_matches(body: &[u8]) -> bool {
+    let Some(split) = body.len().checked_sub(CRC_LEN) else {
+        return false;
+    };
+    let (payload, crc) = body.split_at(split);
+    PARAMS_CRC.checksum(payload).to_le_bytes() == crc
 }
 
 #[cfg(test)]

@@ -21,6 +21,6 @@ pub mod policy;
 pub mod version;
 
 pub use message::{DeviceMessage, HostMessage};
-pub use plant::{ActionSpace, PlantDescription};
+pub use plant::{ActionSpace, PlantDescription, PlantError};
 pub use policy::{PolicyHead, PolicySpec};
 pub use version::PROTOCOL_VERSION;

@@ -43,6 +43,46 @@ impl ActionSpace {
     }
 }
 
+/// Why a [`PlantDescription`] cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PlantError {
+    /// Observation dimension is 0 or above [`MAX_OBS_DIM`].
+    ObsDim,
+    /// Continuous bounds are empty or `low` and `high` differ in length.
+    BoundsShape,
+    /// A continuous bound is not finite, or `low >= high`.
+    BoundsValue,
+    /// A discrete action has fewer than 2 or more than [`MAX_DISCRETE_ACTIONS`] choices.
+    DiscreteChoices,
+    /// The control rate is not a positive, finite number of hertz.
+    ControlRate,
+    /// The episode step limit is 0.
+    EpisodeSteps,
+}
+
+impl core::fmt::Display for PlantError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PlantError::ObsDim => write!(f, "observation dimension must be 1..={MAX_OBS_DIM}"),
+            PlantError::BoundsShape => {
+                f.write_str("continuous action bounds must be non-empty and of equal length")
+            }
+            PlantError::BoundsValue => {
+                f.write_str("continuous action bounds must be finite with low < high")
+            }
+            PlantError::DiscreteChoices => write!(
+                f,
+                "a discrete action needs 2..={MAX_DISCRETE_ACTIONS} choices"
+            ),
+            PlantError::ControlRate => {
+                f.write_str("control rate must be a positive number of hertz")
+            }
+            PlantError::EpisodeSteps => f.write_str("episode step limit must be at least 1"),
+        }
+    }
+}
+
 /// What a device tells the host about its plant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -67,35 +107,77 @@ impl PlantDescription {
     }
 
     /// Checks the description is within this protocol's capacities and self-consistent.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), PlantError> {
         if self.obs_dim == 0 || self.obs_dim as usize > MAX_OBS_DIM {
-            return Err("observation dimension must be 1..=16");
+            return Err(PlantError::ObsDim);
         }
         match &self.action {
             ActionSpace::Continuous { low, high } => {
                 if low.is_empty() || low.len() != high.len() {
-                    return Err("continuous action bounds must be non-empty and of equal length");
+                    return Err(PlantError::BoundsShape);
                 }
                 if low
                     .iter()
                     .zip(high.iter())
                     .any(|(l, h)| !(l.is_finite() && h.is_finite() && l < h))
                 {
-                    return Err("continuous action bounds must be finite with low < high");
+                    return Err(PlantError::BoundsValue);
                 }
             }
             ActionSpace::Discrete { n } => {
                 if *n < 2 || *n as usize > MAX_DISCRETE_ACTIONS {
-                    return Err("a discrete action needs 2..=16 choices");
+                    return Err(PlantError::DiscreteChoices);
                 }
             }
         }
         if !(self.control_rate_hz.is_finite() && self.control_rate_hz > 0.0) {
-            return Err("control rate must be a positive number of hertz");
+            return Err(PlantError::ControlRate);
         }
         if self.episode_steps == 0 {
-            return Err("episode step limit must be at least 1");
+            return Err(PlantError::EpisodeSteps);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pendulum() -> PlantDescription {
+        PlantDescription {
+            name: String::try_from("pendulum").unwrap(),
+            obs_dim: 3,
+            action: ActionSpace::Continuous {
+                low: Vec::from_slice(&[-2.0]).unwrap(),
+                high: Vec::from_slice(&[2.0]).unwrap(),
+            },
+            control_rate_hz: 50.0,
+            episode_steps: 200,
+        }
+    }
+
+    #[test]
+    fn validate_names_each_problem() {
+        assert_eq!(pendulum().validate(), Ok(()));
+        assert_eq!(pendulum().transition_width(), 6);
+        let mut p = pendulum();
+        p.obs_dim = 0;
+        assert_eq!(p.validate(), Err(PlantError::ObsDim));
+        let mut p = pendulum();
+        p.action = ActionSpace::Continuous {
+            low: Vec::from_slice(&[2.0]).unwrap(),
+            high: Vec::from_slice(&[-2.0]).unwrap(),
+        };
+        assert_eq!(p.validate(), Err(PlantError::BoundsValue));
+        let mut p = pendulum();
+        p.action = ActionSpace::Discrete { n: 1 };
+        assert_eq!(p.validate(), Err(PlantError::DiscreteChoices));
+        let mut p = pendulum();
+        p.control_rate_hz = f32::NAN;
+        assert_eq!(p.validate(), Err(PlantError::ControlRate));
+        let mut p = pendulum();
+        p.episode_steps = 0;
+        assert_eq!(p.validate(), Err(PlantError::EpisodeSteps));
     }
 }

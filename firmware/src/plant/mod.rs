@@ -6,6 +6,16 @@
 
 use tether_shared::PlantDescription;
 
+pub mod cartpole;
+mod common;
+pub mod pendulum;
+pub mod qube;
+pub mod rng;
+
+pub use cartpole::CartPole;
+pub use pendulum::Pendulum;
+pub use qube::Qube;
+
 /// An action as the plant receives it, already clamped to its bounds by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Action<'a> {
@@ -51,4 +61,109 @@ pub trait Plant {
 
     /// Puts the actuators in their harmless state.
     fn safe_state(&mut self);
+}
+
+/// Names of the plant models, as [`AnyPlant::by_name`] accepts them and as each model's
+/// [`PlantDescription::name`] reports.
+pub const PLANT_NAMES: [&str; 3] = ["pendulum", "cartpole", "qube"];
+
+/// Any of the plant models, chosen at run time by name without a heap (the trainer's
+/// `--plant` flag, a simulated device's configuration).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyPlant {
+    /// Gymnasium `Pendulum-v1` (see [`pendulum`]).
+    Pendulum(Pendulum),
+    /// Gymnasium `CartPole-v1` (see [`cartpole`]).
+    CartPole(CartPole),
+    /// QUBE-Servo 2 rotary pendulum (see [`qube`]).
+    Qube(Qube),
+}
+
+impl AnyPlant {
+    /// The model called `name` (one of [`PLANT_NAMES`], exact match), in the initial state
+    /// drawn from seed 0; `None` for any other name.
+    pub fn by_name(name: &str) -> Option<AnyPlant> {
+        match name {
+            "pendulum" => Some(AnyPlant::Pendulum(Pendulum::new())),
+            "cartpole" => Some(AnyPlant::CartPole(CartPole::new())),
+            "qube" => Some(AnyPlant::Qube(Qube::new())),
+            _ => None,
+        }
+    }
+
+    /// The model's name, one of [`PLANT_NAMES`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            AnyPlant::Pendulum(_) => PLANT_NAMES[0],
+            AnyPlant::CartPole(_) => PLANT_NAMES[1],
+            AnyPlant::Qube(_) => PLANT_NAMES[2],
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn Plant {
+        match self {
+            AnyPlant::Pendulum(p) => p,
+            AnyPlant::CartPole(p) => p,
+            AnyPlant::Qube(p) => p,
+        }
+    }
+}
+
+impl Plant for AnyPlant {
+    fn description(&self) -> PlantDescription {
+        match self {
+            AnyPlant::Pendulum(p) => p.description(),
+            AnyPlant::CartPole(p) => p.description(),
+            AnyPlant::Qube(p) => p.description(),
+        }
+    }
+
+    fn reset(&mut self, seed: u64) {
+        self.inner().reset(seed);
+    }
+
+    fn observe(&mut self, obs: &mut [f32]) {
+        self.inner().observe(obs);
+    }
+
+    fn actuate(&mut self, action: Action<'_>) -> StepOutcome {
+        self.inner().actuate(action)
+    }
+
+    fn safe_state(&mut self) {
+        self.inner().safe_state();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_name_knows_every_name_and_nothing_else() {
+        for name in PLANT_NAMES {
+            let plant = AnyPlant::by_name(name).expect("known name");
+            assert_eq!(plant.name(), name);
+            let d = plant.description();
+            assert_eq!(d.name.as_str(), name);
+            assert!(d.validate().is_ok(), "{name}: {:?}", d.validate());
+        }
+        assert!(AnyPlant::by_name("Pendulum").is_none());
+        assert!(AnyPlant::by_name("").is_none());
+    }
+
+    #[test]
+    fn dispatch_reaches_the_model() {
+        let mut any = AnyPlant::by_name("pendulum").expect("known name");
+        let mut direct = Pendulum::new();
+        any.reset(7);
+        direct.reset(7);
+        let a = any.actuate(Action::Continuous(&[1.0]));
+        let b = direct.actuate(Action::Continuous(&[1.0]));
+        assert_eq!(a, b);
+        let (mut oa, mut ob) = ([0.0; 3], [0.0; 3]);
+        any.observe(&mut oa);
+        direct.observe(&mut ob);
+        assert_eq!(oa, ob);
+    }
 }

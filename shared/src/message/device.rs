@@ -117,9 +117,11 @@ pub enum RefusalReason {
 /// Transitions of one episode, consecutive in step.
 ///
 /// `values` holds `count` records of [`PlantDescription::transition_width`] f32 each:
-/// the observation the policy saw, the action applied (after clamping; a discrete action is
-/// its index), the reward that followed, and the log-probability of the action under the
-/// policy before clamping (0 in deterministic mode). The flat layout keeps per-value
+/// the observation the policy saw, the action as sampled from the policy (before the
+/// device clamps it to the plant's bounds; a discrete action is its index), the reward that
+/// followed, and the log-probability of that sampled action (0 in deterministic mode). The
+/// host needs the unclamped action: it is the one whose log-probability the learner
+/// differentiates. The flat layout keeps per-value
 /// overhead at zero.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tether_shared::message::{EpisodeEnd, RunCommand, RunMode, TransitionBatch};
 use tether_shared::{DeviceMessage, PolicySpec};
 
+use super::crosscheck::log_probs_agree;
 use super::episode::{CollectedEpisode, EpisodeAssembler, Fed, Rejection};
 use crate::device::{DeviceClient, DeviceError};
 
@@ -96,16 +97,11 @@ impl DeviceRollout {
     }
 }
 
-/// A function that judges an episode's device log-probabilities (the host's cross-check);
-/// returns false to discard the episode.
-pub type LogProbCheck = dyn Fn(&CollectedEpisode) -> bool + Send + Sync;
-
 /// Runs one collection round on `client`.
 pub fn collect(
     client: &mut DeviceClient,
     active_version: &mut Option<u32>,
     request: &CollectRequest,
-    log_prob_check: Option<&LogProbCheck>,
 ) -> Result<DeviceRollout, DeviceError> {
     if *active_version != Some(request.version) {
         client.upload(request.version, &request.spec, &request.params)?;
@@ -130,7 +126,8 @@ pub fn collect(
         episodes_ended: 0,
         current: None,
         output: DeviceRollout::default(),
-        log_prob_check,
+        check: (request.mode == RunMode::Explore)
+            .then_some((&request.spec, request.params.as_slice())),
     };
     round.current = Some(round.assembler(request.first_episode));
 
@@ -174,7 +171,9 @@ struct Round<'a> {
     episodes_ended: u32,
     current: Option<EpisodeAssembler>,
     output: DeviceRollout,
-    log_prob_check: Option<&'a LogProbCheck>,
+    /// Policy to cross-check the device's log-probabilities against (exploring rounds only:
+    /// deterministic actions carry no log-probability).
+    check: Option<(&'a PolicySpec, &'a [f32])>,
 }
 
 impl Round<'_> {
@@ -243,8 +242,8 @@ impl Round<'_> {
     }
 
     fn accept(&mut self, episode: CollectedEpisode) {
-        if let Some(check) = self.log_prob_check
-            && !check(&episode)
+        if let Some((spec, params)) = self.check
+            && !log_probs_agree(spec, params, &episode)
         {
             self.output.rejections.count(Rejection::LogProbMismatch);
             return;

@@ -1,11 +1,10 @@
 //! One worker thread per device; rounds run on every live device at once and come back in
 //! device order, so a run with a fixed seed assembles the same batch every time.
 
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use super::collect::{CollectRequest, DeviceRollout, LogProbCheck, collect};
+use super::collect::{CollectRequest, DeviceRollout, collect};
 use crate::device::{DeviceClient, DeviceError};
 use tether_shared::message::DeviceInfo;
 
@@ -37,13 +36,9 @@ pub struct DevicePool {
 }
 
 impl DevicePool {
-    /// Starts one worker thread per connected device. `log_prob_check` (if any) judges each
-    /// episode's device log-probabilities against the host's.
-    pub fn new(clients: Vec<DeviceClient>, log_prob_check: Option<Arc<LogProbCheck>>) -> Self {
-        let workers = clients
-            .into_iter()
-            .map(|client| spawn_worker(client, log_prob_check.clone()))
-            .collect();
+    /// Starts one worker thread per connected device.
+    pub fn new(clients: Vec<DeviceClient>) -> Self {
+        let workers = clients.into_iter().map(spawn_worker).collect();
         DevicePool { workers }
     }
 
@@ -134,7 +129,7 @@ impl Drop for DevicePool {
     }
 }
 
-fn spawn_worker(mut client: DeviceClient, check: Option<Arc<LogProbCheck>>) -> Worker {
+fn spawn_worker(mut client: DeviceClient) -> Worker {
     let name = client.name().to_string();
     let info = client.info().clone();
     let (request_tx, request_rx) = mpsc::channel::<CollectRequest>();
@@ -144,7 +139,7 @@ fn spawn_worker(mut client: DeviceClient, check: Option<Arc<LogProbCheck>>) -> W
         .spawn(move || {
             let mut active_version = None;
             for request in request_rx {
-                let reply = collect(&mut client, &mut active_version, &request, check.as_deref());
+                let reply = collect(&mut client, &mut active_version, &request);
                 let failed = reply.is_err();
                 if reply_tx.send(reply).is_err() || failed {
                     break;

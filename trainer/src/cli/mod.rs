@@ -1,0 +1,239 @@
+//! The `tether` command line: argument definitions and dispatch. Each subcommand lives in
+//! its own module and returns an `anyhow` error that `main` prints as one line.
+
+mod eval;
+mod export;
+mod plot;
+mod ports;
+mod sim;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Train robot feedback controllers with TRPO, with the robot's microcontroller in the loop.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about)]
+pub struct Cli {
+    /// Log more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a policy on simulated devices (default: 2) or real ones.
+    Train(TrainArgs),
+    /// Run a trained policy deterministically and report its returns.
+    Eval(EvalArgs),
+    /// Serve a simulated device on a new pseudo-terminal (prints its path first).
+    Sim(SimArgs),
+    /// List serial ports with their USB identifiers.
+    Ports,
+    /// Export a run's policy for flashing.
+    Export(ExportArgs),
+    /// Continue an interrupted run from its checkpoint.
+    Resume(ResumeArgs),
+    /// Redraw a run's learning curves from its metrics.
+    Plot(PlotArgs),
+}
+
+/// Which devices to use.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// Plant model for simulated devices: pendulum, cartpole or qube.
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// Number of simulated devices.
+    #[arg(long)]
+    pub sim: Option<u32>,
+    /// How simulated devices are linked.
+    #[arg(long, value_enum)]
+    pub link: Option<LinkArg>,
+    /// Serial port of a real device (repeatable), e.g. /dev/ttyACM0.
+    #[arg(long = "port", value_name = "PATH")]
+    pub ports: Vec<String>,
+    /// Serial port exposed over TCP (repeatable), HOST:PORT, e.g. by ser2net.
+    #[arg(long = "tcp", value_name = "HOST:PORT")]
+    pub tcp: Vec<String>,
+    /// Serial line rate, bits per second.
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Rate-limit simulated links to --baud (to reproduce a real link's throughput).
+    #[arg(long)]
+    pub emulate_baud: bool,
+    /// Fault injection on simulated links, e.g. "corrupt=0.001,drop=0.0005".
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+}
+
+/// Simulated link kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LinkArg {
+    /// In-process byte pipes (fastest).
+    Memory,
+    /// Pseudo-terminals, opened like real serial ports.
+    Pty,
+}
+
+/// `tether train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Devices.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Environment steps to train for (default: the plant's preset).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Seed of every random stream; a fixed seed reproduces a simulated run bit for bit.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// TOML configuration file (CLI flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run folder (default: runs/<plant>-<timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `tether eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Policy file (`policy.bin` from a run folder).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Devices.
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Episodes to run, split over the devices.
+    #[arg(long, default_value_t = 20)]
+    pub episodes: u32,
+    /// Seed of the devices' initial states.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tether sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Plant model: pendulum, cartpole or qube.
+    #[arg(long, default_value = "pendulum")]
+    pub plant: String,
+    /// Run at the plant's real control rate instead of as fast as the host reads.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Limit the link to this many bits per second (baud / 10 bytes per second).
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Fault injection, e.g. "corrupt=0.001,drop=0.0005,stall=2s@10s,reset@30s".
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+    /// Seed of the fault injector.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `tether export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run folder.
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Bin)]
+    pub format: ExportFormat,
+    /// Output file (default: policy.bin or policy.rs in the run folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// The wire layout with a header and CRC, as the trainer uploads it.
+    Bin,
+    /// A Rust source file with a `static` parameter array to build into the firmware.
+    Rust,
+}
+
+/// `tether resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run folder.
+    pub dir: PathBuf,
+    /// New total step budget (default: the run's own).
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
+
+/// `tether plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run folder.
+    pub dir: PathBuf,
+    /// Output file (.svg or .png; default: curve.svg and curve.png in the run folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Train(args) => train::train(args),
+        Command::Resume(args) => train::resume(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Sim(args) => sim::sim(args),
+        Command::Ports => ports::ports(),
+        Command::Export(args) => export::export(args),
+        Command::Plot(args) => plot::plot(args),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A flag raised by the first Ctrl-C; a second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: exiting without waiting");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current iteration, then saving (Ctrl-C again to quit now)"
+        );
+    });
+    if let Err(e) = installed {
+        tracing::warn!(
+            "cannot catch Ctrl-C ({e}); an interrupt will end the run without a final checkpoint"
+        );
+    }
+    flag
+}

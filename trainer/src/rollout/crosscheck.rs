@@ -1,0 +1,140 @@
+//! The host's cross-check of the device's log-probabilities.
+//!
+//! The device reports the log-probability of every action it sampled. The host recomputes
+//! it with the same shared f32 forward pass over the parameters it uploaded: a mismatch
+//! means the device ran something else than what was sent (corrupted parameters, a stale
+//! buffer) and the episode must not be learned from.
+
+use tether_firmware::sampler::gaussian_log_prob;
+use tether_shared::policy::PolicyView;
+use tether_shared::{PolicyHead, PolicySpec};
+
+use super::episode::CollectedEpisode;
+
+/// Largest accepted difference between host and device log-probabilities, in nats, beyond
+/// a relative part of `RELATIVE_TOLERANCE`: both sides run the same f32 code, so only
+/// summation-order noise is expected.
+const ABSOLUTE_TOLERANCE: f32 = 1e-3;
+const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+/// Whether every step's device log-probability matches the host's recomputation.
+pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpisode) -> bool {
+    let Ok(view) = PolicyView::new(spec, params) else {
+        return false;
+    };
+    let obs_dim = spec.obs_dim as usize;
+    let out_dim = spec.output_dim();
+    let action_width = match spec.head {
+        PolicyHead::Gaussian { action_dim } => action_dim as usize,
+        PolicyHead::Categorical { .. } => 1,
+    };
+    let mut scratch = vec![0.0f32; spec.scratch_len()];
+    let mut out = vec![0.0f32; out_dim];
+    let steps = episode
+        .observations
+        .chunks_exact(obs_dim)
+        .zip(episode.actions.chunks_exact(action_width))
+        .zip(&episode.device_log_probs);
+    for ((obs, action), &device) in steps {
+        if view.forward(obs, &mut scratch, &mut out).is_err() {
+            return false;
+        }
+        let host = match (spec.head, view.log_std()) {
+            (PolicyHead::Gaussian { .. }, Some(log_std)) => {
+                gaussian_log_prob(&out, log_std, action)
+            }
+            (PolicyHead::Categorical { .. }, _) => match categorical_log_prob(&out, action[0]) {
+                Some(lp) => lp,
+                None => return false,
+            },
+            (PolicyHead::Gaussian { .. }, None) => return false,
+        };
+        if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
+            return false;
+        }
+    }
+    true
+}
+
+/// `log softmax(logits)[index]`, or `None` for an index that is not a valid choice.
+fn categorical_log_prob(logits: &[f32], index: f32) -> Option<f32> {
+    if index < 0.0 || index.fract() != 0.0 {
+        return None;
+    }
+    let chosen = *logits.get(index as usize)?;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&z| (z - max).exp()).sum();
+    Some(chosen - max - sum.ln())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::EpisodeEnding;
+
+    fn spec(head: PolicyHead) -> PolicySpec {
+        PolicySpec {
+            obs_dim: 1,
+            hidden: heapless::Vec::new(),
+            head,
+            normalize_obs: false,
+        }
+    }
+
+    fn episode(obs: f32, action: f32, log_prob: f32) -> CollectedEpisode {
+        CollectedEpisode {
+            episode: 0,
+            policy_version: 1,
+            observations: vec![obs],
+            actions: vec![action],
+            rewards: vec![0.0],
+            device_log_probs: vec![log_prob],
+            ending: EpisodeEnding::Terminated,
+            complete_return: None,
+            worst_step_us: 0,
+            missed_deadlines: 0,
+        }
+    }
+
+    #[test]
+    fn gaussian_log_prob_matches_closed_form_and_catches_corruption() {
+        // mean = 2·obs + 0.5, log_std = ln 0.5.
+        let s = spec(PolicyHead::Gaussian { action_dim: 1 });
+        let log_std = 0.5f32.ln();
+        let params = [2.0, 0.5, log_std];
+        let (obs, action) = (0.25f32, 1.3f32);
+        let mean = 2.0 * obs + 0.5;
+        let z = (action - mean) / 0.5;
+        let closed = -0.5 * z * z - log_std - 0.5 * (2.0 * std::f32::consts::PI).ln();
+        assert!(log_probs_agree(&s, &params, &episode(obs, action, closed)));
+        assert!(!log_probs_agree(
+            &s,
+            &params,
+            &episode(obs, action, closed + 0.01)
+        ));
+        // The device ran other weights than the host sent.
+        assert!(!log_probs_agree(
+            &s,
+            &[2.1, 0.5, log_std],
+            &episode(obs, action, closed)
+        ));
+    }
+
+    #[test]
+    fn categorical_log_prob_is_log_softmax() {
+        // logits = [obs, -obs] + [0, 1].
+        let s = spec(PolicyHead::Categorical { n: 2 });
+        let params = [1.0, -1.0, 0.0, 1.0];
+        let logits = [0.5f32, 0.5];
+        let expected = 0.5 - (logits[0].exp() + logits[1].exp()).ln();
+        assert!(log_probs_agree(&s, &params, &episode(0.5, 0.0, expected)));
+        assert!(
+            !log_probs_agree(&s, &params, &episode(0.5, 2.0, expected)),
+            "index out of range"
+        );
+        assert!(
+            !log_probs_agree(&s, &params, &episode(0.5, 0.5, expected)),
+            "fractional index"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! Atomic, verifiable checkpoint files.
+//!
+//! # File layout (all integers little-endian)
+//!
+//! | bytes | content |
+//! | --- | --- |
+//! | 8 | magic `b"TETHERCK"` |
+//! | 4 | format version, `u32` ([`Checkpoint::FORMAT_VERSION`]) |
+//! | 8 | payload length in bytes, `u64` |
+//! | n | payload: the state, postcard-encoded |
+//! | 4 | CRC-32/ISO-HDLC of every byte before it |
+//!
+//! # Why postcard and not JSON
+//!
+//! Resume must be bit-exact. postcard stores each `f64` as its 8 little-endian bytes, so
+//! every value — subnormals, `-0.0`, infinities, NaN payloads — comes back with the same
+//! bits. `serde_json` cannot promise that: it writes non-finite floats as `null` (which then
+//! fails to load), and without its `float_roundtrip` feature its parser may land one ulp off.
+//!
+//! The price: postcard is not self-describing, so the state type must serialize the same
+//! shape it deserializes — no `#[serde(skip_serializing_if)]`, `flatten`, `untagged` enums
+//! or `serde_json::Value` inside it. Plain structs, `Vec`s, options, enums and nalgebra
+//! matrices are fine. A mismatch shows up as [`CheckpointError::Decode`] on load, which is
+//! why a save followed by a load belongs in the learner's tests.
+//!
+//! # Atomicity
+//!
+//! [`write_atomic`] writes a temporary file in the destination's directory, fsyncs it,
+//! renames it over the destination and fsyncs the directory: a crash leaves either the old
+//! complete file or the new complete file, never a mix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Serialize, de::DeserializeOwned};
+use tether_shared::frame::PARAMS_CRC;
+
+/// Why a checkpoint (or an atomic write) failed. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading, writing, syncing or renaming failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "rename ... to", ...).
+        action: String,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the checkpoint magic bytes.
+    #[error(
+        "{} is not a tether checkpoint (it does not start with \"TETHERCK\"); check the path",
+        path.display()
+    )]
+    NotACheckpoint {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a different checkpoint format version.
+    #[error(
+        "{} has checkpoint format version {found}, this tether reads version {expected}; \
+         resume it with the tether version that wrote it",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// The file is shorter than its header says (an interrupted copy or a full disk).
+    #[error(
+        "{} is truncated: {actual} bytes, expected {expected}; the checkpoint cannot be \
+         used (restore a backup or start a new run)",
+        path.display()
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes present.
+        actual: u64,
+        /// Bytes the header announces (or the minimal header size).
+        expected: u64,
+    },
+    /// The file is longer than its header says.
+    #[error(
+        "{} has {extra} unexpected bytes after the checkpoint; it is corrupted",
+        path.display()
+    )]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// Bytes beyond the announced end.
+        extra: u64,
+    },
+    /// The CRC does not match: some byte changed since the file was written.
+    #[error(
+        "{} is corrupted: CRC-32 {found:#010x} in the file, {computed:#010x} computed; \
+         the checkpoint cannot be trusted",
+        path.display()
+    )]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// CRC stored in the file.
+        found: u32,
+        /// CRC of the bytes actually read.
+        computed: u32,
+    },
+    /// The state could not be encoded.
+    #[error("cannot encode the checkpoint for {}: {source}", path.display())]
+    Encode {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The payload is intact (CRC matches) but does not decode as the expected state type:
+    /// the checkpoint was written by a build with a different state layout.
+    #[error(
+        "{} is intact but does not decode as this build's training state ({reason}); it was \
+         probably written by a different tether version",
+        path.display()
+    )]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder reported.
+        reason: String,
+    },
+}
+
+fn io_err(action: impl Into<String>, path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Io {
+        action: action.into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Distinguishes temporary files of concurrent writers within one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `bytes` atomically and durably.
+///
+/// Writes a temporary file next to `path` (same directory, hence same filesystem), fsyncs
+/// it, renames it over `path`, then fsyncs the directory so the rename itself survives a
+/// power loss. Readers see either the previous content or `bytes`, never a partial file. On
+/// error the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err("create temporary file", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| io_err("write", &tmp, e))?;
+        file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, path)
+            .map_err(|e| io_err(format!("rename {} to", tmp.display()), path, e))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    sync_dir(&dir)
+}
+
+/// Fsyncs a directory so a rename or creation inside it is durable (no-op off Unix, where
+/// directories cannot be opened as files).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("fsync directory", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// The checkpoint file format; see the module documentation for the layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint;
+
+impl Checkpoint {
+    /// First bytes of every checkpoint file.
+    pub const MAGIC: [u8; 8] = *b"TETHERCK";
+    /// Format version written and accepted by this build.
+    pub const FORMAT_VERSION: u32 = 1;
+    /// Bytes before the payload: magic, version, length.
+    const HEADER_LEN: usize = 8 + 4 + 8;
+    /// Bytes after the payload: the CRC.
+    const TRAILER_LEN: usize = 4;
+
+    /// Encodes `state` into the complete file contents (header, payload, CRC).
+    ///
+    /// `path` only labels errors.
+    pub fn encode<T: Serialize>(path: &Path, state: &T) -> Result<Vec<u8>, CheckpointError> {
+        let payload = postcard::to_allocvec(state).map_err(|source| CheckpointError::Encode {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut bytes = Vec::with_capacity(Self::HEADER_LEN + payload.len() + Self::TRAILER_LEN);
+        bytes.extend_from_slice(&Self::MAGIC);
+        bytes.extend_from_slice(&Self::FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let crc = PARAMS_CRC.checksum(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        Ok(bytes)
+    }
+
+    /// Verifies complete file contents and decodes the state. `path` only labels errors.
+    ///
+    /// Refuses, in this order: a wrong magic, another format version, a length that does
+    /// not match the header (truncated or trailing bytes), a CRC mismatch, and a payload
+    /// that does not decode as `T` exactly (no bytes left over).
+    pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+        let p = || path.to_path_buf();
+        let min = Self::HEADER_LEN + Self::TRAILER_LEN;
+        if bytes.len() < Self::MAGIC.len() || bytes[..Self::MAGIC.len()] != Self::MAGIC {
+            // A prefix of the magic is a truncated checkpoint, not a foreign file.
+            if bytes.len() < Self::MAGIC.len() && Self::MAGIC.starts_with(bytes) {
+                return Err(CheckpointError::Truncated {
+                    path: p(),
+                    actual: bytes.len() as u64,
+                    expected: min as u64,
+                });
+            }
+            return Err(CheckpointError::NotACheckpoint { path: p() });
+        }
+        if bytes.len() < min {
+            return Err(CheckpointError::Truncated {
+                path: p(),
+                actual: bytes.len() as u64,
+                expected: min as u64,
+            });
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != Self::FORMAT_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                path: p(),
+                found: version,
+                expected: Self::FORMAT_VERSION,
+            });
+        }
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&bytes[12..20]);
+        let payload_len = u64::from_le_bytes(len_bytes);
+        let expected = payload_len.saturating_add(min as u64);
+        let actual = bytes.len() as u64;
+        if actual < expected {
+            return Err(CheckpointError::Truncated {
+                path: p(),
+                actual,
+                expected,
+            });
+        }
+        if actual > expected {
+            return Err(CheckpointError::TrailingBytes {
+                path: p(),
+                extra: actual - expected,
+            });
+        }
+        let crc_at = bytes.len() - Self::TRAILER_LEN;
+        let found = u32::from_le_bytes([
+            bytes[crc_at],
+            bytes[crc_at + 1],
+            bytes[crc_at + 2],
+            bytes[crc_at + 3],
+        ]);
+        let computed = PARAMS_CRC.checksum(&bytes[..crc_at]);
+        if found != computed {
+            return Err(CheckpointError::Corrupted {
+                path: p(),
+                found,
+                computed,
+            });
+        }
+        let payload = &bytes[Self::HEADER_LEN..crc_at];
+        match postcard::take_from_bytes::<T>(payload) {
+            Ok((state, [])) => Ok(state),
+            Ok((_, rest)) => Err(CheckpointError::Decode {
+                path: p(),
+                reason: format!("{} bytes left over after the state", rest.len()),
+            }),
+            Err(e) => Err(CheckpointError::Decode {
+                path: p(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Saves `state` to `path` atomically (see [`write_atomic`]).
+    pub fn save<T: Serialize>(path: &Path, state: &T) -> Result<(), CheckpointError> {
+        let bytes = Self::encode(path, state)?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Loads and verifies the checkpoint at `path`; any truncation or changed byte is
+    /// refused with an error naming the file.
+    pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+        let bytes = fs::read(path).map_err(|e| io_err("read checkpoint", path, e))?;
+        Self::decode(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::testdir::TestDir;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct State {
+        iteration: u64,
+        weights: Vec<f64>,
+        name: String,
+        best: Option<f64>,
+    }
+
+    fn sample_state() -> State {
+        State {
+            iteration: 42,
+            weights: vec![
+                0.1,
+                -0.0,
+                f64::MIN_POSITIVE / 3.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1.0 / 3.0,
+                f64::MAX,
+                -5e-324,
+            ],
+            name: "pendulum".into(),
+            best: Some(f64::NEG_INFINITY),
+        }
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn save_load_round_trips_bit_exactly() {
+        let dir = TestDir::new("ck-roundtrip");
+        let path = dir.join("checkpoint.bin");
+        let mut state = sample_state();
+        state.weights.push(f64::from_bits(0x7ff8_0000_dead_beef)); // NaN with a payload
+        Checkpoint::save(&path, &state).unwrap();
+        let back: State = Checkpoint::load(&path).unwrap();
+        assert_eq!(bits(&back.weights), bits(&state.weights));
+        assert_eq!(back.iteration, 42);
+        assert_eq!(back.name, "pendulum");
+        assert_eq!(back.best.map(f64::to_bits), state.best.map(f64::to_bits));
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("checkpoint.bin")]);
+    }
+
+    #[test]
+    fn save_replaces_previous_checkpoint() {
+        let dir = TestDir::new("ck-replace");
+        let path = dir.join("checkpoint.bin");
+        Checkpoint::save(&path, &1u64).unwrap();
+        Checkpoint::save(&path, &2u64).unwrap();
+        assert_eq!(Checkpoint::load::<u64>(&path).unwrap(), 2);
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let path = Path::new("checkpoint.bin");
+        let bytes = Checkpoint::encode(path, &sample_state()).unwrap();
+        for len in 0..bytes.len() {
+            let err = Checkpoint::decode::<State>(path, &bytes[..len]).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::Truncated { .. }),
+                "length {len}: {err}"
+            );
+            assert!(err.to_string().contains("checkpoint.bin"));
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            Checkpoint::decode::<State>(path, &longer),
+            Err(CheckpointError::TrailingBytes { extra: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let path = Path::new("checkpoint.bin");
+        let bytes = Checkpoint::encode(path, &sample_state()).unwrap();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[i] ^= bit;
+                let r = Checkpoint::decode::<State>(path, &bad);
+                assert!(r.is_err(), "byte {i} bit {bit:#x} was accepted");
+            }
+        }
+        // A change inside the payload is caught by the CRC specifically.
+        let mut bad = bytes.clone();
+        bad[Checkpoint::HEADER_LEN + 3] ^= 0x10;
+        let err = Checkpoint::decode::<State>(path, &bad).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupted { .. }), "{err}");
+    }
+
+    #[test]
+    fn large_checkpoint_refuses_sampled_truncations_and_flips() {
+        let path = Path::new("big.bin");
+        let state = State {
+            iteration: 7,
+            weights: (0..20_000).map(|i| (i as f64).sin()).collect(),
+            name: String::new(),
+            best: None,
+        };
+        let bytes = Checkpoint::encode(path, &state).unwrap();
+        let n = bytes.len();
+        for len in (0..n).step_by(997).chain(n - 30..n) {
+            assert!(Checkpoint::decode::<State>(path, &bytes[..len]).is_err());
+        }
+        for i in (0..n).step_by(331).chain(n - 30..n) {
+            let mut bad = bytes.clone();
+            bad[i] = bad[i].wrapping_add(1);
+            assert!(Checkpoint::decode::<State>(path, &bad).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_future_files_are_refused_with_clear_errors() {
+        let path = Path::new("/runs/x/checkpoint.bin");
+        let err = Checkpoint::decode::<u64>(path, b"{\"iteration\": 3}").unwrap_err();
+        assert!(matches!(err, CheckpointError::NotACheckpoint { .. }));
+        assert!(err.to_string().contains("/runs/x/checkpoint.bin"));
+
+        let mut bytes = Checkpoint::encode(path, &3u64).unwrap();
+        bytes[8] = 2;
+        let err = Checkpoint::decode::<u64>(path, &bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckpointError::UnsupportedVersion {
+                    found: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn intact_file_of_another_type_is_a_decode_error() {
+        let path = Path::new("checkpoint.bin");
+        let bytes = Checkpoint::encode(path, &(1u8, 2u8, 3u8)).unwrap();
+        let err = Checkpoint::decode::<u8>(path, &bytes).unwrap_err();
+        assert!(matches!(err, CheckpointError::Decode { .. }), "{err}");
+        let err = Checkpoint::decode::<State>(path, &bytes).unwrap_err();
+        assert!(matches!(err, CheckpointError::Decode { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let dir = TestDir::new("ck-missing");
+        let path = dir.join("nope.bin");
+        let err = Checkpoint::load::<u64>(&path).unwrap_err();
+        assert!(err.to_string().contains("nope.bin"), "{err}");
+    }
+
+    #[test]
+    fn write_atomic_into_missing_directory_fails_and_leaves_nothing() {
+        let dir = TestDir::new("ck-nodir");
+        let path = dir.join("missing/sub/file.bin");
+        let err = write_atomic(&path, b"abc").unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert!(!path.exists());
+    }
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<u64>().prop_map(f64::from_bits),
+            (0u64..(1 << 52)).prop_map(f64::from_bits), // positive subnormals
+            (0u64..(1 << 52)).prop_map(|m| f64::from_bits(m | (1 << 63))), // negative ones
+            Just(-0.0),
+            Just(0.0),
+            any::<f64>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_f64_vectors_round_trip_bit_exactly(v in prop::collection::vec(any_f64(), 0..200)) {
+            let path = Path::new("p.bin");
+            let bytes = Checkpoint::encode(path, &v).unwrap();
+            let back: Vec<f64> = Checkpoint::decode(path, &bytes).unwrap();
+            prop_assert_eq!(bits(&back), bits(&v));
+        }
+    }
+}

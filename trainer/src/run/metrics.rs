@@ -1,0 +1,425 @@
+//! Per-iteration metrics: one JSON object per line in `metrics.jsonl`.
+//!
+//! JSON lines because every tool reads them (`jq`, pandas, a spreadsheet import) and a
+//! crash can only damage the line being written. [`MetricsLog::append`] flushes and fsyncs
+//! each line before returning, so everything appended before a crash survives it;
+//! [`read_metrics`] skips a truncated last line (the crash landed mid-write) but refuses a
+//! damaged line anywhere else, naming the file and line.
+//!
+//! Undefined floats (an explained variance with zero target variance, a ratio over a zero
+//! expected improvement) are written as JSON `null` — JSON has no NaN — and read back as
+//! NaN. Infinities are not expected in metrics and also come back as NaN.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::run::checkpoint::{CheckpointError, write_atomic};
+
+/// What happened in one training iteration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IterationMetrics {
+    /// Iteration index, from 0.
+    pub iteration: u64,
+    /// Environment steps consumed so far, summed over devices (cumulative).
+    pub env_steps: u64,
+    /// Complete episodes in this iteration's batch.
+    pub episodes: u64,
+    /// Mean undiscounted return of this iteration's episodes.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub mean_return: f64,
+    /// Measured mean KL divergence between the old and the accepted policy (nats).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub kl: f64,
+    /// Mean entropy of the policy on the batch (nats).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub entropy: f64,
+    /// Surrogate improvement predicted by the linear model at the accepted step.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub expected_improvement: f64,
+    /// Surrogate improvement measured at the accepted step.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub actual_improvement: f64,
+    /// `actual_improvement / expected_improvement` (NaN when the expectation is 0).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub improvement_ratio: f64,
+    /// Backtracking steps the line search took (0: the full step was accepted).
+    pub line_search_steps: u32,
+    /// Whether a step was accepted; false means the old policy was kept.
+    pub accepted: bool,
+    /// Value-function regression loss after its update.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub value_loss: f64,
+    /// Explained variance of the value function on the batch's returns.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub explained_variance: f64,
+    /// Frames the host rejected this iteration (CRC, gaps, stale policy versions).
+    pub rejected_frames: u64,
+    /// Episodes discarded (overrun, gap, device lost mid-episode).
+    pub discarded_episodes: u64,
+    /// Devices that contributed to the batch.
+    pub devices_active: u32,
+    /// Wall-clock seconds of the whole iteration (collection and update).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub wall_s: f64,
+    /// Wall-clock seconds of the TRPO update alone.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub update_s: f64,
+    /// Why the update was skipped or the step rejected, if it was.
+    #[serde(default)]
+    pub skipped_reason: Option<String>,
+}
+
+/// Reads a JSON number or `null` (written for NaN and infinities) as `f64`.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Why the metrics file could not be read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Opening, reading, writing or syncing failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A complete line (not the last one) is not a valid metrics record.
+    #[error(
+        "{}:{line}: corrupted metrics line ({reason}); fix or delete that line to continue",
+        path.display()
+    )]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the JSON parser reported.
+        reason: String,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode metrics for {}: {source}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Rewriting the file on resume failed.
+    #[error(transparent)]
+    Rewrite(#[from] CheckpointError),
+}
+
+/// Reads every record of a metrics file.
+///
+/// A last line without its terminating newline that does not parse is a write cut short by
+/// a crash: it is skipped with a warning. A damaged line before it is an error
+/// ([`MetricsError::Corrupted`]) naming the line. Blank lines are ignored.
+pub fn read_metrics(path: &Path) -> Result<Vec<IterationMetrics>, MetricsError> {
+    let file = File::open(path).map_err(|source| MetricsError::Io {
+        action: "open metrics",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let mut records = Vec::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| MetricsError::Io {
+                action: "read metrics",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let complete = buf.last() == Some(&b'\n');
+        let text = buf.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<IterationMetrics>(text) {
+            Ok(record) => records.push(record),
+            Err(_) if !complete => {
+                tracing::warn!(
+                    "{}:{line_no}: skipping a truncated last metrics line ({} bytes), \
+                     left by an interrupted write",
+                    path.display(),
+                    text.len()
+                );
+            }
+            Err(e) => {
+                return Err(MetricsError::Corrupted {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Appends metrics records to a run's `metrics.jsonl`, durably.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    /// Starts a new, empty metrics file at `path` (an existing file is replaced).
+    pub fn create(path: &Path) -> Result<Self, MetricsError> {
+        let file = File::create(path).map_err(|source| MetricsError::Io {
+            action: "create metrics",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Reopens the metrics of a run resumed from the checkpoint taken after
+    /// `keep_iterations` iterations: keeps only records with `iteration < keep_iterations`
+    /// (in file order), rewrites the file atomically with them — which also removes a
+    /// truncated last line — and returns the log positioned for appending plus the kept
+    /// records (for plotting). A missing file is treated as empty.
+    pub fn open_resume(
+        path: &Path,
+        keep_iterations: u64,
+    ) -> Result<(Self, Vec<IterationMetrics>), MetricsError> {
+        let mut kept = if path.exists() {
+            read_metrics(path)?
+        } else {
+            Vec::new()
+        };
+        kept.retain(|m| m.iteration < keep_iterations);
+        let mut text = Vec::new();
+        for m in &kept {
+            encode_line(path, m, &mut text)?;
+        }
+        write_atomic(path, &text)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| MetricsError::Io {
+                action: "open metrics for appending",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok((
+            MetricsLog {
+                path: path.to_path_buf(),
+                file,
+            },
+            kept,
+        ))
+    }
+
+    /// Appends one record as a JSON line and fsyncs it: when this returns `Ok`, the line
+    /// survives a crash or power loss.
+    pub fn append(&mut self, metrics: &IterationMetrics) -> Result<(), MetricsError> {
+        let mut line = Vec::with_capacity(512);
+        encode_line(&self.path, metrics, &mut line)?;
+        // One write call for the whole line, so a crash leaves at most one partial line.
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| MetricsError::Io {
+                action: "append metrics",
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn encode_line(path: &Path, m: &IterationMetrics, out: &mut Vec<u8>) -> Result<(), MetricsError> {
+    serde_json::to_writer(&mut *out, m).map_err(|source| MetricsError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    out.push(b'\n');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::testdir::TestDir;
+
+    fn record(i: u64) -> IterationMetrics {
+        IterationMetrics {
+            iteration: i,
+            env_steps: 1000 * (i + 1),
+            episodes: 5,
+            mean_return: -100.0 + i as f64 * 0.1,
+            kl: 0.009,
+            entropy: 1.2,
+            expected_improvement: 0.02,
+            actual_improvement: 0.018,
+            improvement_ratio: 0.9,
+            line_search_steps: (i % 3) as u32,
+            accepted: i % 4 != 3,
+            value_loss: 3.5,
+            explained_variance: 0.7,
+            rejected_frames: i,
+            discarded_episodes: 0,
+            devices_active: 2,
+            wall_s: 1.5,
+            update_s: 0.2,
+            skipped_reason: (i % 4 == 3).then(|| "line search failed".to_owned()),
+        }
+    }
+
+    fn write_records(path: &Path, n: u64) -> Vec<IterationMetrics> {
+        let mut log = MetricsLog::create(path).unwrap();
+        let recs: Vec<_> = (0..n).map(record).collect();
+        for r in &recs {
+            log.append(r).unwrap();
+        }
+        recs
+    }
+
+    #[test]
+    fn append_then_read_round_trips() {
+        let dir = TestDir::new("metrics-rt");
+        let path = dir.join("metrics.jsonl");
+        let recs = write_records(&path, 5);
+        assert_eq!(read_metrics(&path).unwrap(), recs);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(text.lines().all(|l| l.starts_with("{\"iteration\":")));
+    }
+
+    #[test]
+    fn nan_is_written_as_null_and_read_back_as_nan() {
+        let dir = TestDir::new("metrics-nan");
+        let path = dir.join("metrics.jsonl");
+        let mut r = record(0);
+        r.explained_variance = f64::NAN;
+        r.improvement_ratio = f64::INFINITY;
+        let mut log = MetricsLog::create(&path).unwrap();
+        log.append(&r).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"explained_variance\":null"), "{text}");
+        let back = read_metrics(&path).unwrap();
+        assert!(back[0].explained_variance.is_nan());
+        assert!(back[0].improvement_ratio.is_nan());
+        assert_eq!(back[0].kl, 0.009);
+    }
+
+    #[test]
+    fn truncated_last_line_is_skipped_at_every_cut() {
+        let dir = TestDir::new("metrics-trunc");
+        let path = dir.join("metrics.jsonl");
+        let recs = write_records(&path, 3);
+        let full = std::fs::read(&path).unwrap();
+        let second_end = full
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        // Every cut inside the third line (its newline excluded) keeps the first two.
+        for cut in second_end..full.len() - 1 {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            assert_eq!(read_metrics(&path).unwrap(), recs[..2], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn corrupted_middle_line_is_an_error_naming_the_line() {
+        let dir = TestDir::new("metrics-corrupt");
+        let path = dir.join("metrics.jsonl");
+        write_records(&path, 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[1].truncate(20);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let err = read_metrics(&path).unwrap_err();
+        assert!(
+            matches!(err, MetricsError::Corrupted { line: 2, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("metrics.jsonl:2"), "{msg}");
+        // A complete (newline-terminated) but invalid last line is corruption too.
+        std::fs::write(&path, text.clone() + "garbage\n").unwrap();
+        assert!(matches!(
+            read_metrics(&path),
+            Err(MetricsError::Corrupted { line: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn open_resume_keeps_earlier_iterations_and_appends_after_them() {
+        let dir = TestDir::new("metrics-resume");
+        let path = dir.join("metrics.jsonl");
+        let recs = write_records(&path, 6);
+        // Simulate a crash mid-write of a seventh line.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"iteration\":6,\"env_st");
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (mut log, kept) = MetricsLog::open_resume(&path, 4).unwrap();
+        assert_eq!(kept, recs[..4]);
+        log.append(&record(4)).unwrap();
+        let back = read_metrics(&path).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back[..4], recs[..4]);
+        assert_eq!(back[4], record(4));
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
+    }
+
+    #[test]
+    fn open_resume_on_missing_file_starts_empty() {
+        let dir = TestDir::new("metrics-resume-missing");
+        let path = dir.join("metrics.jsonl");
+        let (mut log, kept) = MetricsLog::open_resume(&path, 10).unwrap();
+        assert!(kept.is_empty());
+        log.append(&record(0)).unwrap();
+        assert_eq!(read_metrics(&path).unwrap(), vec![record(0)]);
+    }
+
+    #[test]
+    fn open_resume_refuses_corrupted_file() {
+        let dir = TestDir::new("metrics-resume-corrupt");
+        let path = dir.join("metrics.jsonl");
+        std::fs::write(&path, "not json\n{}\n").unwrap();
+        assert!(matches!(
+            MetricsLog::open_resume(&path, 1),
+            Err(MetricsError::Corrupted { line: 1, .. })
+        ));
+        // The damaged file is left as it was for the user to inspect.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json\n{}\n");
+    }
+
+    #[test]
+    fn missing_file_error_names_path() {
+        let err = read_metrics(Path::new("/nonexistent/metrics.jsonl")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/metrics.jsonl"));
+    }
+}

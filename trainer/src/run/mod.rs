@@ -1,0 +1,73 @@
+//! The run directory: everything `tether` writes to and reads from a run folder.
+//!
+//! A run folder (`runs/<plant>-<YYYYmmdd-HHMMSS>` by default) holds:
+//!
+//! | file | module | written |
+//! | --- | --- | --- |
+//! | `config.toml` | [`config`] | once, at start: the fully resolved configuration |
+//! | `metrics.jsonl` | [`metrics`] | one JSON line per iteration, fsynced |
+//! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
+//! | `policy.bin` | [`export`] | the exported f32 policy in the device's wire layout |
+//! | `curves.svg`, `curves.png` | [`plot`] | learning curves, on demand or at the end |
+//!
+//! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
+//! its own module with its own error type, and every error names the file it concerns.
+//!
+//! Crash safety, in the order the run loop should write each iteration: append the metrics
+//! line ([`metrics::MetricsLog::append`], durable when it returns), then save the checkpoint
+//! ([`checkpoint::Checkpoint::save`], atomic). A crash at any point leaves a checkpoint for
+//! some iteration `k` and metrics for at least the iterations before it; resuming calls
+//! [`metrics::MetricsLog::open_resume`] with `k` to drop the lines written after it.
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod folder;
+pub mod metrics;
+pub mod plot;
+
+pub use checkpoint::{Checkpoint, CheckpointError, write_atomic};
+pub use config::{ConfigError, DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
+pub use export::{ExportError, PolicyFile};
+pub use folder::{FolderError, RunFolder};
+pub use metrics::{IterationMetrics, MetricsError, MetricsLog, read_metrics};
+pub use plot::{PlotError, plot_curves};
+
+/// Scratch directories for tests: unique per process and call, removed on drop.
+#[cfg(test)]
+pub(crate) mod testdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh empty directory under the system temp dir.
+    pub(crate) struct TestDir(PathBuf);
+
+    impl TestDir {
+        pub(crate) fn new(label: &str) -> Self {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "tether-run-test-{label}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create test dir");
+            TestDir(path)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub(crate) fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

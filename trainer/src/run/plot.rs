@@ -1,0 +1,286 @@
+//! Learning curves: mean return and KL against environment steps, as SVG and PNG.
+//!
+//! Text is rendered with a system TrueType font found through fontconfig (plotters' `ttf`
+//! feature). A machine without any font makes drawing fail with [`PlotError::Draw`], whose
+//! message says to install one; the metrics file is unaffected and the plot can be redrawn
+//! later from it.
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::metrics::IterationMetrics;
+
+/// Why the curves could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// plotters failed while drawing into `path`.
+    #[error(
+        "cannot draw learning curves into {}: {reason} (text needs a TrueType font found by \
+         fontconfig: install e.g. fonts-dejavu-core; the metrics are safe in metrics.jsonl)",
+        path.display()
+    )]
+    Draw {
+        /// The output file.
+        path: PathBuf,
+        /// plotters' error.
+        reason: String,
+    },
+    /// Writing the SVG failed.
+    #[error(transparent)]
+    Write(#[from] CheckpointError),
+}
+
+/// Canvas size of both outputs, in pixels.
+const SIZE: (u32, u32) = (1000, 800);
+
+/// Draws the learning curves of `metrics` into `svg_path` and `png_path`.
+///
+/// Top panel: mean episode return against cumulative environment steps. Bottom panel: the
+/// measured KL divergence of each update against environment steps, with the trust-region
+/// bound `max_kl` (δ) as a dashed line when given. Non-finite values (iterations without
+/// complete episodes, skipped updates) are left out. An empty `metrics` draws empty axes.
+/// The SVG is written atomically; the PNG is written by the bitmap encoder.
+pub fn plot_curves(
+    metrics: &[IterationMetrics],
+    svg_path: &Path,
+    png_path: &Path,
+    max_kl: Option<f64>,
+) -> Result<(), PlotError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(root, metrics, max_kl).map_err(|reason| PlotError::Draw {
+            path: svg_path.to_path_buf(),
+            reason,
+        })?;
+    }
+    write_atomic(svg_path, svg.as_bytes())?;
+
+    let root = BitMapBackend::new(png_path, SIZE).into_drawing_area();
+    draw(root, metrics, max_kl).map_err(|reason| PlotError::Draw {
+        path: png_path.to_path_buf(),
+        reason,
+    })
+}
+
+/// `(lo, hi)` covering the finite `values`, padded by 5 % and never empty.
+fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return (0.0, 1.0);
+    }
+    let pad = if hi > lo {
+        0.05 * (hi - lo)
+    } else {
+        0.5 * lo.abs().max(1e-3)
+    };
+    (lo - pad, hi + pad)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    metrics: &[IterationMetrics],
+    max_kl: Option<f64>,
+) -> Result<(), String> {
+    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let panels = root.split_evenly((2, 1));
+    let steps = |m: &IterationMetrics| m.env_steps as f64;
+    let (x_lo, x_hi) = match (metrics.first(), metrics.last()) {
+        (Some(first), Some(last)) if last.env_steps > first.env_steps => {
+            (steps(first).min(0.0), steps(last))
+        }
+        (Some(only), _) => (0.0, steps(only).max(1.0)),
+        _ => (0.0, 1.0),
+    };
+
+    let returns: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter(|m| m.mean_return.is_finite())
+        .map(|m| (steps(m), m.mean_return))
+        .collect();
+    let (y_lo, y_hi) = padded_range(returns.iter().map(|p| p.1));
+    let mut chart = ChartBuilder::on(&panels[0])
+        .caption("Mean episode return", ("sans-serif", 26))
+        .margin(12)
+        .margin_right(40)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("environment steps (all devices)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("mean return (sum of rewards per episode)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(
+            returns.iter().copied(),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(e)?;
+    chart
+        .draw_series(returns.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+        .map_err(e)?;
+
+    let kls: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter(|m| m.kl.is_finite())
+        .map(|m| (steps(m), m.kl))
+        .collect();
+    let (_, kl_hi) = padded_range(kls.iter().map(|p| p.1).chain(max_kl.map(|d| d * 1.2)));
+    let mut chart = ChartBuilder::on(&panels[1])
+        .caption("KL divergence of each update", ("sans-serif", 26))
+        .margin(12)
+        .margin_right(40)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x_lo..x_hi, 0.0..kl_hi.max(1e-6))
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("environment steps (all devices)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("mean KL(old ‖ new) (nats)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(kls.iter().copied(), RED.stroke_width(2)))
+        .map_err(e)?
+        .label("measured KL")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    if let Some(delta) = max_kl.filter(|d| d.is_finite()) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x_lo, delta), (x_hi, delta)],
+                10,
+                6,
+                BLACK.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label(format!("trust region δ = {delta}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::testdir::TestDir;
+
+    fn curve(n: u64) -> Vec<IterationMetrics> {
+        (0..n)
+            .map(|i| IterationMetrics {
+                iteration: i,
+                env_steps: 2000 * (i + 1),
+                mean_return: -1200.0 + 40.0 * i as f64,
+                kl: 0.004 + 0.0005 * (i % 7) as f64,
+                accepted: true,
+                ..IterationMetrics::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_svg_and_png_with_labels() {
+        let dir = TestDir::new("plot");
+        let (svg, png) = (dir.join("curves.svg"), dir.join("curves.png"));
+        let mut m = curve(30);
+        m[5].mean_return = f64::NAN; // skipped points do not break the plot
+        plot_curves(&m, &svg, &png, Some(0.01)).unwrap();
+
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(80)]);
+        for label in [
+            "environment steps (all devices)",
+            "mean return (sum of rewards per episode)",
+            "(nats)",
+            "Mean episode return",
+            "trust region δ = 0.01",
+        ] {
+            assert!(text.contains(label), "SVG lacks {label:?}");
+        }
+        assert!(text.contains("stroke-dasharray") || text.matches("<line").count() > 10);
+
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 10_000, "PNG of {} bytes", bytes.len());
+    }
+
+    #[test]
+    fn caption_text_is_rasterised() {
+        // Only the caption lives in the top band of the bitmap: if fonts silently failed,
+        // it would stay white.
+        let (w, h) = SIZE;
+        let mut buf = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+            draw(root, &curve(5), Some(0.01)).unwrap();
+        }
+        let band = &buf[..(w * 40 * 3) as usize];
+        let dark = band
+            .chunks_exact(3)
+            .filter(|p| p.iter().all(|&c| c < 128))
+            .count();
+        assert!(dark > 100, "only {dark} dark pixels in the caption band");
+    }
+
+    #[test]
+    fn empty_and_single_point_metrics_still_plot() {
+        let dir = TestDir::new("plot-empty");
+        plot_curves(&[], &dir.join("e.svg"), &dir.join("e.png"), None).unwrap();
+        plot_curves(
+            &curve(1),
+            &dir.join("o.svg"),
+            &dir.join("o.png"),
+            Some(0.02),
+        )
+        .unwrap();
+        assert!(std::fs::metadata(dir.join("o.png")).unwrap().len() > 1000);
+    }
+
+    #[test]
+    fn unwritable_png_path_is_an_error_naming_it() {
+        let dir = TestDir::new("plot-bad");
+        let err = plot_curves(
+            &curve(3),
+            &dir.join("c.svg"),
+            &dir.join("missing/c.png"),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("missing/c.png"), "{err}");
+    }
+
+    #[test]
+    fn padded_range_handles_degenerate_input() {
+        assert_eq!(padded_range([].into_iter()), (0.0, 1.0));
+        assert_eq!(padded_range([f64::NAN].into_iter()), (0.0, 1.0));
+        let (lo, hi) = padded_range([5.0, 5.0].into_iter());
+        assert!(lo < 5.0 && hi > 5.0);
+        let (lo, hi) = padded_range([0.0, 10.0, f64::INFINITY].into_iter());
+        assert_eq!((lo, hi), (-0.5, 10.5));
+    }
+}

@@ -1,0 +1,115 @@
+//! Deterministic evaluation: run a policy's mean action (or most likely choice) for a
+//! number of episodes and report the returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tether_shared::message::RunMode;
+
+use super::fleet::{Fleet, FleetError, FleetSpec};
+use super::session::round_seed;
+use crate::rollout::{CollectRequest, DevicePool};
+use crate::run::export::PolicyFile;
+
+/// Why an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluationError {
+    /// Devices could not be connected.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// The policy does not drive the devices' plant.
+    #[error("the policy does not fit {device}'s plant `{plant}`: {reason}")]
+    PolicyMismatch {
+        /// The device.
+        device: String,
+        /// Its plant.
+        plant: String,
+        /// What differs.
+        reason: String,
+    },
+    /// Every device failed.
+    #[error("no episode could be evaluated: {0}")]
+    NoEpisodes(String),
+}
+
+/// What `tether eval --json` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvaluationReport {
+    /// Episodes that ran to their natural end.
+    pub episodes: usize,
+    /// Mean undiscounted return.
+    pub mean_return: f64,
+    /// Standard deviation of the returns (population).
+    pub std_return: f64,
+    /// Mean episode length, steps.
+    pub mean_length: f64,
+    /// Every episode's return, in device then episode order.
+    pub returns: Vec<f64>,
+}
+
+/// Runs `episodes` deterministic episodes of `policy`, split over the fleet's devices.
+pub fn evaluate(
+    spec: &FleetSpec,
+    policy: &PolicyFile,
+    episodes: u32,
+    seed: u64,
+) -> Result<EvaluationReport, EvaluationError> {
+    let fleet = Fleet::connect(spec)?;
+    for client in &fleet.clients {
+        let plant = &client.info().plant;
+        policy
+            .spec
+            .check_plant(plant)
+            .map_err(|e| EvaluationError::PolicyMismatch {
+                device: client.name().to_string(),
+                plant: plant.name.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let _boards = fleet.boards;
+    let mut pool = DevicePool::new(fleet.clients);
+    let live = pool.live().max(1) as u32;
+    let params = Arc::new(policy.params.clone());
+    let results = pool.round(|device, rank| CollectRequest {
+        // Version 0 is never used by training, so the upload always happens.
+        version: 0,
+        spec: policy.spec.clone(),
+        params: params.clone(),
+        first_episode: 0,
+        seed: round_seed(seed, u64::MAX, device as u64),
+        mode: RunMode::Deterministic,
+        steps: None,
+        episodes: Some(episodes / live + u32::from((rank as u32) < episodes % live)),
+        silence_timeout: Duration::from_secs_f64(spec.timeouts.silence_s.max(0.01)),
+    });
+    let mut returns = Vec::new();
+    let mut lengths = Vec::new();
+    let mut errors = Vec::new();
+    for result in &results {
+        match &result.outcome {
+            Ok(rollout) => {
+                for episode in &rollout.episodes {
+                    if let Some(r) = episode.complete_return {
+                        returns.push(f64::from(r));
+                        lengths.push(episode.len() as f64);
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if returns.is_empty() {
+        return Err(EvaluationError::NoEpisodes(errors.join("; ")));
+    }
+    let n = returns.len() as f64;
+    let mean = returns.iter().sum::<f64>() / n;
+    let var = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n;
+    Ok(EvaluationReport {
+        episodes: returns.len(),
+        mean_return: mean,
+        std_return: var.sqrt(),
+        mean_length: lengths.iter().sum::<f64>() / n,
+        returns,
+    })
+}

@@ -1,0 +1,16 @@
+//! The learn loop: devices collect, the learner updates, the run folder records.
+//!
+//! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
+//! - [`batch`]: turning what the devices delivered into the learner's batch;
+//! - [`state`]: what a checkpoint holds;
+//! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
+//! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
+
+pub mod batch;
+pub mod evaluation;
+pub mod fleet;
+pub mod session;
+pub mod state;
+
+pub use fleet::{Fleet, FleetSpec};
+pub use session::{Session, SessionOutcome};

@@ -1,0 +1,229 @@
+//! The stochastic policy: an MLP, a head, and one flat parameter vector
+//! `[MLP parameters (wire layout), head parameters (Gaussian log-std)]`.
+
+use nalgebra::{DMatrix, DVector};
+use rand::Rng;
+
+use super::distribution::{DistributionBatch, HeadGradient, PolicyHead};
+use super::mlp::{ForwardCache, Mlp};
+
+/// Why a parameter vector was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PolicyError {
+    /// The vector does not fit the architecture.
+    #[error("policy parameter vector has {found} values, the architecture needs {expected}")]
+    WrongLength {
+        /// Length given.
+        found: usize,
+        /// Length the MLP plus head need.
+        expected: usize,
+    },
+    /// A NaN or infinity would poison every later action.
+    #[error("policy parameter {index} is not finite ({value})")]
+    NonFinite {
+        /// Position in the flat vector.
+        index: usize,
+        /// The offending value.
+        value: f64,
+    },
+}
+
+/// MLP + head + flat parameters.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    mlp: Mlp,
+    head: PolicyHead,
+    params: DVector<f64>,
+}
+
+/// One forward pass of the policy over a batch at some parameters: the MLP activations
+/// (reused by the JVP/VJP) and the head parameters that were used.
+#[derive(Clone, Debug)]
+pub struct PolicyEvaluation {
+    cache: ForwardCache,
+    log_std: Vec<f64>,
+}
+
+impl PolicyEvaluation {
+    /// The action distributions of the batch.
+    pub fn distribution(&self) -> DistributionBatch<'_> {
+        DistributionBatch {
+            outputs: self.cache.output(),
+            log_std: &self.log_std,
+        }
+    }
+
+    /// The MLP activations of this pass.
+    pub fn cache(&self) -> &ForwardCache {
+        &self.cache
+    }
+}
+
+impl Policy {
+    /// A freshly initialised policy: orthogonal init with gains √2 (hidden) and 0.01
+    /// (output), zero biases, every log-std set to `log_std_init`.
+    pub fn new(
+        obs_dim: usize,
+        hidden: &[usize],
+        head: PolicyHead,
+        log_std_init: f64,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let mlp = Mlp::new(obs_dim, hidden, head.mlp_output_dim());
+        let weights = mlp.initial_parameters(std::f64::consts::SQRT_2, 0.01, rng);
+        let params = DVector::from_iterator(
+            mlp.parameter_count() + head.own_parameter_count(),
+            weights.iter().copied().chain(std::iter::repeat_n(
+                log_std_init,
+                head.own_parameter_count(),
+            )),
+        );
+        Self { mlp, head, params }
+    }
+
+    /// The network architecture.
+    pub fn mlp(&self) -> &Mlp {
+        &self.mlp
+    }
+
+    /// The action distribution family.
+    pub fn head(&self) -> PolicyHead {
+        self.head
+    }
+
+    /// Observation width the policy reads.
+    pub fn obs_dim(&self) -> usize {
+        self.mlp.input_dim()
+    }
+
+    /// Current flat parameters `[MLP, log-std]`.
+    pub fn parameters(&self) -> &DVector<f64> {
+        &self.params
+    }
+
+    /// Length of the flat parameter vector.
+    pub fn parameter_count(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Replaces the parameters after checking length and finiteness; on error the policy
+    /// is unchanged.
+    pub fn set_parameters(&mut self, params: DVector<f64>) -> Result<(), PolicyError> {
+        if params.len() != self.params.len() {
+            return Err(PolicyError::WrongLength {
+                found: params.len(),
+                expected: self.params.len(),
+            });
+        }
+        if let Some((index, value)) = params.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(PolicyError::NonFinite {
+                index,
+                value: *value,
+            });
+        }
+        self.params = params;
+        Ok(())
+    }
+
+    /// The Gaussian log-std at the current parameters (empty for categorical).
+    pub fn log_std(&self) -> &[f64] {
+        self.split(self.params.as_slice()).1
+    }
+
+    /// Splits a flat vector into its MLP and head parts.
+    pub fn split<'a>(&self, params: &'a [f64]) -> (&'a [f64], &'a [f64]) {
+        params.split_at(self.mlp.parameter_count())
+    }
+
+    /// Forward pass at arbitrary `params` over `observations` (`obs_dim × N`).
+    pub fn evaluate(&self, params: &[f64], observations: &DMatrix<f64>) -> PolicyEvaluation {
+        let (weights, log_std) = self.split(params);
+        PolicyEvaluation {
+            cache: self.mlp.forward(weights, observations),
+            log_std: log_std.to_vec(),
+        }
+    }
+
+    /// Means (Gaussian) or logits (categorical) at the current parameters, `out × N`.
+    pub fn outputs(&self, observations: &DMatrix<f64>) -> DMatrix<f64> {
+        let (weights, _) = self.split(self.params.as_slice());
+        self.mlp.forward(weights, observations).output().clone()
+    }
+
+    /// The deterministic action for one observation: the Gaussian mean, or the logits for a
+    /// categorical head (the caller takes the arg-max).
+    pub fn mean_action(&self, observation: &[f64]) -> DVector<f64> {
+        let x = DMatrix::from_column_slice(observation.len(), 1, observation);
+        self.outputs(&x).column(0).into_owned()
+    }
+
+    /// log π(a | s) at the current parameters for a batch.
+    pub fn log_probs(&self, observations: &DMatrix<f64>, actions: &DMatrix<f64>) -> DVector<f64> {
+        let eval = self.evaluate(self.params.as_slice(), observations);
+        self.head.log_prob(eval.distribution(), actions)
+    }
+
+    /// Chains a gradient with respect to the distribution parameters back to the flat
+    /// parameters: VJP through the MLP for the outputs, the log-std part as is.
+    pub fn backpropagate(
+        &self,
+        params: &[f64],
+        eval: &PolicyEvaluation,
+        head_gradient: &HeadGradient,
+    ) -> DVector<f64> {
+        let (weights, _) = self.split(params);
+        let mlp_gradient = self.mlp.vjp(weights, &eval.cache, &head_gradient.outputs);
+        DVector::from_iterator(
+            params.len(),
+            mlp_gradient
+                .iter()
+                .chain(head_gradient.log_std.iter())
+                .copied(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn log_std_follows_the_mlp_parameters_and_starts_at_the_configured_value() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let policy = Policy::new(
+            3,
+            &[8],
+            PolicyHead::DiagGaussian { action_dim: 2 },
+            -0.5,
+            &mut rng,
+        );
+        assert_eq!(policy.parameter_count(), policy.mlp().parameter_count() + 2);
+        assert_eq!(policy.log_std(), &[-0.5, -0.5]);
+    }
+
+    #[test]
+    fn set_parameters_refuses_nan_and_wrong_length_and_keeps_the_old_ones() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut policy = Policy::new(
+            2,
+            &[4],
+            PolicyHead::Categorical { n_actions: 3 },
+            0.0,
+            &mut rng,
+        );
+        let before = policy.parameters().clone();
+        let mut bad = before.clone();
+        bad[3] = f64::NAN;
+        assert!(matches!(
+            policy.set_parameters(bad),
+            Err(PolicyError::NonFinite { index: 3, .. })
+        ));
+        assert!(matches!(
+            policy.set_parameters(DVector::zeros(2)),
+            Err(PolicyError::WrongLength { .. })
+        ));
+        assert_eq!(policy.parameters(), &before);
+    }
+}

@@ -1,0 +1,535 @@
+//! The TRPO learner: one `update` per batch of trajectories, reading like the paper's
+//! pseudo-code — estimate advantages, take the surrogate gradient, solve `F s = g` by
+//! conjugate gradient on exact Fisher-vector products, line-search the trust-region step,
+//! then fit the value function.
+
+use std::time::Instant;
+
+use nalgebra::{DMatrix, DVector};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
+use super::conjugate_gradient::{CgTermination, conjugate_gradient};
+use super::distribution::PolicyHead;
+use super::export::export_f32;
+use super::fisher::FisherVectorProduct;
+use super::gae::generalized_advantages;
+use super::hyperparams::{ConfigError, TrpoConfig};
+use super::line_search::{CandidateEvaluation, LineSearchSettings, full_step, line_search};
+use super::normalizer::ObservationNormalizer;
+use super::policy::Policy;
+use super::surrogate::{SurrogateBatch, mean_entropy, mean_kl, surrogate, surrogate_gradient};
+use super::value::ValueFunction;
+
+/// Advantages whose standard deviation is below this carry no signal to normalise.
+const MIN_ADVANTAGE_STD: f64 = 1e-8;
+
+/// Why an update could not even start. Nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum UpdateError {
+    /// The batch is empty, malformed or holds non-finite values.
+    #[error("invalid rollout batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+}
+
+/// Wall-clock split of one update, seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct UpdateTimings {
+    /// Values, GAE, old log-probs and the surrogate gradient.
+    pub gradient_seconds: f64,
+    /// Fisher set-up, conjugate gradient and the curvature sᵀFs.
+    pub cg_seconds: f64,
+    /// Candidate evaluations of the line search.
+    pub line_search_seconds: f64,
+    /// Value-function fit.
+    pub value_fit_seconds: f64,
+}
+
+/// What one update did; every field is meaningful even when the policy step was skipped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UpdateReport {
+    /// Mean KL(old ‖ new) of the applied step, nats (0 when no step was applied).
+    pub kl: f64,
+    /// Mean policy entropy after the update, nats.
+    pub entropy: f64,
+    /// Linear prediction gᵀ·step of the surrogate gain of the last step tried.
+    pub expected_improvement: f64,
+    /// Measured surrogate gain of the last step tried.
+    pub actual_improvement: f64,
+    /// actual / expected (0 when undefined).
+    pub improvement_ratio: f64,
+    /// Line-search backtracks performed.
+    pub line_search_steps: usize,
+    /// Whether new policy parameters were applied.
+    pub accepted: bool,
+    /// Value MSE over the last critic epoch.
+    pub value_loss: f64,
+    /// Explained variance of the value predictions used for the advantages (NaN when the
+    /// returns have no variance).
+    pub explained_variance: f64,
+    /// Fisher-vector products spent in conjugate gradient.
+    pub cg_iterations: usize,
+    /// Why the policy step was skipped or refused, in words; `None` when it was applied.
+    pub skipped_reason: Option<String>,
+    /// Transitions in the batch.
+    pub samples: usize,
+    /// Time split.
+    pub timings: UpdateTimings,
+}
+
+/// Advantage estimates of a batch, aligned with its transitions.
+struct Advantages {
+    advantages: DVector<f64>,
+    returns: DVector<f64>,
+}
+
+/// The TRPO learner: policy, value function, optional observation normaliser.
+#[derive(Clone, Debug)]
+pub struct Trpo {
+    config: TrpoConfig,
+    policy: Policy,
+    value: ValueFunction,
+    normalizer: Option<ObservationNormalizer>,
+    rng: ChaCha8Rng,
+}
+
+impl Trpo {
+    /// A fresh learner for observations of `obs_dim` values and the given action head,
+    /// seeded by `config.seed`.
+    pub fn new(obs_dim: usize, head: PolicyHead, config: TrpoConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let policy = Policy::new(
+            obs_dim,
+            &config.policy_hidden,
+            head,
+            config.log_std_init,
+            &mut rng,
+        );
+        let value = ValueFunction::new(
+            obs_dim,
+            &config.value_hidden,
+            config.critic_learning_rate,
+            &mut rng,
+        );
+        let normalizer = config
+            .normalize_observations
+            .then(|| ObservationNormalizer::new(obs_dim));
+        Ok(Self {
+            config,
+            policy,
+            value,
+            normalizer,
+            rng,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &TrpoConfig {
+        &self.config
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The current value function.
+    pub fn value_function(&self) -> &ValueFunction {
+        &self.value
+    }
+
+    /// The observation normaliser, when enabled.
+    pub fn normalizer(&self) -> Option<&ObservationNormalizer> {
+        self.normalizer.as_ref()
+    }
+
+    /// The policy as the device runs it: f32 in the shared wire layout, normaliser first
+    /// when enabled.
+    pub fn export_f32(&self) -> Vec<f32> {
+        export_f32(&self.policy, self.normalizer.as_ref())
+    }
+
+    /// One TRPO iteration on a batch produced by the current policy. A malformed batch is an
+    /// error and changes nothing; a batch that gives no usable step (zero advantages,
+    /// degenerate curvature, no line-search step within the trust region) leaves the
+    /// policy unchanged and says why in `skipped_reason` (the value function is still fit).
+    pub fn update(&mut self, batch: &RolloutBatch) -> Result<UpdateReport, UpdateError> {
+        batch.validate(self.policy.obs_dim(), self.policy.head())?;
+        let mut report = UpdateReport {
+            samples: batch.len(),
+            ..UpdateReport::default()
+        };
+        let clock = Instant::now();
+        let raw_observations = batch.observation_matrix(self.policy.obs_dim());
+        let observations = self.normalize(&raw_observations);
+        let actions = batch.action_matrix(self.policy.head().action_rows());
+        let estimate = self.estimate_advantages(batch, &observations);
+        report.timings.gradient_seconds = clock.elapsed().as_secs_f64();
+
+        match self.prepare_advantages(&estimate.advantages) {
+            Ok(advantages) => self.policy_step(&observations, &actions, &advantages, &mut report),
+            Err(reason) => report.skipped_reason = Some(reason),
+        }
+        let entropy_eval = self
+            .policy
+            .evaluate(self.policy.parameters().as_slice(), &observations);
+        report.entropy = mean_entropy(&self.policy, &entropy_eval);
+
+        let clock = Instant::now();
+        let fit = self.value.fit(
+            &observations,
+            &estimate.returns,
+            self.config.n_critic_updates,
+            self.config.critic_batch_size,
+            &mut self.rng,
+        );
+        report.value_loss = fit.value_loss;
+        report.explained_variance = fit.explained_variance;
+        report.timings.value_fit_seconds = clock.elapsed().as_secs_f64();
+
+        if let Some(normalizer) = &mut self.normalizer {
+            normalizer.update(&raw_observations);
+        }
+        Ok(report)
+    }
+
+    /// Observations as the networks see them (normalised with the frozen statistics).
+    fn normalize(&self, raw: &DMatrix<f64>) -> DMatrix<f64> {
+        match &self.normalizer {
+            Some(normalizer) => normalizer.normalize(raw),
+            None => raw.clone(),
+        }
+    }
+
+    /// V of every observation, then GAE per episode (bootstrapping truncated episodes).
+    fn estimate_advantages(&self, batch: &RolloutBatch, observations: &DMatrix<f64>) -> Advantages {
+        let values = self.value.predict(observations);
+        let mut advantages = Vec::with_capacity(values.len());
+        let mut returns = Vec::with_capacity(values.len());
+        let mut start = 0;
+        for episode in batch.episodes.iter().filter(|e| !e.is_empty()) {
+            let end = start + episode.len();
+            let value_after = match &episode.end {
+                EpisodeEnd::Terminated => 0.0,
+                EpisodeEnd::Truncated { final_observation } => {
+                    let x =
+                        DMatrix::from_column_slice(final_observation.len(), 1, final_observation);
+                    self.value.predict(&self.normalize(&x))[0]
+                }
+            };
+            let estimate = generalized_advantages(
+                &episode.rewards,
+                &values.as_slice()[start..end],
+                value_after,
+                self.config.gamma,
+                self.config.gae_lambda,
+            );
+            advantages.extend(estimate.advantages);
+            returns.extend(estimate.returns);
+            start = end;
+        }
+        Advantages {
+            advantages: DVector::from_vec(advantages),
+            returns: DVector::from_vec(returns),
+        }
+    }
+
+    /// Standardises the advantages when configured; refuses advantages that carry no signal.
+    fn prepare_advantages(&self, advantages: &DVector<f64>) -> Result<DVector<f64>, String> {
+        if advantages.iter().any(|a| !a.is_finite()) {
+            return Err("advantages are not finite (value function diverged?)".into());
+        }
+        let mean = advantages.mean();
+        let std = (advantages.map(|a| (a - mean).powi(2)).mean()).sqrt();
+        if std < MIN_ADVANTAGE_STD
+            && (self.config.normalize_advantage || mean.abs() < MIN_ADVANTAGE_STD)
+        {
+            return Err(format!(
+                "advantages are constant (mean {mean:e}, std {std:e}): no policy gradient signal"
+            ));
+        }
+        Ok(match self.config.normalize_advantage {
+            true => advantages.map(|a| (a - mean) / std),
+            false => advantages.clone(),
+        })
+    }
+
+    /// Gradient → conjugate gradient → line search → apply.
+    fn policy_step(
+        &mut self,
+        observations: &DMatrix<f64>,
+        actions: &DMatrix<f64>,
+        advantages: &DVector<f64>,
+        report: &mut UpdateReport,
+    ) {
+        let clock = Instant::now();
+        let policy = &self.policy;
+        let old_params = policy.parameters().clone();
+        let old = policy.evaluate(old_params.as_slice(), observations);
+        let old_log_probs = policy.head().log_prob(old.distribution(), actions);
+        let batch = SurrogateBatch {
+            observations,
+            actions,
+            advantages,
+            old_log_probs: &old_log_probs,
+        };
+        let gradient = surrogate_gradient(policy, old_params.as_slice(), &old, &batch);
+        report.timings.gradient_seconds += clock.elapsed().as_secs_f64();
+        if let Some(reason) = unusable_gradient(&gradient) {
+            report.skipped_reason = Some(reason);
+            return;
+        }
+
+        let clock = Instant::now();
+        let fisher = FisherVectorProduct::new(
+            policy,
+            old_params.as_slice(),
+            observations,
+            self.config.sub_sampling_factor,
+            self.config.cg_damping,
+        );
+        let solve = conjugate_gradient(
+            |v| fisher.apply(v),
+            &gradient,
+            self.config.cg_max_steps,
+            self.config.cg_tolerance,
+        );
+        report.cg_iterations = solve.iterations;
+        let direction = solve.solution;
+        let curvature = direction.dot(&fisher.apply(&direction));
+        report.timings.cg_seconds = clock.elapsed().as_secs_f64();
+        let Some(step) = full_step(&direction, curvature, self.config.target_kl) else {
+            report.skipped_reason = Some(format!(
+                "step curvature sᵀFs = {curvature:e} is not positive (conjugate gradient: {:?} after {} products)",
+                solve.termination, solve.iterations
+            ));
+            return;
+        };
+        if matches!(solve.termination, CgTermination::NonFinite) {
+            report.skipped_reason = Some("conjugate gradient met a non-finite product".into());
+            return;
+        }
+
+        let clock = Instant::now();
+        let surrogate_old = surrogate(policy, &old, &batch);
+        let settings = LineSearchSettings {
+            max_kl: self.config.target_kl,
+            shrink: self.config.line_search_shrink,
+            max_backtracks: self.config.line_search_max_backtracks,
+        };
+        let search = line_search(
+            &old_params,
+            &step,
+            &gradient,
+            surrogate_old,
+            settings,
+            |candidate| {
+                let new = policy.evaluate(candidate.as_slice(), observations);
+                CandidateEvaluation {
+                    surrogate: surrogate(policy, &new, &batch),
+                    kl: mean_kl(policy, &old, &new),
+                }
+            },
+        );
+        report.timings.line_search_seconds = clock.elapsed().as_secs_f64();
+        report.expected_improvement = search.expected_improvement;
+        report.actual_improvement = search.actual_improvement;
+        report.improvement_ratio = search.improvement_ratio;
+        report.line_search_steps = search.backtracks;
+
+        match search.parameters.map(|p| self.policy.set_parameters(p)) {
+            Some(Ok(())) => {
+                report.accepted = true;
+                report.kl = search.kl;
+            }
+            Some(Err(error)) => report.skipped_reason = Some(format!("step refused: {error}")),
+            None => {
+                report.skipped_reason = Some(format!(
+                    "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {:.3e}, gain {:.3e})",
+                    self.config.target_kl, search.kl, search.actual_improvement
+                ))
+            }
+        }
+    }
+}
+
+/// Why a surrogate gradient cannot drive a step, if it cannot.
+fn unusable_gradient(gradient: &DVector<f64>) -> Option<String> {
+    if gradient.iter().any(|g| !g.is_finite()) {
+        Some("surrogate gradient is not finite".into())
+    } else if gradient.norm() == 0.0 {
+        Some("surrogate gradient is zero".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trpo::batch::Episode;
+    use crate::trpo::mlp::standard_normal;
+    use rand::Rng;
+
+    const TARGET: f64 = 0.5;
+
+    fn learner(normalize_observations: bool) -> Trpo {
+        let config = TrpoConfig {
+            policy_hidden: vec![16],
+            value_hidden: vec![16],
+            n_critic_updates: 5,
+            normalize_observations,
+            seed: 7,
+            ..TrpoConfig::default()
+        };
+        Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config")
+    }
+
+    /// One-step episodes of the task "act 0.5·obs": reward −(a − 0.5·obs)², actions drawn
+    /// from the learner's current policy. Returns the batch and its mean return.
+    fn bandit_batch(trpo: &Trpo, rng: &mut ChaCha8Rng, n: usize) -> (RolloutBatch, f64) {
+        let sigma = trpo.policy().log_std()[0].exp();
+        let mut total = 0.0;
+        let episodes = (0..n)
+            .map(|_| {
+                let obs: f64 = rng.random_range(-1.0..1.0);
+                let x = DMatrix::from_element(1, 1, obs);
+                let x = match trpo.normalizer() {
+                    Some(norm) => norm.normalize(&x),
+                    None => x,
+                };
+                let mean = trpo.policy().outputs(&x)[(0, 0)];
+                let action = mean + sigma * standard_normal(rng);
+                let reward = -(action - TARGET * obs).powi(2);
+                total += reward;
+                Episode {
+                    observations: vec![vec![obs]],
+                    actions: vec![vec![action]],
+                    rewards: vec![reward],
+                    end: EpisodeEnd::Terminated,
+                }
+            })
+            .collect();
+        (RolloutBatch { episodes }, total / n as f64)
+    }
+
+    #[test]
+    fn a_few_updates_raise_the_mean_return_on_a_one_step_task() {
+        for normalize in [false, true] {
+            let mut trpo = learner(normalize);
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let (_, before) = bandit_batch(&trpo, &mut rng, 2000);
+            let mut accepted = 0;
+            for _ in 0..12 {
+                let (batch, _) = bandit_batch(&trpo, &mut rng, 512);
+                let report = trpo.update(&batch).expect("valid batch");
+                assert!(report.kl <= 0.01 + 1e-12, "{report:?}");
+                accepted += usize::from(report.accepted);
+            }
+            let (_, after) = bandit_batch(&trpo, &mut rng, 2000);
+            assert!(accepted >= 10, "only {accepted} steps accepted");
+            assert!(after > before + 0.3, "mean return {before:.3} → {after:.3}");
+        }
+    }
+
+    fn one_episode(observation: f64, reward: f64) -> Episode {
+        Episode {
+            observations: vec![vec![observation]; 4],
+            actions: vec![vec![0.1]; 4],
+            rewards: vec![reward; 4],
+            end: EpisodeEnd::Terminated,
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_an_error_and_changes_nothing() {
+        let mut trpo = learner(false);
+        let before = trpo.policy().parameters().clone();
+        let value_before = trpo.value_function().parameters().clone();
+        let err = trpo.update(&RolloutBatch::default()).expect_err("empty");
+        assert_eq!(
+            err,
+            UpdateError::InvalidBatch(BatchError::Empty { episodes: 0 })
+        );
+        assert_eq!(trpo.policy().parameters(), &before);
+        assert_eq!(trpo.value_function().parameters(), &value_before);
+    }
+
+    #[test]
+    fn non_finite_observations_are_an_error_and_change_nothing() {
+        let mut trpo = learner(true);
+        let before = trpo.policy().parameters().clone();
+        let mut episode = one_episode(0.3, 1.0);
+        episode.observations[1][0] = f64::INFINITY;
+        let err = trpo
+            .update(&RolloutBatch {
+                episodes: vec![episode],
+            })
+            .expect_err("non-finite");
+        assert!(
+            err.to_string()
+                .contains("episode 0 step 1: observation is not finite"),
+            "{err}"
+        );
+        assert_eq!(trpo.policy().parameters(), &before);
+        assert_eq!(trpo.normalizer().map(|n| n.count()), Some(0.0));
+    }
+
+    #[test]
+    fn constant_advantages_skip_the_policy_step_and_say_why() {
+        let mut trpo = learner(false);
+        let before = trpo.policy().parameters().clone();
+        // One-step episodes with identical observation and reward: every advantage is
+        // r − V(s), the same number, so normalised advantages carry no signal.
+        let batch = RolloutBatch {
+            episodes: (0..8)
+                .map(|_| Episode {
+                    observations: vec![vec![0.2]],
+                    actions: vec![vec![0.0]],
+                    rewards: vec![0.0],
+                    end: EpisodeEnd::Terminated,
+                })
+                .collect(),
+        };
+        let report = trpo.update(&batch).expect("valid batch");
+        assert!(!report.accepted);
+        let reason = report.skipped_reason.expect("a reason");
+        assert!(reason.contains("advantages are constant"), "{reason}");
+        assert_eq!(trpo.policy().parameters(), &before);
+    }
+
+    #[test]
+    fn truncated_episodes_bootstrap_from_the_final_observation() {
+        let trpo = learner(false);
+        let mut truncated = one_episode(0.3, 1.0);
+        truncated.end = EpisodeEnd::Truncated {
+            final_observation: vec![0.9],
+        };
+        let terminated = one_episode(0.3, 1.0);
+        let obs = DMatrix::from_element(1, 4, 0.3);
+        let a = trpo.estimate_advantages(
+            &RolloutBatch {
+                episodes: vec![truncated],
+            },
+            &obs,
+        );
+        let b = trpo.estimate_advantages(
+            &RolloutBatch {
+                episodes: vec![terminated],
+            },
+            &obs,
+        );
+        let v_final = trpo
+            .value_function()
+            .predict(&DMatrix::from_element(1, 1, 0.9))[0];
+        let gamma = trpo.config().gamma;
+        approx::assert_relative_eq!(
+            a.advantages[3] - b.advantages[3],
+            gamma * v_final,
+            max_relative = 1e-12
+        );
+    }
+}

@@ -181,6 +181,15 @@ impl<S: Read + Write> Host<S> {
 
     /// Collects episode ends and checks transitions are contiguous per episode.
     fn collect_episodes(&mut self, count: usize, timeout: Duration) -> Vec<EpisodeEnd> {
+        self.collect_episodes_of_width(count, timeout, 5)
+    }
+
+    fn collect_episodes_of_width(
+        &mut self,
+        count: usize,
+        timeout: Duration,
+        width: usize,
+    ) -> Vec<EpisodeEnd> {
         let mut ends = Vec::new();
         let mut next_step = std::collections::HashMap::<u32, u32>::new();
         self.wait_for(timeout, |m| {
@@ -188,7 +197,7 @@ impl<S: Read + Write> Host<S> {
                 DeviceMessage::Transitions(b) => {
                     let expected = next_step.entry(b.episode).or_insert(0);
                     assert_eq!(b.first_step, *expected, "contiguous steps");
-                    *expected += (b.values.len() / 5) as u32;
+                    *expected += (b.values.len() / width) as u32;
                 }
                 DeviceMessage::EpisodeEnd(e) => {
                     if e.reason != EpisodeEndReason::Overrun {
@@ -383,5 +392,26 @@ fn virtual_time_watchdog_waits_for_a_silent_host_in_real_time() {
     };
     assert_eq!(end.reason, EpisodeEndReason::Fault);
     assert!(started.elapsed() >= Duration::from_millis(300));
+    handle.stop();
+}
+
+#[test]
+fn pendulum_model_runs_on_the_simulated_board() {
+    let plant = tether_firmware::plant::AnyPlant::by_name("pendulum").unwrap();
+    let description = plant.description();
+    let spec = PolicySpec::for_plant(&description, &[32, 32], true);
+    let (host_end, handle) = SimBoard::new(plant, SimConfig::default()).spawn_memory();
+    let mut host = Host::new(host_end);
+    assert_eq!(host.hello(), None);
+    host.upload(1, &spec);
+    host.run(2);
+    let ends =
+        host.collect_episodes_of_width(2, Duration::from_secs(10), description.transition_width());
+    for e in &ends {
+        assert_eq!(e.reason, EpisodeEndReason::Truncated);
+        assert_eq!(e.length, description.episode_steps);
+        assert_eq!(e.final_obs.len(), description.obs_dim as usize);
+        assert!(e.episode_return.is_finite() && e.episode_return < 0.0);
+    }
     handle.stop();
 }

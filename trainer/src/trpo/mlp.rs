@@ -555,8 +555,8 @@ fn multiply_by_tanh_derivative(tangent: &mut [f64], activation: &[f64]) {
 /// where tanh is 1 in f64; NaN propagates.
 #[inline]
 pub fn tanh(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1; // ln 2 rounded to 32 bits (fdlibm)
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // ln 2 − LN2_HI
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // ln 2 to 32 bits (fdlibm)
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // ln 2 − LN2_HI
     const SHIFTER: f64 = 6_755_399_441_055_744.0; // 1.5·2⁵², rounds to an integer when added
     const SHIFTER_BITS: i64 = 0x4338_0000_0000_0000;
     let a = x.abs();

@@ -2,6 +2,7 @@
 //! Fisher-vector products → line search under a KL bound → value-function fit.
 
 pub mod batch;
+pub mod behaviour;
 pub mod conjugate_gradient;
 pub mod distribution;
 pub mod export;
@@ -12,8 +13,11 @@ pub mod line_search;
 pub mod mlp;
 pub mod normalizer;
 pub mod policy;
+pub mod state;
 pub mod surrogate;
 pub mod update;
 pub mod value;
 
+pub use behaviour::BehaviourPolicy;
+pub use state::{AdamState, NormalizerState, StateError, TrpoState};
 pub use update::{Trpo, UpdateError, UpdateReport, UpdateTimings};

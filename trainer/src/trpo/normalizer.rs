@@ -6,6 +6,8 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
+use super::state::{NormalizerState, StateError, check_vector};
+
 /// Added to the variance before the square root (same as the device).
 pub const VARIANCE_EPSILON: f64 = 1e-8;
 /// Normalised observations are clamped to ±this.
@@ -28,6 +30,40 @@ impl ObservationNormalizer {
             mean: DVector::zeros(obs_dim),
             m2: DVector::zeros(obs_dim),
         }
+    }
+
+    /// The statistics as plain data for a checkpoint.
+    pub fn state(&self) -> NormalizerState {
+        NormalizerState {
+            count: self.count,
+            mean: self.mean.as_slice().to_vec(),
+            m2: self.m2.as_slice().to_vec(),
+        }
+    }
+
+    /// A normaliser for `obs_dim` values from checkpointed statistics, after checking
+    /// lengths, finiteness, `count ≥ 0` and `m2 ≥ 0`.
+    pub fn from_state(obs_dim: usize, state: &NormalizerState) -> Result<Self, StateError> {
+        check_vector(
+            "normaliser count",
+            &[state.count],
+            1,
+            |c| c >= 0.0,
+            "finite and ≥ 0",
+        )?;
+        check_vector("normaliser mean", &state.mean, obs_dim, |_| true, "finite")?;
+        check_vector(
+            "normaliser m2",
+            &state.m2,
+            obs_dim,
+            |v| v >= 0.0,
+            "finite and ≥ 0",
+        )?;
+        Ok(Self {
+            count: state.count,
+            mean: DVector::from_column_slice(&state.mean),
+            m2: DVector::from_column_slice(&state.m2),
+        })
     }
 
     /// Observations folded in so far.

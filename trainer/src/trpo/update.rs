@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
+use super::behaviour::BehaviourPolicy;
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
 use super::distribution::PolicyHead;
 use super::export::export_f32;
@@ -20,6 +21,7 @@ use super::hyperparams::{ConfigError, TrpoConfig};
 use super::line_search::{CandidateEvaluation, LineSearchSettings, full_step, line_search};
 use super::normalizer::ObservationNormalizer;
 use super::policy::Policy;
+use super::state::{StateError, TrpoState, update_seed};
 use super::surrogate::{SurrogateBatch, mean_entropy, mean_kl, surrogate, surrogate_gradient};
 use super::value::ValueFunction;
 
@@ -86,13 +88,17 @@ struct Advantages {
 }
 
 /// The TRPO learner: policy, value function, optional observation normaliser.
+///
+/// Every random choice of an update (the critic's minibatch order) is drawn from a
+/// generator seeded by `(config.seed, updates_done)`, so the learner's whole future is a
+/// function of the plain data in [`TrpoState`].
 #[derive(Clone, Debug)]
 pub struct Trpo {
     config: TrpoConfig,
     policy: Policy,
     value: ValueFunction,
     normalizer: Option<ObservationNormalizer>,
-    rng: ChaCha8Rng,
+    updates_done: u64,
 }
 
 impl Trpo {
@@ -122,8 +128,85 @@ impl Trpo {
             policy,
             value,
             normalizer,
-            rng,
+            updates_done: 0,
         })
+    }
+
+    /// Everything that influences future updates, as plain data for a checkpoint.
+    pub fn state(&self) -> TrpoState {
+        let (value_parameters, value_optimizer) = self.value.state();
+        TrpoState {
+            config: self.config.clone(),
+            obs_dim: self.policy.obs_dim(),
+            head: self.policy.head(),
+            policy_parameters: self.policy.parameters().as_slice().to_vec(),
+            value_parameters,
+            value_optimizer,
+            normalizer: self.normalizer.as_ref().map(ObservationNormalizer::state),
+            updates_done: self.updates_done,
+        }
+    }
+
+    /// The learner a checkpoint describes, for a plant with `obs_dim` observations and the
+    /// action `head`. Refuses (with the reason) a state saved for another shape, an invalid
+    /// config, vectors whose length does not fit the configured networks, and non-finite or
+    /// out-of-domain values. Later updates are bit-for-bit those the saved learner would
+    /// have made.
+    pub fn from_state(
+        obs_dim: usize,
+        head: PolicyHead,
+        state: TrpoState,
+    ) -> Result<Self, StateError> {
+        state.config.validate()?;
+        if state.obs_dim != obs_dim || state.head != head {
+            return Err(StateError::ShapeMismatch {
+                saved: format!("{} observations and {:?}", state.obs_dim, state.head),
+                expected: format!("{obs_dim} observations and {head:?}"),
+            });
+        }
+        let config = state.config;
+        // Architecture only: the random initial weights are replaced below.
+        let mut policy = Policy::new(
+            obs_dim,
+            &config.policy_hidden,
+            head,
+            config.log_std_init,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
+        policy.set_parameters(DVector::from_vec(state.policy_parameters))?;
+        let value = ValueFunction::from_state(
+            obs_dim,
+            &config.value_hidden,
+            config.critic_learning_rate,
+            &state.value_parameters,
+            &state.value_optimizer,
+        )?;
+        let normalizer = match (config.normalize_observations, &state.normalizer) {
+            (true, Some(saved)) => Some(ObservationNormalizer::from_state(obs_dim, saved)?),
+            (false, None) => None,
+            (true, None) => {
+                return Err(StateError::NormalizerMismatch(
+                    "is missing but the config normalises observations",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(StateError::NormalizerMismatch(
+                    "is present but the config does not normalise observations",
+                ));
+            }
+        };
+        Ok(Self {
+            config,
+            policy,
+            value,
+            normalizer,
+            updates_done: state.updates_done,
+        })
+    }
+
+    /// Updates completed so far (each `Ok` from [`Trpo::update`] counts one).
+    pub fn updates_done(&self) -> u64 {
+        self.updates_done
     }
 
     /// The hyperparameters.
@@ -144,6 +227,12 @@ impl Trpo {
     /// The observation normaliser, when enabled.
     pub fn normalizer(&self) -> Option<&ObservationNormalizer> {
         self.normalizer.as_ref()
+    }
+
+    /// A frozen copy of the current policy and normaliser, for recomputing the
+    /// log-probabilities of the samples this policy version produces on the devices.
+    pub fn behaviour_policy(&self) -> BehaviourPolicy {
+        BehaviourPolicy::new(self.policy.clone(), self.normalizer.clone())
     }
 
     /// The policy as the device runs it: f32 in the shared wire layout, normaliser first
@@ -179,12 +268,13 @@ impl Trpo {
         report.entropy = mean_entropy(&self.policy, &entropy_eval);
 
         let clock = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(update_seed(self.config.seed, self.updates_done));
         let fit = self.value.fit(
             &observations,
             &estimate.returns,
             self.config.n_critic_updates,
             self.config.critic_batch_size,
-            &mut self.rng,
+            &mut rng,
         );
         report.value_loss = fit.value_loss;
         report.explained_variance = fit.explained_variance;
@@ -193,6 +283,7 @@ impl Trpo {
         if let Some(normalizer) = &mut self.normalizer {
             normalizer.update(&raw_observations);
         }
+        self.updates_done += 1;
         Ok(report)
     }
 
@@ -433,6 +524,131 @@ mod tests {
             assert!(accepted >= 10, "only {accepted} steps accepted");
             assert!(after > before + 0.3, "mean return {before:.3} → {after:.3}");
         }
+    }
+
+    /// Every f64 of a state as bits, in a fixed order.
+    fn state_bits(state: &TrpoState) -> Vec<u64> {
+        let normalizer = state.normalizer.as_ref().expect("normalising learner");
+        state
+            .policy_parameters
+            .iter()
+            .chain(&state.value_parameters)
+            .chain(&state.value_optimizer.first_moment)
+            .chain(&state.value_optimizer.second_moment)
+            .chain(&normalizer.mean)
+            .chain(&normalizer.m2)
+            .chain([&normalizer.count])
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn resuming_from_a_json_checkpoint_continues_bit_for_bit() {
+        // Batches are drawn from the learner's current policy, so any divergence after the
+        // resume would also change the later batches.
+        let run = |resume_after: Option<usize>| {
+            let mut trpo = learner(true);
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            let mut reports = Vec::new();
+            for update in 0..3 {
+                if resume_after == Some(update) {
+                    let json = serde_json::to_string(&trpo.state()).expect("finite state");
+                    let state: TrpoState = serde_json::from_str(&json).expect("own output");
+                    assert_eq!(state, trpo.state());
+                    trpo = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
+                        .expect("valid state");
+                }
+                let (batch, _) = bandit_batch(&trpo, &mut rng, 256);
+                reports.push(trpo.update(&batch).expect("valid batch"));
+            }
+            (trpo.state(), reports)
+        };
+        let (straight, straight_reports) = run(None);
+        let (resumed, resumed_reports) = run(Some(1));
+        assert_eq!(straight.updates_done, 3);
+        assert_eq!(resumed.updates_done, 3);
+        assert_eq!(
+            straight.value_optimizer.steps,
+            resumed.value_optimizer.steps
+        );
+        assert!(straight.value_optimizer.steps > 0);
+        assert_eq!(state_bits(&straight), state_bits(&resumed));
+        for (a, b) in straight_reports.iter().zip(&resumed_reports) {
+            assert_eq!(a.kl.to_bits(), b.kl.to_bits());
+            assert_eq!(a.value_loss.to_bits(), b.value_loss.to_bits());
+            assert_eq!(a.accepted, b.accepted);
+        }
+        // The resume point matters: a learner that forgot its update count would shuffle
+        // the critic's minibatches differently from update 1 on.
+        let mut forgetful = learner(true);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for update in 0..3 {
+            if update == 1 {
+                let mut state = forgetful.state();
+                state.updates_done = 0;
+                forgetful = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
+                    .expect("valid state");
+            }
+            let (batch, _) = bandit_batch(&forgetful, &mut rng, 256);
+            forgetful.update(&batch).expect("valid batch");
+        }
+        assert_ne!(state_bits(&straight), state_bits(&forgetful.state()));
+    }
+
+    #[test]
+    fn from_state_refuses_bad_states_with_the_reason() {
+        let trpo = learner(true);
+        let head = PolicyHead::DiagGaussian { action_dim: 1 };
+        let err = |state: TrpoState, obs_dim: usize| {
+            Trpo::from_state(obs_dim, head, state)
+                .expect_err("invalid")
+                .to_string()
+        };
+        let message = err(trpo.state(), 2);
+        assert!(
+            message.contains("saved learner is for 1 observations"),
+            "{message}"
+        );
+
+        let mut state = trpo.state();
+        state.policy_parameters.pop();
+        let message = err(state, 1);
+        assert!(message.contains("policy parameter vector has"), "{message}");
+
+        let mut state = trpo.state();
+        state.policy_parameters[2] = f64::NAN;
+        let message = err(state, 1);
+        assert!(
+            message.contains("policy parameter 2 is not finite"),
+            "{message}"
+        );
+
+        let mut state = trpo.state();
+        state.value_optimizer.second_moment[0] = -1.0;
+        let message = err(state, 1);
+        assert!(
+            message.contains("value Adam second moment[0] = -1"),
+            "{message}"
+        );
+
+        let mut state = trpo.state();
+        state.value_parameters.push(0.0);
+        let message = err(state, 1);
+        assert!(message.contains("saved value parameters has"), "{message}");
+
+        let mut state = trpo.state();
+        state.normalizer = None;
+        let message = err(state, 1);
+        assert!(message.contains("normaliser is missing"), "{message}");
+
+        let mut state = trpo.state();
+        state.config.target_kl = -1.0;
+        let message = err(state, 1);
+        assert!(message.contains("target_kl"), "{message}");
+
+        let json = serde_json::to_string(&trpo.state()).expect("finite");
+        let with_typo = json.replacen("updates_done", "updates_dne", 1);
+        assert!(serde_json::from_str::<TrpoState>(&with_typo).is_err());
     }
 
     fn one_episode(observation: f64, reward: f64) -> Episode {

@@ -7,6 +7,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::mlp::Mlp;
+use super::state::{AdamState, StateError, check_vector};
 
 /// Adam (Kingma & Ba 2015) with bias correction.
 #[derive(Clone, Debug)]
@@ -17,7 +18,7 @@ struct Adam {
     epsilon: f64,
     first_moment: DVector<f64>,
     second_moment: DVector<f64>,
-    steps: i32,
+    steps: u32,
 }
 
 impl Adam {
@@ -36,8 +37,10 @@ impl Adam {
     /// θ ← θ − lr · m̂ / (sqrt(v̂) + ε).
     fn step(&mut self, params: &mut DVector<f64>, gradient: &DVector<f64>) {
         self.steps = self.steps.saturating_add(1);
-        let correction1 = 1.0 - self.beta1.powi(self.steps);
-        let correction2 = 1.0 - self.beta2.powi(self.steps);
+        // Beyond 2³¹ steps β^t is 0 in f64 anyway; the clamp only keeps `powi` in range.
+        let t = i32::try_from(self.steps).unwrap_or(i32::MAX);
+        let correction1 = 1.0 - self.beta1.powi(t);
+        let correction2 = 1.0 - self.beta2.powi(t);
         for i in 0..params.len() {
             let g = gradient[i];
             let m = &mut self.first_moment[i];
@@ -90,6 +93,53 @@ impl ValueFunction {
     /// Flat parameters (same layout as the policy MLP).
     pub fn parameters(&self) -> &DVector<f64> {
         &self.params
+    }
+
+    /// Parameters and optimiser state, as plain data for a checkpoint.
+    pub fn state(&self) -> (Vec<f64>, AdamState) {
+        let adam = AdamState {
+            first_moment: self.optimizer.first_moment.as_slice().to_vec(),
+            second_moment: self.optimizer.second_moment.as_slice().to_vec(),
+            steps: self.optimizer.steps,
+        };
+        (self.params.as_slice().to_vec(), adam)
+    }
+
+    /// A value function of the given architecture from checkpointed parameters and Adam
+    /// state, after checking every length and value.
+    pub fn from_state(
+        obs_dim: usize,
+        hidden: &[usize],
+        learning_rate: f64,
+        params: &[f64],
+        adam: &AdamState,
+    ) -> Result<Self, StateError> {
+        let mlp = Mlp::new(obs_dim, hidden, 1);
+        let n = mlp.parameter_count();
+        check_vector("value parameters", params, n, |_| true, "finite")?;
+        check_vector(
+            "value Adam first moment",
+            &adam.first_moment,
+            n,
+            |_| true,
+            "finite",
+        )?;
+        check_vector(
+            "value Adam second moment",
+            &adam.second_moment,
+            n,
+            |v| v >= 0.0,
+            "finite and ≥ 0",
+        )?;
+        let mut optimizer = Adam::new(n, learning_rate);
+        optimizer.first_moment = DVector::from_column_slice(&adam.first_moment);
+        optimizer.second_moment = DVector::from_column_slice(&adam.second_moment);
+        optimizer.steps = adam.steps;
+        Ok(Self {
+            mlp,
+            params: DVector::from_column_slice(params),
+            optimizer,
+        })
     }
 
     /// V(s) for each column of `observations` (normalised as the policy sees them).

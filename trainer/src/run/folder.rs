@@ -66,9 +66,9 @@ impl RunFolder {
     /// Exported policy file name.
     pub const POLICY: &'static str = "policy.bin";
     /// Learning-curve SVG file name.
-    pub const CURVE_SVG: &'static str = "curves.svg";
+    pub const CURVE_SVG: &'static str = "curve.svg";
     /// Learning-curve PNG file name.
-    pub const CURVE_PNG: &'static str = "curves.png";
+    pub const CURVE_PNG: &'static str = "curve.png";
 
     /// The default folder for a new run: `<runs_root>/<plant>-<YYYYmmdd-HHMMSS>`, time in
     /// UTC (names sort chronologically and do not jump with daylight saving). Characters of
@@ -183,12 +183,12 @@ impl RunFolder {
         self.root.join(Self::POLICY)
     }
 
-    /// `curves.svg`: learning curves as vector graphics.
+    /// `curve.svg`: learning curves as vector graphics.
     pub fn curve_svg(&self) -> PathBuf {
         self.root.join(Self::CURVE_SVG)
     }
 
-    /// `curves.png`: learning curves as a bitmap.
+    /// `curve.png`: learning curves as a bitmap.
     pub fn curve_png(&self) -> PathBuf {
         self.root.join(Self::CURVE_PNG)
     }
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(run.checkpoint_path(), dir.join("checkpoint.bin"));
         assert_eq!(run.policy_path(), dir.join("policy.bin"));
         assert_eq!(run.config_path(), dir.join("config.toml"));
-        assert_eq!(run.curve_svg(), dir.join("curves.svg"));
-        assert_eq!(run.curve_png(), dir.join("curves.png"));
+        assert_eq!(run.curve_svg(), dir.join("curve.svg"));
+        assert_eq!(run.curve_png(), dir.join("curve.png"));
     }
 }

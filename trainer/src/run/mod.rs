@@ -8,7 +8,7 @@
 //! | `metrics.jsonl` | [`metrics`] | one JSON line per iteration, fsynced |
 //! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
 //! | `policy.bin` | [`export`] | the exported f32 policy in the device's wire layout |
-//! | `curves.svg`, `curves.png` | [`plot`] | learning curves, on demand or at the end |
+//! | `curve.svg`, `curve.png` | [`plot`] | learning curves, on demand or at the end |
 //!
 //! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
 //! its own module with its own error type, and every error names the file it concerns.

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn writes_svg_and_png_with_labels() {
         let dir = TestDir::new("plot");
-        let (svg, png) = (dir.join("curves.svg"), dir.join("curves.png"));
+        let (svg, png) = (dir.join("curve.svg"), dir.join("curve.png"));
         let mut m = curve(30);
         m[5].mean_return = f64::NAN; // skipped points do not break the plot
         plot_curves(&m, &svg, &png, Some(0.01)).unwrap();

@@ -343,7 +343,7 @@ impl Session {
             learner: self.learner.state(),
         };
         Checkpoint::save(&self.folder.checkpoint_path(), &state)?;
-        if self.progress.iteration % PLOT_EVERY == 0 {
+        if self.progress.iteration.is_multiple_of(PLOT_EVERY) {
             self.plot();
         }
         Ok(())

@@ -67,7 +67,8 @@ fn pendulum_batch(seed: u64) -> RolloutBatch {
 /// An update: V(s) and old π forward; the surrogate-gradient VJP; the Fisher's forward
 /// (on N / sub_sampling samples) and one JVP + VJP per CG iteration plus one for sᵀFs;
 /// one forward per line-search candidate and one for the entropy; the value fit's
-/// explained-variance forward and, per epoch, forward + VJP over every sample.
+/// forward + VJP over every sample per epoch (its explained variance reuses V(s) from the
+/// advantage pass).
 fn update_flops(config: &TrpoConfig, report: &UpdateReport) -> f64 {
     let policy = Mlp::new(OBS_DIM, &config.policy_hidden, 1);
     let value = Mlp::new(OBS_DIM, &config.value_hidden, 1);
@@ -84,7 +85,7 @@ fn update_flops(config: &TrpoConfig, report: &UpdateReport) -> f64 {
     let fvps = report.cg_iterations as f64 + 1.0;
     n * (vf + pf * policy_forwards + pb)
         + fisher_n * (pf + fvps * 2.0 * pb)
-        + n * (vf + config.n_critic_updates as f64 * (vf + vb))
+        + n * config.n_critic_updates as f64 * (vf + vb)
 }
 
 fn learner(config: &TrpoConfig) -> Trpo {

@@ -236,17 +236,23 @@ impl PolicyHead {
 
     /// Applies the per-sample Fisher `Mᵢ` of the distribution in its output parameters to a
     /// tangent of the outputs, in place: Gaussian `Mᵢ = diag(1/σ²)`, categorical
-    /// `Mᵢ = diag(pᵢ) − pᵢpᵢᵀ`.
-    pub fn apply_output_fisher(&self, dist: DistributionBatch<'_>, tangent: &mut DMatrix<f64>) {
+    /// `Mᵢ = diag(pᵢ) − pᵢpᵢᵀ`. `tangent` is `mlp_output_dim × N`, column-major.
+    pub fn apply_output_fisher(&self, dist: DistributionBatch<'_>, tangent: &mut [f64]) {
+        let rows = dist.outputs.nrows().max(1);
         match *self {
             Self::DiagGaussian { action_dim } => {
-                for d in 0..action_dim {
-                    let inv_var = (-2.0 * dist.log_std[d]).exp();
-                    tangent.row_mut(d).scale_mut(inv_var);
+                let inv_var: Vec<f64> = dist.log_std[..action_dim]
+                    .iter()
+                    .map(|log_std| (-2.0 * log_std).exp())
+                    .collect();
+                for column in tangent.chunks_exact_mut(rows) {
+                    for (u, scale) in column.iter_mut().zip(&inv_var) {
+                        *u *= scale;
+                    }
                 }
             }
             Self::Categorical { .. } => {
-                for (i, mut column) in tangent.column_iter_mut().enumerate() {
+                for (i, column) in tangent.chunks_exact_mut(rows).enumerate() {
                     let p = softmax(dist.outputs.column(i).iter());
                     let p_dot_u: f64 = p.iter().zip(column.iter()).map(|(p, u)| p * u).sum();
                     for (u, pk) in column.iter_mut().zip(&p) {
@@ -374,7 +380,7 @@ mod tests {
                 let g_minus = head.kl_gradient(d_old, DistributionBatch { outputs: &minus, log_std: ls }, &[1.0]);
                 let numeric = (g_plus.outputs - g_minus.outputs) / (2.0 * eps);
                 let mut analytic = u.clone();
-                head.apply_output_fisher(d_old, &mut analytic);
+                head.apply_output_fisher(d_old, analytic.as_mut_slice());
                 for (a, b) in analytic.iter().zip(numeric.iter()) {
                     prop_assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
                 }

@@ -17,6 +17,30 @@ use rand::Rng;
 /// A matrix view with run-time row and column strides (row-major or transposed data).
 type StridedView<'a> = MatrixView<'a, f64, Dyn, Dyn, Dyn, Dyn>;
 
+/// Defines `fn $name(args)` calling `$imp(args)`, compiled a second time with AVX2 and
+/// picked at run time on x86-64 CPUs that have it (the baseline target has only SSE2's
+/// 2-lane vectors; these loops are the element-wise and thin-product work between the
+/// `matrixmultiply` calls). Results are bit-identical either way: the vectoriser keeps the
+/// scalar code's IEEE operations and their order, and no FMA is enabled.
+macro_rules! avx2_dispatch {
+    ($(#[$meta:meta])* fn $name:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                // SAFETY: the running CPU supports AVX2, checked just above.
+                unsafe { avx2($($arg),*) };
+                return;
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
 /// Where one layer's parameters live in the flat vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LayerLayout {
@@ -195,11 +219,7 @@ impl Mlp {
             );
             let bias = &params[layout.bias_offset..layout.bias_offset + layout.outputs];
             if k + 1 < self.layouts.len() {
-                for column in z.chunks_exact_mut(layout.outputs) {
-                    for (value, b) in column.iter_mut().zip(bias) {
-                        *value = tanh(*value + b);
-                    }
-                }
+                add_bias_and_tanh(z, bias);
             } else {
                 add_bias(z, bias);
             }
@@ -256,12 +276,7 @@ impl Mlp {
                 transposed_weights,
             );
             let bias_grad = &mut gradient[layout.bias_offset..layout.bias_offset + layout.outputs];
-            bias_grad.fill(0.0);
-            for column in upstream.chunks_exact(layout.outputs) {
-                for (b, g) in bias_grad.iter_mut().zip(column) {
-                    *b += g;
-                }
-            }
+            row_sums(bias_grad, upstream);
             if k > 0 {
                 next.resize(layout.inputs * n, 0.0);
                 transpose_product(
@@ -373,9 +388,14 @@ fn blocked(m: usize, k: usize, n: usize) -> bool {
     m.min(k).min(n) >= BLOCKED_GEMM_MIN_DIM
 }
 
-/// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
-/// `z` column-major (`in × n`, `out × n`).
-fn affine_product(
+avx2_dispatch! {
+    /// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
+    /// `z` column-major (`in × n`, `out × n`).
+    fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: &[f64], dims: (usize, usize, usize), accumulate: bool, scratch: &mut Vec<f64>)
+}
+
+#[inline(always)]
+fn affine_product_impl(
     z: &mut [f64],
     w: &[f64],
     h: &[f64],
@@ -415,9 +435,14 @@ fn affine_product(
     }
 }
 
-/// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
-/// column-major `out × n`, `H` column-major `in × n`.
-fn weight_gradient(
+avx2_dispatch! {
+    /// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
+    /// column-major `out × n`, `H` column-major `in × n`.
+    fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: &[f64], dims: (usize, usize, usize), scratch: &mut Vec<f64>)
+}
+
+#[inline(always)]
+fn weight_gradient_impl(
     g: &mut [f64],
     u: &[f64],
     h: &[f64],
@@ -459,9 +484,14 @@ fn weight_gradient(
     }
 }
 
-/// `x = Wᵀ·U` (overwritten), `W` row-major `out × in`, `U` column-major `out × n`, `x`
-/// column-major `in × n`: the gradient with respect to a layer's inputs.
-fn transpose_product(
+avx2_dispatch! {
+    /// `x = Wᵀ·U` (overwritten), `W` row-major `out × in`, `U` column-major `out × n`, `x`
+    /// column-major `in × n`: the gradient with respect to a layer's inputs.
+    fn transpose_product => transpose_product_impl(x: &mut [f64], w: &[f64], u: &[f64], dims: (usize, usize, usize), scratch: &mut Vec<f64>)
+}
+
+#[inline(always)]
+fn transpose_product_impl(
     x: &mut [f64],
     w: &[f64],
     u: &[f64],
@@ -505,7 +535,7 @@ fn transpose_into<'a>(buffer: &'a mut Vec<f64>, w: &[f64], rows: usize, cols: us
 }
 
 /// `y += a·x`.
-#[inline]
+#[inline(always)]
 fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -513,7 +543,7 @@ fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
 }
 
 /// `x·y` with four independent accumulators (so the additions pipeline and vectorise).
-#[inline]
+#[inline(always)]
 fn dot(x: &[f64], y: &[f64]) -> f64 {
     let mut acc = [0.0; 4];
     let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
@@ -531,8 +561,13 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// Adds `bias` (one per row) to every column of the column-major `z`.
-fn add_bias(z: &mut [f64], bias: &[f64]) {
+avx2_dispatch! {
+    /// Adds `bias` (one per row) to every column of the column-major `z`.
+    fn add_bias => add_bias_impl(z: &mut [f64], bias: &[f64])
+}
+
+#[inline(always)]
+fn add_bias_impl(z: &mut [f64], bias: &[f64]) {
     for column in z.chunks_exact_mut(bias.len()) {
         for (value, b) in column.iter_mut().zip(bias) {
             *value += b;
@@ -540,8 +575,42 @@ fn add_bias(z: &mut [f64], bias: &[f64]) {
     }
 }
 
-/// `tangent ⊙= 1 − h²`, the derivative of tanh expressed through its output `h`.
-fn multiply_by_tanh_derivative(tangent: &mut [f64], activation: &[f64]) {
+avx2_dispatch! {
+    /// `sums[i] = Σⱼ u[i, j]` over the columns of the column-major `u` (a bias gradient).
+    fn row_sums => row_sums_impl(sums: &mut [f64], u: &[f64])
+}
+
+#[inline(always)]
+fn row_sums_impl(sums: &mut [f64], u: &[f64]) {
+    sums.fill(0.0);
+    for column in u.chunks_exact(sums.len()) {
+        for (sum, x) in sums.iter_mut().zip(column) {
+            *sum += x;
+        }
+    }
+}
+
+avx2_dispatch! {
+    /// `z ← tanh(z + bias)` per column: the activation of a hidden layer.
+    fn add_bias_and_tanh => add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64])
+}
+
+#[inline(always)]
+fn add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64]) {
+    for column in z.chunks_exact_mut(bias.len()) {
+        for (value, b) in column.iter_mut().zip(bias) {
+            *value = tanh(*value + b);
+        }
+    }
+}
+
+avx2_dispatch! {
+    /// `tangent ⊙= 1 − h²`, the derivative of tanh expressed through its output `h`.
+    fn multiply_by_tanh_derivative => multiply_by_tanh_derivative_impl(tangent: &mut [f64], activation: &[f64])
+}
+
+#[inline(always)]
+fn multiply_by_tanh_derivative_impl(tangent: &mut [f64], activation: &[f64]) {
     for (t, h) in tangent.iter_mut().zip(activation) {
         *t *= 1.0 - h * h;
     }
@@ -553,7 +622,7 @@ fn multiply_by_tanh_derivative(tangent: &mut [f64], activation: &[f64]) {
 /// `−2|x| = k·ln 2 + r`, `|r| ≤ ln 2 / 2`, a degree-13 Taylor polynomial for `expm1(r)`
 /// (truncation < 1e-17 relative) and `expm1 = 2ᵏ·(expm1(r) + 1) − 1`. |x| is capped at 22,
 /// where tanh is 1 in f64; NaN propagates.
-#[inline]
+#[inline(always)]
 pub fn tanh(x: f64) -> f64 {
     const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // ln 2 to 32 bits (fdlibm)
     const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // ln 2 − LN2_HI

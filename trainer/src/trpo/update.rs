@@ -85,6 +85,8 @@ pub struct UpdateReport {
 struct Advantages {
     advantages: DVector<f64>,
     returns: DVector<f64>,
+    /// V(s) of every transition, before the value fit.
+    values: DVector<f64>,
 }
 
 /// The TRPO learner: policy, value function, optional observation normaliser.
@@ -272,6 +274,7 @@ impl Trpo {
         let fit = self.value.fit(
             &observations,
             &estimate.returns,
+            &estimate.values,
             self.config.n_critic_updates,
             self.config.critic_batch_size,
             &mut rng,
@@ -325,6 +328,7 @@ impl Trpo {
         Advantages {
             advantages: DVector::from_vec(advantages),
             returns: DVector::from_vec(returns),
+            values,
         }
     }
 

@@ -6,7 +6,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::mlp::Mlp;
+use super::mlp::{ForwardCache, Mlp, PassScratch};
 use super::state::{AdamState, StateError, check_vector};
 
 /// Adam (Kingma & Ba 2015) with bias correction.
@@ -35,21 +35,25 @@ impl Adam {
     }
 
     /// θ ← θ − lr · m̂ / (sqrt(v̂) + ε).
-    fn step(&mut self, params: &mut DVector<f64>, gradient: &DVector<f64>) {
+    fn step(&mut self, params: &mut [f64], gradient: &[f64]) {
         self.steps = self.steps.saturating_add(1);
         // Beyond 2³¹ steps β^t is 0 in f64 anyway; the clamp only keeps `powi` in range.
         let t = i32::try_from(self.steps).unwrap_or(i32::MAX);
         let correction1 = 1.0 - self.beta1.powi(t);
         let correction2 = 1.0 - self.beta2.powi(t);
-        for i in 0..params.len() {
-            let g = gradient[i];
-            let m = &mut self.first_moment[i];
-            *m = self.beta1 * *m + (1.0 - self.beta1) * g;
-            let v = &mut self.second_moment[i];
-            *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
-            let m_hat = self.first_moment[i] / correction1;
-            let v_hat = self.second_moment[i] / correction2;
-            params[i] -= self.learning_rate * m_hat / (v_hat.sqrt() + self.epsilon);
+        let (beta1, beta2) = (self.beta1, self.beta2);
+        let (lr, epsilon) = (self.learning_rate, self.epsilon);
+        let moments = self
+            .first_moment
+            .as_mut_slice()
+            .iter_mut()
+            .zip(self.second_moment.as_mut_slice());
+        for ((p, &g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            let m_hat = *m / correction1;
+            let v_hat = *v / correction2;
+            *p -= lr * m_hat / (v_hat.sqrt() + epsilon);
         }
     }
 }
@@ -149,28 +153,59 @@ impl ValueFunction {
     }
 
     /// Fits V to `targets` by Adam on shuffled minibatches of `batch_size` for `epochs`
-    /// passes. A minibatch whose gradient is not finite is skipped, so the parameters stay
-    /// finite.
+    /// passes. `predictions` are V(observations) at the current parameters (the values the
+    /// advantages were computed from; they give the explained variance without another
+    /// forward pass). A minibatch whose gradient is not finite is skipped, so the parameters
+    /// stay finite. Every buffer is allocated once per fit.
     pub fn fit(
         &mut self,
         observations: &DMatrix<f64>,
         targets: &DVector<f64>,
+        predictions: &DVector<f64>,
         epochs: usize,
         batch_size: usize,
         rng: &mut impl Rng,
     ) -> ValueFitReport {
-        let explained_variance = explained_variance(&self.predict(observations), targets);
+        debug_assert_eq!(predictions.len(), targets.len());
+        let explained_variance = explained_variance(predictions, targets);
+        let obs_dim = observations.nrows();
         let mut order: Vec<usize> = (0..targets.len()).collect();
+        let mut cache = ForwardCache::default();
+        let mut scratch = PassScratch::default();
+        let mut error = Vec::with_capacity(batch_size);
+        let mut gradient = vec![0.0; self.params.len()];
         let mut value_loss = 0.0;
         for _ in 0..epochs {
             order.shuffle(rng);
             let (mut loss_sum, mut batches) = (0.0, 0usize);
             for indices in order.chunks(batch_size.max(1)) {
-                let x = observations.select_columns(indices.iter());
-                let y = DVector::from_iterator(indices.len(), indices.iter().map(|&i| targets[i]));
-                let (loss, gradient) = self.loss_and_gradient(&x, &y);
+                let inputs = cache.inputs_mut(&self.mlp, indices.len());
+                for (column, &i) in inputs.as_mut_slice().chunks_exact_mut(obs_dim).zip(indices) {
+                    column.copy_from_slice(&observations.as_slice()[i * obs_dim..][..obs_dim]);
+                }
+                self.mlp
+                    .forward_in_place(self.params.as_slice(), &mut cache);
+                // MSE = mean((V − y)²); its gradient with respect to V is 2(V − y)/n.
+                let n = indices.len() as f64;
+                error.clear();
+                error.extend(
+                    cache
+                        .output()
+                        .iter()
+                        .zip(indices)
+                        .map(|(v, &i)| v - targets[i]),
+                );
+                let loss = error.iter().map(|e| e * e).sum::<f64>() / n;
+                error.iter_mut().for_each(|e| *e *= 2.0 / n);
+                self.mlp.vjp_into(
+                    self.params.as_slice(),
+                    &cache,
+                    &error,
+                    &mut gradient,
+                    &mut scratch,
+                );
                 if loss.is_finite() && gradient.iter().all(|g| g.is_finite()) {
-                    self.optimizer.step(&mut self.params, &gradient);
+                    self.optimizer.step(self.params.as_mut_slice(), &gradient);
                     loss_sum += loss;
                     batches += 1;
                 }
@@ -181,18 +216,6 @@ impl ValueFunction {
             value_loss,
             explained_variance,
         }
-    }
-
-    /// MSE `mean((V − y)²)` and its gradient.
-    fn loss_and_gradient(&self, x: &DMatrix<f64>, y: &DVector<f64>) -> (f64, DVector<f64>) {
-        let cache = self.mlp.forward(self.params.as_slice(), x);
-        let n = y.len().max(1) as f64;
-        let error = DMatrix::from_fn(1, y.len(), |_, j| cache.output()[(0, j)] - y[j]);
-        let loss = error.norm_squared() / n;
-        let gradient = self
-            .mlp
-            .vjp(self.params.as_slice(), &cache, &(error * (2.0 / n)));
-        (loss, gradient)
     }
 }
 
@@ -223,7 +246,7 @@ mod tests {
         let mut adam = Adam::new(2, 0.1);
         for _ in 0..500 {
             let gradient = &params * 2.0;
-            adam.step(&mut params, &gradient);
+            adam.step(params.as_mut_slice(), gradient.as_slice());
         }
         assert!(params.norm() < 1e-2, "{params}");
     }
@@ -234,8 +257,8 @@ mod tests {
         let x = DMatrix::from_fn(2, 256, |_, _| standard_normal(&mut rng));
         let y = DVector::from_fn(256, |j, _| x[(0, j)].sin() + 0.5 * x[(1, j)]);
         let mut value = ValueFunction::new(2, &[32, 32], 3e-3, &mut rng);
-        let first = value.fit(&x, &y, 5, 64, &mut rng);
-        let later = value.fit(&x, &y, 40, 64, &mut rng);
+        let first = value.fit(&x, &y, &value.predict(&x), 5, 64, &mut rng);
+        let later = value.fit(&x, &y, &value.predict(&x), 40, 64, &mut rng);
         assert!(
             later.value_loss < 0.3 * first.value_loss,
             "{first:?} {later:?}"

@@ -9,6 +9,7 @@ use tether_firmware::plant::AnyPlant;
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, SimHandle, TimeMode};
 use tether_shared::PlantDescription;
 
+use super::link_budget::LinkBudget;
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
 use crate::run::config::{LinkKind, RunConfig, TimeoutsConfig};
@@ -157,6 +158,13 @@ impl Fleet {
         });
         let clients = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         let plant = check_same_plant(&clients)?;
+        for (client, baud) in clients.iter().zip(link_rates(spec)) {
+            if let Some(warning) =
+                baud.and_then(|b| LinkBudget::serial(&plant, b).warning(client.name()))
+            {
+                tracing::warn!("{warning}");
+            }
+        }
         Ok(Fleet {
             clients,
             plant,
@@ -209,6 +217,17 @@ fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), Fl
             ))
         }
     }
+}
+
+/// Each device's line rate in bits per second, in fleet order (`None`: not rate limited).
+fn link_rates(spec: &FleetSpec) -> Vec<Option<u32>> {
+    let sims = (0..spec.sim).map(|_| spec.emulate_baud.then_some(spec.baud));
+    let real = spec.addresses.iter().map(|a| match a {
+        DeviceAddress::Serial { baud, .. } => Some(*baud),
+        // ser2net's far side has its own baud rate, which the host cannot see.
+        DeviceAddress::Tcp { .. } => None,
+    });
+    sims.chain(real).collect()
 }
 
 fn check_same_plant(clients: &[DeviceClient]) -> Result<PlantDescription, FleetError> {

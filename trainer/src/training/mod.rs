@@ -1,6 +1,7 @@
 //! The learn loop: devices collect, the learner updates, the run folder records.
 //!
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
+//! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
 //! - [`batch`]: turning what the devices delivered into the learner's batch;
 //! - [`state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
@@ -9,6 +10,7 @@
 pub mod batch;
 pub mod evaluation;
 pub mod fleet;
+pub mod link_budget;
 pub mod session;
 pub mod state;
 

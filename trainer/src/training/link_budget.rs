@@ -94,13 +94,15 @@ mod tests {
         assert!((pendulum.needed_bytes_per_s - 24.0 * 20.0).abs() < 0.05 * 24.0 * 20.0);
         assert_eq!(pendulum.warning("dev"), None);
 
-        // Qube-like: 9 values = 36 bytes at 250 Hz ≈ 9.2 kB/s: too much for 9600 baud.
+        // Qube-like: 9 values = 36 bytes at 250 Hz ≈ 9.2 kB/s: far too much for 9600 baud,
+        // and just over the usable 80% of 115200 baud (9.2 kB/s).
         let qube = LinkBudget::serial(&plant(6, 250.0), 9_600);
         assert!(!qube.fits());
-        assert_eq!(qube.suggested_baud(), Some(115_200));
+        assert!(!LinkBudget::serial(&plant(6, 250.0), 115_200).fits());
+        assert_eq!(qube.suggested_baud(), Some(230_400));
         let warning = qube.warning("/dev/ttyUSB0").unwrap_or_default();
         assert!(
-            warning.contains("/dev/ttyUSB0") && warning.contains("115200"),
+            warning.contains("/dev/ttyUSB0") && warning.contains("230400"),
             "{warning}"
         );
     }

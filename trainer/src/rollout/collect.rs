@@ -252,3 +252,131 @@ impl Round<'_> {
         self.output.episodes.push(episode);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{ClientConfig, DeviceLink};
+    use crate::rollout::EpisodeEnding;
+    use tether_firmware::device::DeviceConfig;
+    use tether_firmware::plant::AnyPlant;
+    use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
+    use tether_shared::policy::PolicySpec;
+
+    fn pendulum_client() -> (DeviceClient, SimHandle) {
+        let plant = AnyPlant::by_name("pendulum").expect("pendulum model");
+        let config = SimConfig {
+            device: DeviceConfig {
+                watchdog_timeout_us: 0,
+                ..DeviceConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let (mut host, board) = SimBoard::new(plant, config).spawn_memory();
+        host.set_timeout(Duration::from_millis(5));
+        let link = DeviceLink::new("sim", Box::new(host));
+        let client = DeviceClient::connect(link, ClientConfig::default()).expect("handshake");
+        (client, board)
+    }
+
+    fn request(
+        spec: &PolicySpec,
+        steps: Option<usize>,
+        episodes: Option<u32>,
+        mode: RunMode,
+    ) -> CollectRequest {
+        // A tiny linear policy: mean = 0.1·obs₀, log_std = ln 0.5.
+        let mut params = vec![0.0f32; spec.param_count()];
+        params[0] = 0.1;
+        if let Some(last) = params.last_mut() {
+            *last = 0.5f32.ln();
+        }
+        CollectRequest {
+            version: 1,
+            spec: spec.clone(),
+            params: Arc::new(params),
+            first_episode: 0,
+            seed: 42,
+            mode,
+            steps,
+            episodes,
+            silence_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn linear_spec(client: &DeviceClient) -> PolicySpec {
+        PolicySpec::for_plant(&client.info().plant, &[], false)
+    }
+
+    #[test]
+    fn step_quota_cuts_the_last_episode_with_a_bootstrap_observation() {
+        let (mut client, _board) = pendulum_client();
+        let spec = linear_spec(&client);
+        let mut active = None;
+        // Pendulum episodes are 200 steps: 450 steps = 2 whole episodes + 50 steps.
+        let rollout = collect(
+            &mut client,
+            &mut active,
+            &request(&spec, Some(450), None, RunMode::Explore),
+        )
+        .unwrap();
+        assert_eq!(active, Some(1));
+        assert_eq!(rollout.steps(), 450);
+        let lengths: Vec<usize> = rollout.episodes.iter().map(CollectedEpisode::len).collect();
+        assert_eq!(lengths, vec![200, 200, 50]);
+        assert!(rollout.episodes[0].complete_return.is_some());
+        assert_eq!(rollout.episodes[2].complete_return, None);
+        assert!(
+            matches!(&rollout.episodes[2].ending, EpisodeEnding::Truncated { final_obs } if final_obs.len() == 3)
+        );
+        assert_eq!(rollout.rejections, RejectionCounts::default());
+        // Episode ids are consecutive from the first one requested.
+        let ids: Vec<u32> = rollout.episodes.iter().map(|e| e.episode).collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_samples_and_log_probs_pass_the_cross_check() {
+        let (mut a, _board_a) = pendulum_client();
+        let (mut b, _board_b) = pendulum_client();
+        let spec = linear_spec(&a);
+        let req = request(&spec, Some(300), None, RunMode::Explore);
+        let first = collect(&mut a, &mut None, &req).unwrap();
+        let second = collect(&mut b, &mut None, &req).unwrap();
+        assert_eq!(first.episodes, second.episodes);
+        // The cross-check ran on every episode and accepted them all.
+        assert_eq!(first.rejections.log_prob_mismatch, 0);
+        assert!(
+            first
+                .episodes
+                .iter()
+                .all(|e| e.device_log_probs.iter().all(|lp| *lp < 0.0))
+        );
+    }
+
+    #[test]
+    fn evaluation_counts_episodes_and_reports_complete_returns() {
+        let (mut client, _board) = pendulum_client();
+        let spec = linear_spec(&client);
+        let rollout = collect(
+            &mut client,
+            &mut None,
+            &request(&spec, None, Some(3), RunMode::Deterministic),
+        )
+        .unwrap();
+        assert_eq!(rollout.episodes.len(), 3);
+        assert!(
+            rollout
+                .episodes
+                .iter()
+                .all(|e| e.len() == 200 && e.complete_return.is_some())
+        );
+        // Deterministic actions carry no log-probability.
+        assert!(
+            rollout
+                .episodes
+                .iter()
+                .all(|e| e.device_log_probs.iter().all(|lp| *lp == 0.0))
+        );
+    }
+}

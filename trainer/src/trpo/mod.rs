@@ -2,7 +2,6 @@
 //! Fisher-vector products → line search under a KL bound → value-function fit.
 
 pub mod batch;
-pub mod behaviour;
 pub mod conjugate_gradient;
 pub mod distribution;
 pub mod export;
@@ -18,6 +17,5 @@ pub mod surrogate;
 pub mod update;
 pub mod value;
 
-pub use behaviour::BehaviourPolicy;
 pub use state::{AdamState, NormalizerState, StateError, TrpoState};
 pub use update::{Trpo, UpdateError, UpdateReport, UpdateTimings};

@@ -11,7 +11,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
-use super::behaviour::BehaviourPolicy;
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
 use super::distribution::PolicyHead;
 use super::export::export_f32;
@@ -229,12 +228,6 @@ impl Trpo {
     /// The observation normaliser, when enabled.
     pub fn normalizer(&self) -> Option<&ObservationNormalizer> {
         self.normalizer.as_ref()
-    }
-
-    /// A frozen copy of the current policy and normaliser, for recomputing the
-    /// log-probabilities of the samples this policy version produces on the devices.
-    pub fn behaviour_policy(&self) -> BehaviourPolicy {
-        BehaviourPolicy::new(self.policy.clone(), self.normalizer.clone())
     }
 
     /// The policy as the device runs it: f32 in the shared wire layout, normaliser first

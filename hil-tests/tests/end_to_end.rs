@@ -80,7 +80,8 @@ fn run_policy(
         version,
         spec: policy.0.clone(),
         params: policy.1.clone(),
-        first_episode: version * 100,
+        // Same ids and seed every round: the same initial states and noise streams.
+        first_episode: 0,
         seed: 42,
         mode: RunMode::Deterministic,
         steps: None,
@@ -108,11 +109,7 @@ fn run_policy(
             episode.policy_version, version,
             "episode {i} ran the new policy"
         );
-        assert_eq!(
-            episode.episode,
-            version * 100 + i as u32,
-            "episode ids as requested"
-        );
+        assert_eq!(episode.episode, i as u32, "episode ids as requested");
         assert_eq!(
             episode.len(),
             200,
@@ -195,7 +192,8 @@ fn upload_cycle_over_an_in_memory_pipe() {
 }
 
 /// Cartpole, 2 devices on ptys, 20 iterations of 1024 steps: a random policy balances for
-/// about 20 steps; within the budget the mean return passes 60. Every iteration uses both
+/// about 20 steps; within the budget the mean of the last two iterations passes 60
+/// (measured: 216 with this seed, 250–320 with seeds 1 and 7). Every iteration uses both
 /// devices and loses no frame; `metrics.jsonl` holds exactly what the run reported.
 #[test]
 fn cartpole_learns_over_ptys() {
@@ -232,27 +230,28 @@ fn cartpole_learns_over_ptys() {
     );
 }
 
-/// Pendulum, 2 devices on in-memory pipes: the mean return of the last iterations is
-/// clearly above that of the first ones (the swing-up takes longer than this budget, the
-/// trend does not).
+/// Pendulum, 2 devices on in-memory pipes, 24 iterations of 2048 steps: the mean return of
+/// the last 4 iterations is at least 250 above that of the first 4 (measured over seeds 1–4:
+/// +470 to +630; single iterations scatter by ±150, hence averages of four). The swing-up
+/// itself needs more than this budget; the trend does not.
 #[test]
 fn pendulum_learns_over_memory_pipes() {
     let dir = ScratchDir::new("pendulum-memory");
-    let config = runs::config("pendulum", 2, LinkKind::Memory, 1, 12 * 2048, 2048);
+    let config = runs::config("pendulum", 2, LinkKind::Memory, 1, 24 * 2048, 2048);
     let run = runs::train(&dir.join("run"), config, |_| {});
     assert!(run.outcome.finished);
     assert_eq!(runs::as_json(&run.metrics), runs::as_json(&run.seen));
+    assert_eq!(run.metrics.len(), 24);
     assert!(
         run.metrics
             .iter()
             .all(|m| m.devices_active == 2 && m.rejected_frames == 0)
     );
-    let n = run.metrics.len();
-    let first = runs::mean_return(&run.metrics[..3]);
-    let last = runs::mean_return(&run.metrics[n - 3..]);
+    let first = runs::mean_return(&run.metrics[..4]);
+    let last = runs::mean_return(&run.metrics[20..]);
     let returns: Vec<f64> = run.metrics.iter().map(|m| m.mean_return.round()).collect();
     assert!(
-        last > first + 150.0,
-        "pendulum return should improve: {returns:?}"
+        last > first + 250.0,
+        "pendulum return should improve by 250 in 24 iterations: {returns:?}"
     );
 }

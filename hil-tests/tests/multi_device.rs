@@ -90,7 +90,10 @@ fn one_device_killed_mid_round_the_others_finish() {
         lost[0].0, paths[VICTIM],
         "the lost device is named by its port: {lost:?}"
     );
-    assert!(lost[0].1.contains(&paths[VICTIM]), "with a reason naming it: {lost:?}");
+    assert!(
+        lost[0].1.contains(&paths[VICTIM]),
+        "with a reason naming it: {lost:?}"
+    );
     eprintln!("lost device reported as: {} — {}", lost[0].0, lost[0].1);
     for (i, s) in switches.iter().enumerate() {
         if i != VICTIM {

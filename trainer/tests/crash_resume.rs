@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -48,9 +49,86 @@ fn complete_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.matches('\n').count())
 }
 
-/// Straight run vs. run killed with SIGKILL once `metrics.jsonl` has 2 lines, then resumed:
-/// identical `policy.bin` bytes and identical metrics for every iteration (timing aside),
-/// each iteration present exactly once, in order.
+/// Inode of the checkpoint (a new one per save: it is written by rename).
+fn checkpoint_inode(run_dir: &Path) -> Option<u64> {
+    std::fs::metadata(run_dir.join("checkpoint.bin"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Spawns `tether <args>` with stderr into `log`.
+fn spawn(args: &[&std::ffi::OsStr], log: &Path) -> ChildGuard {
+    let child = tether()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("stderr log"))
+        .spawn()
+        .expect("spawn tether");
+    ChildGuard(Some(child))
+}
+
+/// Waits until `metrics.jsonl` has `lines` lines (and, with `after_checkpoint`, until the
+/// checkpoint has been rewritten since), then SIGKILLs the child. Returns the metrics line
+/// count at the kill.
+fn kill_after(
+    mut guard: ChildGuard,
+    run_dir: &Path,
+    lines: usize,
+    after_checkpoint: bool,
+) -> usize {
+    let deadline = Instant::now() + TIMEOUT;
+    let metrics = run_dir.join("metrics.jsonl");
+    let mut seen_inode = None;
+    loop {
+        let child = guard.0.as_mut().unwrap();
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tether ended before it could be killed"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no {lines} metrics lines within {TIMEOUT:?}"
+        );
+        if complete_lines(&metrics) >= lines {
+            if !after_checkpoint {
+                break;
+            }
+            let inode = checkpoint_inode(run_dir);
+            match seen_inode {
+                None => seen_inode = Some(inode),
+                Some(seen) if seen != inode => break,
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut child = guard.0.take().unwrap();
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not finished: {status:?}");
+    let at_kill = complete_lines(&metrics);
+    assert!(
+        at_kill < ITERATIONS,
+        "killed in the middle, after {at_kill} iterations"
+    );
+    at_kill
+}
+
+/// The iteration a `tether resume` banner says it resumes at.
+fn resumed_at(log: &str) -> usize {
+    log.split(" at iteration ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the banner names the iteration: {log}"))
+}
+
+/// Straight run vs. a run SIGKILLed twice and resumed twice: once right after its second
+/// metrics line (typically before that iteration's checkpoint: resume must drop the line
+/// and redo the iteration), once after a checkpoint was rewritten past the sixth line
+/// (typically mid-collection: resume continues from that checkpoint). The end: identical
+/// `policy.bin` bytes and identical metrics for every iteration (timing aside), each
+/// iteration present exactly once, in order.
 #[test]
 fn sigkill_then_resume_matches_a_straight_run() {
     let dir = Scratch::new("crash");
@@ -68,49 +146,34 @@ fn sigkill_then_resume_matches_a_straight_run() {
     assert!(output.status.success(), "straight run: {}", stderr(&output));
 
     let crashed = dir.join("crashed");
-    let child = tether()
-        .arg("train")
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&crashed)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tether train");
-    let mut guard = ChildGuard(Some(child));
-    let deadline = Instant::now() + TIMEOUT;
-    let metrics_path = crashed.join("metrics.jsonl");
-    while complete_lines(&metrics_path) < 2 {
-        let child = guard.0.as_mut().unwrap();
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "train ended before it could be killed"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no 2 metrics lines within {TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let mut child = guard.0.take().unwrap();
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "train still running when killed"
-    );
-    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "killed, not finished: {status:?}");
-    let at_kill = complete_lines(&metrics_path);
-    assert!(
-        at_kill < ITERATIONS,
-        "killed in the middle, after {at_kill} iterations"
-    );
-
+    let log = dir.join("stderr.log");
+    let train: [&std::ffi::OsStr; 5] = [
+        "train".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        crashed.as_os_str(),
+    ];
+    let first_kill = kill_after(spawn(&train, &log), &crashed, 2, false);
+    let resume: [&std::ffi::OsStr; 2] = ["resume".as_ref(), crashed.as_os_str()];
+    let second_kill = kill_after(spawn(&resume, &log), &crashed, 6, true);
+    let first_resume = resumed_at(&std::fs::read_to_string(&log).unwrap());
     let output = run(tether().arg("resume").arg(&crashed), TIMEOUT);
     let text = stderr(&output);
     assert!(output.status.success(), "resume: {text}");
-    assert!(text.contains("resuming"), "{text}");
+    let second_resume = resumed_at(&text);
+    eprintln!(
+        "killed after {first_kill} lines, resumed at iteration {first_resume}; \
+         killed after {second_kill} lines, resumed at iteration {second_resume}"
+    );
+    // The checkpoint is written after the metrics line: it covers the last line or the one
+    // before it (a kill between the two writes).
+    for (killed, resumed) in [(first_kill, first_resume), (second_kill, second_resume)] {
+        assert!(
+            resumed == killed || resumed + 1 == killed,
+            "killed after {killed} metrics lines, resumed at iteration {resumed}"
+        );
+    }
 
     let a = std::fs::read(straight.join("policy.bin")).unwrap();
     let b = std::fs::read(crashed.join("policy.bin")).unwrap();

@@ -54,8 +54,8 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Asserts `output` is a failure reported as one `error: ...` line without a backtrace, and
-/// returns that line.
+/// Asserts `output` is a failure reported as one `error: ...` line, the last thing printed
+/// (a banner may come before it), without a backtrace; returns that line.
 pub fn one_line_error(output: &Output) -> String {
     let text = stderr(output);
     assert!(
@@ -64,12 +64,20 @@ pub fn one_line_error(output: &Output) -> String {
     );
     assert_eq!(output.status.code(), Some(1), "exit code: {text}");
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line of error, got: {text}");
-    assert!(lines[0].starts_with("error: "), "{text}");
-    for noise in ["panicked", "backtrace", "RUST_BACKTRACE", "Caused by"] {
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line, got: {text}");
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(last.starts_with("error: "), "the error comes last: {text}");
+    for noise in [
+        "panicked",
+        "backtrace",
+        "RUST_BACKTRACE",
+        "Caused by",
+        "stack",
+    ] {
         assert!(!text.contains(noise), "`{noise}` reached the user: {text}");
     }
-    lines[0].to_string()
+    last.to_string()
 }
 
 /// Kills (SIGKILL) and reaps its child when dropped.

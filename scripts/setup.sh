@@ -7,6 +7,10 @@ need=()
 # plotters' text rendering links fontconfig/freetype through pkg-config.
 pkg-config --exists fontconfig 2>/dev/null || need+=(libfontconfig1-dev pkg-config)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# hil-tests/tests/tcp.rs serves a simulated device's pty over TCP with a real ser2net (4.x),
+# as a remote rig would be; socat is the fallback tool named in its documentation.
+command -v ser2net >/dev/null 2>&1 || need+=(ser2net)
+command -v socat >/dev/null 2>&1 || need+=(socat)
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2

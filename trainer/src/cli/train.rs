@@ -29,7 +29,16 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         describe_devices(&config),
         folder.root().display()
     );
-    let session = Session::start(folder, config).context("cannot start training")?;
+    let root = folder.root().to_path_buf();
+    let session = match Session::start(folder, config) {
+        Ok(session) => session,
+        Err(e) => {
+            // Leave no empty run folder behind a run that never started (remove_dir only
+            // removes an empty folder, so nothing written is ever lost).
+            let _ = std::fs::remove_dir(&root);
+            return Err(anyhow::Error::new(e).context("cannot start training"));
+        }
+    };
     drive(session)
 }
 

@@ -94,7 +94,7 @@ if want qube; then
 		wall=$(train qube "$seed" "$dir" "${steps_flag[@]}")
 		steps=$(jq -s 'last.env_steps' "$dir/metrics.jsonl")
 		json=$(evaluate qube "$dir")
-		row qube "$seed" "$steps" "$wall" "$load" "$json" '(.returns|min) >= 1000 and .mean_length == 1250'
+		row qube "$seed" "$steps" "$wall" "$load" "$json" '(.returns|min) >= 1100 and .mean_length == 1250'
 		jq -c '{returns: [.returns[]|round]}' <<<"$json" | sed 's/^/    /'
 	done
 fi

@@ -18,7 +18,9 @@ const EPISODES: u64 = 20;
 const UPRIGHT_RAD: f32 = 0.2;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).ok_or("usage: qube_upright POLICY.bin")?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: qube_upright POLICY.bin")?;
     let policy = PolicyFile::read_bin(Path::new(&path))?;
     let view = PolicyView::new(&policy.spec, &policy.params).map_err(|e| format!("{e:?}"))?;
     let mut scratch = vec![0.0_f32; policy.spec.scratch_len()];

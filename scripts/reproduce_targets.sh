@@ -27,7 +27,7 @@ log() { echo "[reproduce] $*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 log "building release"
-cargo build --release -q -p tether-trainer >&2
+cargo build --release -q -p tether-trainer --bin tether --example qube_upright >&2
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -96,6 +96,11 @@ if want qube; then
 		json=$(evaluate qube "$dir")
 		row qube "$seed" "$steps" "$wall" "$load" "$json" '(.returns|min) >= 1100 and .mean_length == 1250'
 		jq -c '{returns: [.returns[]|round]}' <<<"$json" | sed 's/^/    /'
+		# From the state: first time within 0.2 rad of upright and share of the last second
+		# spent there, worst over 20 episodes (examples/qube_upright.rs).
+		"$TARGET_DIR/release/examples/qube_upright" "$dir/policy.bin" |
+			jq -c '{worst_first_upright_s: (map(.first_upright_s)|max), worst_upright_fraction_last_s: (map(.upright_fraction_last_s)|min)}' |
+			sed 's/^/    /'
 	done
 fi
 

@@ -76,7 +76,7 @@ for plant in pendulum cartpole; do
 		dir=$OUT/$plant-$seed
 		load=$(load1)
 		wall=$(train "$plant" "$seed" "$dir")
-		row "$plant" "$seed" 100000 "$wall" "$load" "$(evaluate "$plant" "$dir")" "$target"
+		row "$plant" "$seed" "$(jq -s 'last.env_steps' "$dir/metrics.jsonl")" "$wall" "$load" "$(evaluate "$plant" "$dir")" "$target"
 	done
 done
 

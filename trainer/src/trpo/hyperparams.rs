@@ -107,8 +107,8 @@ impl TrpoConfig {
     ///   observation normalisation on, because the filtered velocities reach tens of rad/s
     ///   while the angle terms are in [−1, 1] (unnormalised, they saturate the first tanh
     ///   layer); 2 M steps (≈ 2.2 h of plant time on one rig, about 1 h with two), after
-    ///   which the deterministic policy swings up and balances in every evaluation episode
-    ///   (README, "Results").
+    ///   which seed 0's deterministic policy swings up and balances in every evaluation
+    ///   episode (seed 1 swings up but wobbles about the top; README, "Results").
     pub fn for_plant(plant: &str) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         match plant {

@@ -106,13 +106,7 @@ impl<'a> PolicyView<'a> {
             let x = &current[..inputs];
             let is_output = index + 1 == layer_count;
             let target: &mut [f32] = if is_output { out } else { &mut next[..outputs] };
-            for ((y, row), b) in target
-                .iter_mut()
-                .zip(weights.chunks_exact(inputs))
-                .zip(bias)
-            {
-                *y = dot(row, x) + b;
-            }
+            affine(weights, bias, x, target);
             if !is_output {
                 // A separate, branch-free pass so the compiler can vectorise it.
                 for y in target.iter_mut() {
@@ -125,34 +119,152 @@ impl<'a> PolicyView<'a> {
     }
 }
 
-/// Dot product with eight independent accumulators, so the compiler can keep them in SIMD
-/// lanes: the control loop's time is almost all spent here.
-///
-/// Lane `k` sums the products at indices `≡ k (mod 8)` of the whole chunks; the lanes are
-/// then combined pairwise and the tail (the last `len % 8` products, summed in order) added.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    const HALF: usize = LANES / 2;
-    // Lanes 0..4 and 4..8 as two 4-wide vectors (SSE / NEON registers).
-    let mut low = [0.0f32; HALF];
-    let mut high = [0.0f32; HALF];
-    let (chunks_a, tail_a) = a.as_chunks::<LANES>();
-    let (chunks_b, tail_b) = b.as_chunks::<LANES>();
-    let tail: f32 = tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum();
-    for (ca, cb) in chunks_a.iter().zip(chunks_b) {
-        for k in 0..HALF {
-            low[k] += ca[k] * cb[k];
-            high[k] += ca[k + HALF] * cb[k + HALF];
-        }
+/// Lanes of a 4-wide vector: one SSE / NEON / Helium register, or four scalar FPU registers
+/// on a Cortex-M4F/M7.
+type Lanes = [f32; 4];
+
+/// `acc[k] += w[k] * x[k]` for the four lanes. `w` and `x` hold at least four values.
+#[inline(always)]
+fn mul_add(acc: &mut Lanes, w: &[f32], x: &[f32]) {
+    for k in 0..4 {
+        acc[k] += w[k] * x[k];
     }
-    let pairs = [
+}
+
+/// The per-row summation order, shared by [`dot`] and [`dot4`] so that a row's result does not
+/// depend on whether it went through a four-row block:
+///
+/// - lane `k` of `low` sums the products at indices `≡ k (mod 8)`, lane `k` of `high` those
+///   at `≡ k + 4 (mod 8)`, over the whole chunks of eight;
+/// - `v = low + high`, then, if `len % 8 ≥ 4`, the next four products are added lane-wise;
+/// - the result is `((v₀ + v₂) + (v₁ + v₃)) + tail`, where `tail` sums the last `len % 4`
+///   products in order.
+#[inline(always)]
+fn finish(low: Lanes, high: Lanes, quad: Option<(&[f32], &[f32])>, tail: f32) -> f32 {
+    let mut v = [
         low[0] + high[0],
         low[1] + high[1],
         low[2] + high[2],
         low[3] + high[3],
     ];
-    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
+    if let Some((w, x)) = quad {
+        mul_add(&mut v, w, x);
+    }
+    ((v[0] + v[2]) + (v[1] + v[3])) + tail
+}
+
+/// Splits the part after the whole chunks of eight into the optional group of four and the
+/// last `len % 4` values.
+#[inline(always)]
+fn split_rest(rest: &[f32]) -> (Option<&[f32]>, &[f32]) {
+    match rest.split_at_checked(4) {
+        Some((quad, tail)) => (Some(quad), tail),
+        None => (None, rest),
+    }
+}
+
+/// Sum of the products of the last `len % 4` (at most three) values, in order. Unrolled with
+/// a bound the compiler can see, instead of a loop over a length it cannot.
+#[inline(always)]
+fn tail_dot(a: &[f32], x: &[f32]) -> f32 {
+    let mut t = 0.0;
+    for j in 0..3 {
+        if let (Some(p), Some(q)) = (a.get(j), x.get(j)) {
+            t += p * q;
+        }
+    }
+    t
+}
+
+/// Dot product of one row with `x` (same length), in the order described at [`finish`].
+///
+/// Two 4-lane accumulators over chunks of eight: written lane-wise on `[f32; 4]` arrays so
+/// that LLVM's SLP vectoriser turns each into one `mulps`/`addps` pair on the x86-64 baseline
+/// (SSE2) and NEON, while a scalar FPU still gets eight independent dependency chains.
+#[inline]
+fn dot(a: &[f32], x: &[f32]) -> f32 {
+    let (chunks_a, rest_a) = a.as_chunks::<8>();
+    let (chunks_x, rest_x) = x.as_chunks::<8>();
+    let mut low = [0.0f32; 4];
+    let mut high = [0.0f32; 4];
+    for (ca, cx) in chunks_a.iter().zip(chunks_x) {
+        let (al, ah) = ca.split_at(4);
+        let (xl, xh) = cx.split_at(4);
+        mul_add(&mut low, al, xl);
+        mul_add(&mut high, ah, xh);
+    }
+    let (quad_a, tail_a) = split_rest(rest_a);
+    let (quad_x, tail_x) = split_rest(rest_x);
+    let tail = tail_dot(tail_a, tail_x);
+    finish(low, high, quad_a.zip(quad_x), tail)
+}
+
+/// Dot products of four consecutive rows (`w` holds `4 * x.len()` values) with `x`, each
+/// bit-identical to [`dot`] of that row.
+///
+/// Register blocking, the classic GEMV trick: each chunk of `x` is loaded once and multiplied
+/// into four rows, so a chunk of eight costs two loads of `x`, eight of weights, eight
+/// multiplies and eight adds for 32 multiply-accumulates. Four rows and not eight: four rows
+/// of two 4-lane accumulators plus two of `x` fit in SSE2's sixteen registers; eight rows would
+/// spill. The horizontal sums at the end are paid once per row.
+///
+/// The shape is what LLVM vectorises lane-wise: small-looking changes here (a branch around
+/// the remainder code, building the four results in one transposed add) have made its SLP
+/// vectoriser group the *rows* into vector lanes instead, transposing weights inside the loop
+/// at twice the instruction count. Re-check with `examples/step_count` after editing.
+#[inline]
+fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
+    let n = x.len();
+    let (r0, rest) = w.split_at(n);
+    let (r1, rest) = rest.split_at(n);
+    let (r2, r3) = rest.split_at(n);
+    let (chunks_x, rest_x) = x.as_chunks::<8>();
+    let (c0, t0) = r0.as_chunks::<8>();
+    let (c1, t1) = r1.as_chunks::<8>();
+    let (c2, t2) = r2.as_chunks::<8>();
+    let (c3, t3) = r3.as_chunks::<8>();
+    let mut low = [[0.0f32; 4]; 4];
+    let mut high = [[0.0f32; 4]; 4];
+    for ((((cx, a0), a1), a2), a3) in chunks_x.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
+        let (xl, xh) = cx.split_at(4);
+        for (r, a) in [a0, a1, a2, a3].into_iter().enumerate() {
+            let (al, ah) = a.split_at(4);
+            mul_add(&mut low[r], al, xl);
+            mul_add(&mut high[r], ah, xh);
+        }
+    }
+    let (quad_x, tail_x) = split_rest(rest_x);
+    let mut out = [0.0f32; 4];
+    for (r, rest) in [t0, t1, t2, t3].into_iter().enumerate() {
+        let (quad, tail) = split_rest(rest);
+        let tail = tail_dot(tail, tail_x);
+        out[r] = finish(low[r], high[r], quad.zip(quad_x), tail);
+    }
+    out
+}
+
+/// `y = W x + b` for a row-major `W` of `y.len()` rows of `x.len()` values: four rows at a
+/// time through [`dot4`], the remaining `y.len() % 4` rows through [`dot`].
+#[inline]
+fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    if n == 0 {
+        y.copy_from_slice(b);
+        return;
+    }
+    let (y4, y_rest) = y.as_chunks_mut::<4>();
+    let (b4, b_rest) = b.as_chunks::<4>();
+    let blocks = w.chunks_exact(4 * n);
+    let w_rest = blocks.remainder();
+    for ((yv, bv), wb) in y4.iter_mut().zip(b4).zip(blocks) {
+        let s = dot4(wb, x);
+        for k in 0..4 {
+            yv[k] = s[k] + bv[k];
+        }
+    }
+    for ((y, b), row) in y_rest.iter_mut().zip(b_rest).zip(w_rest.chunks_exact(n)) {
+        *y = dot(row, x) + b;
+    }
 }
 
 /// Inputs are clamped to `±TANH_CLAMP`, where `tanh` is 1 to within 3·10⁻⁸.
@@ -313,6 +425,30 @@ mod tests {
         }
         assert!(tanh(f32::NAN).is_nan());
         assert_eq!(tanh(-0.3), -tanh(0.3));
+    }
+
+    #[test]
+    fn four_row_blocks_match_single_rows_bit_for_bit() {
+        for n in 0..40 {
+            for m in 0..10 {
+                let w: Vec<f32> = (0..n * m).map(|i| (i as f32 * 0.37).sin()).collect();
+                let b: Vec<f32> = (0..m).map(|i| (i as f32 * 0.5).cos()).collect();
+                let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+                let mut y = std::vec![0.0f32; m];
+                affine(&w, &b, &x, &mut y);
+                for r in 0..m {
+                    let row = &w[r * n..(r + 1) * n];
+                    let single = if n == 0 { b[r] } else { dot(row, &x) + b[r] };
+                    assert_eq!(
+                        y[r].to_bits(),
+                        single.to_bits(),
+                        "n = {n}, m = {m}, row {r}"
+                    );
+                    let naive: f64 = row.iter().zip(&x).map(|(p, q)| *p as f64 * *q as f64).sum();
+                    assert!((y[r] as f64 - naive - b[r] as f64).abs() < 1e-5);
+                }
+            }
+        }
     }
 
     #[test]

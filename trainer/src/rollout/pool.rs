@@ -4,11 +4,15 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use super::collect::{CollectRequest, DeviceRollout, collect};
+use super::collect::{CollectRequest, DeviceRollout, collect_into};
 use crate::device::{DeviceClient, DeviceError};
 use tether_shared::message::DeviceInfo;
 
 type Reply = Result<DeviceRollout, DeviceError>;
+
+/// Re-handshakes a worker attempts within one round after a recoverable failure (device
+/// reset, silence, disconnect) before the device is dropped.
+pub const MAX_RECONNECTS_PER_ROUND: u32 = 2;
 
 struct Worker {
     name: String,
@@ -139,7 +143,7 @@ fn spawn_worker(mut client: DeviceClient) -> Worker {
         .spawn(move || {
             let mut active_version = None;
             for request in request_rx {
-                let reply = collect(&mut client, &mut active_version, &request);
+                let reply = collect_with_reconnects(&mut client, &mut active_version, &request);
                 let failed = reply.is_err();
                 if reply_tx.send(reply).is_err() || failed {
                     break;
@@ -156,5 +160,44 @@ fn spawn_worker(mut client: DeviceClient) -> Worker {
         replies: reply_rx,
         thread,
         lost: None,
+    }
+}
+
+/// One round on one device; after a failure a new handshake may cure (see
+/// [`DeviceError::may_recover_by_reconnecting`]) the device is reconnected and the round
+/// collected again from its start, up to [`MAX_RECONNECTS_PER_ROUND`] times. What the failed
+/// attempts had gathered is discarded and counted (`interrupted`, `reconnects`,
+/// `rejected_frames`).
+fn collect_with_reconnects(
+    client: &mut DeviceClient,
+    active_version: &mut Option<u32>,
+    request: &CollectRequest,
+) -> Reply {
+    let mut lost = super::collect::RejectionCounts::default();
+    let mut reconnects = 0;
+    loop {
+        let mut attempt = DeviceRollout::default();
+        match collect_into(client, active_version, request, &mut attempt) {
+            Ok(()) => {
+                attempt.rejections.add(&lost);
+                return Ok(attempt);
+            }
+            Err(e) if e.may_recover_by_reconnecting() && reconnects < MAX_RECONNECTS_PER_ROUND => {
+                reconnects += 1;
+                tracing::warn!(device = %client.name(), "{e}; reconnecting ({reconnects} of {MAX_RECONNECTS_PER_ROUND})");
+                // Everything the attempt accepted is thrown away, and so is the episode it
+                // was in the middle of.
+                let thrown = attempt.episodes.len() as u64 + 1;
+                attempt.rejections.interrupted += thrown;
+                attempt.rejections.discarded_episodes += thrown;
+                attempt.rejections.reconnects += 1;
+                lost.add(&attempt.rejections);
+                *active_version = None;
+                if let Err(e) = client.reconnect() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

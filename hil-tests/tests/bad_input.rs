@@ -174,7 +174,7 @@ fn bad_uploads_are_refused_and_the_running_policy_stays() {
     let huge_params = vec![0.0; huge.param_count()];
     match client.upload(5, &huge, &huge_params) {
         Err(e @ DeviceError::Incompatible { .. }) => {
-            assert!(e.to_string().contains("capacity"), "{e}")
+            assert!(e.to_string().contains("holds at most"), "{e}")
         }
         other => panic!("over capacity, host side: {other:?}"),
     }

@@ -24,7 +24,8 @@ use tether_shared::message::{
     EpisodeEnd, EpisodeEndReason, Heartbeat, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
     RunCommand, RunMode, TransitionBatch,
 };
-use tether_shared::{DeviceMessage, DeviceState, HostMessage, PolicySpec};
+use tether_shared::message::DeviceState;
+use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
 use tether_trainer::device::DeviceLink;
 
 fn cases() -> u64 {

@@ -213,7 +213,9 @@ fn temp_run_dir(label: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "tether-fault-{}-{}-{label}-{n}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
     ))
 }
 

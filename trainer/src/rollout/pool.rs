@@ -193,9 +193,7 @@ fn collect_with_reconnects(
                 attempt.rejections.reconnects += 1;
                 lost.add(&attempt.rejections);
                 *active_version = None;
-                if let Err(e) = client.reconnect() {
-                    return Err(e);
-                }
+                client.reconnect()?;
             }
             Err(e) => return Err(e),
         }

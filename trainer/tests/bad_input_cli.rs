@@ -70,7 +70,7 @@ fn unknown_config_key() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A config file that is not valid TOML: the file and the line are named.
+/// A config file that is not valid TOML: the file, the line and the problem are named.
 #[test]
 fn malformed_config() {
     let dir = scratch("malformed");
@@ -84,7 +84,7 @@ fn malformed_config() {
             "--out",
             dir.join("run").to_str().unwrap(),
         ],
-        &["broken.toml", "line 2"],
+        &["broken.toml:2:", "unclosed table"],
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -174,6 +174,22 @@ fn run_round(
     };
     round.current = Some(round.assembler(request.first_episode));
 
+    if let Err(e) = receive(client, &mut round, request) {
+        round.interrupt();
+        return Err(e);
+    }
+    // A round that ended by episode count has left the device idle already; stop anyway so
+    // the plant is safe and stale frames are drained before the next round.
+    client.stop()?;
+    Ok(())
+}
+
+/// Receives until the round is done.
+fn receive(
+    client: &mut DeviceClient,
+    round: &mut Round<'_>,
+    request: &CollectRequest,
+) -> Result<(), DeviceError> {
     let mut last_heard = Instant::now();
     while !round.done() {
         match client.next_message(request.silence_timeout)? {
@@ -213,9 +229,6 @@ fn run_round(
             });
         }
     }
-    // A round that ended by episode count has left the device idle already; stop anyway so
-    // the plant is safe and stale frames are drained before the next round.
-    client.stop()?;
     Ok(())
 }
 
@@ -310,6 +323,18 @@ impl Round<'_> {
             }
         }
         self.current = Some(self.assembler(end.episode + 1));
+    }
+
+    /// The round failed: the episode in progress (if anything of it arrived) is lost.
+    fn interrupt(&mut self) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.is_empty() || c.spoiled().is_some())
+        {
+            self.output.rejections.discarded_episodes += 1;
+            self.output.rejections.interrupted += 1;
+        }
     }
 
     fn reject(&mut self, rejection: Rejection) {

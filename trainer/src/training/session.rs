@@ -305,11 +305,15 @@ impl Session {
             observer(&results);
         }
         let obs_dim = self.plant.obs_dim as usize;
-        let assembled = assemble(
+        let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
             obs_dim,
             self.plant.action.wire_width(),
         );
+        // A device dropped this round still lost frames and episodes: count them.
+        for r in &results {
+            assembled.rejections.add(&r.lost);
+        }
 
         let update_started = Instant::now();
         let report = self.learner.update(&assembled.batch);

@@ -102,7 +102,11 @@ fn upload_messages(version: u32, spec: &PolicySpec, params: &[f32], crc: u32) ->
 fn assert_same_episode(a: &CollectedEpisode, b: &CollectedEpisode, after: &str) {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(a.len(), b.len(), "after {after}");
-    assert_eq!(bits(&a.observations), bits(&b.observations), "after {after}");
+    assert_eq!(
+        bits(&a.observations),
+        bits(&b.observations),
+        "after {after}"
+    );
     assert_eq!(bits(&a.actions), bits(&b.actions), "after {after}");
     assert_eq!(bits(&a.rewards), bits(&b.rewards), "after {after}");
 }
@@ -142,7 +146,10 @@ fn bad_uploads_are_refused_and_the_running_policy_stays() {
                 unreachable!()
             };
             assert!(
-                matches!(reason, RefusalReason::PlantMismatch | RefusalReason::BadSpec),
+                matches!(
+                    reason,
+                    RefusalReason::PlantMismatch | RefusalReason::BadSpec
+                ),
                 "{e}"
             );
             assert!(e.to_string().contains("refused"), "{e}");
@@ -300,7 +307,10 @@ fn other_protocol_version_is_one_clear_error() {
         .expect("refused");
     assert!(started.elapsed() < Duration::from_secs(2));
     let text = err.to_string();
-    assert!(matches!(err, DeviceError::ProtocolMismatch { .. }), "{text}");
+    assert!(
+        matches!(err, DeviceError::ProtocolMismatch { .. }),
+        "{text}"
+    );
     assert!(text.contains("fake"), "{text}");
     assert!(
         text.contains(&PROTOCOL_VERSION.to_string())

@@ -24,10 +24,15 @@ fn check(fault: Fault, seed: u64) -> CellReport {
         let e = r.error.as_deref().unwrap_or("");
         assert!(!e.is_empty(), "{fault:?}: stopped without a reason");
     }
-    if matches!(fault, Fault::Corrupt(_) | Fault::Drop(_) | Fault::Duplicate(_))
-        && r.lost_episodes > 0
+    if matches!(
+        fault,
+        Fault::Corrupt(_) | Fault::Drop(_) | Fault::Duplicate(_)
+    ) && r.lost_episodes > 0
     {
-        assert!(r.frames_lost > 0, "{fault:?}: episodes lost but no frame counted");
+        assert!(
+            r.frames_lost > 0,
+            "{fault:?}: episodes lost but no frame counted"
+        );
     }
     r
 }
@@ -37,7 +42,10 @@ fn check(fault: Fault, seed: u64) -> CellReport {
 fn clean_link_loses_nothing() {
     let r = check(Fault::None, 1);
     assert!(r.finished);
-    assert_eq!((r.frames_lost, r.episodes_discarded, r.reconnects), (0, 0, 0));
+    assert_eq!(
+        (r.frames_lost, r.episodes_discarded, r.reconnects),
+        (0, 0, 0)
+    );
 }
 
 /// Byte corruption from rare to hostile: rare rates finish; 1e-3 and above certainly hit
@@ -110,5 +118,8 @@ fn endless_stall_stops_with_a_clear_error() {
     );
     assert!(!r.finished);
     let e = r.error.unwrap_or_default();
-    assert!(e.contains("every device was lost") && e.contains("sim0"), "{e}");
+    assert!(
+        e.contains("every device was lost") && e.contains("sim0"),
+        "{e}"
+    );
 }

@@ -20,11 +20,11 @@ use tether_firmware::link::TX_CAPACITY;
 use tether_firmware::plant::AnyPlant;
 use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
+use tether_shared::message::DeviceState;
 use tether_shared::message::{
     EpisodeEnd, EpisodeEndReason, Heartbeat, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
     RunCommand, RunMode, TransitionBatch,
 };
-use tether_shared::message::DeviceState;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
 use tether_trainer::device::DeviceLink;
 
@@ -81,7 +81,9 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
 
 fn encode<M: serde::Serialize>(message: &M) -> Vec<u8> {
     let mut buf = [0u8; MAX_FRAME_LEN];
-    frame::encode(message, &mut buf).expect("valid messages encode").to_vec()
+    frame::encode(message, &mut buf)
+        .expect("valid messages encode")
+        .to_vec()
 }
 
 // ----- device side ------------------------------------------------------------------------
@@ -200,15 +202,19 @@ fn device_poll_survives_arbitrary_input() {
     let mut done = 0u64;
     while done < total {
         let clock = TestClock::default();
-        let plant = AnyPlant::by_name(["pendulum", "cartpole", "qube"][rng.below(3)])
-            .expect("plant");
+        let plant =
+            AnyPlant::by_name(["pendulum", "cartpole", "qube"][rng.below(3)]).expect("plant");
         let description = tether_firmware::plant::Plant::description(&plant);
         let config = DeviceConfig {
             watchdog_timeout_us: if rng.below(2) == 0 { 0 } else { 50_000 },
             heartbeat_period_us: 20_000,
         };
-        let mut device: Box<Device<AnyPlant, MockLink, TestClock, CAP>> =
-            Box::new(Device::new(plant, MockLink::default(), clock.clone(), config));
+        let mut device: Box<Device<AnyPlant, MockLink, TestClock, CAP>> = Box::new(Device::new(
+            plant,
+            MockLink::default(),
+            clock.clone(),
+            config,
+        ));
         // One device lives through up to 500 inputs, so state carries across them.
         for _ in 0..500 {
             if done >= total {
@@ -257,7 +263,10 @@ fn device_poll_survives_arbitrary_input() {
                 device.poll();
                 assert!(device.tx_pending() <= TX_CAPACITY, "tx queue overflowed");
             }
-            assert!(device.link_io_mut().input.is_empty(), "the device stopped reading");
+            assert!(
+                device.link_io_mut().input.is_empty(),
+                "the device stopped reading"
+            );
         }
     }
 }
@@ -270,9 +279,7 @@ fn some_device_message(rng: &mut Rng) -> DeviceMessage {
             episode: rng.next() as u32,
             first_step: rng.below(400) as u32,
             policy_version: rng.next() as u32,
-            values: (0..rng.below(241))
-                .map(|i| i as f32 * 0.25 - 3.0)
-                .collect(),
+            values: (0..rng.below(241)).map(|i| i as f32 * 0.25 - 3.0).collect(),
         }),
         1 => DeviceMessage::EpisodeEnd(EpisodeEnd {
             episode: rng.next() as u32,

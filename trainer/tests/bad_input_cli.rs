@@ -28,7 +28,10 @@ fn assert_clear_failure(args: &[&str], needles: &[&str]) {
     assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
     assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
     for needle in needles {
-        assert!(stderr.contains(needle), "{args:?}: `{needle}` not in: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` not in: {stderr}"
+        );
     }
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
 }

@@ -91,7 +91,11 @@ impl DeviceRecord {
                 }
             }
         }
-        if bad.is_empty() { Ok(checked) } else { Err(bad) }
+        if bad.is_empty() {
+            Ok(checked)
+        } else {
+            Err(bad)
+        }
     }
 
     /// Episodes the device completed that the host neither accepted nor can have been

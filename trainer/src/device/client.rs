@@ -318,11 +318,9 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
         }
     };
     let device = link.name().to_string();
-    check_compatible(info.protocol_version).map_err(|mismatch| {
-        DeviceError::ProtocolMismatch {
-            device: device.clone(),
-            mismatch,
-        }
+    check_compatible(info.protocol_version).map_err(|mismatch| DeviceError::ProtocolMismatch {
+        device: device.clone(),
+        mismatch,
     })?;
     info.plant
         .validate()

@@ -232,10 +232,9 @@ impl DeviceClient {
                 }
                 None => {}
             }
-            // Chunks must not be resent on their own: the device expects the next offset.
-            if matches!(message, HostMessage::PolicyChunk(_)) {
-                break;
-            }
+            // A chunk is resent as is: if the first copy was lost the device takes it now; if
+            // only its acknowledgement was lost, the device acknowledges the resent last chunk
+            // again (see `PolicyStore::chunk`).
         }
         Err(self.no_ack(what))
     }

@@ -118,6 +118,20 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .as_mut()
             .filter(|u| u.meta.version == chunk.version)
             .ok_or(RefusalReason::OutOfOrder)?;
+        let resent_last = !chunk.values.is_empty()
+            && (chunk.offset as usize).checked_add(chunk.values.len()) == Some(upload.received);
+        if resent_last {
+            // The host resends the last chunk when its acknowledgement was lost: write it
+            // again (the commit's CRC covers the result) and acknowledge the same total.
+            let start = chunk.offset as usize;
+            let target = self
+                .buffers
+                .get_mut(inactive)
+                .and_then(|b| b.get_mut(start..upload.received))
+                .ok_or(RefusalReason::OverCapacity)?;
+            target.copy_from_slice(&chunk.values);
+            return Ok(upload.received as u32);
+        }
         if chunk.offset as usize != upload.received {
             return Err(RefusalReason::OutOfOrder);
         }

@@ -406,6 +406,34 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         [RefusalReason::OutOfOrder]
     );
 
+    // The last chunk resent (its acknowledgement lost) is acknowledged again with the same
+    // total; an earlier part of it is still out of order.
+    rig.exchange(&begin(10, &s, n, crc_of(&good)));
+    let first = HostMessage::PolicyChunk(PolicyChunk {
+        version: 10,
+        offset: 0,
+        values: heapless::Vec::from_slice(&good[..5]).unwrap(),
+    });
+    let acked = |msgs: &[DeviceMessage]| {
+        msgs.iter().any(|m| {
+            matches!(
+                m,
+                DeviceMessage::Ack(AckTopic::PolicyChunk {
+                    version: 10,
+                    received: 5
+                })
+            )
+        })
+    };
+    assert!(acked(&rig.exchange(&first)));
+    assert!(acked(&rig.exchange(&first)), "a resent last chunk is acknowledged");
+    let part = HostMessage::PolicyChunk(PolicyChunk {
+        version: 10,
+        offset: 0,
+        values: heapless::Vec::from_slice(&good[..3]).unwrap(),
+    });
+    assert_eq!(refusals(&rig.exchange(&part)), [RefusalReason::OutOfOrder]);
+
     // The first policy still runs, unchanged.
     assert_eq!(rig.dev.active_policy(), Some(1));
     rig.exchange(&run(1, RunMode::Deterministic, 0));

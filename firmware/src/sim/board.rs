@@ -12,7 +12,7 @@ use tether_shared::message::DeviceState;
 
 use super::BoardLink;
 use super::clock::SimClock;
-use super::link_emulation::{FaultSpec, LinkEmulation};
+use super::link_emulation::{FaultSpec, LinkEmulation, WireTap};
 use super::pipe::{HostEnd, memory_link};
 use super::pty::PtyLink;
 use crate::clock::Clock;
@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub device: DeviceConfig,
     /// Bytes the in-memory pipe buffers per direction.
     pub pipe_capacity: usize,
+    /// Test hook: records every byte the device sends, before fault injection (the
+    /// device's own record of its transitions). `None` in normal use.
+    pub tx_tap: Option<WireTap>,
 }
 
 impl Default for SimConfig {
@@ -66,6 +69,7 @@ impl Default for SimConfig {
             seed: 0,
             device: DeviceConfig::default(),
             pipe_capacity: 64 * 1024,
+            tx_tap: None,
         }
     }
 }
@@ -175,7 +179,8 @@ fn run_board<P: Plant, L: BoardLink>(
         config.baud,
         config.faults.clone(),
         config.seed,
-    );
+    )
+    .with_tap(config.tx_tap.clone());
     // On the board thread's stack (see BOARD_STACK_BYTES).
     let mut device: SimDevice<P, L> = Device::new(plant, link, clock.clone(), config.device);
     let mut resets = config.faults.resets_us.iter().copied().peekable();

@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
@@ -170,6 +171,30 @@ fn parse_duration_us(text: &str) -> Result<u64, &'static str> {
     Ok((value * scale).round() as u64)
 }
 
+/// A copy of every byte the device wrote to its link, taken *before* fault injection: the
+/// device's own record of what it sent (test hook; see `hil-tests/src/faults`). Shared: clones
+/// see the same bytes.
+#[derive(Clone, Debug, Default)]
+pub struct WireTap(Arc<Mutex<Vec<u8>>>);
+
+impl WireTap {
+    /// An empty tap.
+    pub fn new() -> Self {
+        WireTap::default()
+    }
+
+    /// Every byte recorded so far, in order.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, bytes: &[u8]) {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(bytes);
+        }
+    }
+}
+
 /// Bytes held between the emulation and the inner link per direction, at most.
 const STAGE_LIMIT: usize = 256;
 
@@ -192,6 +217,7 @@ pub struct LinkEmulation<L> {
     last_update_us: u64,
     rx: Direction,
     tx: Direction,
+    tap: Option<WireTap>,
 }
 
 impl<L: BoardLink> LinkEmulation<L> {
@@ -214,7 +240,14 @@ impl<L: BoardLink> LinkEmulation<L> {
                 budget: 0.0,
                 staged: VecDeque::new(),
             },
+            tap: None,
         }
+    }
+
+    /// Records every byte the device writes, before faults, into `tap`.
+    pub fn with_tap(mut self, tap: Option<WireTap>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// The wrapped link.
@@ -354,6 +387,9 @@ impl<L: BoardLink> Write for LinkEmulation<L> {
         let n = self.allowance(&self.tx, buf.len().min(room));
         if self.rate.is_some() {
             self.tx.budget -= n as f64;
+        }
+        if let Some(tap) = &self.tap {
+            tap.record(&buf[..n]);
         }
         for &byte in &buf[..n] {
             Self::inject(&self.spec, &mut self.rng, byte, &mut self.tx.staged);

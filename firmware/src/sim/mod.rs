@@ -25,7 +25,7 @@ pub mod pty;
 
 pub use board::{SIM_POLICY_CAPACITY, SimBoard, SimConfig, SimHandle, SimReport, TimeMode};
 pub use clock::SimClock;
-pub use link_emulation::{FaultSpec, FaultSpecError, LinkEmulation, Stall};
+pub use link_emulation::{FaultSpec, FaultSpecError, LinkEmulation, Stall, WireTap};
 pub use pipe::{DeviceEnd, HostEnd, memory_link};
 pub use pty::PtyLink;
 

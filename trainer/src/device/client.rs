@@ -53,53 +53,7 @@ enum Answer {
 impl DeviceClient {
     /// Performs the handshake: checks the protocol version and the plant description.
     pub fn connect(mut link: DeviceLink, config: ClientConfig) -> Result<Self, DeviceError> {
-        let deadline = Instant::now() + config.handshake_timeout;
-        // Say hello a few times: the first may land while the device is still booting or
-        // while the decoder resynchronises on line noise.
-        let per_try = config.handshake_timeout / 4;
-        let info = loop {
-            link.send(&HostMessage::Hello {
-                protocol_version: PROTOCOL_VERSION,
-            })?;
-            let try_deadline = (Instant::now() + per_try).min(deadline);
-            let mut found = None;
-            while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
-                if let Some(DeviceMessage::Hello(info)) = link.recv(left)? {
-                    found = Some(info);
-                    break;
-                }
-            }
-            if let Some(info) = found {
-                break info;
-            }
-            if Instant::now() >= deadline {
-                let device = link.name().to_string();
-                return Err(if link.bytes_received() > 0 && link.stats().frames == 0 {
-                    DeviceError::Garbage {
-                        device,
-                        bytes: link.bytes_received() as usize,
-                    }
-                } else {
-                    DeviceError::Silent {
-                        device,
-                        waited: config.handshake_timeout,
-                    }
-                });
-            }
-        };
-        let device = link.name().to_string();
-        check_compatible(info.protocol_version).map_err(|mismatch| {
-            DeviceError::ProtocolMismatch {
-                device: device.clone(),
-                mismatch,
-            }
-        })?;
-        info.plant
-            .validate()
-            .map_err(|reason| DeviceError::BadPlant {
-                device,
-                reason: reason.to_string(),
-            })?;
+        let info = handshake(&mut link, &config)?;
         Ok(DeviceClient {
             link,
             info,
@@ -107,6 +61,27 @@ impl DeviceClient {
             heartbeat_sequence: 0,
             last_sent: Instant::now(),
         })
+    }
+
+    /// Handshakes again after a failure (a device that reset, went silent or dropped off):
+    /// reopens the link when it knows how (see [`DeviceLink::with_reopen`]), then says
+    /// `Hello` again. The device must describe the same plant as before. Afterwards it runs
+    /// whatever policy it reports in [`DeviceClient::info`] (none after a reset).
+    pub fn reconnect(&mut self) -> Result<(), DeviceError> {
+        self.link.reopen()?;
+        let info = handshake(&mut self.link, &self.config)?;
+        if info.plant != self.info.plant {
+            return Err(DeviceError::Incompatible {
+                device: self.name().to_string(),
+                reason: format!(
+                    "after reconnecting it describes plant `{}`, not `{}` as before",
+                    info.plant.name, self.info.plant.name
+                ),
+            });
+        }
+        self.info = info;
+        self.last_sent = Instant::now();
+        Ok(())
     }
 
     /// What the device said about itself in the handshake.
@@ -122,6 +97,11 @@ impl DeviceClient {
     /// The underlying link (for its counters).
     pub fn link(&self) -> &DeviceLink {
         &self.link
+    }
+
+    /// The underlying link, to send raw messages (tests that probe the device's refusals).
+    pub fn link_mut(&mut self) -> &mut DeviceLink {
+        &mut self.link
     }
 
     /// Uploads a policy and commits it; the device runs it from its next episode on.
@@ -252,10 +232,9 @@ impl DeviceClient {
                 }
                 None => {}
             }
-            // Chunks must not be resent on their own: the device expects the next offset.
-            if matches!(message, HostMessage::PolicyChunk(_)) {
-                break;
-            }
+            // A chunk is resent as is: if the first copy was lost the device takes it now; if
+            // only its acknowledgement was lost, the device acknowledges the resent last chunk
+            // again (see `PolicyStore::chunk`).
         }
         Err(self.no_ack(what))
     }
@@ -298,4 +277,55 @@ fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
 /// The little-endian bytes the upload CRC is computed over.
 pub fn le_bytes(params: &[f32]) -> Vec<u8> {
     params.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Says `Hello` until the device answers (or the handshake timeout passes) and checks its
+/// protocol version and plant description.
+fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo, DeviceError> {
+    let deadline = Instant::now() + config.handshake_timeout;
+    // Say hello a few times: the first may land while the device is still booting or
+    // while the decoder resynchronises on line noise.
+    let per_try = config.handshake_timeout / 4;
+    let info = loop {
+        link.send(&HostMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        })?;
+        let try_deadline = (Instant::now() + per_try).min(deadline);
+        let mut found = None;
+        while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
+            if let Some(DeviceMessage::Hello(info)) = link.recv(left)? {
+                found = Some(info);
+                break;
+            }
+        }
+        if let Some(info) = found {
+            break info;
+        }
+        if Instant::now() >= deadline {
+            let device = link.name().to_string();
+            return Err(if link.bytes_received() > 0 && link.stats().frames == 0 {
+                DeviceError::Garbage {
+                    device,
+                    bytes: link.bytes_received() as usize,
+                }
+            } else {
+                DeviceError::Silent {
+                    device,
+                    waited: config.handshake_timeout,
+                }
+            });
+        }
+    };
+    let device = link.name().to_string();
+    check_compatible(info.protocol_version).map_err(|mismatch| DeviceError::ProtocolMismatch {
+        device: device.clone(),
+        mismatch,
+    })?;
+    info.plant
+        .validate()
+        .map_err(|reason| DeviceError::BadPlant {
+            device,
+            reason: reason.to_string(),
+        })?;
+    Ok(info)
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tether_shared::message::RefusalReason;
+use tether_shared::message::{DeviceState, RefusalReason};
 use tether_shared::version::VersionMismatch;
 
 /// A device-level failure. Each message names the device and ends with a hint.
@@ -114,6 +114,29 @@ pub enum DeviceError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The device left the run it was given (it reset, or its safety logic stopped it).
+    #[error(
+        "{device} stopped running episodes (it reports {state:?}): it reset or faulted; check its power supply and the plant"
+    )]
+    NotRunning {
+        /// The device.
+        device: String,
+        /// The state it reported.
+        state: DeviceState,
+    },
+    /// So many episodes in a row were spoiled by lost or corrupted frames that training on
+    /// this device cannot progress.
+    #[error(
+        "{device}: {discarded} episodes in a row were discarded ({rejected_frames} frames rejected so far); the link is too unreliable to train on — check the cable, the baud rate and electrical noise"
+    )]
+    Unreliable {
+        /// The device.
+        device: String,
+        /// Episodes discarded in a row.
+        discarded: u32,
+        /// Frames the host rejected on this link so far.
+        rejected_frames: u64,
+    },
     /// The device does not fit the run (another plant than the others, too small for the policy).
     #[error("{device}: {reason}")]
     Incompatible {
@@ -122,4 +145,20 @@ pub enum DeviceError {
         /// What does not fit.
         reason: String,
     },
+}
+
+impl DeviceError {
+    /// Whether a new handshake on the same address may cure it: the device went silent,
+    /// reset, dropped off the bus or stopped acknowledging (as opposed to a refusal, an
+    /// incompatible device or a link too noisy to use).
+    pub fn may_recover_by_reconnecting(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::Silent { .. }
+                | DeviceError::NotRunning { .. }
+                | DeviceError::Disconnected { .. }
+                | DeviceError::NoAck { .. }
+                | DeviceError::Io { .. }
+        )
+    }
 }

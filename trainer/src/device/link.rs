@@ -19,7 +19,11 @@ pub struct DeviceLink {
     rx_end: usize,
     tx: Vec<u8>,
     bytes_received: u64,
+    reopen: Option<Reopen>,
 }
+
+/// Opens the device's byte stream again (see [`DeviceLink::with_reopen`]).
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn ByteStream>, DeviceError> + Send>;
 
 impl DeviceLink {
     /// Wraps an open stream; `name` identifies the device in every error.
@@ -33,7 +37,34 @@ impl DeviceLink {
             rx_end: 0,
             tx: vec![0; MAX_FRAME_LEN],
             bytes_received: 0,
+            reopen: None,
         }
+    }
+
+    /// Lets [`DeviceLink::reopen`] open the stream again with `reopen` (e.g. the same serial
+    /// port or TCP address) after the device dropped off.
+    pub fn with_reopen(mut self, reopen: Reopen) -> Self {
+        self.reopen = Some(reopen);
+        self
+    }
+
+    /// Forgets buffered input and, when the link knows how, closes the stream and opens it
+    /// again. Without a way to reopen, the same stream is kept.
+    pub fn reopen(&mut self) -> Result<(), DeviceError> {
+        self.rx_start = 0;
+        self.rx_end = 0;
+        self.decoder.reset();
+        if let Some(open) = self.reopen.as_mut() {
+            // Close first: a single-client server (ser2net) refuses a second connection.
+            self.stream = Box::new(io::empty());
+            self.stream = open()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the link holds for decoding, at most (a fixed buffer: input never piles up).
+    pub fn buffer_capacity(&self) -> usize {
+        self.rx.len()
     }
 
     /// The device's name (its address, or the simulated board's label).
@@ -51,10 +82,9 @@ impl DeviceLink {
         self.bytes_received
     }
 
-    /// Frames thrown away so far (CRC failures, overflows, undecodable).
+    /// Frames thrown away so far (broken COBS, CRC failures, overflows, undecodable).
     pub fn rejected_frames(&self) -> u64 {
-        let s = self.decoder.stats();
-        u64::from(s.crc_errors) + u64::from(s.overflows) + u64::from(s.undecodable)
+        u64::from(self.decoder.stats().errors())
     }
 
     /// Encodes and sends one message.

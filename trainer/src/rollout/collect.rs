@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{EpisodeEnd, RunCommand, RunMode, TransitionBatch};
+use tether_shared::message::{DeviceState, EpisodeEnd, RunCommand, RunMode, TransitionBatch};
 use tether_shared::{DeviceMessage, PolicySpec};
 
 use super::crosscheck::log_probs_agree;
@@ -53,6 +53,13 @@ pub struct RejectionCounts {
     pub inconsistent: u64,
     /// ...because the host's log-probability disagreed with the device's.
     pub log_prob_mismatch: u64,
+    /// ...because the round they belonged to failed (device reset, link lost) and was
+    /// collected again after a reconnection.
+    #[serde(default)]
+    pub interrupted: u64,
+    /// Times the device was re-handshaken (and the round restarted) after a failure.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl RejectionCounts {
@@ -78,6 +85,8 @@ impl RejectionCounts {
         self.device_discarded += other.device_discarded;
         self.inconsistent += other.inconsistent;
         self.log_prob_mismatch += other.log_prob_mismatch;
+        self.interrupted += other.interrupted;
+        self.reconnects += other.reconnects;
     }
 }
 
@@ -97,17 +106,50 @@ impl DeviceRollout {
     }
 }
 
+/// A round fails once this many episodes in a row were discarded: the link is too
+/// unreliable to deliver a whole episode, and waiting longer would never meet the quota.
+pub const MAX_DISCARDS_IN_A_ROW: u32 = 50;
+
+/// Most episodes counted as lost for one jump in episode ids (ids are CRC-protected, so a
+/// jump is real; the bound only keeps a pathological device from stalling the count loop).
+const MAX_COUNTED_GAP: u32 = 1 << 16;
+
 /// Runs one collection round on `client`.
 pub fn collect(
     client: &mut DeviceClient,
     active_version: &mut Option<u32>,
     request: &CollectRequest,
 ) -> Result<DeviceRollout, DeviceError> {
+    let mut partial = DeviceRollout::default();
+    collect_into(client, active_version, request, &mut partial).map(|()| partial)
+}
+
+/// Like [`collect`], but what was gathered stays in `output` when the round fails (so a
+/// caller that retries can account for what the failed attempt lost).
+pub fn collect_into(
+    client: &mut DeviceClient,
+    active_version: &mut Option<u32>,
+    request: &CollectRequest,
+    output: &mut DeviceRollout,
+) -> Result<(), DeviceError> {
+    let frames_before = client.link().rejected_frames();
+    let result = run_round(client, active_version, request, output);
+    output.rejections.rejected_frames = client.link().rejected_frames() - frames_before;
+    result
+}
+
+fn run_round(
+    client: &mut DeviceClient,
+    active_version: &mut Option<u32>,
+    request: &CollectRequest,
+    output: &mut DeviceRollout,
+) -> Result<(), DeviceError> {
     if *active_version != Some(request.version) {
+        // Whatever the device ran before is unknown until this upload succeeds.
+        *active_version = None;
         client.upload(request.version, &request.spec, &request.params)?;
         *active_version = Some(request.version);
     }
-    let frames_before = client.link().rejected_frames();
     client.start(RunCommand {
         first_episode: request.first_episode,
         episodes: request.episodes.unwrap_or(0),
@@ -125,12 +167,29 @@ pub fn collect(
         kept: 0,
         episodes_ended: 0,
         current: None,
-        output: DeviceRollout::default(),
+        discarded_in_a_row: 0,
+        output,
         check: (request.mode == RunMode::Explore)
             .then_some((&request.spec, request.params.as_slice())),
     };
     round.current = Some(round.assembler(request.first_episode));
 
+    if let Err(e) = receive(client, &mut round, request) {
+        round.interrupt();
+        return Err(e);
+    }
+    // A round that ended by episode count has left the device idle already; stop anyway so
+    // the plant is safe and stale frames are drained before the next round.
+    client.stop()?;
+    Ok(())
+}
+
+/// Receives until the round is done.
+fn receive(
+    client: &mut DeviceClient,
+    round: &mut Round<'_>,
+    request: &CollectRequest,
+) -> Result<(), DeviceError> {
     let mut last_heard = Instant::now();
     while !round.done() {
         match client.next_message(request.silence_timeout)? {
@@ -142,6 +201,14 @@ pub fn collect(
                 last_heard = Instant::now();
                 round.on_end(&end);
             }
+            Some(DeviceMessage::Heartbeat(beat)) if beat.state != DeviceState::Running => {
+                // The device left the run (it reset, or faulted into its safe state): it
+                // sends nothing more until it is told again, so waiting is pointless.
+                return Err(DeviceError::NotRunning {
+                    device: client.name().to_string(),
+                    state: beat.state,
+                });
+            }
             Some(_) => last_heard = Instant::now(),
             None => {
                 if last_heard.elapsed() >= request.silence_timeout {
@@ -152,12 +219,17 @@ pub fn collect(
                 }
             }
         }
+        if round.discarded_in_a_row >= MAX_DISCARDS_IN_A_ROW {
+            // Leave the plant safe; the link is the problem, not the device.
+            let _ = client.stop();
+            return Err(DeviceError::Unreliable {
+                device: client.name().to_string(),
+                discarded: round.discarded_in_a_row,
+                rejected_frames: client.link().rejected_frames(),
+            });
+        }
     }
-    // A round that ended by episode count has left the device idle already; stop anyway so
-    // the plant is safe and stale frames are drained before the next round.
-    client.stop()?;
-    round.output.rejections.rejected_frames = client.link().rejected_frames() - frames_before;
-    Ok(round.output)
+    Ok(())
 }
 
 /// State of one round.
@@ -170,7 +242,9 @@ struct Round<'a> {
     kept: usize,
     episodes_ended: u32,
     current: Option<EpisodeAssembler>,
-    output: DeviceRollout,
+    /// Episodes discarded since the last accepted one.
+    discarded_in_a_row: u32,
+    output: &'a mut DeviceRollout,
     /// Policy to cross-check the device's log-probabilities against (exploring rounds only:
     /// deterministic actions carry no log-probability).
     check: Option<(&'a PolicySpec, &'a [f32])>,
@@ -196,8 +270,12 @@ impl Round<'_> {
             return; // a straggler from an episode already closed
         }
         if batch.episode > current.episode() {
-            // The end of the current episode (and maybe whole episodes) went missing.
-            self.output.rejections.count(Rejection::Inconsistent);
+            // The end of the current episode (and maybe whole episodes) went missing: each
+            // one is counted.
+            let lost = batch.episode - current.episode();
+            for _ in 0..lost.min(MAX_COUNTED_GAP) {
+                self.reject(Rejection::Inconsistent);
+            }
             self.current = Some(self.assembler(batch.episode));
         }
         let Some(current) = self.current.as_mut() else {
@@ -215,7 +293,7 @@ impl Round<'_> {
             let episode = assembler.episode();
             match assembler.cut(room) {
                 Ok(cut) => self.accept(cut),
-                Err(rejection) => self.output.rejections.count(rejection),
+                Err(rejection) => self.reject(rejection),
             }
             self.current = Some(self.assembler(episode + 1));
         }
@@ -229,25 +307,49 @@ impl Round<'_> {
             self.current = Some(current);
             return;
         }
-        self.episodes_ended += 1;
         if end.episode > current.episode() {
-            self.output.rejections.count(Rejection::Inconsistent);
+            // Nothing of this episode arrived, nor the ends of those before it back to the
+            // current one: all of them are lost.
+            let lost = (end.episode - current.episode()).saturating_add(1);
+            self.episodes_ended = self.episodes_ended.saturating_add(lost);
+            for _ in 0..lost.min(MAX_COUNTED_GAP) {
+                self.reject(Rejection::Inconsistent);
+            }
         } else {
+            self.episodes_ended += 1;
             match current.finish(end) {
                 Ok(episode) => self.accept(episode),
-                Err(rejection) => self.output.rejections.count(rejection),
+                Err(rejection) => self.reject(rejection),
             }
         }
         self.current = Some(self.assembler(end.episode + 1));
+    }
+
+    /// The round failed: the episode in progress (if anything of it arrived) is lost.
+    fn interrupt(&mut self) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.is_empty() || c.spoiled().is_some())
+        {
+            self.output.rejections.discarded_episodes += 1;
+            self.output.rejections.interrupted += 1;
+        }
+    }
+
+    fn reject(&mut self, rejection: Rejection) {
+        self.discarded_in_a_row += 1;
+        self.output.rejections.count(rejection);
     }
 
     fn accept(&mut self, episode: CollectedEpisode) {
         if let Some((spec, params)) = self.check
             && !log_probs_agree(spec, params, &episode)
         {
-            self.output.rejections.count(Rejection::LogProbMismatch);
+            self.reject(Rejection::LogProbMismatch);
             return;
         }
+        self.discarded_in_a_row = 0;
         self.kept += episode.len();
         self.output.episodes.push(episode);
     }

@@ -4,17 +4,21 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use super::collect::{CollectRequest, DeviceRollout, collect};
+use super::collect::{CollectRequest, DeviceRollout, RejectionCounts, collect_into};
 use crate::device::{DeviceClient, DeviceError};
 use tether_shared::message::DeviceInfo;
 
 type Reply = Result<DeviceRollout, DeviceError>;
 
+/// Re-handshakes a worker attempts within one round after a recoverable failure (device
+/// reset, silence, disconnect) before the device is dropped.
+pub const MAX_RECONNECTS_PER_ROUND: u32 = 2;
+
 struct Worker {
     name: String,
     info: DeviceInfo,
     requests: Option<Sender<CollectRequest>>,
-    replies: Receiver<Reply>,
+    replies: Receiver<(Reply, RejectionCounts)>,
     thread: Option<JoinHandle<()>>,
     /// Why the device was dropped, once it was.
     lost: Option<String>,
@@ -28,6 +32,10 @@ pub struct RoundResult {
     pub name: String,
     /// What it delivered, or why it was dropped.
     pub outcome: Reply,
+    /// When `outcome` is an error: what the failed attempts of the round lost (frames,
+    /// interrupted episodes, reconnects), so the run's metrics still account for it. Zero
+    /// on success (the rollout's own counts include everything).
+    pub lost: RejectionCounts,
 }
 
 /// The set of devices a run trains on.
@@ -97,10 +105,13 @@ impl DevicePool {
         let mut results = Vec::new();
         for index in asked {
             let worker = &mut self.workers[index];
-            let outcome = worker.replies.recv().unwrap_or_else(|_| {
-                Err(DeviceError::Disconnected {
-                    device: worker.name.clone(),
-                })
+            let (outcome, lost) = worker.replies.recv().unwrap_or_else(|_| {
+                (
+                    Err(DeviceError::Disconnected {
+                        device: worker.name.clone(),
+                    }),
+                    RejectionCounts::default(),
+                )
             });
             if let Err(e) = &outcome {
                 tracing::warn!(device = %worker.name, "dropping device: {e}");
@@ -111,6 +122,7 @@ impl DevicePool {
                 device: index,
                 name: worker.name.clone(),
                 outcome,
+                lost,
             });
         }
         results
@@ -133,14 +145,14 @@ fn spawn_worker(mut client: DeviceClient) -> Worker {
     let name = client.name().to_string();
     let info = client.info().clone();
     let (request_tx, request_rx) = mpsc::channel::<CollectRequest>();
-    let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
+    let (reply_tx, reply_rx) = mpsc::channel::<(Reply, RejectionCounts)>();
     let thread = std::thread::Builder::new()
         .name(format!("rollout {name}"))
         .spawn(move || {
             let mut active_version = None;
             for request in request_rx {
-                let reply = collect(&mut client, &mut active_version, &request);
-                let failed = reply.is_err();
+                let reply = collect_with_reconnects(&mut client, &mut active_version, &request);
+                let failed = reply.0.is_err();
                 if reply_tx.send(reply).is_err() || failed {
                     break;
                 }
@@ -156,5 +168,48 @@ fn spawn_worker(mut client: DeviceClient) -> Worker {
         replies: reply_rx,
         thread,
         lost: None,
+    }
+}
+
+/// One round on one device; after a failure a new handshake may cure (see
+/// [`DeviceError::may_recover_by_reconnecting`]) the device is reconnected and the round
+/// collected again from its start, up to [`MAX_RECONNECTS_PER_ROUND`] times. What the failed
+/// attempts had gathered is discarded and counted (`interrupted`, `reconnects`,
+/// `rejected_frames`): in the rollout on success, in the second value on failure.
+fn collect_with_reconnects(
+    client: &mut DeviceClient,
+    active_version: &mut Option<u32>,
+    request: &CollectRequest,
+) -> (Reply, RejectionCounts) {
+    let mut lost = RejectionCounts::default();
+    let mut reconnects = 0;
+    loop {
+        let mut attempt = DeviceRollout::default();
+        let error = match collect_into(client, active_version, request, &mut attempt) {
+            Ok(()) => {
+                attempt.rejections.add(&lost);
+                return (Ok(attempt), RejectionCounts::default());
+            }
+            Err(e) => e,
+        };
+        // Everything the attempt accepted is thrown away (the episode it was in the middle
+        // of is already counted by the attempt).
+        let thrown = attempt.episodes.len() as u64;
+        attempt.rejections.interrupted += thrown;
+        attempt.rejections.discarded_episodes += thrown;
+        lost.add(&attempt.rejections);
+        if !error.may_recover_by_reconnecting() || reconnects >= MAX_RECONNECTS_PER_ROUND {
+            return (Err(error), lost);
+        }
+        reconnects += 1;
+        lost.reconnects += 1;
+        tracing::warn!(
+            device = %client.name(),
+            "{error}; reconnecting ({reconnects} of {MAX_RECONNECTS_PER_ROUND})"
+        );
+        *active_version = None;
+        if let Err(e) = client.reconnect() {
+            return (Err(e), lost);
+        }
     }
 }

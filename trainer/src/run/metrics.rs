@@ -59,6 +59,10 @@ pub struct IterationMetrics {
     pub rejected_frames: u64,
     /// Episodes discarded (overrun, gap, device lost mid-episode).
     pub discarded_episodes: u64,
+    /// Times a device was reconnected (re-handshaken after a reset, silence or disconnect)
+    /// this iteration; the episodes its failed attempts lost are in `discarded_episodes`.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Devices that contributed to the batch.
     pub devices_active: u32,
     /// Wall-clock seconds of the whole iteration (collection and update).

@@ -127,10 +127,11 @@ impl Fleet {
             boards.push(board);
         }
         for address in &spec.addresses {
-            links.push(DeviceLink::new(
-                address.to_string(),
-                transport::open(address)?,
-            ));
+            let again = address.clone();
+            links.push(
+                DeviceLink::new(address.to_string(), transport::open(address)?)
+                    .with_reopen(Box::new(move || transport::open(&again))),
+            );
         }
         if links.is_empty() {
             return Err(FleetError::Empty);

@@ -18,6 +18,7 @@ use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 use super::batch::assemble;
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::state::{Progress, TrainingState};
+use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::{Checkpoint, CheckpointError};
 use crate::run::config::{ConfigError, RunConfig};
@@ -95,7 +96,12 @@ pub struct Session {
     progress: Progress,
     metrics: MetricsLog,
     history: Vec<IterationMetrics>,
+    observer: Option<RoundObserver>,
 }
+
+/// Sees every round's per-device results before they are assembled into a batch (test hook:
+/// the fault tests compare every accepted transition with the device's own record).
+pub type RoundObserver = Box<dyn FnMut(&[RoundResult]) + Send>;
 
 impl Session {
     /// Starts a new run in `folder` (which must not hold a run).
@@ -107,6 +113,20 @@ impl Session {
         config.trpo.total_steps = config.total_steps as usize;
         config.validate(&folder.config_path())?;
         let fleet = connect(&config)?;
+        Self::start_with_fleet(folder, config, fleet)
+    }
+
+    /// Starts a new run in `folder` on devices already connected (the `[devices]` part of
+    /// `config` is recorded but not used to connect). Used by tests that build their own
+    /// simulated boards.
+    pub fn start_with_fleet(
+        folder: RunFolder,
+        mut config: RunConfig<TrpoConfig>,
+        fleet: Fleet,
+    ) -> Result<Self, SessionError> {
+        config.trpo.seed = config.seed;
+        config.trpo.total_steps = config.total_steps as usize;
+        config.validate(&folder.config_path())?;
         let head = policy_head(&fleet.plant);
         let learner = Trpo::new(fleet.plant.obs_dim as usize, head, config.trpo.clone())
             .map_err(|e| SessionError::Learner(e.to_string()))?;
@@ -179,7 +199,13 @@ impl Session {
             progress,
             metrics,
             history,
+            observer: None,
         })
+    }
+
+    /// Calls `observer` with every round's per-device results (see [`RoundObserver`]).
+    pub fn observe_rounds(&mut self, observer: impl FnMut(&[RoundResult]) + Send + 'static) {
+        self.observer = Some(Box::new(observer));
     }
 
     /// The run's folder.
@@ -275,12 +301,19 @@ impl Session {
             steps: Some(share + usize::from(rank < extra)),
             ..request.clone()
         });
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&results);
+        }
         let obs_dim = self.plant.obs_dim as usize;
-        let assembled = assemble(
+        let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
             obs_dim,
             self.plant.action.wire_width(),
         );
+        // A device dropped this round still lost frames and episodes: count them.
+        for r in &results {
+            assembled.rejections.add(&r.lost);
+        }
 
         let update_started = Instant::now();
         let report = self.learner.update(&assembled.batch);
@@ -299,6 +332,7 @@ impl Session {
             mean_return: assembled.mean_return(),
             rejected_frames: assembled.rejections.rejected_frames,
             discarded_episodes: assembled.rejections.discarded_episodes,
+            reconnects: assembled.rejections.reconnects,
             devices_active: self.pool.live() as u32,
             wall_s: self.progress.wall_s,
             update_s,

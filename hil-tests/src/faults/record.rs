@@ -1,0 +1,118 @@
+//! The device's own record of its transitions, and the check that every transition the host
+//! accepted is bitwise one the device produced.
+
+use std::collections::{HashMap, HashSet};
+
+use tether_shared::DeviceMessage;
+use tether_shared::frame::{FrameDecoder, MAX_FRAME_LEN};
+use tether_shared::message::EpisodeEndReason;
+use tether_trainer::rollout::CollectedEpisode;
+
+/// Key of one transition: (policy version, episode id, step index).
+pub type StepKey = (u32, u32, u32);
+
+/// Every transition the device sent, decoded from a [`WireTap`](tether_firmware::sim::WireTap)
+/// (bytes taken before fault injection). A key may hold several records: after a reconnect
+/// the host collects a round again, and the device re-runs the same episode ids.
+#[derive(Debug, Default)]
+pub struct DeviceRecord {
+    /// Records by key, each as the bit patterns of its f32 values.
+    pub steps: HashMap<StepKey, Vec<Vec<u32>>>,
+    /// Episodes the device ended naturally (terminated or truncated): (version, id).
+    pub completed: HashSet<(u32, u32)>,
+    /// Frames in the tap that did not decode (a frame cut short by a device reset).
+    pub undecodable: u32,
+}
+
+impl DeviceRecord {
+    /// Decodes the device's outgoing bytes; `width` is the plant's record width in f32.
+    pub fn from_wire(bytes: &[u8], width: usize) -> Self {
+        let mut record = DeviceRecord::default();
+        let mut decoder = Box::new(FrameDecoder::<MAX_FRAME_LEN>::new());
+        let mut input = bytes;
+        while let Some(result) = decoder.decode_next::<DeviceMessage>(&mut input) {
+            match result {
+                Ok(DeviceMessage::Transitions(batch)) => {
+                    for (i, values) in batch.values.chunks_exact(width).enumerate() {
+                        let key = (
+                            batch.policy_version,
+                            batch.episode,
+                            batch.first_step + i as u32,
+                        );
+                        let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+                        let slot = record.steps.entry(key).or_default();
+                        if !slot.contains(&bits) {
+                            slot.push(bits);
+                        }
+                    }
+                }
+                Ok(DeviceMessage::EpisodeEnd(end)) => {
+                    if matches!(
+                        end.reason,
+                        EpisodeEndReason::Terminated | EpisodeEndReason::Truncated
+                    ) {
+                        record.completed.insert((end.policy_version, end.episode));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => record.undecodable += 1,
+            }
+        }
+        record
+    }
+
+    /// Checks every step of `accepted` against the record. Returns the number of steps
+    /// checked, or a description of the first few that the device never produced.
+    pub fn verify(
+        &self,
+        accepted: &[CollectedEpisode],
+        obs_dim: usize,
+        action_width: usize,
+    ) -> Result<usize, Vec<String>> {
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        for ep in accepted {
+            for step in 0..ep.len() {
+                let mut bits: Vec<u32> = Vec::with_capacity(obs_dim + action_width + 2);
+                let obs = &ep.observations[step * obs_dim..(step + 1) * obs_dim];
+                let act = &ep.actions[step * action_width..(step + 1) * action_width];
+                bits.extend(obs.iter().map(|v| v.to_bits()));
+                bits.extend(act.iter().map(|v| v.to_bits()));
+                bits.push(ep.rewards[step].to_bits());
+                bits.push(ep.device_log_probs[step].to_bits());
+                let key = (ep.policy_version, ep.episode, step as u32);
+                let known = self.steps.get(&key).is_some_and(|r| r.contains(&bits));
+                if known {
+                    checked += 1;
+                } else if bad.len() < 5 {
+                    bad.push(format!(
+                        "accepted transition {key:?} is not one the device produced"
+                    ));
+                }
+            }
+        }
+        if bad.is_empty() {
+            Ok(checked)
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// Episodes the device completed that the host neither accepted nor can have been
+    /// waiting for: for each policy version, every completed episode with an id below the
+    /// highest accepted one. The host must count each of them as discarded.
+    pub fn lost_episodes(&self, accepted: &[CollectedEpisode]) -> usize {
+        let mut highest: HashMap<u32, u32> = HashMap::new();
+        let mut got: HashSet<(u32, u32)> = HashSet::new();
+        for ep in accepted {
+            got.insert((ep.policy_version, ep.episode));
+            let h = highest.entry(ep.policy_version).or_insert(ep.episode);
+            *h = (*h).max(ep.episode);
+        }
+        self.completed
+            .iter()
+            .filter(|key| !got.contains(key))
+            .filter(|(v, e)| highest.get(v).is_some_and(|h| e < h))
+            .count()
+    }
+}

@@ -426,7 +426,10 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         })
     };
     assert!(acked(&rig.exchange(&first)));
-    assert!(acked(&rig.exchange(&first)), "a resent last chunk is acknowledged");
+    assert!(
+        acked(&rig.exchange(&first)),
+        "a resent last chunk is acknowledged"
+    );
     let part = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,

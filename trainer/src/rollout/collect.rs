@@ -53,12 +53,15 @@ pub struct RejectionCounts {
     pub inconsistent: u64,
     /// ...because the host's log-probability disagreed with the device's.
     pub log_prob_mismatch: u64,
-    /// ...because the round they belonged to failed (device reset, link lost) and was
-    /// collected again after a reconnection.
-    #[serde(default)]
+    /// ...because the round they belonged to failed (device reset, link lost, device
+    /// dropped).
+    ///
+    /// Not serialized (like `reconnects`): the checkpoint's postcard layout of these counts
+    /// stays that of format version 1; `metrics.jsonl` keeps both per iteration.
+    #[serde(skip)]
     pub interrupted: u64,
     /// Times the device was re-handshaken (and the round restarted) after a failure.
-    #[serde(default)]
+    #[serde(skip)]
     pub reconnects: u64,
 }
 

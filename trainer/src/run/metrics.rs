@@ -289,6 +289,7 @@ mod tests {
             explained_variance: 0.7,
             rejected_frames: i,
             discarded_episodes: 0,
+            reconnects: i % 2,
             devices_active: 2,
             reconnects: 0,
             wall_s: 1.5,

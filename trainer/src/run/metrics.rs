@@ -291,7 +291,6 @@ mod tests {
             discarded_episodes: 0,
             reconnects: i % 2,
             devices_active: 2,
-            reconnects: 0,
             wall_s: 1.5,
             update_s: 0.2,
             skipped_reason: (i % 4 == 3).then(|| "line search failed".to_owned()),

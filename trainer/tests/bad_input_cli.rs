@@ -54,12 +54,12 @@ fn missing_port() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A config file with an unknown key: the key and the file are named.
-#[test]
-fn unknown_config_key() {
-    let dir = scratch("unknown");
-    let config = dir.join("bad.toml");
-    std::fs::write(&config, "plant = \"pendulum\"\ntotal_stepz = 10\n").unwrap();
+/// Writes `contents` to a config file named `file` and checks that `tether train --config`
+/// fails clearly, naming every string of `expected`.
+fn config_fails_clearly(name: &str, file: &str, contents: &str, expected: &[&str]) {
+    let dir = scratch(name);
+    let config = dir.join(file);
+    std::fs::write(&config, contents).unwrap();
     assert_clear_failure(
         &[
             "train",
@@ -68,47 +68,42 @@ fn unknown_config_key() {
             "--out",
             dir.join("run").to_str().unwrap(),
         ],
-        &["total_stepz", "bad.toml"],
+        expected,
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A config file with an unknown key: the key and the file are named.
+#[test]
+fn unknown_config_key() {
+    config_fails_clearly(
+        "unknown",
+        "bad.toml",
+        "plant = \"pendulum\"\ntotal_stepz = 10\n",
+        &["total_stepz", "bad.toml"],
+    );
 }
 
 /// A config file that is not valid TOML: the file, the line and the problem are named.
 #[test]
 fn malformed_config() {
-    let dir = scratch("malformed");
-    let config = dir.join("broken.toml");
-    std::fs::write(&config, "plant = \"pendulum\"\n[timeouts\nsilence_s = 2\n").unwrap();
-    assert_clear_failure(
-        &[
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            dir.join("run").to_str().unwrap(),
-        ],
+    config_fails_clearly(
+        "malformed",
+        "broken.toml",
+        "plant = \"pendulum\"\n[timeouts\nsilence_s = 2\n",
         &["broken.toml:2:", "unclosed table"],
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A config value of the wrong type or out of range is named with its key.
 #[test]
 fn invalid_config_value() {
-    let dir = scratch("value");
-    let config = dir.join("value.toml");
-    std::fs::write(&config, "[timeouts]\nsilence_s = -1.0\n").unwrap();
-    assert_clear_failure(
-        &[
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            dir.join("run").to_str().unwrap(),
-        ],
+    config_fails_clearly(
+        "value",
+        "value.toml",
+        "[timeouts]\nsilence_s = -1.0\n",
         &["timeouts.silence_s"],
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A malformed fault spec on the command line names the bad item.

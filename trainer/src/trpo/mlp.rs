@@ -10,11 +10,14 @@
 //! strided views straight out of the flat vector so nalgebra hands them to `matrixmultiply`
 //! without copies.
 
-use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, MatrixView};
+use std::cell::RefCell;
+
+use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, MatrixView, Scalar};
 
 use rand::Rng;
 
 /// A matrix view with run-time row and column strides (row-major or transposed data).
+#[cfg(test)]
 type StridedView<'a> = MatrixView<'a, f64, Dyn, Dyn, Dyn, Dyn>;
 
 /// Defines `fn $name(args)` calling `$imp(args)`, compiled a second time with AVX2 and
@@ -50,12 +53,26 @@ struct LayerLayout {
     bias_offset: usize,
 }
 
+/// Arithmetic of the large matrix products (the 64 × 64 layers over a batch).
+///
+/// Everything else — parameters, activations, the learner's vectors — is f64 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 products (the default, as SB3 and PyTorch train): twice the multiply-adds per
+    /// instruction; relative error ≈ 1e-6, far below a policy gradient's sampling noise.
+    #[default]
+    Single,
+    /// f64 products: exact to ≈ 1e-15, for checks against finite differences.
+    Double,
+}
+
 /// The architecture of a tanh MLP. Parameters are kept outside (a flat vector) so the
 /// learner can evaluate candidate parameters without cloning networks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mlp {
     layer_sizes: Vec<usize>,
     layouts: Vec<LayerLayout>,
+    precision: Precision,
 }
 
 /// Activations of every layer from one forward pass: `[inputs, hidden₁, …, outputs]`, each
@@ -123,7 +140,18 @@ impl Mlp {
         Self {
             layer_sizes,
             layouts,
+            precision: Precision::default(),
         }
+    }
+
+    /// The same network computing its large products in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
+    /// Arithmetic of the large products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Width of the input layer.
@@ -215,11 +243,12 @@ impl Mlp {
                 below[k].as_slice(),
                 (layout.outputs, layout.inputs, n),
                 false,
+                self.precision,
                 &mut scratch,
             );
             let bias = &params[layout.bias_offset..layout.bias_offset + layout.outputs];
             if k + 1 < self.layouts.len() {
-                add_bias_and_tanh(z, bias);
+                add_bias_and_tanh(z, bias, self.precision);
             } else {
                 add_bias(z, bias);
             }
@@ -273,6 +302,7 @@ impl Mlp {
                 upstream,
                 below,
                 (layout.outputs, layout.inputs, n),
+                self.precision,
                 transposed_weights,
             );
             let bias_grad = &mut gradient[layout.bias_offset..layout.bias_offset + layout.outputs];
@@ -284,6 +314,7 @@ impl Mlp {
                     weights_block(params, layout),
                     upstream,
                     (layout.outputs, layout.inputs, n),
+                    self.precision,
                     transposed_weights,
                 );
                 multiply_by_tanh_derivative(&mut next[..layout.inputs * n], below);
@@ -328,6 +359,7 @@ impl Mlp {
                 cache.activations[k].as_slice(),
                 dims,
                 false,
+                self.precision,
                 transposed_weights,
             );
             if k > 0 {
@@ -337,6 +369,7 @@ impl Mlp {
                     &current[..layout.inputs * n],
                     dims,
                     true,
+                    self.precision,
                     transposed_weights,
                 );
             }
@@ -369,12 +402,12 @@ fn weights<'a>(params: &'a [f64], layout: &LayerLayout) -> StridedView<'a> {
 }
 
 /// A `rows × cols` view of `data` with the given (row, column) strides.
-fn strided(
-    data: &[f64],
+fn strided<T: Scalar>(
+    data: &[T],
     (rows, cols): (usize, usize),
     (rs, cs): (usize, usize),
-) -> StridedView<'_> {
-    StridedView::from_slice_with_strides_generic(data, Dyn(rows), Dyn(cols), Dyn(rs), Dyn(cs))
+) -> MatrixView<'_, T, Dyn, Dyn, Dyn, Dyn> {
+    MatrixView::from_slice_with_strides_generic(data, Dyn(rows), Dyn(cols), Dyn(rs), Dyn(cs))
 }
 
 /// Smallest dimension nalgebra hands to `matrixmultiply` (its own threshold is "> 5").
@@ -388,10 +421,92 @@ fn blocked(m: usize, k: usize, n: usize) -> bool {
     m.min(k).min(n) >= BLOCKED_GEMM_MIN_DIM
 }
 
+/// One operand of [`blocked_gemm`]: data, (rows, cols), (row stride, col stride).
+type Operand<'a> = (&'a [f64], (usize, usize), (usize, usize));
+
+thread_local! {
+    /// Per-thread f32 copies of the operands and the product of [`blocked_gemm`],
+    /// reused so the hot loop allocates nothing (rayon's FVP chunks each get their own).
+    static SINGLE_PRECISION_SCRATCH: RefCell<[Vec<f32>; 3]> = const {
+        RefCell::new([Vec::new(), Vec::new(), Vec::new()])
+    };
+}
+
+/// `c = a·b` (or `c += a·b` when `accumulate`), `c` column-major `rows × cols`, by
+/// `matrixmultiply` in the given precision. Single precision converts the operands to f32
+/// copies first (the conversions are O(size), the product O(size × inner dimension)); the
+/// result is still a deterministic function of the inputs.
+fn blocked_gemm(
+    c: &mut [f64],
+    (rows, cols): (usize, usize),
+    a: Operand<'_>,
+    b: Operand<'_>,
+    accumulate: bool,
+    precision: Precision,
+) {
+    if precision == Precision::Double {
+        let mut product = DMatrixViewMut::from_slice(c, rows, cols);
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        product.gemm(1.0, &strided(a.0, a.1, a.2), &strided(b.0, b.1, b.2), beta);
+        return;
+    }
+    SINGLE_PRECISION_SCRATCH.with_borrow_mut(|[a32, b32, c32]| {
+        // Sized without clearing: every element is overwritten below (β = 0 never reads C).
+        a32.resize(a.0.len(), 0.0);
+        b32.resize(b.0.len(), 0.0);
+        c32.resize(rows * cols, 0.0);
+        let (a32, b32, c32) = (
+            &mut a32[..a.0.len()],
+            &mut b32[..b.0.len()],
+            &mut c32[..rows * cols],
+        );
+        to_single(a32, a.0);
+        to_single(b32, b.0);
+        let mut product = DMatrixViewMut::from_slice(c32, rows, cols);
+        product.gemm(
+            1.0,
+            &strided(&*a32, a.1, a.2),
+            &strided(&*b32, b.1, b.2),
+            0.0,
+        );
+        from_single(c, c32, accumulate);
+    });
+}
+
+avx2_dispatch! {
+    /// `single = double` element-wise, rounded to nearest.
+    fn to_single => to_single_impl(single: &mut [f32], double: &[f64])
+}
+
+#[inline(always)]
+fn to_single_impl(single: &mut [f32], double: &[f64]) {
+    for (s, &d) in single.iter_mut().zip(double) {
+        *s = d as f32;
+    }
+}
+
+avx2_dispatch! {
+    /// `double = single` (or `double += single` when `accumulate`) element-wise.
+    fn from_single => from_single_impl(double: &mut [f64], single: &[f32], accumulate: bool)
+}
+
+#[inline(always)]
+fn from_single_impl(double: &mut [f64], single: &[f32], accumulate: bool) {
+    if accumulate {
+        for (d, &s) in double.iter_mut().zip(single) {
+            *d += f64::from(s);
+        }
+    } else {
+        for (d, &s) in double.iter_mut().zip(single) {
+            *d = f64::from(s);
+        }
+    }
+}
+
 avx2_dispatch! {
     /// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
     /// `z` column-major (`in × n`, `out × n`).
-    fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: &[f64], dims: (usize, usize, usize), accumulate: bool, scratch: &mut Vec<f64>)
+    fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: &[f64], dims: (usize, usize, usize), accumulate: bool, precision: Precision, scratch: &mut Vec<f64>)
 }
 
 #[inline(always)]
@@ -401,16 +516,17 @@ fn affine_product_impl(
     h: &[f64],
     (out, inp, n): (usize, usize, usize),
     accumulate: bool,
+    precision: Precision,
     scratch: &mut Vec<f64>,
 ) {
-    let beta = if accumulate { 1.0 } else { 0.0 };
     if blocked(out, inp, n) {
-        let mut c = DMatrixViewMut::from_slice(z, out, n);
-        c.gemm(
-            1.0,
-            &strided(w, (out, inp), (inp, 1)),
-            &strided(h, (inp, n), (1, inp)),
-            beta,
+        blocked_gemm(
+            z,
+            (out, n),
+            (w, (out, inp), (inp, 1)),
+            (h, (inp, n), (1, inp)),
+            accumulate,
+            precision,
         );
         return;
     }
@@ -438,7 +554,7 @@ fn affine_product_impl(
 avx2_dispatch! {
     /// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
     /// column-major `out × n`, `H` column-major `in × n`.
-    fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: &[f64], dims: (usize, usize, usize), scratch: &mut Vec<f64>)
+    fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: &[f64], dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
 }
 
 #[inline(always)]
@@ -447,16 +563,18 @@ fn weight_gradient_impl(
     u: &[f64],
     h: &[f64],
     (out, inp, n): (usize, usize, usize),
+    precision: Precision,
     scratch: &mut Vec<f64>,
 ) {
     if blocked(out, inp, n) {
         // Row-major `out × in` is column-major `in × out`: gᵀ = H·Uᵀ.
-        let mut c = DMatrixViewMut::from_slice(g, inp, out);
-        c.gemm(
-            1.0,
-            &strided(h, (inp, n), (1, inp)),
-            &strided(u, (n, out), (out, 1)),
-            0.0,
+        blocked_gemm(
+            g,
+            (inp, out),
+            (h, (inp, n), (1, inp)),
+            (u, (n, out), (out, 1)),
+            false,
+            precision,
         );
         return;
     }
@@ -487,7 +605,7 @@ fn weight_gradient_impl(
 avx2_dispatch! {
     /// `x = Wᵀ·U` (overwritten), `W` row-major `out × in`, `U` column-major `out × n`, `x`
     /// column-major `in × n`: the gradient with respect to a layer's inputs.
-    fn transpose_product => transpose_product_impl(x: &mut [f64], w: &[f64], u: &[f64], dims: (usize, usize, usize), scratch: &mut Vec<f64>)
+    fn transpose_product => transpose_product_impl(x: &mut [f64], w: &[f64], u: &[f64], dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
 }
 
 #[inline(always)]
@@ -496,16 +614,18 @@ fn transpose_product_impl(
     w: &[f64],
     u: &[f64],
     (out, inp, n): (usize, usize, usize),
+    precision: Precision,
     scratch: &mut Vec<f64>,
 ) {
     if blocked(out, inp, n) {
         // Row-major `W` read as column-major is `Wᵀ` (`in × out`).
-        let mut c = DMatrixViewMut::from_slice(x, inp, n);
-        c.gemm(
-            1.0,
-            &strided(w, (inp, out), (1, inp)),
-            &strided(u, (out, n), (1, out)),
-            0.0,
+        blocked_gemm(
+            x,
+            (inp, n),
+            (w, (inp, out), (1, inp)),
+            (u, (out, n), (1, out)),
+            false,
+            precision,
         );
         return;
     }
@@ -591,15 +711,25 @@ fn row_sums_impl(sums: &mut [f64], u: &[f64]) {
 }
 
 avx2_dispatch! {
-    /// `z ← tanh(z + bias)` per column: the activation of a hidden layer.
-    fn add_bias_and_tanh => add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64])
+    /// `z ← tanh(z + bias)` per column: the activation of a hidden layer, with tanh in
+    /// f32 when the products are (its result feeds an f32 product anyway).
+    fn add_bias_and_tanh => add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64], precision: Precision)
 }
 
 #[inline(always)]
-fn add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64]) {
+fn add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64], precision: Precision) {
     for column in z.chunks_exact_mut(bias.len()) {
-        for (value, b) in column.iter_mut().zip(bias) {
-            *value = tanh(*value + b);
+        match precision {
+            Precision::Double => {
+                for (value, b) in column.iter_mut().zip(bias) {
+                    *value = tanh(*value + b);
+                }
+            }
+            Precision::Single => {
+                for (value, b) in column.iter_mut().zip(bias) {
+                    *value = f64::from(tanh_f32((*value + b) as f32));
+                }
+            }
         }
     }
 }
@@ -661,6 +791,44 @@ pub fn tanh(x: f64) -> f64 {
     (-t / (t + 2.0)).copysign(x)
 }
 
+/// tanh(x) in f32 within a few ulp, branch-free, the single-precision sibling of [`tanh`]:
+/// the same `tanh|x| = −t / (t + 2)`, `t = expm1(−2|x|)` with range reduction, a degree-8
+/// Taylor polynomial for `expm1(r)` (truncation < 1e-9 relative for |r| ≤ ln 2 / 2), |x|
+/// capped at 9 where tanh is 1 in f32; NaN propagates.
+#[inline(always)]
+pub fn tanh_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4; // ln 2 with 9 significant bits (cephes), exact k·LN2_HI
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
+    const SHIFTER: f32 = 12_582_912.0; // 1.5·2²³, rounds to an integer when added
+    const SHIFTER_BITS: i32 = 0x4B40_0000;
+    let a = x.abs();
+    let a = if a > 9.0 { 9.0 } else { a };
+    let y = -2.0 * a;
+    let shifted = y * std::f32::consts::LOG2_E + SHIFTER;
+    let k = shifted - SHIFTER; // round(y / ln 2), in [−26, 0]
+    let r = (y - k * LN2_HI) - k * LN2_LO;
+    // 1/8!, 1/7!, …, 1/1! (Horner from the highest degree).
+    const INVERSE_FACTORIALS: [f32; 8] = [
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        1.0 / 2.0,
+        1.0,
+    ];
+    let mut p = 0.0;
+    for c in INVERSE_FACTORIALS {
+        p = p * r + c;
+    }
+    let expm1_r = p * r;
+    let k_int = (shifted.to_bits() as i32).wrapping_sub(SHIFTER_BITS);
+    let scale = f32::from_bits((k_int.wrapping_add(127) as u32) << 23); // 2ᵏ
+    let t = scale * expm1_r + (scale - 1.0);
+    (-t / (t + 2.0)).copysign(x)
+}
+
 /// A `rows × cols` matrix with orthonormal rows or columns (whichever are fewer).
 fn orthogonal_matrix(rows: usize, cols: usize, rng: &mut impl Rng) -> DMatrix<f64> {
     let (tall, short) = (rows.max(cols), rows.min(cols));
@@ -702,7 +870,7 @@ mod tests {
     #[test]
     fn forward_matches_a_per_sample_loop_in_the_wire_layout() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mlp = Mlp::new(3, &[7, 6], 2);
+        let mlp = Mlp::new(3, &[7, 6], 2).with_precision(Precision::Double);
         let params = random_vector(mlp.parameter_count(), &mut rng);
         let x = random_matrix(3, 5, &mut rng);
         let out = mlp.forward(params.as_slice(), &x);
@@ -731,7 +899,7 @@ mod tests {
     #[test]
     fn vjp_and_jvp_match_central_differences_and_each_other() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let mlp = Mlp::new(3, &[8, 5], 2);
+        let mlp = Mlp::new(3, &[8, 5], 2).with_precision(Precision::Double);
         let params = random_vector(mlp.parameter_count(), &mut rng) * 0.5;
         let x = random_matrix(3, 6, &mut rng);
         let cotangent = random_matrix(2, 6, &mut rng);
@@ -784,36 +952,130 @@ mod tests {
     }
 
     #[test]
+    fn fast_f32_tanh_is_within_a_few_ulp_of_libm() {
+        let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs();
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let mut worst = 0;
+        let samples = (0..200_000)
+            .map(|i| {
+                let magnitude: f32 = match i % 4 {
+                    0 => rng.random_range(0.0..1.0),
+                    1 => rng.random_range(0.0..12.0),
+                    2 => 10f32.powf(rng.random_range(-38.0..0.0)),
+                    _ => rng.random_range(0.3..0.4),
+                };
+                if i % 2 == 0 { magnitude } else { -magnitude }
+            })
+            .chain([0.0, -0.0, 9.0, 1e30, -1e30, f32::MIN_POSITIVE, 1e-45]);
+        for x in samples {
+            let (fast, exact) = (tanh_f32(x), (x as f64).tanh() as f32);
+            worst = worst.max(ulps(fast, exact));
+            assert!(
+                ulps(fast, exact) <= 4,
+                "tanh({x:e}) = {fast:e}, libm {exact:e}"
+            );
+        }
+        assert!(worst >= 1, "suspiciously exact");
+        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+        assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
+        assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// Each product against nalgebra's f64 product: to 1e-12 relative in double precision;
+    /// in single precision (blocked shapes only; thin ones stay f64) within a worst-case f32
+    /// rounding bound, 1e-7 × inner dimension × max(1, |result|).
+    #[test]
     fn thin_and_blocked_products_agree_with_plain_loops() {
         let mut rng = ChaCha8Rng::seed_from_u64(10);
-        for (out, inp, n) in [
+        let shapes = [
             (64, 3, 50),
             (1, 64, 50),
             (3, 1, 7),
             (64, 64, 3),
             (8, 7, 9),
             (5, 5, 5),
-        ] {
+            (64, 64, 300),
+        ];
+        for (precision, (out, inp, n)) in [Precision::Double, Precision::Single]
+            .into_iter()
+            .flat_map(|p| shapes.map(|shape| (p, shape)))
+        {
             let w: Vec<f64> = (0..out * inp).map(|_| standard_normal(&mut rng)).collect();
             let h: Vec<f64> = (0..inp * n).map(|_| standard_normal(&mut rng)).collect();
             let u: Vec<f64> = (0..out * n).map(|_| standard_normal(&mut rng)).collect();
             let wm = DMatrix::from_row_slice(out, inp, &w);
             let hm = DMatrix::from_column_slice(inp, n, &h);
             let um = DMatrix::from_column_slice(out, n, &u);
+            let check = |actual: &[f64], expected: &DMatrix<f64>, inner: usize| {
+                let single = precision == Precision::Single && blocked(out, inp, n);
+                for (a, e) in actual.iter().zip(expected.iter()) {
+                    let error = (a - e).abs();
+                    let allowed = match single {
+                        true => 1e-7 * inner as f64 * e.abs().max(1.0),
+                        false => 1e-12 * e.abs().max(1e-300),
+                    };
+                    assert!(
+                        error <= allowed,
+                        "{precision:?} {out}×{inp}×{n}: {a} vs {e}"
+                    );
+                }
+            };
             let mut scratch = Vec::new();
             let mut z = vec![1.0; out * n];
-            affine_product(&mut z, &w, &h, (out, inp, n), true, &mut scratch);
-            let expected = &wm * &hm + DMatrix::from_element(out, n, 1.0);
-            approx::assert_relative_eq!(z.as_slice(), expected.as_slice(), max_relative = 1e-12);
+            affine_product(&mut z, &w, &h, (out, inp, n), true, precision, &mut scratch);
+            check(&z, &(&wm * &hm + DMatrix::from_element(out, n, 1.0)), inp);
             let mut g = vec![7.0; out * inp];
-            weight_gradient(&mut g, &u, &h, (out, inp, n), &mut scratch);
-            let expected = (&um * hm.transpose()).transpose(); // row-major out × in
-            approx::assert_relative_eq!(g.as_slice(), expected.as_slice(), max_relative = 1e-12);
+            weight_gradient(&mut g, &u, &h, (out, inp, n), precision, &mut scratch);
+            // Row-major out × in.
+            check(&g, &(&um * hm.transpose()).transpose(), n);
             let mut x = vec![7.0; inp * n];
-            transpose_product(&mut x, &w, &u, (out, inp, n), &mut scratch);
-            let expected = wm.transpose() * &um;
-            approx::assert_relative_eq!(x.as_slice(), expected.as_slice(), max_relative = 1e-12);
+            transpose_product(&mut x, &w, &u, (out, inp, n), precision, &mut scratch);
+            check(&x, &(wm.transpose() * &um), out);
         }
+    }
+
+    /// The pendulum-sized network (blocked products) in single precision stays within f32
+    /// rounding of the double-precision forward, reverse and forward-mode passes.
+    #[test]
+    fn single_precision_passes_track_double_precision() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let double = Mlp::new(3, &[64, 64], 1).with_precision(Precision::Double);
+        let single = double.clone().with_precision(Precision::Single);
+        let params = double.initial_parameters(std::f64::consts::SQRT_2, 1.0, &mut rng);
+        let x = random_matrix(3, 512, &mut rng);
+        let cotangent = random_matrix(1, 512, &mut rng);
+        let direction = random_vector(double.parameter_count(), &mut rng);
+        let (cache_d, cache_s) = (
+            double.forward(params.as_slice(), &x),
+            single.forward(params.as_slice(), &x),
+        );
+        let relative = |a: &[f64], b: &[f64]| {
+            let difference: f64 = a.iter().zip(b).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f64 = b.iter().map(|b| b * b).sum();
+            (difference / norm).sqrt()
+        };
+        let forward_error = relative(cache_s.output().as_slice(), cache_d.output().as_slice());
+        assert!(forward_error < 1e-5, "forward: {forward_error:e}");
+        assert!(forward_error > 0.0, "single precision was not used");
+        let vjp_error = relative(
+            single
+                .vjp(params.as_slice(), &cache_s, &cotangent)
+                .as_slice(),
+            double
+                .vjp(params.as_slice(), &cache_d, &cotangent)
+                .as_slice(),
+        );
+        assert!(vjp_error < 1e-5, "vjp: {vjp_error:e}");
+        let jvp_error = relative(
+            single
+                .jvp(params.as_slice(), &cache_s, direction.as_slice())
+                .as_slice(),
+            double
+                .jvp(params.as_slice(), &cache_d, direction.as_slice())
+                .as_slice(),
+        );
+        assert!(jvp_error < 1e-5, "jvp: {jvp_error:e}");
     }
 
     #[test]

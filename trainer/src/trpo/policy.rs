@@ -5,7 +5,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
 use super::distribution::{DistributionBatch, HeadGradient, PolicyHead};
-use super::mlp::{ForwardCache, Mlp};
+use super::mlp::{ForwardCache, Mlp, Precision};
 
 /// Why a parameter vector was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -79,6 +79,14 @@ impl Policy {
             )),
         );
         Self { mlp, head, params }
+    }
+
+    /// The same policy computing its large products in `precision` (single by default).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            mlp: self.mlp.with_precision(precision),
+            ..self
+        }
     }
 
     /// The network architecture.

@@ -91,7 +91,7 @@ pub fn mean_kl_gradient(
 pub(crate) mod tests {
     use super::*;
     use crate::trpo::distribution::PolicyHead;
-    use crate::trpo::mlp::standard_normal;
+    use crate::trpo::mlp::{Precision, standard_normal};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -107,7 +107,9 @@ pub(crate) mod tests {
 
     pub(crate) fn fixture(head: PolicyHead, n: usize, seed: u64) -> Fixture {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut policy = Policy::new(3, &[7, 6], head, 0.0, &mut rng);
+        // Double precision: the fixture is checked against finite differences.
+        let mut policy =
+            Policy::new(3, &[7, 6], head, 0.0, &mut rng).with_precision(Precision::Double);
         let params = policy
             .parameters()
             .map(|p| p + 0.3 * standard_normal(&mut rng));

@@ -253,28 +253,49 @@ impl Trpo {
         let estimate = self.estimate_advantages(batch, &observations);
         report.timings.gradient_seconds = clock.elapsed().as_secs_f64();
 
-        match self.prepare_advantages(&estimate.advantages) {
-            Ok(advantages) => self.policy_step(&observations, &actions, &advantages, &mut report),
-            Err(reason) => report.skipped_reason = Some(reason),
-        }
-        let entropy_eval = self
-            .policy
-            .evaluate(self.policy.parameters().as_slice(), &observations);
-        report.entropy = mean_entropy(&self.policy, &entropy_eval);
-
-        let clock = Instant::now();
+        let advantages = self.prepare_advantages(&estimate.advantages);
         let mut rng = ChaCha8Rng::seed_from_u64(update_seed(self.config.seed, self.updates_done));
-        let fit = self.value.fit(
-            &observations,
-            &estimate.returns,
-            &estimate.values,
-            self.config.n_critic_updates,
-            self.config.critic_batch_size,
-            &mut rng,
+        let Self {
+            config,
+            policy,
+            value,
+            ..
+        } = self;
+        // The value fit reads only the returns estimated above and the old value network, so
+        // it runs beside the policy step (on the second core) instead of after it; both are
+        // deterministic on their own, so the result does not depend on the schedule.
+        let ((), (fit, value_fit_seconds)) = rayon::join(
+            || {
+                match advantages {
+                    Ok(advantages) => policy_step(
+                        policy,
+                        config,
+                        &observations,
+                        &actions,
+                        &advantages,
+                        &mut report,
+                    ),
+                    Err(reason) => report.skipped_reason = Some(reason),
+                }
+                let entropy_eval = policy.evaluate(policy.parameters().as_slice(), &observations);
+                report.entropy = mean_entropy(policy, &entropy_eval);
+            },
+            || {
+                let clock = Instant::now();
+                let fit = value.fit(
+                    &observations,
+                    &estimate.returns,
+                    &estimate.values,
+                    config.n_critic_updates,
+                    config.critic_batch_size,
+                    &mut rng,
+                );
+                (fit, clock.elapsed().as_secs_f64())
+            },
         );
         report.value_loss = fit.value_loss;
         report.explained_variance = fit.explained_variance;
-        report.timings.value_fit_seconds = clock.elapsed().as_secs_f64();
+        report.timings.value_fit_seconds = value_fit_seconds;
 
         if let Some(normalizer) = &mut self.normalizer {
             normalizer.update(&raw_observations);
@@ -344,102 +365,103 @@ impl Trpo {
             false => advantages.clone(),
         })
     }
+}
 
-    /// Gradient → conjugate gradient → line search → apply.
-    fn policy_step(
-        &mut self,
-        observations: &DMatrix<f64>,
-        actions: &DMatrix<f64>,
-        advantages: &DVector<f64>,
-        report: &mut UpdateReport,
-    ) {
-        let clock = Instant::now();
-        let policy = &self.policy;
-        let old_params = policy.parameters().clone();
-        let old = policy.evaluate(old_params.as_slice(), observations);
-        let old_log_probs = policy.head().log_prob(old.distribution(), actions);
-        let batch = SurrogateBatch {
-            observations,
-            actions,
-            advantages,
-            old_log_probs: &old_log_probs,
-        };
-        let gradient = surrogate_gradient(policy, old_params.as_slice(), &old, &batch);
-        report.timings.gradient_seconds += clock.elapsed().as_secs_f64();
-        if let Some(reason) = unusable_gradient(&gradient) {
-            report.skipped_reason = Some(reason);
-            return;
+/// Gradient → conjugate gradient → line search → apply.
+fn policy_step(
+    policy_mut: &mut Policy,
+    config: &TrpoConfig,
+    observations: &DMatrix<f64>,
+    actions: &DMatrix<f64>,
+    advantages: &DVector<f64>,
+    report: &mut UpdateReport,
+) {
+    let clock = Instant::now();
+    let policy: &Policy = policy_mut;
+    let old_params = policy.parameters().clone();
+    let old = policy.evaluate(old_params.as_slice(), observations);
+    let old_log_probs = policy.head().log_prob(old.distribution(), actions);
+    let batch = SurrogateBatch {
+        observations,
+        actions,
+        advantages,
+        old_log_probs: &old_log_probs,
+    };
+    let gradient = surrogate_gradient(policy, old_params.as_slice(), &old, &batch);
+    report.timings.gradient_seconds += clock.elapsed().as_secs_f64();
+    if let Some(reason) = unusable_gradient(&gradient) {
+        report.skipped_reason = Some(reason);
+        return;
+    }
+
+    let clock = Instant::now();
+    let fisher = FisherVectorProduct::new(
+        policy,
+        old_params.as_slice(),
+        observations,
+        config.sub_sampling_factor,
+        config.cg_damping,
+    );
+    let solve = conjugate_gradient(
+        |v| fisher.apply(v),
+        &gradient,
+        config.cg_max_steps,
+        config.cg_tolerance,
+    );
+    report.cg_iterations = solve.iterations;
+    let direction = solve.solution;
+    let curvature = direction.dot(&fisher.apply(&direction));
+    report.timings.cg_seconds = clock.elapsed().as_secs_f64();
+    let Some(step) = full_step(&direction, curvature, config.target_kl) else {
+        report.skipped_reason = Some(format!(
+            "step curvature sᵀFs = {curvature:e} is not positive (conjugate gradient: {:?} after {} products)",
+            solve.termination, solve.iterations
+        ));
+        return;
+    };
+    if matches!(solve.termination, CgTermination::NonFinite) {
+        report.skipped_reason = Some("conjugate gradient met a non-finite product".into());
+        return;
+    }
+
+    let clock = Instant::now();
+    let surrogate_old = surrogate(policy, &old, &batch);
+    let settings = LineSearchSettings {
+        max_kl: config.target_kl,
+        shrink: config.line_search_shrink,
+        max_backtracks: config.line_search_max_backtracks,
+    };
+    let search = line_search(
+        &old_params,
+        &step,
+        &gradient,
+        surrogate_old,
+        settings,
+        |candidate| {
+            let new = policy.evaluate(candidate.as_slice(), observations);
+            CandidateEvaluation {
+                surrogate: surrogate(policy, &new, &batch),
+                kl: mean_kl(policy, &old, &new),
+            }
+        },
+    );
+    report.timings.line_search_seconds = clock.elapsed().as_secs_f64();
+    report.expected_improvement = search.expected_improvement;
+    report.actual_improvement = search.actual_improvement;
+    report.improvement_ratio = search.improvement_ratio;
+    report.line_search_steps = search.backtracks;
+
+    match search.parameters.map(|p| policy_mut.set_parameters(p)) {
+        Some(Ok(())) => {
+            report.accepted = true;
+            report.kl = search.kl;
         }
-
-        let clock = Instant::now();
-        let fisher = FisherVectorProduct::new(
-            policy,
-            old_params.as_slice(),
-            observations,
-            self.config.sub_sampling_factor,
-            self.config.cg_damping,
-        );
-        let solve = conjugate_gradient(
-            |v| fisher.apply(v),
-            &gradient,
-            self.config.cg_max_steps,
-            self.config.cg_tolerance,
-        );
-        report.cg_iterations = solve.iterations;
-        let direction = solve.solution;
-        let curvature = direction.dot(&fisher.apply(&direction));
-        report.timings.cg_seconds = clock.elapsed().as_secs_f64();
-        let Some(step) = full_step(&direction, curvature, self.config.target_kl) else {
+        Some(Err(error)) => report.skipped_reason = Some(format!("step refused: {error}")),
+        None => {
             report.skipped_reason = Some(format!(
-                "step curvature sᵀFs = {curvature:e} is not positive (conjugate gradient: {:?} after {} products)",
-                solve.termination, solve.iterations
-            ));
-            return;
-        };
-        if matches!(solve.termination, CgTermination::NonFinite) {
-            report.skipped_reason = Some("conjugate gradient met a non-finite product".into());
-            return;
-        }
-
-        let clock = Instant::now();
-        let surrogate_old = surrogate(policy, &old, &batch);
-        let settings = LineSearchSettings {
-            max_kl: self.config.target_kl,
-            shrink: self.config.line_search_shrink,
-            max_backtracks: self.config.line_search_max_backtracks,
-        };
-        let search = line_search(
-            &old_params,
-            &step,
-            &gradient,
-            surrogate_old,
-            settings,
-            |candidate| {
-                let new = policy.evaluate(candidate.as_slice(), observations);
-                CandidateEvaluation {
-                    surrogate: surrogate(policy, &new, &batch),
-                    kl: mean_kl(policy, &old, &new),
-                }
-            },
-        );
-        report.timings.line_search_seconds = clock.elapsed().as_secs_f64();
-        report.expected_improvement = search.expected_improvement;
-        report.actual_improvement = search.actual_improvement;
-        report.improvement_ratio = search.improvement_ratio;
-        report.line_search_steps = search.backtracks;
-
-        match search.parameters.map(|p| self.policy.set_parameters(p)) {
-            Some(Ok(())) => {
-                report.accepted = true;
-                report.kl = search.kl;
-            }
-            Some(Err(error)) => report.skipped_reason = Some(format!("step refused: {error}")),
-            None => {
-                report.skipped_reason = Some(format!(
-                    "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {:.3e}, gain {:.3e})",
-                    self.config.target_kl, search.kl, search.actual_improvement
-                ))
-            }
+                "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {:.3e}, gain {:.3e})",
+                config.target_kl, search.kl, search.actual_improvement
+            ))
         }
     }
 }

@@ -106,9 +106,9 @@ impl TrpoConfig {
     ///   plant time, so two devices refresh the policy every 10 s); 10 critic epochs of 256;
     ///   observation normalisation on, because the filtered velocities reach tens of rad/s
     ///   while the angle terms are in [−1, 1] (unnormalised, they saturate the first tanh
-    ///   layer); 2 M steps (≈ 2.2 h of plant time on one rig, about 1 h with two), after
-    ///   which seed 0's deterministic policy swings up and balances in every evaluation
-    ///   episode (seed 1 swings up but wobbles about the top; README, "Results").
+    ///   layer); 3 M steps (≈ 3.3 h of plant time on one rig, about 1.7 h with two): at
+    ///   2 M some seeds already balance, others still wobble about the top; README,
+    ///   "Results", has what each seed reaches.
     pub fn for_plant(plant: &str) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         match plant {
@@ -138,7 +138,7 @@ impl TrpoConfig {
                 n_critic_updates: 10,
                 critic_batch_size: 256,
                 normalize_observations: true,
-                total_steps: 2_000_000,
+                total_steps: 3_000_000,
                 ..defaults
             }),
             other => Err(ConfigError::UnknownPlant(other.to_string())),
@@ -270,7 +270,7 @@ mod tests {
         );
         let qube = TrpoConfig::for_plant("qube").expect("known");
         assert!(qube.normalize_observations);
-        assert_eq!(qube.total_steps, 2_000_000);
+        assert_eq!(qube.total_steps, 3_000_000);
         for plant in ["pendulum", "cartpole", "qube"] {
             assert_eq!(
                 TrpoConfig::for_plant(plant).expect("known").validate(),

@@ -1,7 +1,7 @@
 //! One full TRPO iteration on a recorded-style 2048-transition pendulum batch ([64, 64]
 //! policy and value networks, pendulum preset: 15 CG iterations, line search, 15 value
 //! epochs of 128), its achieved GFLOP/s from a FLOP model over the shapes, and nalgebra's
-//! throughput on one 512³ matrix product in the same run for comparison.
+//! throughput on one 512³ matrix product (f64 and f32) in the same run for comparison.
 //!
 //! Run: `cargo bench -p tether-trainer --bench trpo -- --warm-up-time 1 --measurement-time 5`
 
@@ -175,6 +175,12 @@ fn trpo_iteration(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("nalgebra_dmatrix_f64_512", |bench| {
         bench.iter(|| black_box(&a * &b_matrix))
+    });
+    // The update's large products run in f32 (`Precision::Single`): its fair ceiling is the
+    // single-precision kernel, about twice the f64 one.
+    let (a32, b32) = (a.cast::<f32>(), b_matrix.cast::<f32>());
+    group.bench_function("nalgebra_dmatrix_f32_512", |bench| {
+        bench.iter(|| black_box(&a32 * &b32))
     });
     group.finish();
 }

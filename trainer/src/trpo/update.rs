@@ -561,6 +561,45 @@ mod tests {
             .collect()
     }
 
+    /// The value fit runs beside the policy step and the Fisher products are split over
+    /// threads: neither may make the result depend on the number of threads.
+    #[test]
+    fn updates_are_bit_identical_on_one_and_two_threads() {
+        let config = TrpoConfig {
+            policy_hidden: vec![32, 32],
+            value_hidden: vec![32, 32],
+            n_critic_updates: 3,
+            normalize_observations: true,
+            seed: 3,
+            ..TrpoConfig::default()
+        };
+        let fresh =
+            Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config");
+        // 1500 samples: three Fisher chunks, products wide enough for the f32 kernel.
+        let (batch, _) = bandit_batch(&fresh, &mut ChaCha8Rng::seed_from_u64(4), 1500);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            let mut trpo = fresh.clone();
+            let report = pool.install(|| trpo.update(&batch)).expect("valid batch");
+            assert!(report.accepted, "{report:?}");
+            let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+            let state = trpo.state();
+            (bits(state.policy_parameters), bits(state.value_parameters))
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        let before: Vec<u64> = fresh
+            .policy()
+            .parameters()
+            .iter()
+            .map(|p| p.to_bits())
+            .collect();
+        assert_ne!(one.0, before, "the update changed nothing");
+    }
+
     #[test]
     fn resuming_from_a_json_checkpoint_continues_bit_for_bit() {
         // Batches are drawn from the learner's current policy, so any divergence after the

@@ -7,7 +7,7 @@
 #        pendulum cartpole qube sb3 links
 #
 # Environment: OUT (run folders, default runs/targets; wiped first), QUBE_STEPS (qube
-# budget, default the preset's), QUBE_SEEDS (default 0), SB3_SCRIPT (default
+# budget, default the preset's), QUBE_SEEDS (default "0 1 2"), SB3_SCRIPT (default
 # ../shared/reference/sb3_trpo.py), PYTHON (default python3; the sb3 section needs
 # `pip install torch sb3-contrib gymnasium` and is skipped with a note when missing),
 # CARGO_TARGET_DIR as for cargo.
@@ -87,7 +87,7 @@ if want qube; then
 	echo "### qube (swing-up and balance; per-episode maximum 1250)"
 	echo
 	header
-	for seed in ${QUBE_SEEDS:-0}; do
+	for seed in ${QUBE_SEEDS:-0 1 2}; do
 		log "qube seed $seed ${QUBE_STEPS:-preset budget}"
 		dir=$OUT/qube-$seed
 		load=$(load1)
@@ -95,11 +95,12 @@ if want qube; then
 		steps=$(jq -s 'last.env_steps' "$dir/metrics.jsonl")
 		json=$(evaluate qube "$dir")
 		row qube "$seed" "$steps" "$wall" "$load" "$json" '(.returns|min) >= 1100 and .mean_length == 1250'
-		jq -c '{returns: [.returns[]|round]}' <<<"$json" | sed 's/^/    /'
+		jq -c '{returns: [.returns[]|round], balanced_episodes: ([.returns[]|select(. >= 1100)]|length)}' <<<"$json" | sed 's/^/    /'
 		# From the state: first time within 0.2 rad of upright and share of the last second
-		# spent there, worst over 20 episodes (examples/qube_upright.rs).
+		# spent there, worst over 20 episodes (examples/qube_upright.rs), and how many of the
+		# 20 spend at least 90 % of their last second there.
 		"$TARGET_DIR/release/examples/qube_upright" "$dir/policy.bin" |
-			jq -c '{worst_first_upright_s: (map(.first_upright_s)|max), worst_upright_fraction_last_s: (map(.upright_fraction_last_s)|min)}' |
+			jq -c '{worst_first_upright_s: (map(.first_upright_s)|max), worst_upright_fraction_last_s: (map(.upright_fraction_last_s)|min), upright_at_the_end: ([.[]|select(.upright_fraction_last_s >= 0.9)]|length)}' |
 			sed 's/^/    /'
 	done
 fi

@@ -102,8 +102,9 @@ impl TrpoConfig {
     ///   20 critic epochs of 512.
     /// * `qube` (Quanser QUBE-Servo 2, our choice, not from the zoo): 250 Hz control and
     ///   5 s episodes of 1250 steps. γ 0.995 gives a 200-step (0.8 s) horizon, about one
-    ///   swing of the pendulum; λ 0.97; 5000 steps per iteration = 4 full episodes (20 s of
-    ///   plant time, so two devices refresh the policy every 10 s); 10 critic epochs of 256;
+    ///   swing of the pendulum; λ 0.97; 10 000 steps per iteration = 8 full episodes (40 s
+    ///   of plant time, so two devices refresh the policy every 20 s: with 4 episodes per
+    ///   update some seeds kept one evaluation start that failed); 10 critic epochs of 256;
     ///   observation normalisation on, because the filtered velocities reach tens of rad/s
     ///   while the angle terms are in [−1, 1] (unnormalised, they saturate the first tanh
     ///   layer); 3 M steps (≈ 3.3 h of plant time on one rig, about 1.7 h with two): at
@@ -132,7 +133,7 @@ impl TrpoConfig {
                 ..defaults
             }),
             "qube" => Ok(Self {
-                steps_per_iteration: 5000,
+                steps_per_iteration: 10_000,
                 gamma: 0.995,
                 gae_lambda: 0.97,
                 n_critic_updates: 10,
@@ -270,7 +271,10 @@ mod tests {
         );
         let qube = TrpoConfig::for_plant("qube").expect("known");
         assert!(qube.normalize_observations);
-        assert_eq!(qube.total_steps, 3_000_000);
+        assert_eq!(
+            (qube.total_steps, qube.steps_per_iteration),
+            (3_000_000, 10_000)
+        );
         for plant in ["pendulum", "cartpole", "qube"] {
             assert_eq!(
                 TrpoConfig::for_plant(plant).expect("known").validate(),

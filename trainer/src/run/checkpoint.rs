@@ -10,6 +10,9 @@
 //! | n | payload: the state, postcard-encoded |
 //! | 4 | CRC-32/ISO-HDLC of every byte before it |
 //!
+//! The magic, version and CRC are the container every tether binary file shares
+//! ([`crate::run::sealed`]), which also checks them.
+//!
 //! # Why postcard and not JSON
 //!
 //! Resume must be bit-exact. postcard stores each `f64` as its 8 little-endian bytes, so
@@ -34,8 +37,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::run::sealed::{SealError, SealedFormat, u64_at};
 use serde::{Serialize, de::DeserializeOwned};
-use tether_shared::frame::PARAMS_CRC;
 
 /// Why a checkpoint (or an atomic write) failed. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -212,10 +215,15 @@ impl Checkpoint {
     pub const MAGIC: [u8; 8] = *b"TETHERCK";
     /// Format version written and accepted by this build.
     pub const FORMAT_VERSION: u32 = 1;
-    /// Bytes before the payload: magic, version, length.
-    const HEADER_LEN: usize = 8 + 4 + 8;
-    /// Bytes after the payload: the CRC.
-    const TRAILER_LEN: usize = 4;
+    /// The container: the body is the payload length (`u64`) and the payload.
+    const FORMAT: SealedFormat = SealedFormat {
+        magic: Self::MAGIC,
+        version: Self::FORMAT_VERSION,
+        body_length: |body| match u64_at(body, 0) {
+            Some(payload) => Ok(payload.saturating_add(8)),
+            None => Err(8),
+        },
+    };
 
     /// Encodes `state` into the complete file contents (header, payload, CRC).
     ///
@@ -225,14 +233,10 @@ impl Checkpoint {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut bytes = Vec::with_capacity(Self::HEADER_LEN + payload.len() + Self::TRAILER_LEN);
-        bytes.extend_from_slice(&Self::MAGIC);
-        bytes.extend_from_slice(&Self::FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let crc = PARAMS_CRC.checksum(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        Ok(bytes)
+        let mut body = Vec::with_capacity(8 + payload.len());
+        body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        body.extend_from_slice(&payload);
+        Ok(Self::FORMAT.seal(&body))
     }
 
     /// Verifies complete file contents and decodes the state. `path` only labels errors.
@@ -242,68 +246,28 @@ impl Checkpoint {
     /// that does not decode as `T` exactly (no bytes left over).
     pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
         let p = || path.to_path_buf();
-        let min = Self::HEADER_LEN + Self::TRAILER_LEN;
-        if bytes.len() < Self::MAGIC.len() || bytes[..Self::MAGIC.len()] != Self::MAGIC {
-            // A prefix of the magic is a truncated checkpoint, not a foreign file.
-            if bytes.len() < Self::MAGIC.len() && Self::MAGIC.starts_with(bytes) {
-                return Err(CheckpointError::Truncated {
-                    path: p(),
-                    actual: bytes.len() as u64,
-                    expected: min as u64,
-                });
-            }
-            return Err(CheckpointError::NotACheckpoint { path: p() });
-        }
-        if bytes.len() < min {
-            return Err(CheckpointError::Truncated {
-                path: p(),
-                actual: bytes.len() as u64,
-                expected: min as u64,
-            });
-        }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != Self::FORMAT_VERSION {
-            return Err(CheckpointError::UnsupportedVersion {
-                path: p(),
-                found: version,
-                expected: Self::FORMAT_VERSION,
-            });
-        }
-        let mut len_bytes = [0u8; 8];
-        len_bytes.copy_from_slice(&bytes[12..20]);
-        let payload_len = u64::from_le_bytes(len_bytes);
-        let expected = payload_len.saturating_add(min as u64);
-        let actual = bytes.len() as u64;
-        if actual < expected {
-            return Err(CheckpointError::Truncated {
+        let body = Self::FORMAT.open(bytes).map_err(|error| match error {
+            SealError::Foreign => CheckpointError::NotACheckpoint { path: p() },
+            SealError::Truncated { actual, expected } => CheckpointError::Truncated {
                 path: p(),
                 actual,
                 expected,
-            });
-        }
-        if actual > expected {
-            return Err(CheckpointError::TrailingBytes {
+            },
+            SealError::TrailingBytes { extra } => {
+                CheckpointError::TrailingBytes { path: p(), extra }
+            }
+            SealError::UnsupportedVersion { found } => CheckpointError::UnsupportedVersion {
                 path: p(),
-                extra: actual - expected,
-            });
-        }
-        let crc_at = bytes.len() - Self::TRAILER_LEN;
-        let found = u32::from_le_bytes([
-            bytes[crc_at],
-            bytes[crc_at + 1],
-            bytes[crc_at + 2],
-            bytes[crc_at + 3],
-        ]);
-        let computed = PARAMS_CRC.checksum(&bytes[..crc_at]);
-        if found != computed {
-            return Err(CheckpointError::Corrupted {
+                found,
+                expected: Self::FORMAT_VERSION,
+            },
+            SealError::Corrupted { found, computed } => CheckpointError::Corrupted {
                 path: p(),
                 found,
                 computed,
-            });
-        }
-        let payload = &bytes[Self::HEADER_LEN..crc_at];
-        match postcard::take_from_bytes::<T>(payload) {
+            },
+        })?;
+        match postcard::take_from_bytes::<T>(&body[8..]) {
             Ok((state, [])) => Ok(state),
             Ok((_, rest)) => Err(CheckpointError::Decode {
                 path: p(),
@@ -430,7 +394,7 @@ mod tests {
         }
         // A change inside the payload is caught by the CRC specifically.
         let mut bad = bytes.clone();
-        bad[Checkpoint::HEADER_LEN + 3] ^= 0x10;
+        bad[SealedFormat::HEADER_LEN + 8 + 3] ^= 0x10; // inside the payload
         let err = Checkpoint::decode::<State>(path, &bad).unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupted { .. }), "{err}");
     }

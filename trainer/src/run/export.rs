@@ -10,7 +10,10 @@
 //! | s | the [`PolicySpec`], postcard-encoded (as on the wire) |
 //! | 4 | `n`: parameter count, `u32` (must equal the spec's `param_count()`) |
 //! | 4n | the parameters, `f32` little-endian, in the order of [`tether_shared::policy`] |
-//! | 4 | CRC-32/ISO-HDLC ([`PARAMS_CRC`]) of every byte before it |
+//! | 4 | CRC-32/ISO-HDLC of every byte before it |
+//!
+//! The magic, version and CRC are the container every tether binary file shares
+//! ([`crate::run::sealed`]), which also checks them.
 //!
 //! [`PolicyFile::to_rust_source`] writes the same policy as Rust items a firmware can
 //! `include!` to boot with a trained policy and no host.
@@ -20,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use postcard::experimental::max_size::MaxSize;
 use tether_shared::PolicySpec;
-use tether_shared::frame::PARAMS_CRC;
 
 use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::sealed::{SealError, SealedFormat, u32_at};
 
 /// Why a policy file could not be written or read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,18 @@ impl PolicyFile {
     pub const MAGIC: [u8; 8] = *b"TETHERPL";
     /// Format version written and accepted by this build.
     pub const FORMAT_VERSION: u32 = 1;
+    /// The container: the body is the spec's length and bytes, the parameter count and
+    /// the parameters.
+    const FORMAT: SealedFormat = SealedFormat {
+        magic: Self::MAGIC,
+        version: Self::FORMAT_VERSION,
+        body_length: |body| {
+            let spec = u64::from(u32_at(body, 0).ok_or(8u64)?);
+            let count_at = usize::try_from(4 + spec).map_err(|_| u64::MAX)?;
+            let count = u64::from(u32_at(body, count_at).ok_or(spec + 8)?);
+            Ok(spec + 8 + 4 * count)
+        },
+    };
 
     /// Checks what a device would check: spec within protocol limits, parameter count
     /// matching the spec, every parameter finite. Returns the problem in words.
@@ -155,19 +170,14 @@ impl PolicyFile {
         let mut spec_buf = [0u8; PolicySpec::POSTCARD_MAX_SIZE];
         let spec_bytes = postcard::to_slice(&self.spec, &mut spec_buf)
             .map_err(|e| invalid(format!("cannot encode spec: {e}")))?;
-        let mut bytes =
-            Vec::with_capacity(8 + 4 + 4 + spec_bytes.len() + 4 + 4 * self.params.len() + 4);
-        bytes.extend_from_slice(&Self::MAGIC);
-        bytes.extend_from_slice(&Self::FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(spec_bytes.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(spec_bytes);
-        bytes.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
+        let mut body = Vec::with_capacity(4 + spec_bytes.len() + 4 + 4 * self.params.len());
+        body.extend_from_slice(&(spec_bytes.len() as u32).to_le_bytes());
+        body.extend_from_slice(spec_bytes);
+        body.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
         for p in &self.params {
-            bytes.extend_from_slice(&p.to_le_bytes());
+            body.extend_from_slice(&p.to_le_bytes());
         }
-        let crc = PARAMS_CRC.checksum(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        Ok(bytes)
+        Ok(Self::FORMAT.seal(&body))
     }
 
     /// Parses and verifies `.bin` contents; `path` only labels errors. Refuses a wrong
@@ -175,56 +185,29 @@ impl PolicyFile {
     /// [`PolicyFile::check`].
     pub fn from_bin_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ExportError> {
         let p = || path.to_path_buf();
-        let actual = bytes.len() as u64;
-        let truncated = |expected: u64| ExportError::Truncated {
-            path: p(),
-            actual,
-            expected,
-        };
-        let u32_at = |at: usize| -> Option<u32> {
-            let b = bytes.get(at..at.checked_add(4)?)?;
-            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        const FIXED: u64 = 8 + 4 + 4 + 4 + 4; // magic, version, spec len, count, CRC
-        if bytes.len() < 8 || bytes[..8] != Self::MAGIC {
-            if bytes.len() < 8 && Self::MAGIC.starts_with(bytes) {
-                return Err(truncated(FIXED));
-            }
-            return Err(ExportError::NotAPolicy { path: p() });
-        }
-        let version = u32_at(8).ok_or_else(|| truncated(FIXED))?;
-        if version != Self::FORMAT_VERSION {
-            return Err(ExportError::UnsupportedVersion {
+        let body = Self::FORMAT.open(bytes).map_err(|error| match error {
+            SealError::Foreign => ExportError::NotAPolicy { path: p() },
+            SealError::Truncated { actual, expected } => ExportError::Truncated {
                 path: p(),
-                found: version,
+                actual,
+                expected,
+            },
+            SealError::TrailingBytes { extra } => ExportError::TrailingBytes { path: p(), extra },
+            SealError::UnsupportedVersion { found } => ExportError::UnsupportedVersion {
+                path: p(),
+                found,
                 expected: Self::FORMAT_VERSION,
-            });
-        }
-        let spec_len = u32_at(12).ok_or_else(|| truncated(FIXED))? as usize;
-        let count_at = 16 + spec_len;
-        let count = u32_at(count_at).ok_or_else(|| truncated(FIXED + spec_len as u64))? as u64;
-        let expected = FIXED + spec_len as u64 + 4 * count;
-        if actual < expected {
-            return Err(truncated(expected));
-        }
-        if actual > expected {
-            return Err(ExportError::TrailingBytes {
-                path: p(),
-                extra: actual - expected,
-            });
-        }
-        let crc_at = bytes.len() - 4;
-        let found = u32_at(crc_at).ok_or_else(|| truncated(expected))?;
-        let computed = PARAMS_CRC.checksum(&bytes[..crc_at]);
-        if found != computed {
-            return Err(ExportError::Corrupted {
+            },
+            SealError::Corrupted { found, computed } => ExportError::Corrupted {
                 path: p(),
                 found,
                 computed,
-            });
-        }
+            },
+        })?;
+        // The container checked the lengths these offsets come from.
         let invalid = |reason: String| ExportError::Invalid { path: p(), reason };
-        let spec = match postcard::take_from_bytes::<PolicySpec>(&bytes[16..count_at]) {
+        let count_at = 4 + u32_at(body, 0).unwrap_or(0) as usize;
+        let spec = match postcard::take_from_bytes::<PolicySpec>(&body[4..count_at]) {
             Ok((spec, [])) => spec,
             Ok((_, rest)) => {
                 return Err(invalid(format!(
@@ -234,7 +217,7 @@ impl PolicyFile {
             }
             Err(e) => return Err(invalid(format!("cannot decode spec: {e}"))),
         };
-        let params = bytes[count_at + 4..crc_at]
+        let params = body[count_at + 4..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
@@ -353,6 +336,7 @@ mod tests {
     use crate::run::testdir::TestDir;
     use proptest::prelude::*;
     use tether_shared::PolicyHead;
+    use tether_shared::frame::PARAMS_CRC;
 
     fn small_policy() -> PolicyFile {
         let spec = PolicySpec {

@@ -11,7 +11,8 @@
 //! | `curve.svg`, `curve.png` | [`plot`] | learning curves, on demand or at the end |
 //!
 //! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
-//! its own module with its own error type, and every error names the file it concerns.
+//! its own module with its own error type, and every error names the file it concerns. The
+//! two binary files share one container ([`sealed`]: magic, version, body, CRC).
 //!
 //! Crash safety, in the order the run loop should write each iteration: append the metrics
 //! line ([`metrics::MetricsLog::append`], durable when it returns), then save the checkpoint
@@ -25,6 +26,7 @@ pub mod export;
 pub mod folder;
 pub mod metrics;
 pub mod plot;
+pub mod sealed;
 
 pub use checkpoint::{Checkpoint, CheckpointError, write_atomic};
 pub use config::{ConfigError, DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};

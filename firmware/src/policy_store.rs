@@ -152,7 +152,7 @@ impl<const CAP: usize> PolicyStore<CAP> {
                 &chunk.values,
                 buffer,
             )
-            .map_err(|()| RefusalReason::OverCapacity)?;
+            .map_err(|_| RefusalReason::OverCapacity)?;
             return Ok(upload.received as u32);
         }
         if chunk.offset as usize != upload.received {
@@ -170,7 +170,7 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .get_mut(inactive)
             .ok_or(RefusalReason::OverCapacity)?;
         policy_tiles::scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
-            .map_err(|()| RefusalReason::OverCapacity)?;
+            .map_err(|_| RefusalReason::OverCapacity)?;
         upload.received = end;
         Ok(end as u32)
     }

@@ -99,19 +99,23 @@ pub fn tiled_index(spec: &PolicySpec, wire: usize) -> Option<usize> {
     (wire < start + spec.log_std_len()).then_some(wire)
 }
 
+/// A wire position beyond the spec's parameters or beyond the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange;
+
 /// Writes `values`, which sit at wire positions `offset..offset + values.len()`, to their
-/// tiled positions in `buffer`. `Err(())` (and possibly a partial write) if a position is
+/// tiled positions in `buffer`. [`OutOfRange`] (after a partial write) if a position is
 /// beyond the spec's parameters or the buffer; the caller checks ranges first.
 pub fn scatter(
     spec: &PolicySpec,
     offset: usize,
     values: &[f32],
     buffer: &mut [f32],
-) -> Result<(), ()> {
+) -> Result<(), OutOfRange> {
     for (wire, &value) in (offset..).zip(values) {
         let slot = tiled_index(spec, wire)
             .and_then(|p| buffer.get_mut(p))
-            .ok_or(())?;
+            .ok_or(OutOfRange)?;
         *slot = value;
     }
     Ok(())
@@ -406,8 +410,11 @@ mod tests {
             "log_std stays in place"
         );
         let mut buffer = std::vec![0.0; n];
-        assert_eq!(scatter(&s, n - 1, &[1.0, 2.0], &mut buffer), Err(()));
-        assert_eq!(scatter(&s, 0, &[1.0; 4], &mut buffer[..2]), Err(()));
+        assert_eq!(
+            scatter(&s, n - 1, &[1.0, 2.0], &mut buffer),
+            Err(OutOfRange)
+        );
+        assert_eq!(scatter(&s, 0, &[1.0; 4], &mut buffer[..2]), Err(OutOfRange));
         let policy = TiledPolicy::new(&s, &buffer).unwrap();
         let mut out = [0.0; 2];
         assert_eq!(

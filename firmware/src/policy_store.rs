@@ -193,10 +193,8 @@ impl<const CAP: usize> PolicyStore<CAP> {
         // The CRC covers the wire order: read the tiled buffer back in that order.
         let spec = &upload.meta.spec;
         let mut digest = PARAMS_CRC.digest();
-        for wire in 0..upload.len {
-            let value = policy_tiles::tiled_index(spec, wire)
-                .and_then(|p| params.get(p))
-                .ok_or(RefusalReason::LengthMismatch)?;
+        for position in policy_tiles::wire_order(spec) {
+            let value = params.get(position).ok_or(RefusalReason::LengthMismatch)?;
             digest.update(&value.to_le_bytes());
         }
         if digest.finalize() != upload.crc {

@@ -39,7 +39,7 @@
 //!
 //! Uploaded chunks go straight to their tiled positions ([`scatter`]), value by value, so a
 //! resent chunk rewrites the same positions (idempotent), and no second buffer is needed.
-//! The commit reads the buffer back in wire order ([`tiled_index`]) to check the CRC.
+//! The commit reads the buffer back in wire order ([`wire_order`]) to check the CRC.
 
 use tether_shared::PolicySpec;
 use tether_shared::policy::{ForwardError, PolicyHead, normalize, tanh};
@@ -97,6 +97,37 @@ pub fn tiled_index(spec: &PolicySpec, wire: usize) -> Option<usize> {
         start += len;
     }
     (wire < start + spec.log_std_len()).then_some(wire)
+}
+
+/// The tiled positions of all the spec's values, in wire order: `tiled_index(spec, i)` for
+/// `i` in `0..param_count`, computed incrementally (a few instructions per value instead of
+/// a walk over the layers), for the commit's CRC over a whole buffer.
+pub fn wire_order(spec: &PolicySpec) -> impl Iterator<Item = usize> + '_ {
+    let normalizer_len = spec.normalizer_len();
+    let layer_starts = spec
+        .layers()
+        .scan(normalizer_len, |start, (inputs, outputs)| {
+            let this = *start;
+            *start += outputs * (inputs + 1);
+            Some((this, inputs, outputs))
+        });
+    let layers = layer_starts.flat_map(|(start, inputs, outputs)| {
+        // Row `row`'s bias position and the height of its tile.
+        let row_base = move |row: usize| {
+            let (first, height) = tile_of(row, outputs).unwrap_or((row, 1));
+            (start + first * (inputs + 1) + (row - first), height)
+        };
+        let weights = (0..outputs).flat_map(move |row| {
+            let (base, height) = row_base(row);
+            (1..=inputs).map(move |j| base + j * height)
+        });
+        let biases = (0..outputs).map(move |row| row_base(row).0);
+        weights.chain(biases)
+    });
+    let log_std_start = normalizer_len + spec.network_len();
+    (0..normalizer_len)
+        .chain(layers)
+        .chain(log_std_start..log_std_start + spec.log_std_len())
 }
 
 /// A wire position beyond the spec's parameters or beyond the buffer.
@@ -467,6 +498,10 @@ mod tests {
             for (i, &v) in wire.iter().enumerate() {
                 prop_assert_eq!(buffer[tiled_index(&s, i).unwrap()].to_bits(), v.to_bits());
             }
+            // The incremental walk gives the same positions.
+            let walk: Vec<usize> = wire_order(&s).collect();
+            let indexed: Vec<usize> = (0..n).map(|i| tiled_index(&s, i).unwrap()).collect();
+            prop_assert_eq!(walk, indexed);
         }
 
         #[test]

@@ -9,7 +9,8 @@
 //! - a [`Plant`](plant::Plant): the sensors and actuators, or a model of them.
 //!
 //! Modules, one concept each: [`device`] (the state machine), [`link`] (framing endpoint and
-//! outgoing queue), [`policy_store`] (double-buffered parameters), [`sampler`] (PRNG and
+//! outgoing queue), [`policy_store`] (double-buffered parameters), [`policy_tiles`] (their device-side
+//! layout and the forward pass over it), [`sampler`] (PRNG and
 //! action sampling), [`safety`] (clamping, finiteness, watchdog), [`clock`], [`plant`], and
 //! with the `sim` feature the host-side simulated board [`sim`].
 //!
@@ -26,6 +27,7 @@ pub mod device;
 pub mod link;
 pub mod plant;
 pub mod policy_store;
+pub mod policy_tiles;
 pub mod safety;
 pub mod sampler;
 #[cfg(feature = "sim")]

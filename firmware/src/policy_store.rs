@@ -4,11 +4,17 @@
 //! every check is *staged* and becomes the running policy only when the runtime calls
 //! [`PolicyStore::swap_staged`] at an episode boundary. A refused upload never touches the
 //! running policy.
+//!
+//! The buffers hold the parameters in the device's tiled layout ([`crate::policy_tiles`]),
+//! not in the wire order: each uploaded value is written straight to its tiled position,
+//! and the commit reads the values back in wire order to check the CRC.
 
 use tether_shared::frame::PARAMS_CRC;
 use tether_shared::message::{PolicyBegin, PolicyChunk, RefusalReason};
-use tether_shared::policy::{PolicyView, SpecError};
+use tether_shared::policy::SpecError;
 use tether_shared::{PlantDescription, PolicySpec};
+
+use crate::policy_tiles::{self, TiledPolicy};
 
 /// Largest magnitude of an uploaded log standard deviation (σ between e⁻²⁰ and e²⁰).
 pub const MAX_ABS_LOG_STD: f32 = 20.0;
@@ -20,6 +26,17 @@ pub struct PolicyMeta {
     pub version: u32,
     /// Shape of the network.
     pub spec: PolicySpec,
+}
+
+/// A committed policy: its identity and the sizes its evaluation needs, computed once at
+/// commit rather than at every control step.
+#[derive(Clone, Debug)]
+struct Committed {
+    meta: PolicyMeta,
+    /// [`PolicySpec::param_count`].
+    len: usize,
+    /// [`PolicySpec::max_width`].
+    width: usize,
 }
 
 /// An upload in progress.
@@ -36,9 +53,9 @@ pub struct PolicyStore<const CAP: usize> {
     buffers: [[f32; CAP]; 2],
     /// Index of the buffer the running policy lives in.
     active: usize,
-    running: Option<PolicyMeta>,
+    running: Option<Committed>,
     upload: Option<Upload>,
-    staged: Option<PolicyMeta>,
+    staged: Option<Committed>,
 }
 
 impl<const CAP: usize> Default for PolicyStore<CAP> {
@@ -66,22 +83,23 @@ impl<const CAP: usize> PolicyStore<CAP> {
 
     /// The running policy's identity, if any.
     pub fn running(&self) -> Option<&PolicyMeta> {
-        self.running.as_ref()
+        self.running.as_ref().map(|c| &c.meta)
     }
 
     /// The committed policy waiting for the next episode boundary, if any.
     pub fn staged(&self) -> Option<&PolicyMeta> {
-        self.staged.as_ref()
+        self.staged.as_ref().map(|c| &c.meta)
     }
 
     /// The running policy, ready to evaluate.
-    pub fn view(&self) -> Option<PolicyView<'_>> {
-        let meta = self.running.as_ref()?;
-        let params = self
-            .buffers
-            .get(self.active)?
-            .get(..meta.spec.param_count())?;
-        PolicyView::new(&meta.spec, params).ok()
+    pub fn view(&self) -> Option<TiledPolicy<'_>> {
+        let running = self.running.as_ref()?;
+        let params = self.buffers.get(self.active)?.get(..running.len)?;
+        Some(TiledPolicy::from_checked(
+            &running.meta.spec,
+            params,
+            running.width,
+        ))
     }
 
     /// Starts an upload into the inactive buffer. Any earlier upload, and any staged but not
@@ -123,13 +141,18 @@ impl<const CAP: usize> PolicyStore<CAP> {
         if resent_last {
             // The host resends the last chunk when its acknowledgement was lost: write it
             // again (the commit's CRC covers the result) and acknowledge the same total.
-            let start = chunk.offset as usize;
-            let target = self
+            // Each value goes to the same tiled position as the first time.
+            let buffer = self
                 .buffers
                 .get_mut(inactive)
-                .and_then(|b| b.get_mut(start..upload.received))
                 .ok_or(RefusalReason::OverCapacity)?;
-            target.copy_from_slice(&chunk.values);
+            policy_tiles::scatter(
+                &upload.meta.spec,
+                chunk.offset as usize,
+                &chunk.values,
+                buffer,
+            )
+            .map_err(|_| RefusalReason::OverCapacity)?;
             return Ok(upload.received as u32);
         }
         if chunk.offset as usize != upload.received {
@@ -140,12 +163,14 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .checked_add(chunk.values.len())
             .filter(|&end| end <= upload.len)
             .ok_or(RefusalReason::LengthMismatch)?;
-        let target = self
+        // `end <= len`, the spec's parameter count, which `begin` checked against `CAP`:
+        // every tiled position is inside the buffer.
+        let buffer = self
             .buffers
             .get_mut(inactive)
-            .and_then(|b| b.get_mut(upload.received..end))
             .ok_or(RefusalReason::OverCapacity)?;
-        target.copy_from_slice(&chunk.values);
+        policy_tiles::scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
+            .map_err(|_| RefusalReason::OverCapacity)?;
         upload.received = end;
         Ok(end as u32)
     }
@@ -165,23 +190,29 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .get(1 - self.active)
             .and_then(|b| b.get(..upload.len))
             .ok_or(RefusalReason::OverCapacity)?;
+        // The CRC covers the wire order: read the tiled buffer back in that order.
+        let spec = &upload.meta.spec;
         let mut digest = PARAMS_CRC.digest();
-        for value in params {
+        for position in policy_tiles::wire_order(spec) {
+            let value = params.get(position).ok_or(RefusalReason::LengthMismatch)?;
             digest.update(&value.to_le_bytes());
         }
         if digest.finalize() != upload.crc {
             return Err(RefusalReason::BadCrc);
         }
-        check_spec::<CAP>(&upload.meta.spec, plant)?;
-        let view = PolicyView::new(&upload.meta.spec, params)
-            .map_err(|_| RefusalReason::LengthMismatch)?;
+        check_spec::<CAP>(spec, plant)?;
+        let view = TiledPolicy::new(spec, params).map_err(|_| RefusalReason::LengthMismatch)?;
         let log_std_ok = view
             .log_std()
             .is_none_or(|s| s.iter().all(|v| v.abs() <= MAX_ABS_LOG_STD));
         if !params.iter().all(|v| v.is_finite()) || !log_std_ok {
             return Err(RefusalReason::NonFinite);
         }
-        self.staged = Some(upload.meta);
+        self.staged = Some(Committed {
+            width: view.width(),
+            len: upload.len,
+            meta: upload.meta,
+        });
         Ok(())
     }
 
@@ -194,9 +225,9 @@ impl<const CAP: usize> PolicyStore<CAP> {
     /// whether a swap happened.
     pub fn swap_staged(&mut self) -> bool {
         match self.staged.take() {
-            Some(meta) => {
+            Some(committed) => {
                 self.active = 1 - self.active;
-                self.running = Some(meta);
+                self.running = Some(committed);
                 // The old running buffer is now the upload target.
                 self.upload = None;
                 true

@@ -5,14 +5,17 @@
 //! loses its place (a dropped or corrupted byte, garbage on the line, a device reset) finds
 //! the next frame at the next zero and loses at most the frame the fault landed in.
 //!
-//! Encoding uses postcard's own flavors (CRC inside COBS). Decoding cannot use postcard's
+//! Encoding serialises with postcard into a stack buffer, appends the CRC computed over the
+//! whole body at once, and COBS-encodes the result in one pass over runs of bytes — the same
+//! bytes as postcard's own flavors (CRC inside COBS) produce, at a fraction of their
+//! per-byte cost, which matters for the transition batches a device sends every few
+//! control steps. Decoding cannot use postcard's
 //! `CobsAccumulator` directly, because it deserializes without checking a CRC; so
 //! [`FrameDecoder`] keeps its own fixed buffer, splits the stream at zeros, COBS-decodes in
 //! place with the `cobs` crate postcard itself uses, and deserializes through postcard's
 //! CRC-32 flavor, rejecting trailing bytes.
 
 use postcard::experimental::max_size::MaxSize;
-use postcard::ser_flavors::{Cobs, Slice, crc::CrcModifier};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::message::{DeviceMessage, HostMessage};
@@ -92,13 +95,65 @@ impl core::fmt::Display for FrameError {
 
 /// Encodes `message` as one complete frame (terminator included) into `buf` and returns the
 /// written part.
+///
+/// Uses [`MAX_FRAME_LEN`] bytes of stack for the unencoded body; a message whose postcard
+/// encoding does not fit there (none of the protocol's messages, by the size proof above)
+/// is [`FrameError::BufferTooSmall`].
 pub fn encode<'a, M: Serialize>(
     message: &M,
     buf: &'a mut [u8],
 ) -> Result<&'a mut [u8], FrameError> {
-    let cobs = Cobs::try_new(Slice::new(buf)).map_err(|_| FrameError::BufferTooSmall)?;
-    let flavor = CrcModifier::new(cobs, PARAMS_CRC.digest());
-    postcard::serialize_with_flavor(message, flavor).map_err(|_| FrameError::BufferTooSmall)
+    let mut body = [0u8; MAX_FRAME_LEN];
+    let (postcard_room, _) = body.split_at_mut(MAX_FRAME_LEN - CRC_LEN);
+    let len = postcard::to_slice(message, postcard_room)
+        .map_err(|_| FrameError::BufferTooSmall)?
+        .len();
+    let (payload, rest) = body.split_at_mut(len);
+    let crc = PARAMS_CRC.checksum(payload);
+    let crc_bytes = rest
+        .first_chunk_mut::<CRC_LEN>()
+        .ok_or(FrameError::BufferTooSmall)?;
+    *crc_bytes = crc.to_le_bytes();
+    let body = body
+        .get(..len + CRC_LEN)
+        .ok_or(FrameError::BufferTooSmall)?;
+    let n = cobs_encode(body, buf).ok_or(FrameError::BufferTooSmall)?;
+    let (frame, _) = buf
+        .split_at_mut_checked(n)
+        .ok_or(FrameError::BufferTooSmall)?;
+    Ok(frame)
+}
+
+/// Largest number of data bytes in one COBS block (code byte `0xFF`).
+const COBS_MAX_RUN: usize = 254;
+
+/// COBS-encodes `body` into `out`, terminator included, and returns the encoded length;
+/// `None` if `out` is too small.
+///
+/// The body is cut at its zeros into runs; each run becomes blocks of at most 254 bytes,
+/// each preceded by its code byte (length + 1), and a run that fills whole blocks is followed
+/// by an empty block (code `0x01`), exactly as postcard's `Cobs` flavor (which the decoder
+/// was written against) does. The zeros themselves are implied by the block boundaries.
+fn cobs_encode(body: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut at = 0;
+    let mut put = |block: &[u8]| -> Option<()> {
+        let end = at + 1 + block.len();
+        let (code, data) = out.get_mut(at..end)?.split_first_mut()?;
+        *code = block.len() as u8 + 1;
+        data.copy_from_slice(block);
+        at = end;
+        Some(())
+    };
+    for run in body.split(|&b| b == 0) {
+        let blocks = run.chunks_exact(COBS_MAX_RUN);
+        let last = blocks.remainder();
+        for block in blocks {
+            put(block)?;
+        }
+        put(last)?;
+    }
+    *out.get_mut(at)? = 0;
+    Some(at + 1)
 }
 
 /// Counts of what a [`FrameDecoder`] has seen, for link-health metrics. Each count wraps
@@ -251,6 +306,8 @@ pub fn crc_matches(body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use crate::message::{DeviceMessage, DeviceState, Heartbeat, HostMessage};
 
@@ -329,6 +386,77 @@ mod tests {
             Some(Ok(HostMessage::Stop))
         );
         assert_eq!(decoder.stats().overflows, 1);
+    }
+
+    /// The encoding as postcard's flavors do it (CRC inside COBS), which [`encode`] must
+    /// reproduce byte for byte.
+    fn encode_with_postcard_flavors<M: Serialize>(message: &M, buf: &mut [u8]) -> Option<usize> {
+        use postcard::ser_flavors::{Cobs, Slice, crc::CrcModifier};
+        let cobs = Cobs::try_new(Slice::new(buf)).ok()?;
+        let flavor = CrcModifier::new(cobs, PARAMS_CRC.digest());
+        postcard::serialize_with_flavor(message, flavor)
+            .ok()
+            .map(|f| f.len())
+    }
+
+    /// postcard's `Cobs` flavor over raw bytes, terminator included.
+    fn postcard_cobs(bytes: &[u8], buf: &mut [u8]) -> usize {
+        use postcard::ser_flavors::{Cobs, Flavor, Slice};
+        let mut cobs = Cobs::try_new(Slice::new(buf)).unwrap();
+        cobs.try_extend(bytes).unwrap();
+        cobs.finalize().unwrap().len()
+    }
+
+    #[test]
+    fn cobs_blocks_match_postcard_at_the_254_byte_boundaries() {
+        let mut expected = [0u8; 1200];
+        let mut got = [0u8; 1200];
+        for len in [0, 1, 253, 254, 255, 507, 508, 509, 1000] {
+            for zero_at in [None, Some(0), Some(253), Some(254), Some(len / 2)] {
+                let mut body = std::vec![0x5au8; len];
+                if let Some(z) = zero_at.filter(|&z| z < len) {
+                    body[z] = 0;
+                }
+                let n = postcard_cobs(&body, &mut expected);
+                assert_eq!(cobs_encode(&body, &mut got), Some(n), "len {len}");
+                assert_eq!(got[..n], expected[..n], "len {len}, zero at {zero_at:?}");
+                assert_eq!(cobs_encode(&body, &mut got[..n - 1]), None);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cobs_matches_postcard_on_random_bytes(
+            body in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0u8), 1u8..=255, 1u8..=255],
+                0..700,
+            ),
+        ) {
+            let mut expected = [0u8; 1024];
+            let mut got = [0u8; 1024];
+            let n = postcard_cobs(&body, &mut expected);
+            proptest::prop_assert_eq!(cobs_encode(&body, &mut got), Some(n));
+            proptest::prop_assert_eq!(&got[..n], &expected[..n]);
+        }
+
+        #[test]
+        fn frames_match_postcard_flavors_byte_for_byte(
+            values in proptest::collection::vec(proptest::num::f32::ANY, 0..240),
+            episode in 0u32..100_000,
+        ) {
+            let batch = DeviceMessage::Transitions(crate::message::TransitionBatch {
+                episode,
+                first_step: episode / 3,
+                policy_version: 7,
+                values: heapless::Vec::from_slice(&values).unwrap(),
+            });
+            let mut expected = [0u8; MAX_FRAME_LEN];
+            let mut got = [0u8; MAX_FRAME_LEN];
+            let n = encode_with_postcard_flavors(&batch, &mut expected).unwrap();
+            let frame = encode(&batch, &mut got).unwrap();
+            proptest::prop_assert_eq!(&frame[..], &expected[..n]);
+        }
     }
 
     #[test]

@@ -210,6 +210,9 @@ pub struct Qube {
     alpha_vel: f32,
     /// Whether a step has reported termination since the last reset.
     terminated: bool,
+    /// The velocity filter's gain `a = 1 − exp(−ωc T)`, computed once (`expf` is not a
+    /// `const fn`).
+    filter_gain: f32,
 }
 
 impl Default for Qube {
@@ -252,6 +255,7 @@ impl Qube {
             theta_vel: 0.0,
             alpha_vel: 0.0,
             terminated: false,
+            filter_gain: 1.0 - libm::expf(-VELOCITY_CUTOFF * DT),
         };
         q.set_state(state);
         q
@@ -295,7 +299,7 @@ impl Qube {
     /// Total mechanical energy `T + V` of the true state, joules; 0 hanging at rest,
     /// `2 mp g lp` ≈ 0.0304 J upright at rest.
     pub fn energy(&self) -> f32 {
-        let (s, c) = (libm::sinf(self.alpha), libm::cosf(self.alpha));
+        let (s, c) = libm::sincosf(self.alpha);
         let m11 = JR + MP * LR * LR + JP * s * s;
         let m12 = MP * LR * LP_CM * c;
         let (td, ad) = (self.theta_dot, self.alpha_dot);
@@ -304,7 +308,7 @@ impl Qube {
 
     /// `(θ̈, α̈)` in rad/s² at the current state under motor torque `tau` (N·m).
     fn accelerations(&self, tau: f32) -> (f32, f32) {
-        let (s, c) = (libm::sinf(self.alpha), libm::cosf(self.alpha));
+        let (s, c) = libm::sincosf(self.alpha);
         let (td, ad) = (self.theta_dot, self.alpha_dot);
         let m11 = JR + MP * LR * LR + JP * s * s;
         let m12 = MP * LR * LP_CM * c;
@@ -343,7 +347,7 @@ impl Qube {
         let d_alpha = wrap_count(self.alpha_count.wrapping_sub(prev_alpha));
         let raw_theta = d_theta as f32 * COUNT_RAD / DT;
         let raw_alpha = d_alpha as f32 * COUNT_RAD / DT;
-        let a = 1.0 - libm::expf(-VELOCITY_CUTOFF * DT);
+        let a = self.filter_gain;
         self.theta_vel += a * (raw_theta - self.theta_vel);
         self.alpha_vel += a * (raw_alpha - self.alpha_vel);
     }
@@ -381,15 +385,12 @@ impl Plant for Qube {
 
     fn observe(&mut self, obs: &mut [f32]) {
         let [theta_m, alpha_m, theta_vel, alpha_vel] = self.measured();
+        let (sin_theta, cos_theta) = libm::sincosf(theta_m);
+        let (sin_alpha, cos_alpha) = libm::sincosf(alpha_m);
         write_obs(
             obs,
             &[
-                libm::sinf(theta_m),
-                libm::cosf(theta_m),
-                libm::sinf(alpha_m),
-                libm::cosf(alpha_m),
-                theta_vel,
-                alpha_vel,
+                sin_theta, cos_theta, sin_alpha, cos_alpha, theta_vel, alpha_vel,
             ],
         );
     }

@@ -245,3 +245,41 @@ fn reward_is_one_upright_centred_at_zero_volts_and_near_zero_hanging() {
     let r = pushed.actuate(Action::Continuous(&[MAX_VOLTAGE])).reward;
     assert!((0.85..0.95).contains(&r), "{r}");
 }
+
+/// The model calls `libm::sincosf` (one argument reduction) where it used to call `sinf` and
+/// `cosf`: the trajectories, observations and rewards depend on the two agreeing bit for bit.
+#[test]
+fn sincosf_is_bit_identical_to_sinf_and_cosf() {
+    let check = |x: f32| {
+        let (s, c) = libm::sincosf(x);
+        assert_eq!(s.to_bits(), libm::sinf(x).to_bits(), "sin({x})");
+        assert_eq!(c.to_bits(), libm::cosf(x).to_bits(), "cos({x})");
+    };
+    // Every region of the argument reduction the model can reach (|x| ≤ 40 rad), densely.
+    for i in -4_000_000..=4_000_000 {
+        check(i as f32 * 1.0e-5);
+    }
+    // Around the region boundaries (multiples of π/4), every neighbouring f32.
+    for k in -40..=40 {
+        let centre = k as f32 * core::f32::consts::FRAC_PI_4;
+        let mut x = centre;
+        for _ in 0..2_000 {
+            check(x);
+            check(-x);
+            x = f32::from_bits(x.to_bits() + 1);
+        }
+    }
+    for x in [
+        0.0,
+        -0.0,
+        1e-30,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NAN,
+    ] {
+        let (s, c) = libm::sincosf(x);
+        assert_eq!(s.to_bits(), libm::sinf(x).to_bits());
+        assert_eq!(c.to_bits(), libm::cosf(x).to_bits());
+    }
+}

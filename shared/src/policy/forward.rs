@@ -2,6 +2,14 @@
 //!
 //! It allocates nothing and never panics: lengths are checked once when a [`PolicyView`] is
 //! made and again (cheaply) per call, and a mismatch is an error value.
+//!
+//! # The arithmetic is part of the definition
+//!
+//! The host recomputes the device's log-probabilities with this code, so the device must
+//! reproduce it bit for bit, whatever parameter layout it evaluates from. The definition:
+//! the observation goes through [`normalize`] (if the spec has a normaliser); each layer
+//! output starts from its bias and adds its weight·input products in input order, each
+//! product and sum rounded to f32 (no FMA); hidden outputs then go through [`tanh`].
 
 use super::spec::{NORMALIZED_OBS_CLIP, PolicyHead, PolicySpec};
 
@@ -91,9 +99,7 @@ impl<'a> PolicyView<'a> {
             let (mean, rest) = params.split_at(obs_dim);
             let (scale, rest) = rest.split_at(obs_dim);
             params = rest;
-            for (((x, o), m), s) in current.iter_mut().zip(obs).zip(mean).zip(scale) {
-                *x = ((o - m) * s).clamp(-NORMALIZED_OBS_CLIP, NORMALIZED_OBS_CLIP);
-            }
+            normalize(obs, mean, scale, &mut current[..obs_dim]);
         } else {
             current[..obs_dim].copy_from_slice(obs);
         }
@@ -119,132 +125,26 @@ impl<'a> PolicyView<'a> {
     }
 }
 
-/// Lanes of a 4-wide vector: one SSE / NEON / Helium register, or four scalar FPU registers
-/// on a Cortex-M4F/M7.
-type Lanes = [f32; 4];
-
-/// `acc[k] += w[k] * x[k]` for the four lanes. `w` and `x` hold at least four values.
-#[inline(always)]
-fn mul_add(acc: &mut Lanes, w: &[f32], x: &[f32]) {
-    for k in 0..4 {
-        acc[k] += w[k] * x[k];
-    }
-}
-
-/// The per-row summation order, shared by [`dot`] and [`dot4`] so that a row's result does not
-/// depend on whether it went through a four-row block:
+/// The observation normaliser: `x = clamp((obs − mean) · scale, ±NORMALIZED_OBS_CLIP)`,
+/// value by value over the shortest of the four slices.
 ///
-/// - lane `k` of `low` sums the products at indices `≡ k (mod 8)`, lane `k` of `high` those
-///   at `≡ k + 4 (mod 8)`, over the whole chunks of eight;
-/// - `v = low + high`, then, if `len % 8 ≥ 4`, the next four products are added lane-wise;
-/// - the result is `((v₀ + v₂) + (v₁ + v₃)) + tail`, where `tail` sums the last `len % 4`
-///   products in order.
-#[inline(always)]
-fn finish(low: Lanes, high: Lanes, quad: Option<(&[f32], &[f32])>, tail: f32) -> f32 {
-    let mut v = [
-        low[0] + high[0],
-        low[1] + high[1],
-        low[2] + high[2],
-        low[3] + high[3],
-    ];
-    if let Some((w, x)) = quad {
-        mul_add(&mut v, w, x);
-    }
-    ((v[0] + v[2]) + (v[1] + v[3])) + tail
-}
-
-/// Splits the part after the whole chunks of eight into the optional group of four and the
-/// last `len % 4` values.
-#[inline(always)]
-fn split_rest(rest: &[f32]) -> (Option<&[f32]>, &[f32]) {
-    match rest.split_at_checked(4) {
-        Some((quad, tail)) => (Some(quad), tail),
-        None => (None, rest),
-    }
-}
-
-/// Sum of the products of the last `len % 4` (at most three) values, in order. Unrolled with
-/// a bound the compiler can see, instead of a loop over a length it cannot.
-#[inline(always)]
-fn tail_dot(a: &[f32], x: &[f32]) -> f32 {
-    let mut t = 0.0;
-    for j in 0..3 {
-        if let (Some(p), Some(q)) = (a.get(j), x.get(j)) {
-            t += p * q;
-        }
-    }
-    t
-}
-
-/// Dot product of one row with `x` (same length), in the order described at [`finish`].
-///
-/// Two 4-lane accumulators over chunks of eight: written lane-wise on `[f32; 4]` arrays so
-/// that LLVM's SLP vectoriser turns each into one `mulps`/`addps` pair on the x86-64 baseline
-/// (SSE2) and NEON, while a scalar FPU still gets eight independent dependency chains.
+/// Public so that a device-side evaluation of the policy (in another parameter layout) uses
+/// the very same arithmetic.
 #[inline]
-fn dot(a: &[f32], x: &[f32]) -> f32 {
-    let (chunks_a, rest_a) = a.as_chunks::<8>();
-    let (chunks_x, rest_x) = x.as_chunks::<8>();
-    let mut low = [0.0f32; 4];
-    let mut high = [0.0f32; 4];
-    for (ca, cx) in chunks_a.iter().zip(chunks_x) {
-        let (al, ah) = ca.split_at(4);
-        let (xl, xh) = cx.split_at(4);
-        mul_add(&mut low, al, xl);
-        mul_add(&mut high, ah, xh);
+pub fn normalize(obs: &[f32], mean: &[f32], scale: &[f32], x: &mut [f32]) {
+    for (((x, o), m), s) in x.iter_mut().zip(obs).zip(mean).zip(scale) {
+        *x = ((o - m) * s).clamp(-NORMALIZED_OBS_CLIP, NORMALIZED_OBS_CLIP);
     }
-    let (quad_a, tail_a) = split_rest(rest_a);
-    let (quad_x, tail_x) = split_rest(rest_x);
-    let tail = tail_dot(tail_a, tail_x);
-    finish(low, high, quad_a.zip(quad_x), tail)
 }
 
-/// Dot products of four consecutive rows (`w` holds `4 * x.len()` values) with `x`, each
-/// bit-identical to [`dot`] of that row.
+/// `y = W x + b` for a row-major `W` of `y.len()` rows of `x.len()` values.
 ///
-/// Register blocking, the classic GEMV trick: each chunk of `x` is loaded once and multiplied
-/// into four rows, so a chunk of eight costs two loads of `x`, eight of weights, eight
-/// multiplies and eight adds for 32 multiply-accumulates. Four rows and not eight: four rows
-/// of two 4-lane accumulators plus two of `x` fit in SSE2's sixteen registers; eight rows would
-/// spill. The horizontal sums at the end are paid once per row.
-///
-/// The shape is what LLVM vectorises lane-wise: small-looking changes here (a branch around
-/// the remainder code, building the four results in one transposed add) have made its SLP
-/// vectoriser group the *rows* into vector lanes instead, transposing weights inside the loop
-/// at twice the instruction count. Re-check with `examples/step_count` after editing.
-#[inline]
-fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
-    let n = x.len();
-    let (r0, rest) = w.split_at(n);
-    let (r1, rest) = rest.split_at(n);
-    let (r2, r3) = rest.split_at(n);
-    let (chunks_x, rest_x) = x.as_chunks::<8>();
-    let (c0, t0) = r0.as_chunks::<8>();
-    let (c1, t1) = r1.as_chunks::<8>();
-    let (c2, t2) = r2.as_chunks::<8>();
-    let (c3, t3) = r3.as_chunks::<8>();
-    let mut low = [[0.0f32; 4]; 4];
-    let mut high = [[0.0f32; 4]; 4];
-    for ((((cx, a0), a1), a2), a3) in chunks_x.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
-        let (xl, xh) = cx.split_at(4);
-        for (r, a) in [a0, a1, a2, a3].into_iter().enumerate() {
-            let (al, ah) = a.split_at(4);
-            mul_add(&mut low[r], al, xl);
-            mul_add(&mut high[r], ah, xh);
-        }
-    }
-    let (quad_x, tail_x) = split_rest(rest_x);
-    let mut out = [0.0f32; 4];
-    for (r, rest) in [t0, t1, t2, t3].into_iter().enumerate() {
-        let (quad, tail) = split_rest(rest);
-        let tail = tail_dot(tail, tail_x);
-        out[r] = finish(low[r], high[r], quad.zip(quad_x), tail);
-    }
-    out
-}
-
-/// `y = W x + b` for a row-major `W` of `y.len()` rows of `x.len()` values: four rows at a
-/// time through [`dot4`], the remaining `y.len() % 4` rows through [`dot`].
+/// The summation order is part of the policy's definition, so that any faster evaluation
+/// can reproduce it bit for bit: each output starts from its bias and adds its products in
+/// input order, `y_r = (((b_r + w_r0·x_0) + w_r1·x_1) + …) + w_r,n−1·x_n−1`, every product
+/// and sum rounded to f32 (Rust never fuses them into an FMA). The firmware evaluates the
+/// same sums several rows at a time in its own tiled layout; this row-at-a-time version is
+/// the reference.
 #[inline]
 fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
     let n = x.len();
@@ -252,18 +152,8 @@ fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
         y.copy_from_slice(b);
         return;
     }
-    let (y4, y_rest) = y.as_chunks_mut::<4>();
-    let (b4, b_rest) = b.as_chunks::<4>();
-    let blocks = w.chunks_exact(4 * n);
-    let w_rest = blocks.remainder();
-    for ((yv, bv), wb) in y4.iter_mut().zip(b4).zip(blocks) {
-        let s = dot4(wb, x);
-        for k in 0..4 {
-            yv[k] = s[k] + bv[k];
-        }
-    }
-    for ((y, b), row) in y_rest.iter_mut().zip(b_rest).zip(w_rest.chunks_exact(n)) {
-        *y = dot(row, x) + b;
+    for ((y, &b), row) in y.iter_mut().zip(b).zip(w.chunks_exact(n)) {
+        *y = row.iter().zip(x).fold(b, |acc, (w, x)| acc + w * x);
     }
 }
 
@@ -297,8 +187,11 @@ const TANH_Q: [f32; 7] = [
 /// least squares on `[0, 9]` (max error 7·10⁻⁸ in exact arithmetic) and rounded to f32; the
 /// rest of the error is f32 rounding in the Horner evaluation. Branch-free, so a loop of
 /// calls vectorises. NaN in, NaN out.
+///
+/// Public because it is the hidden layers' activation by definition: a device-side
+/// evaluation of the policy calls this very function.
 #[inline]
-pub(crate) fn tanh(x: f32) -> f32 {
+pub fn tanh(x: f32) -> f32 {
     let x = x.clamp(-TANH_CLAMP, TANH_CLAMP);
     let s = x * x;
     let mut p = TANH_P[6];
@@ -428,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn four_row_blocks_match_single_rows_bit_for_bit() {
+    fn affine_sums_each_row_from_its_bias_in_input_order() {
         for n in 0..40 {
             for m in 0..10 {
                 let w: Vec<f32> = (0..n * m).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -437,27 +330,15 @@ mod tests {
                 let mut y = std::vec![0.0f32; m];
                 affine(&w, &b, &x, &mut y);
                 for r in 0..m {
-                    let row = &w[r * n..(r + 1) * n];
-                    let single = if n == 0 { b[r] } else { dot(row, &x) + b[r] };
-                    assert_eq!(
-                        y[r].to_bits(),
-                        single.to_bits(),
-                        "n = {n}, m = {m}, row {r}"
-                    );
-                    let naive: f64 = row.iter().zip(&x).map(|(p, q)| *p as f64 * *q as f64).sum();
+                    let mut sequential = b[r];
+                    for j in 0..n {
+                        sequential += w[r * n + j] * x[j];
+                    }
+                    assert_eq!(y[r].to_bits(), sequential.to_bits(), "n = {n}, row {r}");
+                    let naive: f64 = (0..n).map(|j| w[r * n + j] as f64 * x[j] as f64).sum();
                     assert!((y[r] as f64 - naive - b[r] as f64).abs() < 1e-5);
                 }
             }
-        }
-    }
-
-    #[test]
-    fn dot_matches_naive_sum_for_every_length() {
-        for n in 0..40 {
-            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let naive: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            assert!((dot(&a, &b) as f64 - naive).abs() < 1e-5, "n = {n}");
         }
     }
 }

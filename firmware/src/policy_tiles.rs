@@ -42,7 +42,7 @@
 //! The commit reads the buffer back in wire order ([`wire_order`]) to check the CRC.
 
 use tether_shared::PolicySpec;
-use tether_shared::policy::{ForwardError, PolicyHead, normalize, tanh};
+use tether_shared::policy::{ForwardError, LayeredParams, PolicyHead, tanh};
 
 /// Whether the widest tiles have 32 rows (targets with sixteen or more 128-bit vector
 /// registers: x86-64's SSE, AArch64's NEON) rather than 16 (Cortex-M FPUs and Helium,
@@ -214,16 +214,6 @@ impl<'a> TiledPolicy<'a> {
         }
     }
 
-    /// The error for parameters that do not fit the spec (cannot happen after [`Self::new`];
-    /// kept so that the forward pass has no panicking path).
-    #[cold]
-    fn length_error(&self) -> ForwardError {
-        ForwardError::ParamLength {
-            expected: self.spec.param_count(),
-            got: self.params.len(),
-        }
-    }
-
     /// Runs the network on one observation and writes the Gaussian mean or the categorical
     /// logits into `out`: bit for bit what `PolicyView::forward` computes from the wire
     /// order. Same errors, same scratch requirement ([`PolicySpec::scratch_len`]).
@@ -233,56 +223,12 @@ impl<'a> TiledPolicy<'a> {
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
-        let spec = self.spec;
-        let obs_dim = spec.obs_dim as usize;
-        if obs.len() != obs_dim {
-            return Err(ForwardError::ObsLength);
-        }
-        if out.len() != spec.output_dim() {
-            return Err(ForwardError::OutputLength);
-        }
-        let width = self.width;
-        let (mut current, mut next) = scratch
-            .get_mut(..2 * width)
-            .ok_or(ForwardError::ScratchTooShort)?
-            .split_at_mut(width);
-        let mut params = self.params;
-        let x = current
-            .get_mut(..obs_dim)
-            .ok_or_else(|| self.length_error())?;
-        if spec.normalize_obs {
-            let (mean, rest) = params
-                .split_at_checked(obs_dim)
-                .ok_or_else(|| self.length_error())?;
-            let (scale, rest) = rest
-                .split_at_checked(obs_dim)
-                .ok_or_else(|| self.length_error())?;
-            params = rest;
-            normalize(obs, mean, scale, x);
-        } else {
-            x.copy_from_slice(obs);
-        }
-
-        let layer_count = spec.hidden.len() + 1;
-        for (index, (inputs, outputs)) in spec.layers().enumerate() {
-            let (region, rest) = params
-                .split_at_checked(outputs * (inputs + 1))
-                .ok_or_else(|| self.length_error())?;
-            params = rest;
-            let x = current.get(..inputs).ok_or_else(|| self.length_error())?;
-            if index + 1 == layer_count {
-                layer(region, x, out, false);
-            } else {
-                layer(
-                    region,
-                    x,
-                    next.get_mut(..outputs).ok_or_else(|| self.length_error())?,
-                    true,
-                );
-                core::mem::swap(&mut current, &mut next);
-            }
-        }
-        Ok(())
+        let layers = LayeredParams {
+            spec: self.spec,
+            params: self.params,
+            width: self.width,
+        };
+        layers.forward(obs, scratch, out, layer)
     }
 }
 

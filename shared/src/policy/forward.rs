@@ -80,6 +80,52 @@ impl<'a> PolicyView<'a> {
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
+        let layers = LayeredParams {
+            spec: self.spec,
+            params: self.params,
+            width: self.spec.max_width(),
+        };
+        layers.forward(obs, scratch, out, |region, x, y, hidden| {
+            let (weights, bias) = region.split_at(x.len() * y.len());
+            affine(weights, bias, x, y);
+            if hidden {
+                // A separate, branch-free pass so the compiler can vectorise it.
+                for y in y.iter_mut() {
+                    *y = tanh(*y);
+                }
+            }
+        })
+    }
+}
+
+/// Parameters laid out as the normaliser's mean and scale (when the spec has one), then one
+/// region of `outputs · (inputs + 1)` values per layer, in whatever order inside a region
+/// the evaluator expects: the frame every forward pass shares. [`PolicyView`] reads the wire
+/// order; the firmware reads its tiled order; both call [`LayeredParams::forward`] with their
+/// own layer kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct LayeredParams<'a> {
+    /// The network's shape.
+    pub spec: &'a PolicySpec,
+    /// Every parameter, [`PolicySpec::param_count`] long.
+    pub params: &'a [f32],
+    /// [`PolicySpec::max_width`] (passed in so a caller can compute it once).
+    pub width: usize,
+}
+
+impl LayeredParams<'_> {
+    /// Checks the buffers, normalises the observation, then walks the layers, calling
+    /// `layer(region, x, y, hidden)` for each: it must write `y = W·x + b` summed in the
+    /// order of the definition (module documentation), then [`tanh`] when `hidden`. Wrong
+    /// sizes are errors, never panics.
+    #[inline(always)]
+    pub fn forward(
+        &self,
+        obs: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+        mut layer: impl FnMut(&[f32], &[f32], &mut [f32], bool),
+    ) -> Result<(), ForwardError> {
         let spec = self.spec;
         let obs_dim = spec.obs_dim as usize;
         if obs.len() != obs_dim {
@@ -88,40 +134,53 @@ impl<'a> PolicyView<'a> {
         if out.len() != spec.output_dim() {
             return Err(ForwardError::OutputLength);
         }
-        let width = spec.max_width();
-        if scratch.len() < 2 * width {
-            return Err(ForwardError::ScratchTooShort);
-        }
-        let (mut current, mut next) = scratch.split_at_mut(width);
-
+        let (mut current, mut next) = scratch
+            .get_mut(..2 * self.width)
+            .ok_or(ForwardError::ScratchTooShort)?
+            .split_at_mut(self.width);
         let mut params = self.params;
+        let x = current
+            .get_mut(..obs_dim)
+            .ok_or_else(|| self.length_error())?;
         if spec.normalize_obs {
-            let (mean, rest) = params.split_at(obs_dim);
-            let (scale, rest) = rest.split_at(obs_dim);
+            let (mean, rest) = params
+                .split_at_checked(obs_dim)
+                .ok_or_else(|| self.length_error())?;
+            let (scale, rest) = rest
+                .split_at_checked(obs_dim)
+                .ok_or_else(|| self.length_error())?;
             params = rest;
-            normalize(obs, mean, scale, &mut current[..obs_dim]);
+            normalize(obs, mean, scale, x);
         } else {
-            current[..obs_dim].copy_from_slice(obs);
+            x.copy_from_slice(obs);
         }
 
         let layer_count = spec.hidden.len() + 1;
         for (index, (inputs, outputs)) in spec.layers().enumerate() {
-            let (weights, rest) = params.split_at(inputs * outputs);
-            let (bias, rest) = rest.split_at(outputs);
+            let (region, rest) = params
+                .split_at_checked(outputs * (inputs + 1))
+                .ok_or_else(|| self.length_error())?;
             params = rest;
-            let x = &current[..inputs];
-            let is_output = index + 1 == layer_count;
-            let target: &mut [f32] = if is_output { out } else { &mut next[..outputs] };
-            affine(weights, bias, x, target);
-            if !is_output {
-                // A separate, branch-free pass so the compiler can vectorise it.
-                for y in target.iter_mut() {
-                    *y = tanh(*y);
-                }
+            let x = current.get(..inputs).ok_or_else(|| self.length_error())?;
+            if index + 1 == layer_count {
+                layer(region, x, out, false);
+            } else {
+                let y = next.get_mut(..outputs).ok_or_else(|| self.length_error())?;
+                layer(region, x, y, true);
                 core::mem::swap(&mut current, &mut next);
             }
         }
         Ok(())
+    }
+
+    /// The error for parameters or a width that do not fit the spec (cannot happen when
+    /// they were checked; kept so that the forward pass has no panicking path).
+    #[cold]
+    fn length_error(&self) -> ForwardError {
+        ForwardError::ParamLength {
+            expected: self.spec.param_count(),
+            got: self.params.len(),
+        }
     }
 }
 

@@ -42,7 +42,7 @@
 //! The commit reads the buffer back in wire order ([`wire_order`]) to check the CRC.
 
 use tether_shared::PolicySpec;
-use tether_shared::policy::{ForwardError, LayeredParams, PolicyHead, tanh};
+use tether_shared::policy::{ForwardError, LayeredParams, tanh};
 
 /// Whether the widest tiles have 32 rows (targets with sixteen or more 128-bit vector
 /// registers: x86-64's SSE, AArch64's NEON) rather than 16 (Cortex-M FPUs and Helium,
@@ -157,61 +157,39 @@ pub fn scatter(
 /// results.
 #[derive(Clone, Copy, Debug)]
 pub struct TiledPolicy<'a> {
-    spec: &'a PolicySpec,
-    params: &'a [f32],
-    /// [`PolicySpec::max_width`], computed once.
-    width: usize,
+    layers: LayeredParams<'a>,
 }
 
 impl<'a> TiledPolicy<'a> {
     /// Pairs a spec with its tiled parameters, checking the length.
     pub fn new(spec: &'a PolicySpec, params: &'a [f32]) -> Result<Self, ForwardError> {
-        let expected = spec.param_count();
-        if params.len() != expected {
-            return Err(ForwardError::ParamLength {
-                expected,
-                got: params.len(),
-            });
-        }
         Ok(TiledPolicy {
-            spec,
-            params,
-            width: spec.max_width(),
+            layers: LayeredParams::new(spec, params)?,
         })
     }
 
     /// Like [`Self::new`] without recomputing the spec's sizes, for a policy the caller
-    /// checked with [`Self::new`] before (at commit): `params` must be
-    /// [`PolicySpec::param_count`] long and `width` must be [`PolicySpec::max_width`].
-    /// Wrong sizes give wrong results or errors, never a panic.
+    /// checked with [`Self::new`] before (at commit); see [`LayeredParams::from_checked`].
     pub(crate) fn from_checked(spec: &'a PolicySpec, params: &'a [f32], width: usize) -> Self {
         TiledPolicy {
-            spec,
-            params,
-            width,
+            layers: LayeredParams::from_checked(spec, params, width),
         }
     }
 
     /// [`PolicySpec::max_width`] of the spec.
     pub fn width(&self) -> usize {
-        self.width
+        self.layers.width()
     }
 
     /// The spec this policy reads its parameters with.
     pub fn spec(&self) -> &'a PolicySpec {
-        self.spec
+        self.layers.spec()
     }
 
     /// The state-independent log standard deviations of a Gaussian head (`None` for a
     /// categorical head). Same position as in the wire order.
     pub fn log_std(&self) -> Option<&'a [f32]> {
-        match self.spec.head {
-            PolicyHead::Gaussian { action_dim } => {
-                let n = action_dim as usize;
-                self.params.get(self.params.len().checked_sub(n)?..)
-            }
-            PolicyHead::Categorical { .. } => None,
-        }
+        self.layers.log_std()
     }
 
     /// Runs the network on one observation and writes the Gaussian mean or the categorical
@@ -223,12 +201,7 @@ impl<'a> TiledPolicy<'a> {
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
-        let layers = LayeredParams {
-            spec: self.spec,
-            params: self.params,
-            width: self.width,
-        };
-        layers.forward(obs, scratch, out, layer)
+        self.layers.forward(obs, scratch, out, layer)
     }
 }
 
@@ -313,7 +286,7 @@ mod tests {
     use std::vec::Vec;
 
     use proptest::prelude::*;
-    use tether_shared::policy::{MAX_HIDDEN_LAYERS, PolicyView};
+    use tether_shared::policy::{MAX_HIDDEN_LAYERS, PolicyHead, PolicyView};
 
     use super::*;
 

@@ -35,38 +35,26 @@ pub enum ForwardError {
 /// A policy's parameters interpreted through its spec: the thing that runs.
 #[derive(Clone, Copy, Debug)]
 pub struct PolicyView<'a> {
-    spec: &'a PolicySpec,
-    params: &'a [f32],
+    layers: LayeredParams<'a>,
 }
 
 impl<'a> PolicyView<'a> {
     /// Pairs a spec with its flat parameters, checking the length.
     pub fn new(spec: &'a PolicySpec, params: &'a [f32]) -> Result<Self, ForwardError> {
-        let expected = spec.param_count();
-        if params.len() != expected {
-            return Err(ForwardError::ParamLength {
-                expected,
-                got: params.len(),
-            });
-        }
-        Ok(PolicyView { spec, params })
+        Ok(PolicyView {
+            layers: LayeredParams::new(spec, params)?,
+        })
     }
 
     /// The spec this view reads its parameters with.
     pub fn spec(&self) -> &'a PolicySpec {
-        self.spec
+        self.layers.spec()
     }
 
     /// The state-independent log standard deviations of a Gaussian head (`None` for a
     /// categorical head).
     pub fn log_std(&self) -> Option<&'a [f32]> {
-        match self.spec.head {
-            PolicyHead::Gaussian { action_dim } => {
-                let n = action_dim as usize;
-                self.params.get(self.params.len() - n..)
-            }
-            PolicyHead::Categorical { .. } => None,
-        }
+        self.layers.log_std()
     }
 
     /// Runs the network on one observation and writes the Gaussian mean or the categorical
@@ -80,37 +68,83 @@ impl<'a> PolicyView<'a> {
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
-        let layers = LayeredParams {
-            spec: self.spec,
-            params: self.params,
-            width: self.spec.max_width(),
-        };
-        layers.forward(obs, scratch, out, |region, x, y, hidden| {
-            let (weights, bias) = region.split_at(x.len() * y.len());
-            affine(weights, bias, x, y);
-            if hidden {
-                // A separate, branch-free pass so the compiler can vectorise it.
-                for y in y.iter_mut() {
-                    *y = tanh(*y);
+        self.layers
+            .forward(obs, scratch, out, |region, x, y, hidden| {
+                let (weights, bias) = region.split_at(x.len() * y.len());
+                affine(weights, bias, x, y);
+                if hidden {
+                    // A separate, branch-free pass so the compiler can vectorise it.
+                    for y in y.iter_mut() {
+                        *y = tanh(*y);
+                    }
                 }
-            }
-        })
+            })
     }
 }
 
 /// Parameters laid out as the normaliser's mean and scale (when the spec has one), then one
-/// region of `outputs · (inputs + 1)` values per layer, in whatever order inside a region
-/// the evaluator expects: the frame every forward pass shares. [`PolicyView`] reads the wire
-/// order; the firmware reads its tiled order; both call [`LayeredParams::forward`] with their
-/// own layer kernel.
+/// region of `outputs · (inputs + 1)` values per layer, then the Gaussian log-stds, in
+/// whatever order inside a region the evaluator expects: the frame every forward pass
+/// shares. [`PolicyView`] reads the wire order; the firmware reads its tiled order; both
+/// call [`LayeredParams::forward`] with their own layer kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct LayeredParams<'a> {
-    /// The network's shape.
-    pub spec: &'a PolicySpec,
-    /// Every parameter, [`PolicySpec::param_count`] long.
-    pub params: &'a [f32],
-    /// [`PolicySpec::max_width`] (passed in so a caller can compute it once).
-    pub width: usize,
+    spec: &'a PolicySpec,
+    params: &'a [f32],
+    /// [`PolicySpec::max_width`], computed once.
+    width: usize,
+}
+
+impl<'a> LayeredParams<'a> {
+    /// Pairs a spec with its parameters, checking the length.
+    pub fn new(spec: &'a PolicySpec, params: &'a [f32]) -> Result<Self, ForwardError> {
+        let expected = spec.param_count();
+        if params.len() != expected {
+            return Err(ForwardError::ParamLength {
+                expected,
+                got: params.len(),
+            });
+        }
+        Ok(LayeredParams {
+            spec,
+            params,
+            width: spec.max_width(),
+        })
+    }
+
+    /// Like [`Self::new`] without recomputing the spec's sizes, for parameters checked with
+    /// [`Self::new`] before: `params` must be [`PolicySpec::param_count`] long and `width`
+    /// must be [`PolicySpec::max_width`]. Wrong sizes give wrong results or errors, never a
+    /// panic.
+    pub fn from_checked(spec: &'a PolicySpec, params: &'a [f32], width: usize) -> Self {
+        LayeredParams {
+            spec,
+            params,
+            width,
+        }
+    }
+
+    /// The spec the parameters are read with.
+    pub fn spec(&self) -> &'a PolicySpec {
+        self.spec
+    }
+
+    /// [`PolicySpec::max_width`] of the spec.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The state-independent log standard deviations of a Gaussian head (`None` for a
+    /// categorical head): the last values in every layout.
+    pub fn log_std(&self) -> Option<&'a [f32]> {
+        match self.spec.head {
+            PolicyHead::Gaussian { action_dim } => {
+                let n = action_dim as usize;
+                self.params.get(self.params.len().checked_sub(n)?..)
+            }
+            PolicyHead::Categorical { .. } => None,
+        }
+    }
 }
 
 impl LayeredParams<'_> {

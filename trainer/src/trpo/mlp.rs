@@ -81,6 +81,10 @@ pub struct Mlp {
 #[derive(Clone, Debug, Default)]
 pub struct ForwardCache {
     activations: Vec<DMatrix<f64>>,
+    /// f32 copies of the activations that feed single-precision products (empty where
+    /// none does), made once by the forward pass so the JVPs and VJPs of a conjugate-
+    /// gradient solve reuse them instead of converting again.
+    single: Vec<Vec<f32>>,
 }
 
 impl ForwardCache {
@@ -93,6 +97,12 @@ impl ForwardCache {
     /// Number of samples (columns) in the batch.
     pub fn batch_size(&self) -> usize {
         self.activations[0].ncols()
+    }
+
+    /// The f32 copy of activation `k`, when the forward pass made one of its current values.
+    fn single(&self, k: usize) -> Option<&[f32]> {
+        let copy = self.single.get(k)?;
+        (copy.len() == self.activations[k].len() && !copy.is_empty()).then_some(copy.as_slice())
     }
 
     /// Shapes every activation for `mlp` and `n` samples (reallocating only on change) and
@@ -234,13 +244,29 @@ impl Mlp {
         debug_assert_eq!(cache.activations.len(), self.layer_sizes.len());
         let n = cache.batch_size();
         let mut scratch = Vec::new();
+        let ForwardCache {
+            activations,
+            single,
+        } = cache;
+        single.resize_with(self.layouts.len(), Vec::new);
         for (k, layout) in self.layouts.iter().enumerate() {
-            let (below, above) = cache.activations.split_at_mut(k + 1);
+            let (below, above) = activations.split_at_mut(k + 1);
+            let h = below[k].as_slice();
+            let copy = &mut single[k];
+            copy.clear();
+            if self.precision == Precision::Single && blocked(layout.outputs, layout.inputs, n) {
+                copy.resize(h.len(), 0.0);
+                to_single(copy, h);
+            }
+            let h = Values {
+                double: h,
+                single: (!copy.is_empty()).then_some(copy.as_slice()),
+            };
             let z = above[0].as_mut_slice();
             affine_product(
                 z,
                 weights_block(params, layout),
-                below[k].as_slice(),
+                h,
                 (layout.outputs, layout.inputs, n),
                 false,
                 self.precision,
@@ -300,7 +326,10 @@ impl Mlp {
             weight_gradient(
                 &mut gradient[layout.weights_offset..layout.bias_offset],
                 upstream,
-                below,
+                Values {
+                    double: below,
+                    single: cache.single(k),
+                },
                 (layout.outputs, layout.inputs, n),
                 self.precision,
                 transposed_weights,
@@ -356,7 +385,10 @@ impl Mlp {
             affine_product(
                 &mut next[..len],
                 weights_block(direction, layout),
-                cache.activations[k].as_slice(),
+                Values {
+                    double: cache.activations[k].as_slice(),
+                    single: cache.single(k),
+                },
                 dims,
                 false,
                 self.precision,
@@ -366,7 +398,7 @@ impl Mlp {
                 affine_product(
                     &mut next[..len],
                     weights_block(params, layout),
-                    &current[..layout.inputs * n],
+                    Values::from(&current[..layout.inputs * n]),
                     dims,
                     true,
                     self.precision,
@@ -421,8 +453,25 @@ fn blocked(m: usize, k: usize, n: usize) -> bool {
     m.min(k).min(n) >= BLOCKED_GEMM_MIN_DIM
 }
 
-/// One operand of [`blocked_gemm`]: data, (rows, cols), (row stride, col stride).
-type Operand<'a> = (&'a [f64], (usize, usize), (usize, usize));
+/// A matrix's values, with their f32 copy when the caller keeps one (see
+/// [`ForwardCache`]).
+#[derive(Clone, Copy, Debug)]
+struct Values<'a> {
+    double: &'a [f64],
+    single: Option<&'a [f32]>,
+}
+
+impl<'a> From<&'a [f64]> for Values<'a> {
+    fn from(double: &'a [f64]) -> Self {
+        Values {
+            double,
+            single: None,
+        }
+    }
+}
+
+/// One operand of [`blocked_gemm`]: values, (rows, cols), (row stride, col stride).
+type Operand<'a> = (Values<'a>, (usize, usize), (usize, usize));
 
 thread_local! {
     /// Per-thread f32 copies of the operands and the product of [`blocked_gemm`],
@@ -434,8 +483,8 @@ thread_local! {
 
 /// `c = a·b` (or `c += a·b` when `accumulate`), `c` column-major `rows × cols`, by
 /// `matrixmultiply` in the given precision. Single precision converts the operands to f32
-/// copies first (the conversions are O(size), the product O(size × inner dimension)); the
-/// result is still a deterministic function of the inputs.
+/// copies first, unless the caller passes one (the conversions are O(size), the product
+/// O(size × inner dimension)); the result is still a deterministic function of the inputs.
 fn blocked_gemm(
     c: &mut [f64],
     (rows, cols): (usize, usize),
@@ -447,30 +496,34 @@ fn blocked_gemm(
     if precision == Precision::Double {
         let mut product = DMatrixViewMut::from_slice(c, rows, cols);
         let beta = if accumulate { 1.0 } else { 0.0 };
-        product.gemm(1.0, &strided(a.0, a.1, a.2), &strided(b.0, b.1, b.2), beta);
+        product.gemm(
+            1.0,
+            &strided(a.0.double, a.1, a.2),
+            &strided(b.0.double, b.1, b.2),
+            beta,
+        );
         return;
     }
     SINGLE_PRECISION_SCRATCH.with_borrow_mut(|[a32, b32, c32]| {
         // Sized without clearing: every element is overwritten below (β = 0 never reads C).
-        a32.resize(a.0.len(), 0.0);
-        b32.resize(b.0.len(), 0.0);
+        let (a32, b32) = (single_values(a.0, a32), single_values(b.0, b32));
         c32.resize(rows * cols, 0.0);
-        let (a32, b32, c32) = (
-            &mut a32[..a.0.len()],
-            &mut b32[..b.0.len()],
-            &mut c32[..rows * cols],
-        );
-        to_single(a32, a.0);
-        to_single(b32, b.0);
+        let c32 = &mut c32[..rows * cols];
         let mut product = DMatrixViewMut::from_slice(c32, rows, cols);
-        product.gemm(
-            1.0,
-            &strided(&*a32, a.1, a.2),
-            &strided(&*b32, b.1, b.2),
-            0.0,
-        );
+        product.gemm(1.0, &strided(a32, a.1, a.2), &strided(b32, b.1, b.2), 0.0);
         from_single(c, c32, accumulate);
     });
+}
+
+/// `values` in f32: the caller's copy when it has one, else converted into `buffer`.
+fn single_values<'a>(values: Values<'a>, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+    if let Some(copy) = values.single {
+        return copy;
+    }
+    buffer.resize(values.double.len(), 0.0);
+    let buffer = &mut buffer[..values.double.len()];
+    to_single(buffer, values.double);
+    buffer
 }
 
 avx2_dispatch! {
@@ -506,14 +559,14 @@ fn from_single_impl(double: &mut [f64], single: &[f32], accumulate: bool) {
 avx2_dispatch! {
     /// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
     /// `z` column-major (`in × n`, `out × n`).
-    fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: &[f64], dims: (usize, usize, usize), accumulate: bool, precision: Precision, scratch: &mut Vec<f64>)
+    fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: Values<'_>, dims: (usize, usize, usize), accumulate: bool, precision: Precision, scratch: &mut Vec<f64>)
 }
 
 #[inline(always)]
 fn affine_product_impl(
     z: &mut [f64],
     w: &[f64],
-    h: &[f64],
+    h: Values<'_>,
     (out, inp, n): (usize, usize, usize),
     accumulate: bool,
     precision: Precision,
@@ -523,7 +576,7 @@ fn affine_product_impl(
         blocked_gemm(
             z,
             (out, n),
-            (w, (out, inp), (inp, 1)),
+            (w.into(), (out, inp), (inp, 1)),
             (h, (inp, n), (1, inp)),
             accumulate,
             precision,
@@ -535,7 +588,7 @@ fn affine_product_impl(
     }
     if inp >= out {
         // One dot product of length `in` per output.
-        for (zj, hj) in z.chunks_exact_mut(out).zip(h.chunks_exact(inp)) {
+        for (zj, hj) in z.chunks_exact_mut(out).zip(h.double.chunks_exact(inp)) {
             for (value, row) in zj.iter_mut().zip(w.chunks_exact(inp)) {
                 *value += dot(row, hj);
             }
@@ -543,7 +596,7 @@ fn affine_product_impl(
     } else {
         // Wide output: axpy of W's columns (transposed into `scratch` once).
         let wt = transpose_into(scratch, w, out, inp);
-        for (zj, hj) in z.chunks_exact_mut(out).zip(h.chunks_exact(inp)) {
+        for (zj, hj) in z.chunks_exact_mut(out).zip(h.double.chunks_exact(inp)) {
             for (column, &s) in wt.chunks_exact(out).zip(hj) {
                 axpy(zj, s, column);
             }
@@ -554,14 +607,14 @@ fn affine_product_impl(
 avx2_dispatch! {
     /// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
     /// column-major `out × n`, `H` column-major `in × n`.
-    fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: &[f64], dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
+    fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: Values<'_>, dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
 }
 
 #[inline(always)]
 fn weight_gradient_impl(
     g: &mut [f64],
     u: &[f64],
-    h: &[f64],
+    h: Values<'_>,
     (out, inp, n): (usize, usize, usize),
     precision: Precision,
     scratch: &mut Vec<f64>,
@@ -572,7 +625,7 @@ fn weight_gradient_impl(
             g,
             (inp, out),
             (h, (inp, n), (1, inp)),
-            (u, (n, out), (out, 1)),
+            (u.into(), (n, out), (out, 1)),
             false,
             precision,
         );
@@ -580,7 +633,7 @@ fn weight_gradient_impl(
     }
     g.fill(0.0);
     if inp >= out {
-        for (uj, hj) in u.chunks_exact(out).zip(h.chunks_exact(inp)) {
+        for (uj, hj) in u.chunks_exact(out).zip(h.double.chunks_exact(inp)) {
             for (row, &s) in g.chunks_exact_mut(inp).zip(uj) {
                 axpy(row, s, hj);
             }
@@ -589,7 +642,7 @@ fn weight_gradient_impl(
         // Accumulate column-major (contiguous over the wide `out`), then transpose.
         scratch.clear();
         scratch.resize(out * inp, 0.0);
-        for (uj, hj) in u.chunks_exact(out).zip(h.chunks_exact(inp)) {
+        for (uj, hj) in u.chunks_exact(out).zip(h.double.chunks_exact(inp)) {
             for (column, &s) in scratch.chunks_exact_mut(out).zip(hj) {
                 axpy(column, s, uj);
             }
@@ -622,8 +675,8 @@ fn transpose_product_impl(
         blocked_gemm(
             x,
             (inp, n),
-            (w, (inp, out), (1, inp)),
-            (u, (out, n), (1, out)),
+            (w.into(), (inp, out), (1, inp)),
+            (u.into(), (out, n), (1, out)),
             false,
             precision,
         );
@@ -1017,10 +1070,25 @@ mod tests {
             };
             let mut scratch = Vec::new();
             let mut z = vec![1.0; out * n];
-            affine_product(&mut z, &w, &h, (out, inp, n), true, precision, &mut scratch);
+            affine_product(
+                &mut z,
+                &w,
+                h[..].into(),
+                (out, inp, n),
+                true,
+                precision,
+                &mut scratch,
+            );
             check(&z, &(&wm * &hm + DMatrix::from_element(out, n, 1.0)), inp);
             let mut g = vec![7.0; out * inp];
-            weight_gradient(&mut g, &u, &h, (out, inp, n), precision, &mut scratch);
+            weight_gradient(
+                &mut g,
+                &u,
+                h[..].into(),
+                (out, inp, n),
+                precision,
+                &mut scratch,
+            );
             // Row-major out × in.
             check(&g, &(&um * hm.transpose()).transpose(), n);
             let mut x = vec![7.0; inp * n];

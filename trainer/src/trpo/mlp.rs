@@ -159,11 +159,6 @@ impl Mlp {
         Self { precision, ..self }
     }
 
-    /// Arithmetic of the large products.
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
     /// Width of the input layer.
     pub fn input_dim(&self) -> usize {
         self.layer_sizes[0]

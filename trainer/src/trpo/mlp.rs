@@ -248,10 +248,12 @@ impl Mlp {
             let (below, above) = activations.split_at_mut(k + 1);
             let h = below[k].as_slice();
             let copy = &mut single[k];
-            copy.clear();
             if self.precision == Precision::Single && blocked(layout.outputs, layout.inputs, n) {
+                // Resized, not cleared: every value is overwritten.
                 copy.resize(h.len(), 0.0);
                 to_single(copy, h);
+            } else {
+                copy.clear();
             }
             let h = Values {
                 double: h,

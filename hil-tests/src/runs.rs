@@ -4,24 +4,20 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::AnyPlant;
-use tether_firmware::sim::{SimBoard, SimConfig};
+use tether_firmware::sim::SimBoard;
 use tether_trainer::run::{IterationMetrics, LinkKind, RunConfig, RunFolder, read_metrics};
+use tether_trainer::training::preset::Preset;
+use tether_trainer::training::sim_device::SimDeviceSpec;
 use tether_trainer::training::{Session, SessionOutcome};
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 
 /// A simulated board of `plant` as `tether train` and `tether sim` start one: virtual
 /// time, no watchdog (in virtual time the device's seconds outrun the host's heartbeats).
 pub fn board(plant: &str) -> SimBoard<AnyPlant> {
-    let config = SimConfig {
-        device: DeviceConfig {
-            watchdog_timeout_us: 0,
-            ..DeviceConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    SimBoard::new(AnyPlant::by_name(plant).expect("a simulated plant"), config)
+    SimDeviceSpec::virtual_time(plant)
+        .board()
+        .expect("a simulated plant")
 }
 
 /// A run of `total_steps` on `sim` simulated devices of `plant`, from the plant's preset
@@ -35,13 +31,14 @@ pub fn config(
     total_steps: u64,
     steps_per_iteration: usize,
 ) -> RunConfig<TrpoConfig> {
-    let mut trpo = TrpoConfig::for_plant(plant).expect("a preset plant");
-    trpo.steps_per_iteration = steps_per_iteration;
+    let preset = Preset::named(plant).expect("a preset plant");
     let mut config = RunConfig::<TrpoConfig> {
         plant: plant.to_string(),
+        preset: Some(preset.name.to_string()),
         seed,
         total_steps,
-        trpo,
+        steps_per_iteration: steps_per_iteration as u64,
+        trpo: preset.trpo,
         ..RunConfig::default()
     };
     config.devices.sim = sim;

@@ -61,10 +61,10 @@ fn policy_for(client: &DeviceClient, seed: u64) -> (PolicySpec, Arc<Vec<f32>>) {
     let config = TrpoConfig {
         policy_hidden: vec![16, 16],
         value_hidden: vec![16],
-        seed,
         ..TrpoConfig::default()
     };
-    let learner = Trpo::new(plant.obs_dim as usize, policy_head(plant), config).expect("a learner");
+    let learner =
+        Trpo::new(plant.obs_dim as usize, policy_head(plant), config, seed).expect("a learner");
     let spec = shared_spec(learner.policy(), learner.normalizer().is_some()).expect("a spec");
     (spec, Arc::new(learner.export_f32()))
 }

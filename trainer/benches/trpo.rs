@@ -11,6 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tether_trainer::training::preset::Preset;
 use tether_trainer::trpo::batch::{Episode, EpisodeEnd, RolloutBatch};
 use tether_trainer::trpo::distribution::PolicyHead;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
@@ -93,6 +94,7 @@ fn learner(config: &TrpoConfig) -> Trpo {
         OBS_DIM,
         PolicyHead::DiagGaussian { action_dim: 1 },
         config.clone(),
+        0,
     )
     .expect("pendulum preset is valid")
 }
@@ -143,7 +145,7 @@ fn print_time_split(config: &TrpoConfig, batch: &RolloutBatch, threads: usize) -
 }
 
 fn trpo_iteration(c: &mut Criterion) {
-    let config = TrpoConfig::for_plant("pendulum").expect("known plant");
+    let config = Preset::named("pendulum").expect("known plant").trpo;
     let batch = pendulum_batch(0);
     assert_eq!(batch.len(), TRANSITIONS);
     let report = print_time_split(&config, &batch, 1);

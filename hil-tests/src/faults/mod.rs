@@ -288,11 +288,12 @@ pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
                 boards: Vec::new(),
             };
             let mut run_config: RunConfig<TrpoConfig> = RunConfig {
+                plant: plant.name.to_string(),
                 seed: config.seed,
                 total_steps: config.total_steps,
+                steps_per_iteration: config.steps_per_iteration as u64,
                 ..RunConfig::default()
             };
-            run_config.trpo.steps_per_iteration = config.steps_per_iteration;
             run_config.trpo.policy_hidden = config.hidden.clone();
             run_config.trpo.value_hidden = config.hidden.clone();
             let stop = Arc::new(AtomicBool::new(false));

@@ -1,11 +1,11 @@
 //! `tether eval`: deterministic episodes of a trained policy.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use super::EvalArgs;
-use super::train::apply_device_flags;
 use crate::run::config::RunConfig;
 use crate::run::export::PolicyFile;
 use crate::training::FleetSpec;
@@ -14,17 +14,14 @@ use crate::trpo::hyperparams::TrpoConfig;
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let policy = PolicyFile::read_bin(&args.policy)?;
-    let mut config = RunConfig::<TrpoConfig> {
-        plant: args
-            .devices
-            .plant
-            .clone()
-            .unwrap_or_else(|| "pendulum".into()),
-        seed: args.seed,
-        ..RunConfig::default()
-    };
-    apply_device_flags(&mut config, &args.devices, false);
-    let spec = FleetSpec::from_config(&config).map_err(anyhow::Error::msg)?;
+    let flags = toml::to_string(&args.devices.as_config_table())?;
+    let config = RunConfig::<TrpoConfig>::from_toml_str(&flags, Path::new("command line"))?;
+    let spec = FleetSpec::new(
+        &config.devices,
+        &config.timeouts,
+        args.seed,
+        args.devices.plant.as_deref(),
+    )?;
     let report = evaluate(&spec, &policy, args.episodes.max(1), args.seed)
         .with_context(|| format!("cannot evaluate {}", args.policy.display()))?;
     if args.json {

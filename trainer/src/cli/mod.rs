@@ -49,10 +49,11 @@ pub enum Command {
 /// Which devices to use.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
-    /// Plant model for simulated devices: pendulum, cartpole or qube.
+    /// The plant: the model simulated devices run (pendulum, cartpole or qube; default
+    /// pendulum), and what real devices must report (default: whatever they report).
     #[arg(long)]
     pub plant: Option<String>,
-    /// Number of simulated devices.
+    /// Number of simulated devices (default: 2, or none when real devices are given).
     #[arg(long)]
     pub sim: Option<u32>,
     /// How simulated devices are linked.
@@ -73,6 +74,66 @@ pub struct DeviceArgs {
     /// Fault injection on simulated links, e.g. "corrupt=0.001,drop=0.0005".
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+}
+
+impl DeviceArgs {
+    /// The flags as the configuration's `[devices]` keys they set, to lay over a file.
+    /// Real devices named here replace the file's devices, simulated ones included, unless
+    /// `--sim` says otherwise; where no flag says how many simulated devices, the
+    /// configuration's own rule decides.
+    pub fn as_config_table(&self) -> toml::Table {
+        let mut devices = toml::Table::new();
+        let strings = |list: &[String]| toml::Value::from(list.to_vec());
+        if !self.ports.is_empty() {
+            devices.insert("ports".into(), strings(&self.ports));
+        }
+        if !self.tcp.is_empty() {
+            devices.insert("tcp".into(), strings(&self.tcp));
+        }
+        let names_real = !self.ports.is_empty() || !self.tcp.is_empty();
+        match self.sim {
+            Some(n) => {
+                devices.insert("sim".into(), i64::from(n).into());
+            }
+            None if names_real => {
+                devices.insert("sim".into(), 0.into());
+            }
+            None => {}
+        }
+        if let Some(link) = self.link {
+            let kind = match link {
+                LinkArg::Memory => "memory",
+                LinkArg::Pty => "pty",
+            };
+            devices.insert("link".into(), kind.into());
+        }
+        if let Some(baud) = self.baud {
+            devices.insert("baud".into(), i64::from(baud).into());
+        }
+        if self.emulate_baud {
+            devices.insert("emulate_baud".into(), true.into());
+        }
+        if let Some(faults) = &self.faults {
+            devices.insert("faults".into(), faults.as_str().into());
+        }
+        let mut table = toml::Table::new();
+        if !devices.is_empty() {
+            table.insert("devices".into(), devices.into());
+        }
+        table
+    }
+}
+
+/// Recursively writes `top`'s keys over `base`.
+fn overlay(base: &mut toml::Table, top: &toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// Simulated link kinds.
@@ -128,7 +189,7 @@ pub struct EvalArgs {
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Plant model: pendulum, cartpole or qube.
-    #[arg(long, default_value = "pendulum")]
+    #[arg(long, default_value = crate::training::sim_device::DEFAULT_SIM_PLANT)]
     pub plant: String,
     /// Run at the plant's real control rate instead of as fast as the host reads.
     #[arg(long)]

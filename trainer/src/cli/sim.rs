@@ -7,50 +7,26 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use tether_firmware::device::DeviceConfig;
-use tether_firmware::plant::{AnyPlant, PLANT_NAMES};
-use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
+use tether_firmware::sim::TimeMode;
 
 use super::{SimArgs, interrupt_flag};
+use crate::training::sim_device::SimDeviceSpec;
 
 pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let plant = AnyPlant::by_name(&args.plant).with_context(|| {
-        format!(
-            "unknown plant `{}`; simulated plants are: {}",
-            args.plant,
-            PLANT_NAMES.join(", ")
-        )
-    })?;
-    let faults = match &args.faults {
-        Some(text) => text
-            .parse::<FaultSpec>()
-            .map_err(|e| anyhow::anyhow!("bad --faults spec: {e}"))?,
-        None => FaultSpec::none(),
-    };
-    let time = if args.realtime {
-        TimeMode::RealTime
-    } else {
-        TimeMode::Virtual
-    };
-    let device = if args.realtime {
-        DeviceConfig::default()
-    } else {
-        // In virtual time device seconds pass faster than the host's heartbeats: no watchdog.
-        DeviceConfig {
-            watchdog_timeout_us: 0,
-            ..DeviceConfig::default()
-        }
-    };
-    let config = SimConfig {
-        time,
+    let board = SimDeviceSpec {
+        plant: &args.plant,
+        time: if args.realtime {
+            TimeMode::RealTime
+        } else {
+            TimeMode::Virtual
+        },
         baud: args.baud,
-        faults,
+        faults: args.faults.as_deref(),
         seed: args.seed,
-        device,
-        ..SimConfig::default()
-    };
+    }
+    .board()?;
     let stop = interrupt_flag();
-    let (path, handle) = SimBoard::new(plant, config)
+    let (path, handle) = board
         .spawn_pty()
         .context("cannot create a pseudo-terminal")?;
     // The path first, alone on its line, so scripts can read it.

@@ -1,23 +1,39 @@
 //! `tether train` and `tether resume`.
+//!
+//! A new run asks its devices first: the plant they report in the handshake decides the
+//! preset, the configuration and the run folder's name. A plant named with `--plant` (or
+//! `plant` in the config file) is a check on what the devices report.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{DeviceArgs, LinkArg, ResumeArgs, TrainArgs, interrupt_flag};
-use crate::run::config::{LinkKind, RunConfig};
+use super::{DeviceArgs, ResumeArgs, TrainArgs, interrupt_flag, overlay};
+use crate::run::config::{LinkKind, RunConfig, move_keys_out_of_trpo};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
+use crate::training::fleet::{Fleet, FleetError, FleetSpec};
+use crate::training::preset::{GENERIC, Preset};
 use crate::training::{Session, SessionOutcome};
 use crate::trpo::hyperparams::TrpoConfig;
 
-/// Simulated devices when the user names none (rl-zoo3 trains with 2 environments).
-const DEFAULT_SIM_DEVICES: u32 = 2;
-
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let config = resolve_config(&args)?;
+    let request = TrainRequest::read(&args)?;
+    let fleet = Fleet::connect(&request.fleet_spec()?).map_err(|e| match e {
+        FleetError::PlantMismatch { .. } => anyhow!(
+            "{e}; drop --plant (and `plant` from the config file) to train the plant the \
+             devices report"
+        ),
+        other => anyhow::Error::new(other),
+    });
+    let fleet = fleet.context("cannot start training")?;
+    let resolved = request.config_for(fleet.plant.name.as_str())?;
+    if let Some(notice) = &resolved.notice {
+        eprintln!("{notice}");
+    }
+    let config = resolved.config;
     let folder = match &args.out {
         Some(dir) => RunFolder::create(dir)?,
         None => RunFolder::create_default(Path::new("runs"), &config.plant)?,
@@ -30,7 +46,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         folder.root().display()
     );
     let root = folder.root().to_path_buf();
-    let session = match Session::start(folder, config) {
+    let session = match Session::start_with_fleet(folder, config, fleet) {
         Ok(session) => session,
         Err(e) => {
             // Leave no empty run folder behind a run that never started (remove_dir only
@@ -118,83 +134,111 @@ fn print_summary(outcome: &SessionOutcome, folder: &Path) {
     }
 }
 
-/// Config file (if any) over the plant's preset, then command-line flags over both.
-pub fn resolve_config(args: &TrainArgs) -> anyhow::Result<RunConfig<TrpoConfig>> {
-    let file = match &args.config {
-        Some(path) => Some(ConfigFile::read(path)?),
-        None => None,
-    };
-    let plant = args
-        .devices
-        .plant
-        .clone()
-        .or_else(|| file.as_ref().and_then(|f| f.plant.clone()))
-        .unwrap_or_else(|| "pendulum".to_string());
-    let preset = TrpoConfig::for_plant(&plant).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut config = match &file {
-        Some(f) => f.over_preset(&plant, &preset)?,
-        None => RunConfig {
-            plant: plant.clone(),
-            total_steps: preset.total_steps as u64,
-            trpo: preset,
-            ..RunConfig::default()
-        },
-    };
-    config.plant = plant;
-    let names_devices = file.as_ref().is_some_and(|f| f.names_sim);
-    apply_device_flags(&mut config, &args.devices, names_devices);
-    if let Some(steps) = args.steps {
-        config.total_steps = steps;
-    }
-    if let Some(seed) = args.seed {
-        config.seed = seed;
-    }
-    config.trpo.seed = config.seed;
-    config.trpo.total_steps = config.total_steps as usize;
-    let origin = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("command line"));
-    config.validate(&origin)?;
-    Ok(config)
+/// What `tether train` was asked for, before the devices say which plant they control: the
+/// config file (if any) and the command-line flags.
+pub struct TrainRequest {
+    file: Option<ConfigFile>,
+    /// `--plant`, else the file's `plant`: what the devices must report.
+    named_plant: Option<String>,
+    devices: DeviceArgs,
+    steps: Option<u64>,
+    seed: Option<u64>,
+    /// Labels configuration errors: the file, or "command line".
+    origin: PathBuf,
 }
 
-/// Device flags replace the configuration's device lists when given.
-pub fn apply_device_flags(
-    config: &mut RunConfig<TrpoConfig>,
-    flags: &DeviceArgs,
-    file_names_sim: bool,
-) {
-    let d = &mut config.devices;
-    if !flags.ports.is_empty() {
-        d.ports = flags.ports.clone();
+/// A run's configuration, and the notice to print about how it was chosen.
+#[derive(Debug)]
+pub struct ResolvedConfig {
+    /// The configuration, validated.
+    pub config: RunConfig<TrpoConfig>,
+    /// Said once when the plant has no preset and the generic one was taken.
+    pub notice: Option<String>,
+}
+
+impl TrainRequest {
+    /// Reads the config file (strictly: unknown keys are errors with file and line).
+    pub fn read(args: &TrainArgs) -> anyhow::Result<Self> {
+        let file = args.config.as_deref().map(ConfigFile::read).transpose()?;
+        let named_plant = args
+            .devices
+            .plant
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.plant.clone()));
+        Ok(TrainRequest {
+            file,
+            named_plant,
+            devices: args.devices.clone(),
+            steps: args.steps,
+            seed: args.seed,
+            origin: args
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("command line")),
+        })
     }
-    if !flags.tcp.is_empty() {
-        d.tcp = flags.tcp.clone();
+
+    /// The devices to connect. The whole configuration is checked first, so a bad value is
+    /// reported before any device is touched.
+    pub fn fleet_spec(&self) -> anyhow::Result<FleetSpec> {
+        let provisional = self.config_for(self.named_plant.as_deref().unwrap_or(GENERIC))?;
+        let config = provisional.config;
+        Ok(FleetSpec::new(
+            &config.devices,
+            &config.timeouts,
+            config.seed,
+            self.named_plant.as_deref(),
+        )?)
     }
-    let real = !d.ports.is_empty() || !d.tcp.is_empty();
-    d.sim = match flags.sim {
-        Some(n) => n,
-        None if real && (!flags.ports.is_empty() || !flags.tcp.is_empty()) => 0,
-        None if file_names_sim => d.sim,
-        None if real => 0,
-        None => DEFAULT_SIM_DEVICES,
-    };
-    if let Some(link) = flags.link {
-        d.link = match link {
-            LinkArg::Memory => LinkKind::Memory,
-            LinkArg::Pty => LinkKind::Pty,
+
+    /// The run's configuration for `plant`: the preset (the file's `preset`, else the
+    /// plant's own, else the generic one), the file's keys over it, the flags over both.
+    pub fn config_for(&self, plant: &str) -> anyhow::Result<ResolvedConfig> {
+        let chosen = self.file.as_ref().and_then(|f| f.preset.as_deref());
+        let (preset, notice) = match chosen {
+            Some(name) => (
+                Preset::named(name).ok_or_else(|| {
+                    anyhow!(
+                        "{}: unknown preset `{name}`; presets are: {}",
+                        self.origin.display(),
+                        Preset::names().join(", ")
+                    )
+                })?,
+                None,
+            ),
+            None => match Preset::named(plant) {
+                Some(own) => (own, None),
+                None => (Preset::generic(), Some(generic_notice(plant))),
+            },
         };
+        let mut table = toml::Table::try_from(&preset).context("cannot encode the preset")?;
+        if let Some(file) = &self.file {
+            overlay(&mut table, &file.table);
+        }
+        overlay(&mut table, &self.devices.as_config_table());
+        table.insert("plant".into(), plant.into());
+        let text = toml::to_string(&table).context("cannot encode the configuration")?;
+        let mut config = RunConfig::<TrpoConfig>::from_toml_str(&text, &self.origin)?;
+        if let Some(steps) = self.steps {
+            config.total_steps = steps;
+        }
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        config.validate(&self.origin)?;
+        Ok(ResolvedConfig { config, notice })
     }
-    if let Some(baud) = flags.baud {
-        d.baud = baud;
-    }
-    if flags.emulate_baud {
-        d.emulate_baud = true;
-    }
-    if flags.faults.is_some() {
-        d.faults = flags.faults.clone();
-    }
+}
+
+/// What a run on a plant without a preset says about the settings it took.
+fn generic_notice(plant: &str) -> String {
+    let generic = Preset::generic();
+    format!(
+        "note: plant `{plant}` has no preset; training with the `{GENERIC}` one (SB3-contrib's \
+         TRPO defaults with observation normalisation, {} steps per iteration, {} steps); \
+         `preset = \"<plant>\"` in a config file picks another plant's",
+        generic.steps_per_iteration, generic.total_steps
+    )
 }
 
 fn describe_devices(config: &RunConfig<TrpoConfig>) -> String {
@@ -228,12 +272,11 @@ fn describe_devices(config: &RunConfig<TrpoConfig>) -> String {
     }
 }
 
-/// A user's TOML file, checked strictly, kept as a table to layer over the plant preset.
+/// A user's TOML file, checked strictly, kept as a table to layer over the preset.
 struct ConfigFile {
-    path: PathBuf,
     table: toml::Table,
     plant: Option<String>,
-    names_sim: bool,
+    preset: Option<String>,
 }
 
 impl ConfigFile {
@@ -242,64 +285,31 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         RunConfig::<TrpoConfig>::from_toml_str(&text, path)?;
-        let table: toml::Table = text
+        let mut table: toml::Table = text
             .parse()
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
-        let plant = table
-            .get("plant")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-        let names_sim = table
-            .get("devices")
-            .and_then(|d| d.as_table())
-            .is_some_and(|d| d.contains_key("sim"));
+        let moved =
+            move_keys_out_of_trpo(&mut table).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if !moved.is_empty() {
+            tracing::warn!(
+                "{}: `{}` belong at the top level now, not in [trpo]; read from there",
+                path.display(),
+                moved.join("`, `")
+            );
+        }
+        let text_key = |key: &str| table.get(key).and_then(|v| v.as_str()).map(str::to_string);
         Ok(ConfigFile {
-            path: path.to_path_buf(),
+            plant: text_key("plant"),
+            preset: text_key("preset"),
             table,
-            plant,
-            names_sim,
         })
-    }
-
-    /// The file's keys over a configuration built from the plant's preset.
-    fn over_preset(
-        &self,
-        plant: &str,
-        preset: &TrpoConfig,
-    ) -> anyhow::Result<RunConfig<TrpoConfig>> {
-        let base = RunConfig {
-            plant: plant.to_string(),
-            total_steps: preset.total_steps as u64,
-            trpo: preset.clone(),
-            ..RunConfig::default()
-        };
-        let mut merged: toml::Table =
-            toml::Table::try_from(&base).context("cannot encode the preset")?;
-        overlay(&mut merged, &self.table);
-        let text = toml::to_string(&merged).context("cannot encode the merged configuration")?;
-        let config = RunConfig::<TrpoConfig>::from_toml_str(&text, &self.path)?;
-        if !self.names_sim && config.devices.sim == 0 && config.devices.count() == 0 {
-            bail!("{}: no devices configured", self.path.display());
-        }
-        Ok(config)
-    }
-}
-
-/// Recursively writes `top`'s keys over `base`.
-fn overlay(base: &mut toml::Table, top: &toml::Table) {
-    for (key, value) in top {
-        match (base.get_mut(key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
-            _ => {
-                base.insert(key.clone(), value.clone());
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::config::DEFAULT_SIM_DEVICES;
     use clap::Parser;
 
     fn parse(args: &[&str]) -> TrainArgs {
@@ -311,36 +321,57 @@ mod tests {
         }
     }
 
+    fn config_for(args: &[&str], plant: &str) -> ResolvedConfig {
+        TrainRequest::read(&parse(args))
+            .and_then(|r| r.config_for(plant))
+            .unwrap()
+    }
+
     #[test]
-    fn only_plant_means_two_simulated_devices_and_the_preset() {
-        let config = resolve_config(&parse(&["train", "--plant", "cartpole"])).unwrap();
-        assert_eq!(config.devices.sim, 2);
-        assert_eq!(config.trpo, {
-            let mut p = TrpoConfig::for_plant("cartpole").unwrap();
-            p.seed = 0;
-            p
-        });
-        assert_eq!(config.total_steps, 100_000);
+    fn only_plant_means_the_default_simulated_devices_and_the_preset() {
+        let resolved = config_for(&["train", "--plant", "cartpole"], "cartpole");
+        let config = resolved.config;
+        let preset = Preset::named("cartpole").unwrap();
+        assert_eq!(config.devices.sim, DEFAULT_SIM_DEVICES);
+        assert_eq!(config.trpo, preset.trpo);
+        assert_eq!(config.preset.as_deref(), Some("cartpole"));
+        assert_eq!(
+            (config.total_steps, config.steps_per_iteration),
+            (100_000, 1024)
+        );
+        assert_eq!(resolved.notice, None);
     }
 
     #[test]
     fn ports_replace_simulated_devices_and_flags_override() {
-        let config = resolve_config(&parse(&[
-            "train",
-            "--port",
-            "/dev/ttyACM0",
-            "--steps",
-            "5000",
-            "--seed",
-            "7",
-        ]))
-        .unwrap();
+        let config = config_for(
+            &[
+                "train",
+                "--port",
+                "/dev/ttyACM0",
+                "--steps",
+                "5000",
+                "--seed",
+                "7",
+            ],
+            "qube",
+        )
+        .config;
         assert_eq!(config.devices.sim, 0);
         assert_eq!(config.devices.ports, vec!["/dev/ttyACM0".to_string()]);
-        assert_eq!(
-            (config.total_steps, config.seed, config.trpo.seed),
-            (5000, 7, 7)
-        );
+        assert_eq!((config.total_steps, config.seed), (5000, 7));
+        assert_eq!(config.plant, "qube");
+        assert_eq!(config.trpo, Preset::named("qube").unwrap().trpo);
+    }
+
+    #[test]
+    fn a_plant_without_preset_takes_the_generic_one_and_says_so() {
+        let resolved = config_for(&["train", "--port", "/dev/ttyACM0"], "myrig");
+        assert_eq!(resolved.config.plant, "myrig");
+        assert_eq!(resolved.config.preset.as_deref(), Some(GENERIC));
+        assert_eq!(resolved.config.trpo, Preset::generic().trpo);
+        let notice = resolved.notice.expect("a notice");
+        assert!(notice.contains("`myrig` has no preset"), "{notice}");
     }
 
     #[test]
@@ -355,18 +386,54 @@ mod tests {
         .unwrap();
         let mut args = parse(&["train", "--seed", "9"]);
         args.config = Some(path.clone());
-        let config = resolve_config(&args).unwrap();
-        let preset = TrpoConfig::for_plant("pendulum").unwrap();
+        let config = TrainRequest::read(&args)
+            .and_then(|r| r.config_for("pendulum"))
+            .unwrap()
+            .config;
+        let preset = Preset::named("pendulum").unwrap();
         assert_eq!(config.trpo.target_kl, 0.02);
         assert_eq!(
-            config.trpo.gamma, preset.gamma,
+            config.trpo.gamma, preset.trpo.gamma,
             "untouched keys keep the preset"
         );
         assert_eq!(config.devices.sim, 4);
         assert_eq!(config.seed, 9);
 
+        // `preset` picks another plant's settings; an unknown one is an error naming it.
+        std::fs::write(
+            &path,
+            "preset = \"cartpole\"\n[devices]\nports = [\"/dev/x\"]\n",
+        )
+        .unwrap();
+        let resolved = TrainRequest::read(&args)
+            .and_then(|r| r.config_for("myrig"))
+            .unwrap();
+        assert_eq!(
+            resolved.config.trpo,
+            Preset::named("cartpole").unwrap().trpo
+        );
+        assert_eq!(resolved.config.devices.sim, 0);
+        assert_eq!(resolved.notice, None);
+        std::fs::write(&path, "preset = \"segway\"\n").unwrap();
+        let err = TrainRequest::read(&args)
+            .and_then(|r| r.config_for("pendulum"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown preset `segway`") && err.contains("run.toml"),
+            "{err}"
+        );
+
+        // The old layout's `[trpo] steps_per_iteration` is read as the top-level key.
+        std::fs::write(&path, "[trpo]\nsteps_per_iteration = 4000\n").unwrap();
+        let config = TrainRequest::read(&args)
+            .and_then(|r| r.config_for("pendulum"))
+            .unwrap()
+            .config;
+        assert_eq!(config.steps_per_iteration, 4000);
+
         std::fs::write(&path, "[trpo]\ntarget_kll = 0.02\n").unwrap();
-        let err = resolve_config(&args).unwrap_err().to_string();
+        let err = TrainRequest::read(&args).err().unwrap().to_string();
         assert!(
             err.contains("target_kll") && err.contains("run.toml"),
             "{err}"
@@ -375,10 +442,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_plant_is_a_clear_error() {
-        let err = resolve_config(&parse(&["train", "--plant", "segway"]))
+    fn the_fleet_is_checked_before_connecting() {
+        let spec = |args: &[&str]| TrainRequest::read(&parse(args)).and_then(|r| r.fleet_spec());
+        let err = spec(&["train", "--plant", "segway"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("segway"), "{err}");
+        assert!(
+            err.contains("segway") && err.contains("simulated plants"),
+            "{err}"
+        );
+        let err = spec(&["train", "--port", "/dev/x", "--sim", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need --plant"), "{err}");
+        let fleet = spec(&["train"]).unwrap();
+        assert_eq!(fleet.plant.as_deref(), Some("pendulum"));
+        assert_eq!(fleet.sim, DEFAULT_SIM_DEVICES);
+        let fleet = spec(&["train", "--port", "/dev/x"]).unwrap();
+        assert_eq!((fleet.plant, fleet.sim), (None, 0));
+        let fleet = spec(&["train", "--port", "/dev/x", "--plant", "qube"]).unwrap();
+        assert_eq!(fleet.plant.as_deref(), Some("qube"));
     }
 }

@@ -213,8 +213,9 @@ pub struct Checkpoint;
 impl Checkpoint {
     /// First bytes of every checkpoint file.
     pub const MAGIC: [u8; 8] = *b"TETHERCK";
-    /// Format version written and accepted by this build.
-    pub const FORMAT_VERSION: u32 = 1;
+    /// Format version written by this build. Version 1 (the learner's settings still held
+    /// the run's seed and step counts) is read by [`Checkpoint::load_or_upgrade`].
+    pub const FORMAT_VERSION: u32 = 2;
     /// The container: the body is the payload length (`u64`) and the payload.
     const FORMAT: SealedFormat = SealedFormat {
         magic: Self::MAGIC,
@@ -223,6 +224,11 @@ impl Checkpoint {
             Some(payload) => Ok(payload.saturating_add(8)),
             None => Err(8),
         },
+    };
+    /// The same container as written by the previous format version.
+    const PREVIOUS_FORMAT: SealedFormat = SealedFormat {
+        version: Self::FORMAT_VERSION - 1,
+        ..Self::FORMAT
     };
 
     /// Encodes `state` into the complete file contents (header, payload, CRC).
@@ -245,8 +251,36 @@ impl Checkpoint {
     /// not match the header (truncated or trailing bytes), a CRC mismatch, and a payload
     /// that does not decode as `T` exactly (no bytes left over).
     pub fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
+        let body = Self::open(&Self::FORMAT, path, bytes)?;
+        Self::decode_payload(path, body)
+    }
+
+    /// As [`Checkpoint::decode`], but a file of the previous format version is decoded as
+    /// `Previous` (the state type's layout in that version) and converted.
+    pub fn decode_or_upgrade<T, Previous>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError>
+    where
+        T: DeserializeOwned,
+        Previous: DeserializeOwned + Into<T>,
+    {
+        match Self::open(&Self::FORMAT, path, bytes) {
+            Err(CheckpointError::UnsupportedVersion { found, .. })
+                if found == Self::PREVIOUS_FORMAT.version =>
+            {
+                let body = Self::open(&Self::PREVIOUS_FORMAT, path, bytes)?;
+                Self::decode_payload::<Previous>(path, body).map(Into::into)
+            }
+            opened => Self::decode_payload(path, opened?),
+        }
+    }
+
+    /// The body of a sealed checkpoint, every check passed.
+    fn open<'a>(
+        format: &SealedFormat,
+        path: &Path,
+        bytes: &'a [u8],
+    ) -> Result<&'a [u8], CheckpointError> {
         let p = || path.to_path_buf();
-        let body = Self::FORMAT.open(bytes).map_err(|error| match error {
+        format.open(bytes).map_err(|error| match error {
             SealError::Foreign => CheckpointError::NotACheckpoint { path: p() },
             SealError::Truncated { actual, expected } => CheckpointError::Truncated {
                 path: p(),
@@ -266,15 +300,19 @@ impl Checkpoint {
                 found,
                 computed,
             },
-        })?;
+        })
+    }
+
+    /// Decodes a checked body's payload as `T`, exactly (no bytes left over).
+    fn decode_payload<T: DeserializeOwned>(path: &Path, body: &[u8]) -> Result<T, CheckpointError> {
         match postcard::take_from_bytes::<T>(&body[8..]) {
             Ok((state, [])) => Ok(state),
             Ok((_, rest)) => Err(CheckpointError::Decode {
-                path: p(),
+                path: path.to_path_buf(),
                 reason: format!("{} bytes left over after the state", rest.len()),
             }),
             Err(e) => Err(CheckpointError::Decode {
-                path: p(),
+                path: path.to_path_buf(),
                 reason: e.to_string(),
             }),
         }
@@ -292,11 +330,23 @@ impl Checkpoint {
         let bytes = fs::read(path).map_err(|e| io_err("read checkpoint", path, e))?;
         Self::decode(path, &bytes)
     }
+
+    /// As [`Checkpoint::load`], reading the previous format version as `Previous` (see
+    /// [`Checkpoint::decode_or_upgrade`]).
+    pub fn load_or_upgrade<T, Previous>(path: &Path) -> Result<T, CheckpointError>
+    where
+        T: DeserializeOwned,
+        Previous: DeserializeOwned + Into<T>,
+    {
+        let bytes = fs::read(path).map_err(|e| io_err("read checkpoint", path, e))?;
+        Self::decode_or_upgrade::<T, Previous>(path, &bytes)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::sealed::u32_at;
     use crate::run::testdir::TestDir;
     use proptest::prelude::*;
     use serde::Deserialize;
@@ -428,19 +478,65 @@ mod tests {
         assert!(err.to_string().contains("/runs/x/checkpoint.bin"));
 
         let mut bytes = Checkpoint::encode(path, &3u64).unwrap();
-        bytes[8] = 2;
+        bytes[8] = 3;
         let err = Checkpoint::decode::<u64>(path, &bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 CheckpointError::UnsupportedVersion {
-                    found: 2,
-                    expected: 1,
+                    found: 3,
+                    expected: 2,
                     ..
                 }
             ),
             "{err}"
         );
+        let err = Checkpoint::decode_or_upgrade::<u64, u32>(path, &bytes).unwrap_err();
+        assert!(matches!(
+            err,
+            CheckpointError::UnsupportedVersion { found: 3, .. }
+        ));
+    }
+
+    /// A file of the previous format version decodes as the previous layout and converts;
+    /// the current version decodes directly; `decode` alone refuses the old one.
+    #[test]
+    fn previous_format_version_is_read_through_its_own_layout() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Old {
+            a: u32,
+            dropped: u8,
+        }
+        impl From<Old> for u64 {
+            fn from(old: Old) -> u64 {
+                u64::from(old.a) * 10
+            }
+        }
+        let path = Path::new("checkpoint.bin");
+        let payload = postcard::to_allocvec(&Old { a: 7, dropped: 1 }).unwrap();
+        let mut body = (payload.len() as u64).to_le_bytes().to_vec();
+        body.extend_from_slice(&payload);
+        let old_file = Checkpoint::PREVIOUS_FORMAT.seal(&body);
+        assert_eq!(u32_at(&old_file, 8), Some(1));
+        assert_eq!(
+            Checkpoint::decode_or_upgrade::<u64, Old>(path, &old_file).unwrap(),
+            70
+        );
+        assert!(matches!(
+            Checkpoint::decode::<u64>(path, &old_file),
+            Err(CheckpointError::UnsupportedVersion { found: 1, .. })
+        ));
+        let current = Checkpoint::encode(path, &5u64).unwrap();
+        assert_eq!(
+            Checkpoint::decode_or_upgrade::<u64, Old>(path, &current).unwrap(),
+            5
+        );
+        let mut corrupted = old_file.clone();
+        corrupted[20] ^= 1;
+        assert!(matches!(
+            Checkpoint::decode_or_upgrade::<u64, Old>(path, &corrupted),
+            Err(CheckpointError::Corrupted { .. })
+        ));
     }
 
     #[test]

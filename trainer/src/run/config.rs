@@ -9,9 +9,11 @@
 //! file and the line, not a silently ignored setting.
 //!
 //! ```toml
-//! plant = "pendulum"
+//! plant = "pendulum"    # what the devices must report; simulated devices model it
+//! preset = "pendulum"   # optional: whose tuned settings the run starts from
 //! seed = 7
 //! total_steps = 200000
+//! steps_per_iteration = 2048
 //!
 //! [devices]
 //! sim = 2
@@ -28,6 +30,14 @@
 //! silence_s = 2.0
 //! upload_retries = 3
 //! ```
+//!
+//! `plant` is a plain name; settings about the plant go in top-level tables of their own,
+//! so no key ever changes type.
+//!
+//! Older tether versions kept `seed`, `total_steps` and `steps_per_iteration` inside
+//! `[trpo]` (and a run's `config.toml` repeated the first two there). Such a file still
+//! loads: [`move_keys_out_of_trpo`] moves them to the top level, where a value given in both
+//! places must agree.
 
 use std::path::{Path, PathBuf};
 
@@ -37,7 +47,7 @@ use crate::run::checkpoint::{CheckpointError, write_atomic};
 
 /// Why a configuration could not be read, written or accepted.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum RunConfigError {
     /// The file could not be read.
     #[error("cannot read config {}: {source}", path.display())]
     Read {
@@ -92,14 +102,17 @@ pub enum LinkKind {
     Pty,
 }
 
+/// Simulated devices a run gets when it names no devices at all (rl-zoo3 trains with 2
+/// environments).
+pub const DEFAULT_SIM_DEVICES: u32 = 2;
+
 /// The `[devices]` table: which devices the run trains against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "RawDevices")]
 pub struct DevicesConfig {
     /// Number of simulated devices (firmware compiled for the host with a plant model).
-    /// When the key is absent: 1 if no `ports` or `tcp` are listed, else 0 — so listing real
-    /// devices does not silently add a simulated one. (A caller that adds ports from CLI
-    /// flags after loading sets this field itself.)
+    /// When the key is absent: [`DEFAULT_SIM_DEVICES`] if no `ports` or `tcp` are listed,
+    /// else 0 — so listing real devices does not silently add a simulated one.
     pub sim: u32,
     /// How simulated devices are connected. Default `memory`.
     pub link: LinkKind,
@@ -121,7 +134,7 @@ pub struct DevicesConfig {
 impl Default for DevicesConfig {
     fn default() -> Self {
         DevicesConfig {
-            sim: 1,
+            sim: DEFAULT_SIM_DEVICES,
             link: LinkKind::Memory,
             ports: Vec::new(),
             tcp: Vec::new(),
@@ -164,7 +177,9 @@ impl From<RawDevices> for DevicesConfig {
     fn from(raw: RawDevices) -> Self {
         let real = !raw.ports.is_empty() || !raw.tcp.is_empty();
         DevicesConfig {
-            sim: raw.sim.unwrap_or(if real { 0 } else { 1 }),
+            sim: raw
+                .sim
+                .unwrap_or(if real { 0 } else { DEFAULT_SIM_DEVICES }),
             link: raw.link,
             ports: raw.ports,
             tcp: raw.tcp,
@@ -221,14 +236,21 @@ impl Default for TimeoutsConfig {
     )
 )]
 pub struct RunConfig<T> {
-    /// Plant model name for simulated devices (and the run folder's name). Default
-    /// `"pendulum"`.
+    /// The plant the run trains: the name its devices report in their handshake, and the
+    /// model simulated devices run. Names the run folder. Default `"pendulum"`.
     pub plant: String,
+    /// Whose tuned settings the run started from (a plant's name or `"generic"`); `None`:
+    /// the plant's own. Only consulted when a run starts: a run's `config.toml` holds every
+    /// resolved value.
+    pub preset: Option<String>,
     /// Seed of every random stream in the run; a fixed seed reproduces the run bit for bit.
     /// At most `i64::MAX` (TOML integers are signed 64-bit). Default 0.
     pub seed: u64,
     /// Environment steps to train for, summed over devices. Default 1 000 000.
     pub total_steps: u64,
+    /// Environment steps per iteration (per policy update), summed over devices. Default
+    /// 2048.
+    pub steps_per_iteration: u64,
     /// Devices to train against.
     pub devices: DevicesConfig,
     /// The learner's hyperparameters.
@@ -241,13 +263,49 @@ impl<T: Default> Default for RunConfig<T> {
     fn default() -> Self {
         RunConfig {
             plant: "pendulum".to_owned(),
+            preset: None,
             seed: 0,
             total_steps: 1_000_000,
+            steps_per_iteration: 2048,
             devices: DevicesConfig::default(),
             trpo: T::default(),
             timeouts: TimeoutsConfig::default(),
         }
     }
+}
+
+/// Run-level keys older layouts kept in the `[trpo]` table.
+const KEYS_ONCE_IN_TRPO: [&str; 3] = ["seed", "total_steps", "steps_per_iteration"];
+
+/// Moves the run-level keys an older layout kept in `[trpo]` (see the module
+/// documentation) to the top level of a configuration table, and returns the keys it moved
+/// or dropped. A key present in both places must have the same value in both (an old run's
+/// `config.toml` repeats them); otherwise the error names the key and both values.
+pub fn move_keys_out_of_trpo(table: &mut toml::Table) -> Result<Vec<&'static str>, String> {
+    let Some(toml::Value::Table(trpo)) = table.get_mut("trpo") else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for key in KEYS_ONCE_IN_TRPO {
+        if let Some(value) = trpo.remove(key) {
+            found.push((key, value));
+        }
+    }
+    for (key, value) in &found {
+        match table.get(*key) {
+            Some(top) if top != value => {
+                return Err(format!(
+                    "`trpo.{key}` = {value} and `{key}` = {top} disagree; `{key}` belongs at \
+                     the top level only"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                table.insert((*key).to_owned(), value.clone());
+            }
+        }
+    }
+    Ok(found.into_iter().map(|(key, _)| key).collect())
 }
 
 /// 1-based (line, column) of a byte offset in `text`.
@@ -266,17 +324,18 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
     /// Reads and parses a TOML file (missing keys take their defaults). Does not validate:
     /// call [`RunConfig::validate`] after applying overrides.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Self, RunConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         Self::from_toml_str(&text, path)
     }
 
-    /// Parses TOML text; `origin` (usually the file's path) labels errors.
-    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+    /// Parses TOML text in the current layout or an older one (see
+    /// [`move_keys_out_of_trpo`]); `origin` (usually the file's path) labels errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, RunConfigError> {
+        let parse_error = |e: toml::de::Error| {
             let (line, column) = match e.span() {
                 Some(span) => {
                     let (l, c) = line_column(text, span.start);
@@ -284,23 +343,35 @@ impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
                 }
                 None => (None, None),
             };
-            ConfigError::Parse {
+            RunConfigError::Parse {
                 origin: origin.to_path_buf(),
                 line,
                 column,
                 message: e.message().trim_end().to_owned(),
             }
-        })
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let moved =
+            move_keys_out_of_trpo(&mut table).map_err(|reason| RunConfigError::Invalid {
+                origin: origin.to_path_buf(),
+                key: "trpo".into(),
+                reason,
+            })?;
+        if moved.is_empty() {
+            // Parse the text itself, so errors carry their line and column.
+            return toml::from_str(text).map_err(parse_error);
+        }
+        toml::Value::Table(table).try_into().map_err(parse_error)
     }
 
     /// The configuration as TOML text that [`RunConfig::from_toml_str`] reads back equal.
-    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+    pub fn to_toml_string(&self) -> Result<String, RunConfigError> {
         Ok(toml::to_string_pretty(self)?)
     }
 
     /// Writes the configuration as TOML to `path` atomically (the run folder's
     /// `config.toml`).
-    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+    pub fn save(&self, path: &Path) -> Result<(), RunConfigError> {
         let text = self.to_toml_string()?;
         write_atomic(path, text.as_bytes())?;
         Ok(())
@@ -310,9 +381,9 @@ impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
 impl<T> RunConfig<T> {
     /// Checks the values the run loop relies on; `origin` labels errors. The learner's `T`
     /// is validated by the learner.
-    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+    pub fn validate(&self, origin: &Path) -> Result<(), RunConfigError> {
         let invalid = |key: &str, reason: String| {
-            Err(ConfigError::Invalid {
+            Err(RunConfigError::Invalid {
                 origin: origin.to_path_buf(),
                 key: key.to_owned(),
                 reason,
@@ -331,8 +402,13 @@ impl<T> RunConfig<T> {
                 ),
             );
         }
-        if self.total_steps == 0 || self.total_steps > i64::MAX as u64 {
-            return invalid("total_steps", format!("must be 1..={}", i64::MAX));
+        for (key, steps) in [
+            ("total_steps", self.total_steps),
+            ("steps_per_iteration", self.steps_per_iteration),
+        ] {
+            if steps == 0 || steps > i64::MAX as u64 {
+                return invalid(key, format!("must be 1..={}", i64::MAX));
+            }
         }
         if self.devices.count() == 0 {
             return invalid(
@@ -403,7 +479,9 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.plant, "pendulum");
         assert_eq!(c.devices.baud, 115_200);
-        assert_eq!(c.devices.sim, 1);
+        assert_eq!(c.devices.sim, DEFAULT_SIM_DEVICES);
+        assert_eq!((c.total_steps, c.steps_per_iteration), (1_000_000, 2048));
+        assert_eq!(c.preset, None);
         assert_eq!(c.timeouts.handshake_s, 2.0);
         assert_eq!(c.timeouts.upload_retries, 3);
         assert_eq!(c.trpo.max_kl, 0.01);
@@ -414,8 +492,10 @@ mod tests {
     fn full_file_parses_every_section() {
         let text = r#"
 plant = "cartpole"
+preset = "generic"
 seed = 7
 total_steps = 5000
+steps_per_iteration = 500
 
 [devices]
 sim = 0
@@ -437,6 +517,8 @@ upload_retries = 1
         let c = Config::from_toml_str(text, origin()).unwrap();
         assert_eq!(c.plant, "cartpole");
         assert_eq!(c.seed, 7);
+        assert_eq!(c.preset.as_deref(), Some("generic"));
+        assert_eq!(c.steps_per_iteration, 500);
         assert_eq!(c.devices.link, LinkKind::Pty);
         assert_eq!(c.devices.count(), 3);
         assert_eq!(c.devices.faults.as_deref(), Some("corrupt=0.01"));
@@ -465,7 +547,7 @@ upload_retries = 1
             assert!(msg.contains(key), "{msg}");
             assert!(msg.contains("/home/me/pendulum.toml"), "{msg}");
             assert!(
-                matches!(err, ConfigError::Parse { line: Some(l), .. } if l == line),
+                matches!(err, RunConfigError::Parse { line: Some(l), .. } if l == line),
                 "{text:?}: {err:?}"
             );
         }
@@ -478,7 +560,58 @@ upload_retries = 1
         let c = Config::from_toml_str("[devices]\ntcp = [\"r:1\"]\nsim = 2\n", origin()).unwrap();
         assert_eq!((c.devices.sim, c.devices.count()), (2, 3));
         let c = Config::from_toml_str("[devices]\nbaud = 9600\n", origin()).unwrap();
-        assert_eq!((c.devices.sim, c.devices.baud), (1, 9600));
+        assert_eq!((c.devices.sim, c.devices.baud), (DEFAULT_SIM_DEVICES, 9600));
+    }
+
+    /// The layout of older versions: `steps_per_iteration` (and, in a run's own
+    /// `config.toml`, copies of `seed` and `total_steps`) inside `[trpo]`.
+    #[test]
+    fn older_layout_with_run_keys_in_trpo_still_loads() {
+        let old_run = "plant = \"pendulum\"\nseed = 5\ntotal_steps = 2048\n\
+                       [trpo]\nmax_kl = 0.02\nsteps_per_iteration = 1024\n\
+                       total_steps = 2048\nseed = 5\n";
+        let c = Config::from_toml_str(old_run, origin()).unwrap();
+        assert_eq!(
+            (c.seed, c.total_steps, c.steps_per_iteration),
+            (5, 2048, 1024)
+        );
+        assert_eq!(c.trpo.max_kl, 0.02);
+        let user = "[trpo]\nsteps_per_iteration = 4000\n";
+        assert_eq!(
+            Config::from_toml_str(user, origin())
+                .unwrap()
+                .steps_per_iteration,
+            4000
+        );
+        let err = Config::from_toml_str("seed = 1\n[trpo]\nseed = 2\n", origin()).unwrap_err();
+        assert!(
+            matches!(&err, RunConfigError::Invalid { key, .. } if key == "trpo"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("`trpo.seed` = 2 and `seed` = 1"),
+            "{err}"
+        );
+        // Saved again, the configuration is in the current layout.
+        let text = c.to_toml_string().unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        assert!(table.contains_key("steps_per_iteration"));
+        assert!(!table["trpo"].as_table().unwrap().contains_key("seed"));
+    }
+
+    #[test]
+    fn moving_keys_out_of_trpo_reports_what_it_moved() {
+        let mut table: toml::Table = "seed = 3\n[trpo]\nseed = 3\ntotal_steps = 9\nmax_kl = 1.0\n"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            move_keys_out_of_trpo(&mut table),
+            Ok(vec!["seed", "total_steps"])
+        );
+        assert_eq!(table["total_steps"].as_integer(), Some(9));
+        assert_eq!(table["trpo"].as_table().unwrap().len(), 1);
+        let mut current: toml::Table = "seed = 3\n[trpo]\nmax_kl = 1.0\n".parse().unwrap();
+        assert_eq!(move_keys_out_of_trpo(&mut current), Ok(vec![]));
     }
 
     #[test]
@@ -492,7 +625,7 @@ upload_retries = 1
     #[test]
     fn load_names_missing_file() {
         let err = Config::load(Path::new("/nonexistent/tether.toml")).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(matches!(err, RunConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/tether.toml"));
     }
 
@@ -531,13 +664,14 @@ upload_retries = 1
             f(&mut c);
             let err = c.validate(o).unwrap_err();
             assert!(
-                matches!(&err, ConfigError::Invalid { key: k, .. } if k == key),
+                matches!(&err, RunConfigError::Invalid { key: k, .. } if k == key),
                 "{err}"
             );
         };
         check(&|c| c.plant = " ".into(), "plant");
         check(&|c| c.seed = u64::MAX, "seed");
         check(&|c| c.total_steps = 0, "total_steps");
+        check(&|c| c.steps_per_iteration = 0, "steps_per_iteration");
         check(&|c| c.devices.sim = 0, "devices");
         check(&|c| c.devices.baud = 0, "devices.baud");
         check(&|c| c.devices.tcp = vec!["rig1".into()], "devices.tcp");

@@ -29,7 +29,7 @@ pub mod plot;
 pub mod sealed;
 
 pub use checkpoint::{Checkpoint, CheckpointError, write_atomic};
-pub use config::{ConfigError, DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
+pub use config::{DevicesConfig, LinkKind, RunConfig, RunConfigError, TimeoutsConfig};
 pub use export::{ExportError, PolicyFile};
 pub use folder::{FolderError, RunFolder};
 pub use metrics::{IterationMetrics, MetricsError, MetricsLog, read_metrics};

@@ -1,29 +1,34 @@
 //! Connecting a run's devices: simulated boards (in-process firmware with a plant model),
 //! local serial ports and serial-over-TCP rigs. Every device is handshaken and must
-//! describe the same plant.
+//! describe the same plant; when the run is configured for a plant, every device must
+//! report that one.
 
 use std::time::Duration;
 
-use tether_firmware::device::DeviceConfig;
-use tether_firmware::plant::AnyPlant;
-use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, SimHandle, TimeMode};
+use tether_firmware::sim::{SimHandle, TimeMode};
 use tether_shared::PlantDescription;
 
 use super::link_budget::LinkBudget;
+use super::sim_device::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
-use crate::run::config::{LinkKind, RunConfig, TimeoutsConfig};
-use crate::trpo::hyperparams::TrpoConfig;
+use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
 
 /// Why the fleet could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    /// The plant name is not one of the simulated models.
-    #[error("unknown plant `{0}`; simulated plants are: {names}", names = tether_firmware::plant::PLANT_NAMES.join(", "))]
-    UnknownPlant(String),
-    /// The fault spec does not parse.
-    #[error("bad --faults spec: {0}")]
-    BadFaults(String),
+    /// A simulated device cannot be set up (unknown plant, bad fault spec).
+    #[error(transparent)]
+    Sim(#[from] SimDeviceError),
+    /// A serial port or TCP address does not parse.
+    #[error("bad device address: {0}")]
+    BadAddress(String),
+    /// Simulated devices, but no plant for them to model.
+    #[error(
+        "simulated and real devices together need --plant (or `plant` in the config): it names \
+         the model the simulated devices run, and the real devices must report it"
+    )]
+    PlantNeeded,
     /// A pseudo-terminal could not be created.
     #[error("cannot create a pseudo-terminal for a simulated device: {0}")]
     Pty(std::io::Error),
@@ -33,6 +38,16 @@ pub enum FleetError {
     /// A device failed to connect.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A device reports another plant than the one the run is configured for.
+    #[error("{device} reports plant `{reports}`, but the run is configured for plant `{expected}`")]
+    PlantMismatch {
+        /// The device.
+        device: String,
+        /// The plant it reports in its handshake.
+        reports: String,
+        /// The configured plant.
+        expected: String,
+    },
     /// Devices describe different plants.
     #[error(
         "{device} controls plant `{theirs}` but {first} controls `{ours}`; one run trains one kind of plant"
@@ -52,8 +67,9 @@ pub enum FleetError {
 /// Which devices to connect, resolved from the configuration.
 #[derive(Clone, Debug)]
 pub struct FleetSpec {
-    /// Plant model of the simulated devices.
-    pub plant: String,
+    /// The plant the run is configured for: simulated devices model it and every device
+    /// must report it. `None`: the plant the (real) devices report, whatever it is.
+    pub plant: Option<String>,
     /// Number of simulated devices.
     pub sim: u32,
     /// How simulated devices are linked.
@@ -73,27 +89,55 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
-    /// The fleet a run configuration asks for.
-    pub fn from_config(config: &RunConfig<TrpoConfig>) -> Result<Self, String> {
-        let d = &config.devices;
+    /// The fleet of `devices`, for the configured `plant` if any. Simulated devices model
+    /// `plant`; with no plant named they model [`DEFAULT_SIM_PLANT`] when they are the only
+    /// devices, and are an error ([`FleetError::PlantNeeded`]) beside real ones. Checks what
+    /// can be checked before connecting: addresses, and that simulated devices have a known
+    /// plant.
+    pub fn new(
+        devices: &DevicesConfig,
+        timeouts: &TimeoutsConfig,
+        seed: u64,
+        plant: Option<&str>,
+    ) -> Result<Self, FleetError> {
         let mut addresses = Vec::new();
-        for port in &d.ports {
-            addresses.push(DeviceAddress::parse_port(port, d.baud)?);
+        for port in &devices.ports {
+            addresses.push(
+                DeviceAddress::parse_port(port, devices.baud).map_err(FleetError::BadAddress)?,
+            );
         }
-        for tcp in &d.tcp {
-            addresses.push(DeviceAddress::tcp(tcp)?);
+        for tcp in &devices.tcp {
+            addresses.push(DeviceAddress::tcp(tcp).map_err(FleetError::BadAddress)?);
+        }
+        let plant = match plant {
+            Some(named) => Some(named),
+            None if devices.sim > 0 && addresses.is_empty() => Some(DEFAULT_SIM_PLANT),
+            None => None,
+        };
+        if devices.sim > 0 {
+            sim_plant(plant.ok_or(FleetError::PlantNeeded)?)?;
         }
         Ok(FleetSpec {
-            plant: config.plant.clone(),
-            sim: d.sim,
-            link: d.link,
-            emulate_baud: d.emulate_baud,
-            baud: d.baud,
-            faults: d.faults.clone(),
+            plant: plant.map(str::to_string),
+            sim: devices.sim,
+            link: devices.link,
+            emulate_baud: devices.emulate_baud,
+            baud: devices.baud,
+            faults: devices.faults.clone(),
             addresses,
-            seed: config.seed,
-            timeouts: config.timeouts.clone(),
+            seed,
+            timeouts: timeouts.clone(),
         })
+    }
+
+    /// The fleet a run configuration asks for (its devices must report its plant).
+    pub fn from_config<T>(config: &RunConfig<T>) -> Result<Self, FleetError> {
+        Self::new(
+            &config.devices,
+            &config.timeouts,
+            config.seed,
+            Some(&config.plant),
+        )
     }
 
     /// Timeouts and retries for the device clients.
@@ -127,10 +171,10 @@ impl Fleet {
             boards.push(board);
         }
         for address in &spec.addresses {
-            let again = address.clone();
+            let reopen_address = address.clone();
             links.push(
                 DeviceLink::new(address.to_string(), transport::open(address)?)
-                    .with_reopen(Box::new(move || transport::open(&again))),
+                    .with_reopen(Box::new(move || transport::open(&reopen_address))),
             );
         }
         if links.is_empty() {
@@ -158,6 +202,9 @@ impl Fleet {
                 .collect()
         });
         let clients = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        if let Some(expected) = &spec.plant {
+            check_reported_plant(&clients, expected)?;
+        }
         let plant = check_same_plant(&clients)?;
         for (client, baud) in clients.iter().zip(link_rates(spec)) {
             if let Some(warning) =
@@ -175,30 +222,16 @@ impl Fleet {
 }
 
 fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), FleetError> {
-    let plant = AnyPlant::by_name(&spec.plant)
-        .ok_or_else(|| FleetError::UnknownPlant(spec.plant.clone()))?;
-    let faults = match &spec.faults {
-        Some(text) => text
-            .parse::<FaultSpec>()
-            .map_err(|e| FleetError::BadFaults(e.to_string()))?,
-        None => FaultSpec::none(),
-    };
-    let config = SimConfig {
+    let plant = spec.plant.as_deref().ok_or(FleetError::PlantNeeded)?;
+    let board = SimDeviceSpec {
+        plant,
         time: TimeMode::Virtual,
         baud: spec.emulate_baud.then_some(spec.baud),
-        faults,
+        faults: spec.faults.as_deref(),
         seed: spec.seed ^ (u64::from(index) << 32 | 0x51_u64),
-        // The watchdog guards real hardware against a silent host; in virtual time the
-        // device's seconds pass far faster than the host's heartbeats, so it would fire for
-        // no reason. The host still detects a silent device by wall time.
-        device: DeviceConfig {
-            watchdog_timeout_us: 0,
-            ..DeviceConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let name = format!("sim{index}:{}", spec.plant);
-    let board = SimBoard::new(plant, config);
+    }
+    .board()?;
+    let name = format!("sim{index}:{plant}");
     match spec.link {
         LinkKind::Memory => {
             let (mut host, handle) = board.spawn_memory();
@@ -229,6 +262,21 @@ fn link_rates(spec: &FleetSpec) -> Vec<Option<u32>> {
         DeviceAddress::Tcp { .. } => None,
     });
     sims.chain(real).collect()
+}
+
+/// The first device that reports another plant than `expected` is an error naming both.
+fn check_reported_plant(clients: &[DeviceClient], expected: &str) -> Result<(), FleetError> {
+    match clients
+        .iter()
+        .find(|c| c.info().plant.name.as_str() != expected)
+    {
+        Some(odd) => Err(FleetError::PlantMismatch {
+            device: odd.name().to_string(),
+            reports: odd.info().plant.name.to_string(),
+            expected: expected.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn check_same_plant(clients: &[DeviceClient]) -> Result<PlantDescription, FleetError> {

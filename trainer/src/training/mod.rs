@@ -1,9 +1,11 @@
 //! The learn loop: devices collect, the learner updates, the run folder records.
 //!
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
+//! - [`sim_device`]: setting up one simulated device (plant model, time, link faults);
 //! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
 //! - [`batch`]: turning what the devices delivered into the learner's batch;
-//! - [`state`]: what a checkpoint holds;
+//! - [`preset`]: the table of per-plant starting settings;
+//! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
 
@@ -11,8 +13,10 @@ pub mod batch;
 pub mod evaluation;
 pub mod fleet;
 pub mod link_budget;
+pub mod preset;
+pub mod run_state;
 pub mod session;
-pub mod state;
+pub mod sim_device;
 
 pub use fleet::{Fleet, FleetSpec};
 pub use session::{Session, SessionOutcome};

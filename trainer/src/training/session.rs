@@ -7,7 +7,6 @@
 //! the iteration it was in, which reproduces exactly because every random stream is a
 //! function of (seed, iteration, device).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,11 +16,11 @@ use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 
 use super::batch::assemble;
 use super::fleet::{Fleet, FleetError, FleetSpec};
-use super::state::{Progress, TrainingState};
+use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
-use crate::run::checkpoint::{Checkpoint, CheckpointError};
-use crate::run::config::{ConfigError, RunConfig};
+use crate::run::checkpoint::CheckpointError;
+use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::export::{ExportError, PolicyFile};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
@@ -46,7 +45,7 @@ pub enum SessionError {
     Fleet(#[from] FleetError),
     /// The configuration is unusable.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] RunConfigError),
     /// The learner's hyperparameters are unusable.
     #[error("invalid [trpo] settings: {0}")]
     Learner(String),
@@ -105,31 +104,40 @@ pub type RoundObserver = Box<dyn FnMut(&[RoundResult]) + Send>;
 
 impl Session {
     /// Starts a new run in `folder` (which must not hold a run).
-    pub fn start(
-        folder: RunFolder,
-        mut config: RunConfig<TrpoConfig>,
-    ) -> Result<Self, SessionError> {
-        config.trpo.seed = config.seed;
-        config.trpo.total_steps = config.total_steps as usize;
+    pub fn start(folder: RunFolder, config: RunConfig<TrpoConfig>) -> Result<Self, SessionError> {
         config.validate(&folder.config_path())?;
-        let fleet = connect(&config)?;
+        let fleet = Fleet::connect(&FleetSpec::from_config(&config)?)?;
         Self::start_with_fleet(folder, config, fleet)
     }
 
-    /// Starts a new run in `folder` on devices already connected (the `[devices]` part of
-    /// `config` is recorded but not used to connect). Used by tests that build their own
+    /// Starts a new run in `folder` on devices already connected, which must control
+    /// `config.plant` (the `[devices]` part of `config` is recorded but not used to
+    /// connect). `tether train` connects first to learn the plant; tests build their own
     /// simulated boards.
     pub fn start_with_fleet(
         folder: RunFolder,
-        mut config: RunConfig<TrpoConfig>,
+        config: RunConfig<TrpoConfig>,
         fleet: Fleet,
     ) -> Result<Self, SessionError> {
-        config.trpo.seed = config.seed;
-        config.trpo.total_steps = config.total_steps as usize;
         config.validate(&folder.config_path())?;
+        if fleet.plant.name.as_str() != config.plant {
+            return Err(SessionError::Fleet(FleetError::PlantMismatch {
+                device: fleet
+                    .clients
+                    .first()
+                    .map_or_else(String::new, |c| c.name().to_string()),
+                reports: fleet.plant.name.to_string(),
+                expected: config.plant,
+            }));
+        }
         let head = policy_head(&fleet.plant);
-        let learner = Trpo::new(fleet.plant.obs_dim as usize, head, config.trpo.clone())
-            .map_err(|e| SessionError::Learner(e.to_string()))?;
+        let learner = Trpo::new(
+            fleet.plant.obs_dim as usize,
+            head,
+            config.trpo.clone(),
+            config.seed,
+        )
+        .map_err(|e| SessionError::Learner(e.to_string()))?;
         config.save(&folder.config_path())?;
         let metrics = MetricsLog::create(&folder.metrics_path())?;
         Self::assemble(
@@ -148,17 +156,16 @@ impl Session {
         let mut config: RunConfig<TrpoConfig> = RunConfig::load(&folder.config_path())?;
         if let Some(steps) = total_steps {
             config.total_steps = steps;
-            config.trpo.total_steps = steps as usize;
             config.save(&folder.config_path())?;
         }
-        let state: TrainingState = Checkpoint::load(&folder.checkpoint_path())?;
+        let state = TrainingState::load(&folder.checkpoint_path())?;
         if state.plant != config.plant {
             return Err(SessionError::BadCheckpoint(format!(
                 "checkpoint is for plant `{}`, config says `{}`",
                 state.plant, config.plant
             )));
         }
-        let fleet = connect(&config)?;
+        let fleet = Fleet::connect(&FleetSpec::from_config(&config)?)?;
         let head = policy_head(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
@@ -281,7 +288,7 @@ impl Session {
                 .collect::<Vec<_>>();
             return Err(SessionError::AllDevicesLost(lost.join("; ")));
         }
-        let budget = self.config.trpo.steps_per_iteration.max(1);
+        let budget = (self.config.steps_per_iteration as usize).max(1);
         let share = budget / live;
         let extra = budget % live;
         let request = CollectRequest {
@@ -376,7 +383,7 @@ impl Session {
             progress: self.progress.clone(),
             learner: self.learner.state(),
         };
-        Checkpoint::save(&self.folder.checkpoint_path(), &state)?;
+        state.save(&self.folder.checkpoint_path())?;
         if self.progress.iteration.is_multiple_of(PLOT_EVERY) {
             self.plot();
         }
@@ -397,17 +404,6 @@ impl Session {
             tracing::warn!("could not draw the learning curves: {e}");
         }
     }
-}
-
-fn connect(config: &RunConfig<TrpoConfig>) -> Result<Fleet, SessionError> {
-    let spec = FleetSpec::from_config(config).map_err(|e| {
-        SessionError::Config(ConfigError::Invalid {
-            origin: Path::new("command line").to_path_buf(),
-            key: "devices".into(),
-            reason: e,
-        })
-    })?;
-    Ok(Fleet::connect(&spec)?)
 }
 
 /// The learner's policy head for a plant's action space.

@@ -1,7 +1,10 @@
 //! TRPO hyperparameters, every one documented where it is declared. Defaults are
-//! SB3-contrib's TRPO defaults; `for_plant` applies rl-zoo3's tuned settings.
+//! SB3-contrib's TRPO defaults; the tuned settings for each plant are in
+//! `training::preset`. The run's own settings (seed, step counts) live in the run
+//! configuration, not here.
 
 use serde::{Deserialize, Serialize};
+use tether_shared::policy::MAX_HIDDEN_LAYERS;
 
 /// Hyperparameters of the learner. Unknown keys in a config file are an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,7 +36,8 @@ pub struct TrpoConfig {
     pub normalize_advantage: bool,
     /// Use every k-th transition for the Fisher-vector products (1 = all).
     pub sub_sampling_factor: usize,
-    /// Hidden layer widths of the policy MLP (≤ 4 layers for the device).
+    /// Hidden layer widths of the policy MLP (at most
+    /// [`MAX_HIDDEN_LAYERS`] layers, the device's limit).
     pub policy_hidden: Vec<usize>,
     /// Hidden layer widths of the value MLP.
     pub value_hidden: Vec<usize>,
@@ -41,12 +45,6 @@ pub struct TrpoConfig {
     pub log_std_init: f64,
     /// Keep a running observation normaliser and export it with the policy.
     pub normalize_observations: bool,
-    /// Transitions per iteration, summed over all devices.
-    pub steps_per_iteration: usize,
-    /// Transitions for the whole run.
-    pub total_steps: usize,
-    /// Seed of every random choice of the learner (initialisation, minibatch order).
-    pub seed: u64,
 }
 
 impl Default for TrpoConfig {
@@ -69,179 +67,119 @@ impl Default for TrpoConfig {
             value_hidden: vec![64, 64],
             log_std_init: 0.0,
             normalize_observations: false,
-            steps_per_iteration: 2048,
-            total_steps: 1_000_000,
-            seed: 0,
         }
     }
 }
 
-/// A config that cannot work.
+/// A hyperparameter outside its meaningful range.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    /// No tuned settings for this plant name.
-    #[error("no TRPO settings for plant `{0}` (known: pendulum, cartpole, qube)")]
-    UnknownPlant(String),
-    /// A value outside its meaningful range.
-    #[error("`{field}` = {value} is out of range: {expected}")]
-    OutOfRange {
-        /// Field name.
-        field: &'static str,
-        /// The value, formatted.
-        value: String,
-        /// What is allowed.
-        expected: &'static str,
-    },
+#[error("`{field}` = {value} is out of range: {expected}")]
+pub struct HyperparamError {
+    /// Field name.
+    pub field: &'static str,
+    /// The value, formatted.
+    pub value: String,
+    /// What is allowed.
+    pub expected: String,
+}
+
+/// `Ok` when `ok`, else the error naming `field`, its `value` and what is `expected`.
+fn check(
+    ok: bool,
+    field: &'static str,
+    value: impl ToString,
+    expected: impl Into<String>,
+) -> Result<(), HyperparamError> {
+    match ok {
+        true => Ok(()),
+        false => Err(HyperparamError {
+            field,
+            value: value.to_string(),
+            expected: expected.into(),
+        }),
+    }
+}
+
+/// Positive and finite.
+fn positive(x: f64) -> bool {
+    x > 0.0 && x.is_finite()
 }
 
 impl TrpoConfig {
-    /// rl-zoo3's tuned TRPO settings for a plant, SB3-contrib defaults elsewhere.
-    ///
-    /// * `pendulum` (Pendulum-v1): 2 envs × 1024 steps, γ 0.9, 15 critic epochs of 128.
-    /// * `cartpole` (CartPole-v1): 2 envs × 512 steps, damping 1e-3, λ 0.98, γ 0.99,
-    ///   20 critic epochs of 512.
-    /// * `qube` (Quanser QUBE-Servo 2, our choice, not from the zoo): 250 Hz control and
-    ///   5 s episodes of 1250 steps. γ 0.995 gives a 200-step (0.8 s) horizon, about one
-    ///   swing of the pendulum; λ 0.97; 10 000 steps per iteration = 8 full episodes (40 s
-    ///   of plant time, so two devices refresh the policy every 20 s: with 4 episodes per
-    ///   update some seeds kept one evaluation start that failed); 10 critic epochs of 256;
-    ///   observation normalisation on, because the filtered velocities reach tens of rad/s
-    ///   while the angle terms are in [−1, 1] (unnormalised, they saturate the first tanh
-    ///   layer); 3 M steps (≈ 3.3 h of plant time on one rig, about 1.7 h with two): at
-    ///   2 M some seeds already balance, others still wobble about the top; README,
-    ///   "Results", has what each seed reaches.
-    pub fn for_plant(plant: &str) -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        match plant {
-            "pendulum" => Ok(Self {
-                steps_per_iteration: 2 * 1024,
-                gamma: 0.9,
-                n_critic_updates: 15,
-                critic_batch_size: 128,
-                total_steps: 100_000,
-                ..defaults
-            }),
-            "cartpole" => Ok(Self {
-                steps_per_iteration: 2 * 512,
-                cg_damping: 1e-3,
-                gae_lambda: 0.98,
-                gamma: 0.99,
-                critic_learning_rate: 1e-3,
-                n_critic_updates: 20,
-                critic_batch_size: 512,
-                total_steps: 100_000,
-                ..defaults
-            }),
-            "qube" => Ok(Self {
-                steps_per_iteration: 10_000,
-                gamma: 0.995,
-                gae_lambda: 0.97,
-                n_critic_updates: 10,
-                critic_batch_size: 256,
-                normalize_observations: true,
-                total_steps: 3_000_000,
-                ..defaults
-            }),
-            other => Err(ConfigError::UnknownPlant(other.to_string())),
-        }
+    /// Checks every range the learner relies on; the first value out of range is the error.
+    pub fn validate(&self) -> Result<(), HyperparamError> {
+        self.validate_policy_step()?;
+        self.validate_advantages_and_critic()?;
+        self.validate_networks()
     }
 
-    /// Checks every range the learner relies on.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, field, value: String, expected| match ok {
-            true => Ok(()),
-            false => Err(ConfigError::OutOfRange {
-                field,
-                value,
-                expected,
-            }),
-        };
-        check(
-            self.target_kl > 0.0 && self.target_kl.is_finite(),
-            "target_kl",
-            self.target_kl.to_string(),
-            "> 0",
-        )?;
+    /// Trust region, conjugate gradient and line search.
+    fn validate_policy_step(&self) -> Result<(), HyperparamError> {
+        check(positive(self.target_kl), "target_kl", self.target_kl, "> 0")?;
         check(
             self.cg_max_steps > 0,
             "cg_max_steps",
-            self.cg_max_steps.to_string(),
+            self.cg_max_steps,
             "≥ 1",
         )?;
+        let damping = self.cg_damping;
         check(
-            self.cg_damping >= 0.0 && self.cg_damping.is_finite(),
+            damping >= 0.0 && damping.is_finite(),
             "cg_damping",
-            self.cg_damping.to_string(),
+            damping,
             "≥ 0",
         )?;
         check(
             self.cg_tolerance >= 0.0,
             "cg_tolerance",
-            self.cg_tolerance.to_string(),
+            self.cg_tolerance,
             "≥ 0",
         )?;
+        let shrink = self.line_search_shrink;
         check(
-            self.line_search_shrink > 0.0 && self.line_search_shrink < 1.0,
+            shrink > 0.0 && shrink < 1.0,
             "line_search_shrink",
-            self.line_search_shrink.to_string(),
+            shrink,
             "in (0, 1)",
         )?;
+        let factor = self.sub_sampling_factor;
+        check(factor > 0, "sub_sampling_factor", factor, "≥ 1")
+    }
+
+    /// Discounting, GAE and the value function's optimiser.
+    fn validate_advantages_and_critic(&self) -> Result<(), HyperparamError> {
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        check(unit(self.gamma), "gamma", self.gamma, "in [0, 1]")?;
         check(
-            (0.0..=1.0).contains(&self.gamma),
-            "gamma",
-            self.gamma.to_string(),
-            "in [0, 1]",
-        )?;
-        check(
-            (0.0..=1.0).contains(&self.gae_lambda),
+            unit(self.gae_lambda),
             "gae_lambda",
-            self.gae_lambda.to_string(),
+            self.gae_lambda,
             "in [0, 1]",
         )?;
+        let batch = self.critic_batch_size;
+        check(batch > 0, "critic_batch_size", batch, "≥ 1")?;
+        let rate = self.critic_learning_rate;
+        check(positive(rate), "critic_learning_rate", rate, "> 0")
+    }
+
+    /// Network shapes (the policy's must fit the device) and the initial log-std.
+    fn validate_networks(&self) -> Result<(), HyperparamError> {
+        let policy = &self.policy_hidden;
         check(
-            self.critic_batch_size > 0,
-            "critic_batch_size",
-            self.critic_batch_size.to_string(),
-            "≥ 1",
-        )?;
-        check(
-            self.critic_learning_rate > 0.0 && self.critic_learning_rate.is_finite(),
-            "critic_learning_rate",
-            self.critic_learning_rate.to_string(),
-            "> 0",
-        )?;
-        check(
-            self.sub_sampling_factor > 0,
-            "sub_sampling_factor",
-            self.sub_sampling_factor.to_string(),
-            "≥ 1",
-        )?;
-        check(
-            !self.policy_hidden.is_empty()
-                && self.policy_hidden.len() <= 4
-                && self.policy_hidden.iter().all(|&w| w > 0),
+            (1..=MAX_HIDDEN_LAYERS).contains(&policy.len()) && policy.iter().all(|&w| w > 0),
             "policy_hidden",
-            format!("{:?}", self.policy_hidden),
-            "1 to 4 non-zero widths (device limit)",
+            format!("{policy:?}"),
+            format!("1 to {MAX_HIDDEN_LAYERS} non-zero widths (device limit)"),
         )?;
+        let value = &self.value_hidden;
         check(
-            self.value_hidden.iter().all(|&w| w > 0),
+            value.iter().all(|&w| w > 0),
             "value_hidden",
-            format!("{:?}", self.value_hidden),
+            format!("{value:?}"),
             "non-zero widths",
         )?;
-        check(
-            self.log_std_init.is_finite(),
-            "log_std_init",
-            self.log_std_init.to_string(),
-            "finite",
-        )?;
-        check(
-            self.steps_per_iteration > 0,
-            "steps_per_iteration",
-            self.steps_per_iteration.to_string(),
-            "≥ 1",
-        )
+        let log_std = self.log_std_init;
+        check(log_std.is_finite(), "log_std_init", log_std, "finite")
     }
 }
 
@@ -250,59 +188,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plant_presets_follow_the_zoo_and_validate() {
-        let pendulum = TrpoConfig::for_plant("pendulum").expect("known");
-        assert_eq!(
-            (
-                pendulum.steps_per_iteration,
-                pendulum.gamma,
-                pendulum.n_critic_updates
-            ),
-            (2048, 0.9, 15)
-        );
-        let cartpole = TrpoConfig::for_plant("cartpole").expect("known");
-        assert_eq!(
-            (
-                cartpole.steps_per_iteration,
-                cartpole.cg_damping,
-                cartpole.critic_batch_size
-            ),
-            (1024, 1e-3, 512)
-        );
-        let qube = TrpoConfig::for_plant("qube").expect("known");
-        assert!(qube.normalize_observations);
-        assert_eq!(
-            (qube.total_steps, qube.steps_per_iteration),
-            (3_000_000, 10_000)
-        );
-        for plant in ["pendulum", "cartpole", "qube"] {
-            assert_eq!(
-                TrpoConfig::for_plant(plant).expect("known").validate(),
-                Ok(())
-            );
-        }
-        assert!(matches!(
-            TrpoConfig::for_plant("segway"),
-            Err(ConfigError::UnknownPlant(_))
-        ));
-    }
-
-    #[test]
     fn serde_fills_defaults_and_refuses_unknown_keys() {
         let config: TrpoConfig = serde_json::from_str(r#"{"target_kl": 0.02}"#).expect("valid");
         assert_eq!(config.target_kl, 0.02);
         assert_eq!(config.cg_max_steps, 15);
         assert!(serde_json::from_str::<TrpoConfig>(r#"{"target_kl_typo": 0.02}"#).is_err());
-        let bad = TrpoConfig {
-            line_search_shrink: 1.5,
+        for run_level in ["seed", "total_steps", "steps_per_iteration"] {
+            let text = format!(r#"{{"{run_level}": 1}}"#);
+            assert!(
+                serde_json::from_str::<TrpoConfig>(&text).is_err(),
+                "`{run_level}` is a run setting, not the learner's"
+            );
+        }
+        assert_eq!(TrpoConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_names_the_first_field_out_of_range() {
+        let field = |change: &dyn Fn(&mut TrpoConfig)| {
+            let mut config = TrpoConfig::default();
+            change(&mut config);
+            config.validate().map_err(|e| e.field)
+        };
+        assert_eq!(
+            field(&|c| c.line_search_shrink = 1.5),
+            Err("line_search_shrink")
+        );
+        assert_eq!(field(&|c| c.target_kl = f64::NAN), Err("target_kl"));
+        assert_eq!(field(&|c| c.gamma = 1.01), Err("gamma"));
+        assert_eq!(
+            field(&|c| c.critic_batch_size = 0),
+            Err("critic_batch_size")
+        );
+        assert_eq!(field(&|c| c.value_hidden = vec![8, 0]), Err("value_hidden"));
+        assert_eq!(
+            field(&|c| c.log_std_init = f64::INFINITY),
+            Err("log_std_init")
+        );
+        assert_eq!(field(&|c| c.policy_hidden.clear()), Err("policy_hidden"));
+        assert_eq!(
+            field(&|c| c.policy_hidden = vec![8; MAX_HIDDEN_LAYERS]),
+            Ok(())
+        );
+        let too_deep = TrpoConfig {
+            policy_hidden: vec![8; MAX_HIDDEN_LAYERS + 1],
             ..TrpoConfig::default()
         };
-        assert!(matches!(
-            bad.validate(),
-            Err(ConfigError::OutOfRange {
-                field: "line_search_shrink",
-                ..
-            })
-        ));
+        let err = too_deep
+            .validate()
+            .expect_err("deeper than the device allows");
+        assert!(
+            err.to_string()
+                .contains(&format!("1 to {MAX_HIDDEN_LAYERS} non-zero widths")),
+            "{err}"
+        );
     }
 }

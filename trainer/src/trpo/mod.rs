@@ -8,14 +8,14 @@ pub mod export;
 pub mod fisher;
 pub mod gae;
 pub mod hyperparams;
+pub mod learner_state;
 pub mod line_search;
 pub mod mlp;
 pub mod normalizer;
 pub mod policy;
-pub mod state;
 pub mod surrogate;
 pub mod update;
 pub mod value;
 
-pub use state::{AdamState, NormalizerState, StateError, TrpoState};
+pub use learner_state::{AdamState, NormalizerState, StateError, TrpoState};
 pub use update::{Trpo, UpdateError, UpdateReport, UpdateTimings};

@@ -6,7 +6,7 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use super::state::{NormalizerState, StateError, check_vector};
+use super::learner_state::{NormalizerState, StateError, check_vector};
 
 /// Added to the variance before the square root (same as the device).
 pub const VARIANCE_EPSILON: f64 = 1e-8;

@@ -16,11 +16,11 @@ use super::distribution::PolicyHead;
 use super::export::export_f32;
 use super::fisher::FisherVectorProduct;
 use super::gae::generalized_advantages;
-use super::hyperparams::{ConfigError, TrpoConfig};
+use super::hyperparams::{HyperparamError, TrpoConfig};
+use super::learner_state::{StateError, TrpoState, update_seed};
 use super::line_search::{CandidateEvaluation, LineSearchSettings, full_step, line_search};
 use super::normalizer::ObservationNormalizer;
 use super::policy::Policy;
-use super::state::{StateError, TrpoState, update_seed};
 use super::surrogate::{SurrogateBatch, mean_entropy, mean_kl, surrogate, surrogate_gradient};
 use super::value::ValueFunction;
 
@@ -91,11 +91,12 @@ struct Advantages {
 /// The TRPO learner: policy, value function, optional observation normaliser.
 ///
 /// Every random choice of an update (the critic's minibatch order) is drawn from a
-/// generator seeded by `(config.seed, updates_done)`, so the learner's whole future is a
+/// generator seeded by `(seed, updates_done)`, so the learner's whole future is a
 /// function of the plain data in [`TrpoState`].
 #[derive(Clone, Debug)]
 pub struct Trpo {
     config: TrpoConfig,
+    seed: u64,
     policy: Policy,
     value: ValueFunction,
     normalizer: Option<ObservationNormalizer>,
@@ -104,10 +105,15 @@ pub struct Trpo {
 
 impl Trpo {
     /// A fresh learner for observations of `obs_dim` values and the given action head,
-    /// seeded by `config.seed`.
-    pub fn new(obs_dim: usize, head: PolicyHead, config: TrpoConfig) -> Result<Self, ConfigError> {
+    /// whose random streams (initialisation, minibatch order) all derive from `seed`.
+    pub fn new(
+        obs_dim: usize,
+        head: PolicyHead,
+        config: TrpoConfig,
+        seed: u64,
+    ) -> Result<Self, HyperparamError> {
         config.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let policy = Policy::new(
             obs_dim,
             &config.policy_hidden,
@@ -126,6 +132,7 @@ impl Trpo {
             .then(|| ObservationNormalizer::new(obs_dim));
         Ok(Self {
             config,
+            seed,
             policy,
             value,
             normalizer,
@@ -138,6 +145,7 @@ impl Trpo {
         let (value_parameters, value_optimizer) = self.value.state();
         TrpoState {
             config: self.config.clone(),
+            seed: self.seed,
             obs_dim: self.policy.obs_dim(),
             head: self.policy.head(),
             policy_parameters: self.policy.parameters().as_slice().to_vec(),
@@ -198,6 +206,7 @@ impl Trpo {
         };
         Ok(Self {
             config,
+            seed: state.seed,
             policy,
             value,
             normalizer,
@@ -254,7 +263,7 @@ impl Trpo {
         report.timings.gradient_seconds = clock.elapsed().as_secs_f64();
 
         let advantages = self.prepare_advantages(&estimate.advantages);
-        let mut rng = ChaCha8Rng::seed_from_u64(update_seed(self.config.seed, self.updates_done));
+        let mut rng = ChaCha8Rng::seed_from_u64(update_seed(self.seed, self.updates_done));
         let Self {
             config,
             policy,
@@ -492,10 +501,9 @@ mod tests {
             value_hidden: vec![16],
             n_critic_updates: 5,
             normalize_observations,
-            seed: 7,
             ..TrpoConfig::default()
         };
-        Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config")
+        Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config, 7).expect("valid config")
     }
 
     /// One-step episodes of the task "act 0.5·obs": reward −(a − 0.5·obs)², actions drawn
@@ -570,11 +578,10 @@ mod tests {
             value_hidden: vec![32, 32],
             n_critic_updates: 3,
             normalize_observations: true,
-            seed: 3,
             ..TrpoConfig::default()
         };
-        let fresh =
-            Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config");
+        let fresh = Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config, 3)
+            .expect("valid config");
         // 1500 samples: three Fisher chunks, products wide enough for the f32 kernel.
         let (batch, _) = bandit_batch(&fresh, &mut ChaCha8Rng::seed_from_u64(4), 1500);
         let run = |threads: usize| {

@@ -6,8 +6,8 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use super::learner_state::{AdamState, StateError, check_vector};
 use super::mlp::{ForwardCache, Mlp, PassScratch};
-use super::state::{AdamState, StateError, check_vector};
 
 /// Adam (Kingma & Ba 2015) with bias correction.
 #[derive(Clone, Debug)]

@@ -1,5 +1,6 @@
 //! Shared helpers of the `tether` binary's tests: the binary itself, scratch folders,
-//! children that never outlive a test, and a simulated device served by `tether sim`.
+//! children that never outlive a test, a simulated device served by `tether sim`, and one
+//! served from the test itself for plants `tether sim` does not have.
 //!
 //! (The library-level end-to-end tests and their fixtures live in `hil-tests`; these run
 //! the binary, which cargo only builds for tests of this package.)
@@ -11,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use tether_firmware::device::DeviceConfig;
+use tether_firmware::plant::{Action, Plant, StepOutcome};
+use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
+use tether_shared::PlantDescription;
 
 /// `tether`, with logging at its default level and backtraces on (so a test notices if one
 /// ever reaches the user).
@@ -121,6 +127,68 @@ impl SimProcess {
         SimProcess {
             path,
             _guard: guard,
+        }
+    }
+}
+
+/// A plant model under another name: a device that reports a plant tether has no preset
+/// for (a user's own rig), with dynamics the test knows.
+pub struct Renamed<P> {
+    pub inner: P,
+    pub name: &'static str,
+}
+
+impl<P: Plant> Plant for Renamed<P> {
+    fn description(&self) -> PlantDescription {
+        let mut description = self.inner.description();
+        description.name.clear();
+        description
+            .name
+            .push_str(self.name)
+            .expect("the test's plant name fits");
+        description
+    }
+
+    fn reset(&mut self, seed: u64) {
+        self.inner.reset(seed);
+    }
+
+    fn observe(&mut self, obs: &mut [f32]) {
+        self.inner.observe(obs);
+    }
+
+    fn actuate(&mut self, action: Action<'_>) -> StepOutcome {
+        self.inner.actuate(action)
+    }
+
+    fn safe_state(&mut self) {
+        self.inner.safe_state();
+    }
+}
+
+/// A simulated device of any plant on a pseudo-terminal, run by this test process in
+/// virtual time (as `tether sim` runs one); stopped when dropped.
+pub struct PtyDevice {
+    pub path: String,
+    _board: SimHandle,
+}
+
+impl PtyDevice {
+    pub fn start<P: Plant + Send + 'static>(plant: P) -> Self {
+        let config = SimConfig {
+            // Virtual time outruns the host's heartbeats: no watchdog (as `tether sim`).
+            device: DeviceConfig {
+                watchdog_timeout_us: 0,
+                ..DeviceConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let (path, board) = SimBoard::new(plant, config)
+            .spawn_pty()
+            .expect("a pseudo-terminal");
+        PtyDevice {
+            path: path.to_string_lossy().into_owned(),
+            _board: board,
         }
     }
 }

@@ -7,20 +7,25 @@
 //!   Strings are exact in every serde format, carry NaN and infinities (JSON numbers
 //!   cannot), and do not depend on a format's float parser being correctly rounded;
 //! * no random-number-generator stream has to be saved: every random choice of an update
-//!   comes from a generator seeded by [`update_seed`]`(config.seed, updates_done)`.
+//!   comes from a generator seeded by [`update_seed`]`(seed, updates_done)`.
+//!
+//! [`TrpoStateV1`] reads the layout checkpoints had before the run's settings left
+//! [`TrpoConfig`].
 
 use serde::{Deserialize, Serialize};
 
 use super::distribution::PolicyHead;
-use super::hyperparams::{ConfigError, TrpoConfig};
+use super::hyperparams::{HyperparamError, TrpoConfig};
 use super::policy::PolicyError;
 
 /// Everything a [`super::Trpo`] needs to continue exactly where it stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrpoState {
-    /// Hyperparameters (including the seed).
+    /// Hyperparameters.
     pub config: TrpoConfig,
+    /// Seed of the learner's random streams (initialisation, minibatch order): the run's.
+    pub seed: u64,
     /// Observation width the policy reads (checked against the caller's on restore).
     pub obs_dim: usize,
     /// Action head (checked against the caller's on restore).
@@ -74,7 +79,7 @@ pub struct NormalizerState {
 pub enum StateError {
     /// The saved hyperparameters are out of range.
     #[error("saved learner config is invalid: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] HyperparamError),
     /// The state was saved for a different plant shape.
     #[error("saved learner is for {saved}, the plant has {expected}")]
     ShapeMismatch {
@@ -111,6 +116,54 @@ pub enum StateError {
     /// The normaliser is present without the config asking for one, or missing.
     #[error("saved normaliser {0}")]
     NormalizerMismatch(&'static str),
+}
+
+/// A [`TrpoState`] as checkpoint format 1 stored it: the hyperparameters still carried the
+/// run's `steps_per_iteration`, `total_steps` and `seed` as their last three fields.
+/// postcard writes a struct as its fields in order with no framing, so the old config
+/// followed by those three fields reads exactly the old bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrpoStateV1 {
+    /// Hyperparameters, without the three run-level fields that follow.
+    pub config: TrpoConfig,
+    /// Was `config.steps_per_iteration`; now the run configuration's.
+    pub steps_per_iteration: usize,
+    /// Was `config.total_steps`; now the run configuration's.
+    pub total_steps: usize,
+    /// Was `config.seed`: the learner's seed.
+    pub seed: u64,
+    /// As [`TrpoState::obs_dim`].
+    pub obs_dim: usize,
+    /// As [`TrpoState::head`].
+    pub head: PolicyHead,
+    /// As [`TrpoState::policy_parameters`].
+    #[serde(with = "exact_f64s")]
+    pub policy_parameters: Vec<f64>,
+    /// As [`TrpoState::value_parameters`].
+    #[serde(with = "exact_f64s")]
+    pub value_parameters: Vec<f64>,
+    /// As [`TrpoState::value_optimizer`].
+    pub value_optimizer: AdamState,
+    /// As [`TrpoState::normalizer`].
+    pub normalizer: Option<NormalizerState>,
+    /// As [`TrpoState::updates_done`].
+    pub updates_done: u64,
+}
+
+impl From<TrpoStateV1> for TrpoState {
+    fn from(old: TrpoStateV1) -> Self {
+        TrpoState {
+            config: old.config,
+            seed: old.seed,
+            obs_dim: old.obs_dim,
+            head: old.head,
+            policy_parameters: old.policy_parameters,
+            value_parameters: old.value_parameters,
+            value_optimizer: old.value_optimizer,
+            normalizer: old.normalizer,
+            updates_done: old.updates_done,
+        }
+    }
 }
 
 /// Serde adapter: a `Vec<f64>` as a sequence of strings in Rust's shortest round-trip
@@ -243,29 +296,6 @@ mod tests {
         let back: f64 = serde_json::from_str(&json).expect("parses");
         assert_eq!(v.to_bits(), back.to_bits());
         assert!(serde_json::to_string(&f64::NAN).map_or(true, |s| s == "null"));
-    }
-
-    #[test]
-    fn preset_configs_round_trip_exactly_as_plain_json_numbers() {
-        for plant in ["pendulum", "cartpole", "qube"] {
-            let config = TrpoConfig::for_plant(plant).expect("known");
-            let back: TrpoConfig =
-                serde_json::from_str(&serde_json::to_string(&config).expect("finite"))
-                    .expect("own output");
-            assert_eq!(back, config);
-            for (a, b) in [
-                (config.target_kl, back.target_kl),
-                (config.cg_damping, back.cg_damping),
-                (config.cg_tolerance, back.cg_tolerance),
-                (config.line_search_shrink, back.line_search_shrink),
-                (config.gamma, back.gamma),
-                (config.gae_lambda, back.gae_lambda),
-                (config.critic_learning_rate, back.critic_learning_rate),
-                (config.log_std_init, back.log_std_init),
-            ] {
-                assert_eq!(a.to_bits(), b.to_bits());
-            }
-        }
     }
 
     #[test]

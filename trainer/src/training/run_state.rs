@@ -1,0 +1,119 @@
+//! What a checkpoint holds: enough to continue a run exactly where it stopped.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::RejectionCounts;
+use crate::run::checkpoint::{Checkpoint, CheckpointError};
+use crate::trpo::TrpoState;
+use crate::trpo::learner_state::TrpoStateV1;
+
+/// Progress counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Iterations completed.
+    pub iteration: u64,
+    /// Environment steps learned from.
+    pub env_steps: u64,
+    /// Episodes that ran to their natural end.
+    pub episodes: u64,
+    /// Refusals summed over the run.
+    pub rejections: RejectionCounts,
+    /// Wall-clock seconds spent training, over every session of the run.
+    pub wall_s: f64,
+}
+
+/// The checkpoint: progress and the learner, written atomically after every iteration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingState {
+    /// Plant name the run trains (a resumed run must find the same plant).
+    pub plant: String,
+    /// Progress counters.
+    pub progress: Progress,
+    /// The learner: policy, value function, optimiser and normaliser.
+    pub learner: TrpoState,
+}
+
+impl TrainingState {
+    /// Writes the checkpoint atomically (see [`Checkpoint::save`]).
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        Checkpoint::save(path, self)
+    }
+
+    /// Reads a checkpoint of the current format, or of format 1 (written before the run's
+    /// seed and step counts left the learner's settings), which continues exactly as well.
+    pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        Checkpoint::load_or_upgrade::<Self, TrainingStateV1>(path)
+    }
+}
+
+/// [`TrainingState`] as checkpoint format 1 laid it out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingStateV1 {
+    /// As [`TrainingState::plant`].
+    pub plant: String,
+    /// As [`TrainingState::progress`].
+    pub progress: Progress,
+    /// The learner in its format-1 layout.
+    pub learner: TrpoStateV1,
+}
+
+impl From<TrainingStateV1> for TrainingState {
+    fn from(old: TrainingStateV1) -> Self {
+        TrainingState {
+            plant: old.plant,
+            progress: old.progress,
+            learner: old.learner.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/fixtures/v1-run`: a run folder written by tether before this layout (2
+    /// iterations of pendulum, seed 5, [4]-wide networks, observation normaliser on).
+    const V1_CHECKPOINT: &[u8] = include_bytes!("../../tests/fixtures/v1-run/checkpoint.bin");
+
+    #[test]
+    fn a_format_1_checkpoint_upgrades_with_its_seed_and_learner_intact() {
+        let path = Path::new("v1-run/checkpoint.bin");
+        let state: TrainingState =
+            Checkpoint::decode_or_upgrade::<TrainingState, TrainingStateV1>(path, V1_CHECKPOINT)
+                .expect("a format-1 checkpoint reads");
+        assert_eq!(state.plant, "pendulum");
+        assert_eq!(
+            (state.progress.iteration, state.progress.env_steps),
+            (2, 2048)
+        );
+        let learner = &state.learner;
+        assert_eq!(learner.seed, 5);
+        assert_eq!(learner.updates_done, 2);
+        assert_eq!(learner.config.policy_hidden, vec![4]);
+        assert_eq!(learner.config.gamma, 0.9);
+        assert!(learner.normalizer.is_some());
+        // Pendulum, one hidden layer of 4: (3·4 + 4) + (4·1 + 1) weights, one log-std.
+        assert_eq!(learner.policy_parameters.len(), 16 + 5 + 1);
+        assert!(matches!(
+            Checkpoint::decode::<TrainingState>(path, V1_CHECKPOINT),
+            Err(CheckpointError::UnsupportedVersion { found: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn the_current_format_round_trips() {
+        let dir = std::env::temp_dir().join(format!("tether-run-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("checkpoint.bin");
+        let old: TrainingStateV1 =
+            postcard::from_bytes(&V1_CHECKPOINT[20..V1_CHECKPOINT.len() - 4]).expect("payload");
+        let state = TrainingState::from(old);
+        state.save(&path).expect("save");
+        let back = TrainingState::load(&path).expect("load");
+        assert_eq!(back.learner, state.learner);
+        assert_eq!(back.progress, state.progress);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

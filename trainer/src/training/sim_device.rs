@@ -1,0 +1,122 @@
+//! Simulated devices: the firmware compiled for the host with a plant model, set up one way
+//! for a run's fleet, for `tether sim` and for the tests.
+
+use tether_firmware::device::DeviceConfig;
+use tether_firmware::plant::{AnyPlant, PLANT_NAMES};
+use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
+
+/// The plant simulated devices model when nobody names one.
+pub const DEFAULT_SIM_PLANT: &str = "pendulum";
+
+/// Why a simulated device cannot be set up.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SimDeviceError {
+    /// The plant name is not one of the models.
+    #[error("unknown plant `{0}`; simulated plants are: {names}", names = PLANT_NAMES.join(", "))]
+    UnknownPlant(String),
+    /// The fault spec does not parse.
+    #[error("bad --faults spec: {0}")]
+    BadFaults(String),
+}
+
+/// How to run one simulated device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimDeviceSpec<'a> {
+    /// Plant model, one of [`PLANT_NAMES`].
+    pub plant: &'a str,
+    /// Virtual time (as fast as the host reads) or the plant's real control rate.
+    pub time: TimeMode,
+    /// Link rate limit, bits per second; `None`: unlimited.
+    pub baud: Option<u32>,
+    /// Fault injection spec (see [`FaultSpec`]); `None`: a clean link.
+    pub faults: Option<&'a str>,
+    /// Seed of the fault injector.
+    pub seed: u64,
+}
+
+impl<'a> SimDeviceSpec<'a> {
+    /// A device of `plant` in virtual time on a clean, unlimited link.
+    pub fn virtual_time(plant: &'a str) -> Self {
+        SimDeviceSpec {
+            plant,
+            time: TimeMode::Virtual,
+            baud: None,
+            faults: None,
+            seed: 0,
+        }
+    }
+
+    /// The board, ready to spawn on a memory pipe or a pseudo-terminal. In virtual time the
+    /// device's watchdog is off: its seconds pass far faster than the host's heartbeats, so
+    /// it would fire for no reason (the host still notices a silent device by wall time).
+    /// In real time the device keeps its default watchdog.
+    pub fn board(&self) -> Result<SimBoard<AnyPlant>, SimDeviceError> {
+        let plant = sim_plant(self.plant)?;
+        let device = match self.time {
+            TimeMode::Virtual => DeviceConfig {
+                watchdog_timeout_us: 0,
+                ..DeviceConfig::default()
+            },
+            TimeMode::RealTime => DeviceConfig::default(),
+        };
+        let config = SimConfig {
+            time: self.time,
+            baud: self.baud,
+            faults: parse_faults(self.faults)?,
+            seed: self.seed,
+            device,
+            ..SimConfig::default()
+        };
+        Ok(SimBoard::new(plant, config))
+    }
+}
+
+/// The plant model called `name`.
+pub fn sim_plant(name: &str) -> Result<AnyPlant, SimDeviceError> {
+    AnyPlant::by_name(name).ok_or_else(|| SimDeviceError::UnknownPlant(name.to_string()))
+}
+
+/// A fault spec's text parsed; `None` is a clean link.
+pub fn parse_faults(text: Option<&str>) -> Result<FaultSpec, SimDeviceError> {
+    match text {
+        Some(text) => text
+            .parse::<FaultSpec>()
+            .map_err(|e| SimDeviceError::BadFaults(e.to_string())),
+        None => Ok(FaultSpec::none()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_plants_and_bad_faults_are_named() {
+        let err = SimDeviceSpec::virtual_time("segway").board().err();
+        assert_eq!(err, Some(SimDeviceError::UnknownPlant("segway".into())));
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("pendulum, cartpole, qube"), "{message}");
+        let spec = SimDeviceSpec {
+            faults: Some("corrupt=lots"),
+            ..SimDeviceSpec::virtual_time(DEFAULT_SIM_PLANT)
+        };
+        assert!(matches!(spec.board(), Err(SimDeviceError::BadFaults(_))));
+        assert_eq!(parse_faults(None), Ok(FaultSpec::none()));
+        assert!(parse_faults(Some("corrupt=0.01")).is_ok());
+    }
+
+    /// Every model boots as a device that handshakes and describes itself by its name.
+    #[test]
+    fn every_model_runs_as_a_device_that_reports_its_name() {
+        use crate::device::{ClientConfig, DeviceClient, DeviceLink};
+        for plant in PLANT_NAMES {
+            let board = SimDeviceSpec::virtual_time(plant).board().expect("a model");
+            let (host, handle) = board.spawn_memory();
+            let link = DeviceLink::new(plant.to_string(), Box::new(host));
+            let client = DeviceClient::connect(link, ClientConfig::default()).expect("handshake");
+            assert_eq!(client.info().plant.name.as_str(), plant);
+            drop(client);
+            handle.stop();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Run folders written before the run's settings left `[trpo]` still resume, exactly.
+//!
+//! `fixtures/v1-run` was made by tether at the commit before that change:
+//! `tether train --config old.toml --out v1-run` with
+//!
+//! ```toml
+//! plant = "pendulum"
+//! seed = 5
+//! total_steps = 2048
+//! [devices]
+//! sim = 2
+//! [trpo]
+//! steps_per_iteration = 1024
+//! policy_hidden = [4]
+//! value_hidden = [4]
+//! normalize_observations = true
+//! ```
+//!
+//! (curves left out). Its `config.toml` repeats `seed` and `total_steps` inside `[trpo]`
+//! and its checkpoint is format 1. `fixtures/v1-straight-3072-policy.bin` is the
+//! `policy.bin` the same tether wrote training the same configuration straight to 3072
+//! steps (its own `tether resume --steps 3072` of `v1-run` wrote the same bytes).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Scratch, run, stderr, tether};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+#[test]
+fn an_old_run_folder_resumes_to_the_policy_a_straight_run_made() {
+    let dir = Scratch::new("v1-resume");
+    let folder = dir.join("v1-run");
+    std::fs::create_dir_all(&folder).unwrap();
+    let source = Path::new(FIXTURES).join("v1-run");
+    for file in [
+        "config.toml",
+        "checkpoint.bin",
+        "metrics.jsonl",
+        "policy.bin",
+    ] {
+        std::fs::copy(source.join(file), folder.join(file)).unwrap();
+    }
+    let output = run(
+        tether().args(["resume", "--steps", "3072"]).arg(&folder),
+        Duration::from_secs(120),
+    );
+    let text = stderr(&output);
+    assert!(output.status.success(), "resume failed: {text}");
+    assert!(
+        text.contains("resuming") && text.contains("done: 3 iterations"),
+        "{text}"
+    );
+    let expected = std::fs::read(Path::new(FIXTURES).join("v1-straight-3072-policy.bin")).unwrap();
+    assert_eq!(
+        std::fs::read(folder.join("policy.bin")).unwrap(),
+        expected,
+        "the resumed run continues exactly as the old version's straight run"
+    );
+    // The new budget is saved in the current layout; the checkpoint is the current format.
+    let config: toml::Table = std::fs::read_to_string(folder.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(config["total_steps"].as_integer(), Some(3072));
+    assert_eq!(config["steps_per_iteration"].as_integer(), Some(1024));
+    assert!(!config["trpo"].as_table().unwrap().contains_key("seed"));
+    let checkpoint = std::fs::read(folder.join("checkpoint.bin")).unwrap();
+    assert_eq!(&checkpoint[8..12], &2u32.to_le_bytes());
+}

@@ -23,7 +23,7 @@ use tether_trainer::rollout::{CollectRequest, DeviceRollout};
 use tether_trainer::run::LinkKind;
 use tether_trainer::training::session::policy_head;
 use tether_trainer::trpo::Trpo;
-use tether_trainer::trpo::export::shared_spec;
+use tether_trainer::trpo::device_format::shared_spec;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 
 /// A handshaken pendulum device over a new pty, opened through the trainer's serial

@@ -12,7 +12,7 @@ use std::path::Path;
 use tether_firmware::plant::qube::{CONTROL_RATE_HZ, EPISODE_STEPS};
 use tether_firmware::plant::{Action, Plant, Qube};
 use tether_shared::policy::PolicyView;
-use tether_trainer::run::export::PolicyFile;
+use tether_trainer::run::policy_file::PolicyFile;
 
 const EPISODES: u64 = 20;
 const UPRIGHT_RAD: f32 = 0.2;

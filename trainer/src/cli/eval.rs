@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::EvalArgs;
 use crate::run::config::RunConfig;
-use crate::run::export::PolicyFile;
+use crate::run::policy_file::PolicyFile;
 use crate::training::FleetSpec;
 use crate::training::evaluation::evaluate;
 use crate::trpo::hyperparams::TrpoConfig;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{ExportArgs, ExportFormat};
-use crate::run::checkpoint::write_atomic;
-use crate::run::export::PolicyFile;
+use crate::run::atomic_write::write_atomic;
 use crate::run::folder::RunFolder;
+use crate::run::policy_file::PolicyFile;
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let folder = RunFolder::open(&args.run)?;

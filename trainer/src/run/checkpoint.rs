@@ -28,32 +28,31 @@
 //!
 //! # Atomicity
 //!
-//! [`write_atomic`] writes a temporary file in the destination's directory, fsyncs it,
-//! renames it over the destination and fsyncs the directory: a crash leaves either the old
+//! [`Checkpoint::save`] goes through [`write_atomic`]: a crash leaves either the old
 //! complete file or the new complete file, never a mix.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::run::atomic_write::{AtomicWriteError, write_atomic};
 use crate::run::sealed::{SealError, SealedFormat, u64_at};
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Why a checkpoint (or an atomic write) failed. Every variant names the file.
+/// Why a checkpoint could not be saved or loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// Reading, writing, syncing or renaming failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("read", "write", "rename ... to", ...).
-        action: String,
-        /// The file or directory concerned.
+    /// Reading the file failed.
+    #[error("cannot read checkpoint {}: {source}", path.display())]
+    Read {
+        /// The file.
         path: PathBuf,
         /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// Writing the file failed.
+    #[error(transparent)]
+    Write(#[from] AtomicWriteError),
     /// The file does not start with the checkpoint magic bytes.
     #[error(
         "{} is not a tether checkpoint (it does not start with \"TETHERCK\"); check the path",
@@ -140,70 +139,11 @@ pub enum CheckpointError {
     },
 }
 
-fn io_err(action: impl Into<String>, path: &Path, source: std::io::Error) -> CheckpointError {
-    CheckpointError::Io {
-        action: action.into(),
+fn read_err(path: &Path, source: std::io::Error) -> CheckpointError {
+    CheckpointError::Read {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Distinguishes temporary files of concurrent writers within one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Replaces `path` with `bytes` atomically and durably.
-///
-/// Writes a temporary file next to `path` (same directory, hence same filesystem), fsyncs
-/// it, renames it over `path`, then fsyncs the directory so the rename itself survives a
-/// power loss. Readers see either the previous content or `bytes`, never a partial file. On
-/// error the temporary file is removed and `path` is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_owned());
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io_err("create temporary file", &tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| io_err("write", &tmp, e))?;
-        file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
-        drop(file);
-        fs::rename(&tmp, path)
-            .map_err(|e| io_err(format!("rename {} to", tmp.display()), path, e))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
-    sync_dir(&dir)
-}
-
-/// Fsyncs a directory so a rename or creation inside it is durable (no-op off Unix, where
-/// directories cannot be opened as files).
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("fsync directory", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 /// The checkpoint file format; see the module documentation for the layout.
@@ -321,13 +261,13 @@ impl Checkpoint {
     /// Saves `state` to `path` atomically (see [`write_atomic`]).
     pub fn save<T: Serialize>(path: &Path, state: &T) -> Result<(), CheckpointError> {
         let bytes = Self::encode(path, state)?;
-        write_atomic(path, &bytes)
+        Ok(write_atomic(path, &bytes)?)
     }
 
     /// Loads and verifies the checkpoint at `path`; any truncation or changed byte is
     /// refused with an error naming the file.
     pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
-        let bytes = fs::read(path).map_err(|e| io_err("read checkpoint", path, e))?;
+        let bytes = fs::read(path).map_err(|e| read_err(path, e))?;
         Self::decode(path, &bytes)
     }
 
@@ -338,7 +278,7 @@ impl Checkpoint {
         T: DeserializeOwned,
         Previous: DeserializeOwned + Into<T>,
     {
-        let bytes = fs::read(path).map_err(|e| io_err("read checkpoint", path, e))?;
+        let bytes = fs::read(path).map_err(|e| read_err(path, e))?;
         Self::decode_or_upgrade::<T, Previous>(path, &bytes)
     }
 }
@@ -558,10 +498,11 @@ mod tests {
     }
 
     #[test]
-    fn write_atomic_into_missing_directory_fails_and_leaves_nothing() {
+    fn saving_into_a_missing_directory_is_a_write_error_naming_it() {
         let dir = TestDir::new("ck-nodir");
-        let path = dir.join("missing/sub/file.bin");
-        let err = write_atomic(&path, b"abc").unwrap_err();
+        let path = dir.join("missing/sub/checkpoint.bin");
+        let err = Checkpoint::save(&path, &3u64).unwrap_err();
+        assert!(matches!(err, CheckpointError::Write(_)), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
         assert!(!path.exists());
     }

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::atomic_write::{AtomicWriteError, write_atomic};
 
 /// Why a configuration could not be read, written or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ pub enum RunConfigError {
     Serialize(#[from] toml::ser::Error),
     /// Writing `config.toml` failed.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    Write(#[from] AtomicWriteError),
 }
 
 /// How simulated devices are connected to the trainer.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::atomic_write::{AtomicWriteError, write_atomic};
 
 /// What happened in one training iteration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ pub enum MetricsError {
     },
     /// Rewriting the file on resume failed.
     #[error(transparent)]
-    Rewrite(#[from] CheckpointError),
+    Rewrite(#[from] AtomicWriteError),
 }
 
 /// Reads every record of a metrics file.

@@ -7,12 +7,13 @@
 //! | `config.toml` | [`config`] | once, at start: the fully resolved configuration |
 //! | `metrics.jsonl` | [`metrics`] | one JSON line per iteration, fsynced |
 //! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
-//! | `policy.bin` | [`export`] | the exported f32 policy in the device's wire layout |
+//! | `policy.bin` | [`policy_file`] | the exported f32 policy in the device's wire layout |
 //! | `curve.svg`, `curve.png` | [`plot`] | learning curves, on demand or at the end |
 //!
 //! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
 //! its own module with its own error type, and every error names the file it concerns. The
-//! two binary files share one container ([`sealed`]: magic, version, body, CRC).
+//! two binary files share one container ([`sealed`]: magic, version, body, CRC); every
+//! file written whole is replaced through [`atomic_write`].
 //!
 //! Crash safety, in the order the run loop should write each iteration: append the metrics
 //! line ([`metrics::MetricsLog::append`], durable when it returns), then save the checkpoint
@@ -20,20 +21,22 @@
 //! some iteration `k` and metrics for at least the iterations before it; resuming calls
 //! [`metrics::MetricsLog::open_resume`] with `k` to drop the lines written after it.
 
+pub mod atomic_write;
 pub mod checkpoint;
 pub mod config;
-pub mod export;
 pub mod folder;
 pub mod metrics;
 pub mod plot;
+pub mod policy_file;
 pub mod sealed;
 
-pub use checkpoint::{Checkpoint, CheckpointError, write_atomic};
+pub use atomic_write::{AtomicWriteError, write_atomic};
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{DevicesConfig, LinkKind, RunConfig, RunConfigError, TimeoutsConfig};
-pub use export::{ExportError, PolicyFile};
 pub use folder::{FolderError, RunFolder};
 pub use metrics::{IterationMetrics, MetricsError, MetricsLog, read_metrics};
 pub use plot::{PlotError, plot_curves};
+pub use policy_file::{PolicyFile, PolicyFileError};
 
 /// Scratch directories for tests: unique per process and call, removed on drop.
 #[cfg(test)]

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::atomic_write::{AtomicWriteError, write_atomic};
 use crate::run::metrics::IterationMetrics;
 
 /// Why the curves could not be drawn or written.
@@ -30,7 +31,7 @@ pub enum PlotError {
     },
     /// Writing the SVG failed.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    Write(#[from] AtomicWriteError),
 }
 
 /// Canvas size of both outputs, in pixels.
@@ -84,95 +85,138 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A drawing error as text (plotters' error type depends on the backend).
+fn reason<E: std::error::Error + Send + Sync>(err: DrawingAreaErrorKind<E>) -> String {
+    err.to_string()
+}
+
+/// Both panels on `root`: returns above, KL below, over the same steps axis.
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     metrics: &[IterationMetrics],
     max_kl: Option<f64>,
 ) -> Result<(), String> {
-    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
-    root.fill(&WHITE).map_err(e)?;
+    root.fill(&WHITE).map_err(reason)?;
     let panels = root.split_evenly((2, 1));
-    let steps = |m: &IterationMetrics| m.env_steps as f64;
-    let (x_lo, x_hi) = match (metrics.first(), metrics.last()) {
+    let steps = steps_range(metrics);
+    draw_returns(&panels[0], metrics, steps)?;
+    draw_kl(&panels[1], metrics, steps, max_kl)?;
+    root.present().map_err(reason)
+}
+
+/// Environment steps of an iteration, the x value of both panels.
+fn steps(m: &IterationMetrics) -> f64 {
+    m.env_steps as f64
+}
+
+/// The x range: from 0 (or the first iteration, if earlier) to the last iteration.
+fn steps_range(metrics: &[IterationMetrics]) -> (f64, f64) {
+    match (metrics.first(), metrics.last()) {
         (Some(first), Some(last)) if last.env_steps > first.env_steps => {
             (steps(first).min(0.0), steps(last))
         }
         (Some(only), _) => (0.0, steps(only).max(1.0)),
         _ => (0.0, 1.0),
-    };
+    }
+}
 
-    let returns: Vec<(f64, f64)> = metrics
+/// `(steps, value)` of every iteration whose value is finite.
+fn finite_points(
+    metrics: &[IterationMetrics],
+    value: impl Fn(&IterationMetrics) -> f64,
+) -> Vec<(f64, f64)> {
+    metrics
         .iter()
-        .filter(|m| m.mean_return.is_finite())
-        .map(|m| (steps(m), m.mean_return))
-        .collect();
-    let (y_lo, y_hi) = padded_range(returns.iter().map(|p| p.1));
-    let mut chart = ChartBuilder::on(&panels[0])
-        .caption("Mean episode return", ("sans-serif", 26))
+        .map(|m| (steps(m), value(m)))
+        .filter(|p| p.1.is_finite())
+        .collect()
+}
+
+type Panel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel's chart with its caption, axes and grid drawn (steps on x).
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    y_desc: &str,
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> Result<Panel<'a, DB>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 26))
         .margin(12)
         .margin_right(40)
         .x_label_area_size(45)
         .y_label_area_size(80)
         .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
-        .map_err(e)?;
+        .map_err(reason)?;
     chart
         .configure_mesh()
         .x_desc("environment steps (all devices)")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("mean return (sum of rewards per episode)")
+        .y_desc(y_desc)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .draw()
-        .map_err(e)?;
+        .map_err(reason)?;
+    Ok(chart)
+}
+
+/// Top panel: mean episode return, as a line with a dot per iteration.
+fn draw_returns<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    metrics: &[IterationMetrics],
+    steps: (f64, f64),
+) -> Result<(), String> {
+    let returns = finite_points(metrics, |m| m.mean_return);
+    let y = padded_range(returns.iter().map(|p| p.1));
+    let caption = "Mean episode return";
+    let mut chart = panel(
+        area,
+        caption,
+        "mean return (sum of rewards per episode)",
+        steps,
+        y,
+    )?;
     chart
         .draw_series(LineSeries::new(
             returns.iter().copied(),
             BLUE.stroke_width(2),
         ))
-        .map_err(e)?;
+        .map_err(reason)?;
     chart
         .draw_series(returns.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
-        .map_err(e)?;
+        .map_err(reason)?;
+    Ok(())
+}
 
-    let kls: Vec<(f64, f64)> = metrics
-        .iter()
-        .filter(|m| m.kl.is_finite())
-        .map(|m| (steps(m), m.kl))
-        .collect();
+/// Bottom panel: the measured KL of each update, and the trust-region bound δ dashed.
+fn draw_kl<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    metrics: &[IterationMetrics],
+    steps: (f64, f64),
+    max_kl: Option<f64>,
+) -> Result<(), String> {
+    let kls = finite_points(metrics, |m| m.kl);
     let (_, kl_hi) = padded_range(kls.iter().map(|p| p.1).chain(max_kl.map(|d| d * 1.2)));
-    let mut chart = ChartBuilder::on(&panels[1])
-        .caption("KL divergence of each update", ("sans-serif", 26))
-        .margin(12)
-        .margin_right(40)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_lo..x_hi, 0.0..kl_hi.max(1e-6))
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("environment steps (all devices)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("mean KL(old ‖ new) (nats)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .draw()
-        .map_err(e)?;
+    let caption = "KL divergence of each update";
+    let y = (0.0, kl_hi.max(1e-6));
+    let mut chart = panel(area, caption, "mean KL(old ‖ new) (nats)", steps, y)?;
+    let legend_line = |color: RGBColor| {
+        move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+    };
     chart
         .draw_series(LineSeries::new(kls.iter().copied(), RED.stroke_width(2)))
-        .map_err(e)?
+        .map_err(reason)?
         .label("measured KL")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        .legend(legend_line(RED));
     if let Some(delta) = max_kl.filter(|d| d.is_finite()) {
+        let bound = [(steps.0, delta), (steps.1, delta)];
         chart
-            .draw_series(DashedLineSeries::new(
-                [(x_lo, delta), (x_hi, delta)],
-                10,
-                6,
-                BLACK.stroke_width(2),
-            ))
-            .map_err(e)?
+            .draw_series(DashedLineSeries::new(bound, 10, 6, BLACK.stroke_width(2)))
+            .map_err(reason)?
             .label(format!("trust region δ = {delta}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+            .legend(legend_line(BLACK));
     }
     chart
         .configure_series_labels()
@@ -180,9 +224,7 @@ fn draw<DB: DrawingBackend>(
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
         .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+        .map_err(reason)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tether_shared::message::RunMode;
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::session::round_seed;
 use crate::rollout::{CollectRequest, DevicePool};
-use crate::run::export::PolicyFile;
+use crate::run::policy_file::PolicyFile;
 
 /// Why an evaluation failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,21 +14,21 @@ use std::time::{Duration, Instant};
 use tether_shared::message::RunMode;
 use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 
-use super::batch::assemble;
+use super::batch::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
-use crate::run::export::{ExportError, PolicyFile};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
 use crate::run::plot::plot_curves;
+use crate::run::policy_file::{PolicyFile, PolicyFileError};
+use crate::trpo::device_format::shared_spec;
 use crate::trpo::distribution::PolicyHead;
-use crate::trpo::export::shared_spec;
 use crate::trpo::hyperparams::TrpoConfig;
-use crate::trpo::{StateError, Trpo};
+use crate::trpo::{StateError, Trpo, UpdateError, UpdateReport};
 
 /// Episode ids of iteration `i` start at `i × EPISODE_ID_BLOCK`, so ids never repeat
 /// across iterations (a device runs far fewer episodes than this per iteration).
@@ -60,7 +60,7 @@ pub enum SessionError {
     Metrics(#[from] MetricsError),
     /// Writing the policy failed.
     #[error(transparent)]
-    Export(#[from] ExportError),
+    PolicyFile(#[from] PolicyFileError),
     /// Every device was lost.
     #[error(
         "every device was lost ({0}); training cannot continue — the last checkpoint is kept, `tether resume` continues once the devices are back"
@@ -235,11 +235,6 @@ impl Session {
         &self.progress
     }
 
-    /// Number of devices still in the run.
-    pub fn live_devices(&self) -> usize {
-        self.pool.live()
-    }
-
     /// Runs iterations until the step budget is met or `stop` is raised (checked between
     /// iterations). `on_iteration` sees each iteration's metrics (for progress display).
     pub fn run(
@@ -278,6 +273,43 @@ impl Session {
     fn iterate(&mut self) -> Result<IterationMetrics, SessionError> {
         let started = Instant::now();
         let iteration = self.progress.iteration;
+        let results = self.collect_round(iteration)?;
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&results);
+        }
+        let assembled = self.assemble_round(&results);
+
+        let update_started = Instant::now();
+        let report = self.learner.update(&assembled.batch);
+        let update_s = update_started.elapsed().as_secs_f64();
+
+        self.progress.iteration += 1;
+        self.progress.env_steps += assembled.steps as u64;
+        self.progress.episodes += assembled.complete_returns.len() as u64;
+        self.progress.rejections.add(&assembled.rejections);
+        self.progress.wall_s += started.elapsed().as_secs_f64();
+
+        let mut metrics = IterationMetrics {
+            iteration,
+            env_steps: self.progress.env_steps,
+            episodes: self.progress.episodes,
+            mean_return: assembled.mean_return(),
+            rejected_frames: assembled.rejections.rejected_frames,
+            discarded_episodes: assembled.rejections.discarded_episodes,
+            reconnects: assembled.rejections.reconnects,
+            devices_active: self.pool.live() as u32,
+            wall_s: self.progress.wall_s,
+            update_s,
+            ..IterationMetrics::default()
+        };
+        record_update(&mut metrics, report);
+        self.record(&metrics)?;
+        Ok(metrics)
+    }
+
+    /// Every live device collects its share of the iteration's steps with the current
+    /// policy; results in device order. No live device left is an error.
+    fn collect_round(&mut self, iteration: u64) -> Result<Vec<RoundResult>, SessionError> {
         let live = self.pool.live();
         if live == 0 {
             let lost = self
@@ -303,69 +335,25 @@ impl Session {
             silence_timeout: Duration::from_secs_f64(self.config.timeouts.silence_s.max(0.01)),
         };
         let seed = self.config.seed;
-        let results = self.pool.round(|device, rank| CollectRequest {
+        Ok(self.pool.round(|device, rank| CollectRequest {
             seed: round_seed(seed, iteration, device as u64),
             steps: Some(share + usize::from(rank < extra)),
             ..request.clone()
-        });
-        if let Some(observer) = self.observer.as_mut() {
-            observer(&results);
-        }
-        let obs_dim = self.plant.obs_dim as usize;
+        }))
+    }
+
+    /// The learner's batch from a round's results; what devices dropped during the round
+    /// lost (frames, episodes) is counted too.
+    fn assemble_round(&self, results: &[RoundResult]) -> AssembledBatch {
         let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
-            obs_dim,
+            self.plant.obs_dim as usize,
             self.plant.action.wire_width(),
         );
-        // A device dropped this round still lost frames and episodes: count them.
-        for r in &results {
+        for r in results {
             assembled.rejections.add(&r.lost);
         }
-
-        let update_started = Instant::now();
-        let report = self.learner.update(&assembled.batch);
-        let update_s = update_started.elapsed().as_secs_f64();
-
-        self.progress.iteration += 1;
-        self.progress.env_steps += assembled.steps as u64;
-        self.progress.episodes += assembled.complete_returns.len() as u64;
-        self.progress.rejections.add(&assembled.rejections);
-        self.progress.wall_s += started.elapsed().as_secs_f64();
-
-        let mut metrics = IterationMetrics {
-            iteration,
-            env_steps: self.progress.env_steps,
-            episodes: self.progress.episodes,
-            mean_return: assembled.mean_return(),
-            rejected_frames: assembled.rejections.rejected_frames,
-            discarded_episodes: assembled.rejections.discarded_episodes,
-            reconnects: assembled.rejections.reconnects,
-            devices_active: self.pool.live() as u32,
-            wall_s: self.progress.wall_s,
-            update_s,
-            ..IterationMetrics::default()
-        };
-        match report {
-            Ok(r) => {
-                metrics.kl = r.kl;
-                metrics.entropy = r.entropy;
-                metrics.expected_improvement = r.expected_improvement;
-                metrics.actual_improvement = r.actual_improvement;
-                metrics.improvement_ratio = r.improvement_ratio;
-                metrics.line_search_steps = r.line_search_steps as u32;
-                metrics.accepted = r.accepted;
-                metrics.value_loss = r.value_loss;
-                metrics.explained_variance = r.explained_variance;
-                metrics.skipped_reason = r.skipped_reason;
-            }
-            Err(e) => {
-                metrics.kl = f64::NAN;
-                metrics.entropy = f64::NAN;
-                metrics.skipped_reason = Some(e.to_string());
-            }
-        }
-        self.record(&metrics)?;
-        Ok(metrics)
+        assembled
     }
 
     /// Metrics line, then the policy, then the checkpoint: a crash between any two leaves a
@@ -402,6 +390,30 @@ impl Session {
         );
         if let Err(e) = result {
             tracing::warn!("could not draw the learning curves: {e}");
+        }
+    }
+}
+
+/// The update's figures into an iteration's metrics; a refused batch leaves KL and entropy
+/// NaN and says why.
+fn record_update(metrics: &mut IterationMetrics, report: Result<UpdateReport, UpdateError>) {
+    match report {
+        Ok(r) => {
+            metrics.kl = r.kl;
+            metrics.entropy = r.entropy;
+            metrics.expected_improvement = r.expected_improvement;
+            metrics.actual_improvement = r.actual_improvement;
+            metrics.improvement_ratio = r.improvement_ratio;
+            metrics.line_search_steps = r.line_search_steps as u32;
+            metrics.accepted = r.accepted;
+            metrics.value_loss = r.value_loss;
+            metrics.explained_variance = r.explained_variance;
+            metrics.skipped_reason = r.skipped_reason;
+        }
+        Err(e) => {
+            metrics.kl = f64::NAN;
+            metrics.entropy = f64::NAN;
+            metrics.skipped_reason = Some(e.to_string());
         }
     }
 }

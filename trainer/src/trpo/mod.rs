@@ -3,8 +3,8 @@
 
 pub mod batch;
 pub mod conjugate_gradient;
+pub mod device_format;
 pub mod distribution;
-pub mod export;
 pub mod fisher;
 pub mod gae;
 pub mod hyperparams;

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
+use super::device_format::export_f32;
 use super::distribution::PolicyHead;
-use super::export::export_f32;
 use super::fisher::FisherVectorProduct;
 use super::gae::generalized_advantages;
 use super::hyperparams::{HyperparamError, TrpoConfig};

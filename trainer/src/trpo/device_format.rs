@@ -1,4 +1,5 @@
-//! f32 export of the policy in the shared wire layout the device runs:
+//! The learner's policy in the device's format: its shared [`PolicySpec`] and the f32
+//! parameters in the wire layout the device runs:
 //! `[obs_mean[obs_dim], obs_scale[obs_dim]]` (only when the policy normalises
 //! observations; scale = 1/sqrt(var + 1e-8), inputs clamped to ±10 after normalising), then
 //! the MLP layers (weights row-major `[out][in]`, then bias), then the Gaussian log-std.
@@ -11,34 +12,36 @@ use super::policy::Policy;
 
 /// Why a policy cannot be described in the shared (device) format.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ExportError {
+pub enum DeviceFormatError {
     /// A dimension does not fit the wire format's integer fields or layer limit.
     #[error("policy shape does not fit the device format: {0}")]
     ShapeTooLarge(&'static str),
 }
 
 /// The shared [`PolicySpec`] of a policy, so the device can interpret [`export_f32`].
-pub fn shared_spec(policy: &Policy, normalize_obs: bool) -> Result<PolicySpec, ExportError> {
+pub fn shared_spec(policy: &Policy, normalize_obs: bool) -> Result<PolicySpec, DeviceFormatError> {
     let obs_dim = u8::try_from(policy.obs_dim())
-        .map_err(|_| ExportError::ShapeTooLarge("observation dimension > 255"))?;
+        .map_err(|_| DeviceFormatError::ShapeTooLarge("observation dimension > 255"))?;
     let hidden_sizes = policy.mlp().hidden_sizes();
     if hidden_sizes.len() > shared::MAX_HIDDEN_LAYERS {
-        return Err(ExportError::ShapeTooLarge(
+        return Err(DeviceFormatError::ShapeTooLarge(
             "more hidden layers than the device allows",
         ));
     }
     let hidden = hidden_sizes
         .iter()
-        .map(|&w| u16::try_from(w).map_err(|_| ExportError::ShapeTooLarge("layer width > 65535")))
+        .map(|&w| {
+            u16::try_from(w).map_err(|_| DeviceFormatError::ShapeTooLarge("layer width > 65535"))
+        })
         .collect::<Result<_, _>>()?;
     let head = match policy.head() {
         PolicyHead::DiagGaussian { action_dim } => shared::PolicyHead::Gaussian {
             action_dim: u8::try_from(action_dim)
-                .map_err(|_| ExportError::ShapeTooLarge("action dimension > 255"))?,
+                .map_err(|_| DeviceFormatError::ShapeTooLarge("action dimension > 255"))?,
         },
         PolicyHead::Categorical { n_actions } => shared::PolicyHead::Categorical {
             n: u8::try_from(n_actions)
-                .map_err(|_| ExportError::ShapeTooLarge("more than 255 actions"))?,
+                .map_err(|_| DeviceFormatError::ShapeTooLarge("more than 255 actions"))?,
         },
     };
     Ok(PolicySpec {

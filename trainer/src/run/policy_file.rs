@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use postcard::experimental::max_size::MaxSize;
 use tether_shared::PolicySpec;
 
-use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::atomic_write::{AtomicWriteError, write_atomic};
 use crate::run::sealed::{SealError, SealedFormat, u32_at};
 
 /// Why a policy file could not be written or read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub enum PolicyFileError {
     /// Reading the file failed.
     #[error("cannot read policy {}: {source}", path.display())]
     Read {
@@ -41,7 +41,7 @@ pub enum ExportError {
     },
     /// Writing the file failed.
     #[error(transparent)]
-    Write(#[from] CheckpointError),
+    Write(#[from] AtomicWriteError),
     /// The file does not start with the policy magic bytes.
     #[error(
         "{} is not a tether policy file (it does not start with \"TETHERPL\"); check the path",
@@ -161,8 +161,8 @@ impl PolicyFile {
 
     /// The `.bin` file contents; `path` only labels errors. Refuses a policy failing
     /// [`PolicyFile::check`].
-    pub fn to_bin_bytes(&self, path: &Path) -> Result<Vec<u8>, ExportError> {
-        let invalid = |reason: String| ExportError::Invalid {
+    pub fn to_bin_bytes(&self, path: &Path) -> Result<Vec<u8>, PolicyFileError> {
+        let invalid = |reason: String| PolicyFileError::Invalid {
             path: path.to_path_buf(),
             reason,
         };
@@ -183,29 +183,31 @@ impl PolicyFile {
     /// Parses and verifies `.bin` contents; `path` only labels errors. Refuses a wrong
     /// magic or version, any length mismatch, a CRC mismatch, and a policy failing
     /// [`PolicyFile::check`].
-    pub fn from_bin_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ExportError> {
+    pub fn from_bin_bytes(path: &Path, bytes: &[u8]) -> Result<Self, PolicyFileError> {
         let p = || path.to_path_buf();
         let body = Self::FORMAT.open(bytes).map_err(|error| match error {
-            SealError::Foreign => ExportError::NotAPolicy { path: p() },
-            SealError::Truncated { actual, expected } => ExportError::Truncated {
+            SealError::Foreign => PolicyFileError::NotAPolicy { path: p() },
+            SealError::Truncated { actual, expected } => PolicyFileError::Truncated {
                 path: p(),
                 actual,
                 expected,
             },
-            SealError::TrailingBytes { extra } => ExportError::TrailingBytes { path: p(), extra },
-            SealError::UnsupportedVersion { found } => ExportError::UnsupportedVersion {
+            SealError::TrailingBytes { extra } => {
+                PolicyFileError::TrailingBytes { path: p(), extra }
+            }
+            SealError::UnsupportedVersion { found } => PolicyFileError::UnsupportedVersion {
                 path: p(),
                 found,
                 expected: Self::FORMAT_VERSION,
             },
-            SealError::Corrupted { found, computed } => ExportError::Corrupted {
+            SealError::Corrupted { found, computed } => PolicyFileError::Corrupted {
                 path: p(),
                 found,
                 computed,
             },
         })?;
         // The container checked the lengths these offsets come from.
-        let invalid = |reason: String| ExportError::Invalid { path: p(), reason };
+        let invalid = |reason: String| PolicyFileError::Invalid { path: p(), reason };
         let count_at = 4 + u32_at(body, 0).unwrap_or(0) as usize;
         let spec = match postcard::take_from_bytes::<PolicySpec>(&body[4..count_at]) {
             Ok((spec, [])) => spec,
@@ -227,15 +229,15 @@ impl PolicyFile {
     }
 
     /// Writes the policy to `path` atomically in the `.bin` layout.
-    pub fn write_bin(&self, path: &Path) -> Result<(), ExportError> {
+    pub fn write_bin(&self, path: &Path) -> Result<(), PolicyFileError> {
         let bytes = self.to_bin_bytes(path)?;
         write_atomic(path, &bytes)?;
         Ok(())
     }
 
     /// Reads and verifies a `.bin` policy file.
-    pub fn read_bin(path: &Path) -> Result<Self, ExportError> {
-        let bytes = std::fs::read(path).map_err(|source| ExportError::Read {
+    pub fn read_bin(path: &Path) -> Result<Self, PolicyFileError> {
+        let bytes = std::fs::read(path).map_err(|source| PolicyFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -416,7 +418,7 @@ mod tests {
         for len in 0..bytes.len() {
             let err = PolicyFile::from_bin_bytes(path, &bytes[..len]).unwrap_err();
             assert!(
-                matches!(err, ExportError::Truncated { .. }),
+                matches!(err, PolicyFileError::Truncated { .. }),
                 "length {len}: {err}"
             );
             assert!(err.to_string().contains("/runs/r/policy.bin"));
@@ -435,11 +437,11 @@ mod tests {
         longer.extend_from_slice(&[0, 0]);
         assert!(matches!(
             PolicyFile::from_bin_bytes(path, &longer),
-            Err(ExportError::TrailingBytes { extra: 2, .. })
+            Err(PolicyFileError::TrailingBytes { extra: 2, .. })
         ));
         assert!(matches!(
             PolicyFile::from_bin_bytes(path, b"TETHERCK\x01\x00\x00\x00"),
-            Err(ExportError::NotAPolicy { .. })
+            Err(PolicyFileError::NotAPolicy { .. })
         ));
     }
 
@@ -459,7 +461,7 @@ mod tests {
         p.spec.obs_dim = 0;
         assert!(matches!(
             p.write_bin(&path),
-            Err(ExportError::Invalid { .. })
+            Err(PolicyFileError::Invalid { .. })
         ));
         assert!(!path.exists());
     }

@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use tether_firmware::plant::AnyPlant;
 use tether_firmware::sim::SimBoard;
+use tether_trainer::device::simulated::SimDeviceSpec;
 use tether_trainer::run::{IterationMetrics, LinkKind, RunConfig, RunFolder, read_metrics};
 use tether_trainer::training::preset::Preset;
-use tether_trainer::training::sim_device::SimDeviceSpec;
 use tether_trainer::training::{Session, SessionOutcome};
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 

@@ -189,7 +189,7 @@ pub struct EvalArgs {
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Plant model: pendulum, cartpole or qube.
-    #[arg(long, default_value = crate::training::sim_device::DEFAULT_SIM_PLANT)]
+    #[arg(long, default_value = crate::device::simulated::DEFAULT_SIM_PLANT)]
     pub plant: String,
     /// Run at the plant's real control rate instead of as fast as the host reads.
     #[arg(long)]

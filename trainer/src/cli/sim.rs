@@ -10,7 +10,7 @@ use anyhow::Context;
 use tether_firmware::sim::TimeMode;
 
 use super::{SimArgs, interrupt_flag};
-use crate::training::sim_device::SimDeviceSpec;
+use crate::device::simulated::SimDeviceSpec;
 
 pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     let board = SimDeviceSpec {

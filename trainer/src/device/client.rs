@@ -329,3 +329,179 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
         })?;
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use tether_shared::message::{RefusalReason, RunMode};
+
+    use super::*;
+    use crate::device::simulated::test_device::{self, quick_config};
+
+    /// A line that answers reads with `left` bytes of 0x55 (never a frame delimiter), then
+    /// times out like a quiet serial port; whatever is written vanishes.
+    struct NoisyLine {
+        left: usize,
+    }
+
+    impl std::io::Read for NoisyLine {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            let n = buf.len().min(self.left);
+            buf[..n].fill(0x55);
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    impl std::io::Write for NoisyLine {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run_one_episode() -> RunCommand {
+        RunCommand {
+            first_episode: 0,
+            episodes: 1,
+            seed: 1,
+            mode: RunMode::Explore,
+        }
+    }
+
+    #[test]
+    fn the_handshake_reports_the_plant_the_protocol_and_no_policy() {
+        let device = test_device::connect("cartpole");
+        let info = device.client.info();
+        assert_eq!(info.plant.name.as_str(), "cartpole");
+        assert_eq!(info.protocol_version, PROTOCOL_VERSION);
+        assert_eq!(info.active_policy, None);
+        assert!(info.policy_capacity > 0);
+        assert_eq!(device.client.name(), "cartpole");
+    }
+
+    #[test]
+    fn a_silent_device_is_named_after_the_handshake_timeout() {
+        let line = NoisyLine { left: 0 };
+        let started = Instant::now();
+        let err = DeviceClient::connect(DeviceLink::new("quiet", Box::new(line)), quick_config())
+            .err()
+            .expect("no answer");
+        assert!(
+            matches!(&err, DeviceError::Silent { device, .. } if device == "quiet"),
+            "{err}"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= quick_config().handshake_timeout, "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+
+    #[test]
+    fn bytes_that_never_make_a_frame_are_called_garbage() {
+        let line = NoisyLine { left: 300 };
+        let err = DeviceClient::connect(DeviceLink::new("noisy", Box::new(line)), quick_config())
+            .err()
+            .expect("no hello");
+        assert!(
+            matches!(err, DeviceError::Garbage { bytes: 300, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_uploaded_policy_is_the_one_the_device_runs() {
+        let mut device = test_device::connect("pendulum");
+        let (spec, params) = test_device::policy(&device.client.info().plant);
+        device
+            .client
+            .upload(5, &spec, &params)
+            .expect("acknowledged");
+        device
+            .client
+            .start(run_one_episode())
+            .expect("run acknowledged");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let batch = loop {
+            assert!(Instant::now() < deadline, "no transitions");
+            if let Some(DeviceMessage::Transitions(batch)) = device
+                .client
+                .next_message(Duration::from_millis(50))
+                .expect("link up")
+            {
+                break batch;
+            }
+        };
+        assert_eq!(batch.policy_version, 5);
+        device.client.stop().expect("stop acknowledged");
+    }
+
+    #[test]
+    fn refusals_carry_the_devices_reason_and_misfits_are_caught_before_sending() {
+        let mut device = test_device::connect("pendulum");
+        let err = device
+            .client
+            .start(run_one_episode())
+            .expect_err("no policy yet");
+        assert!(
+            matches!(
+                err,
+                DeviceError::Refused {
+                    reason: RefusalReason::NoPolicy,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let plant = device.client.info().plant.clone();
+        let huge = PolicySpec::for_plant(&plant, &[256, 256, 256, 256], false);
+        let params = vec![0.0; huge.param_count()];
+        let err = device
+            .client
+            .upload(1, &huge, &params)
+            .expect_err("too big");
+        assert!(matches!(err, DeviceError::Incompatible { .. }), "{err}");
+        assert!(device.client.link().stats().frames > 0);
+    }
+
+    /// `reconnect` reopens the link and handshakes again; a device that comes back as
+    /// another plant is refused, naming both.
+    #[test]
+    fn reconnecting_handshakes_again_and_refuses_another_plant() {
+        let boards = Arc::new(Mutex::new(Vec::new()));
+        let next_plant = Arc::new(Mutex::new("pendulum"));
+        let (link, first) = test_device::link("pendulum", "rig");
+        boards.lock().unwrap().push(first);
+        let (opened, plant) = (boards.clone(), next_plant.clone());
+        let link = link.with_reopen(Box::new(move || {
+            let (stream, board) = test_device::stream(*plant.lock().unwrap());
+            opened.lock().unwrap().push(board);
+            Ok(stream)
+        }));
+        let mut client = DeviceClient::connect(link, quick_config()).expect("handshake");
+        client.reconnect().expect("the same plant comes back");
+        assert_eq!(client.info().plant.name.as_str(), "pendulum");
+        assert_eq!(boards.lock().unwrap().len(), 2, "the link was reopened");
+
+        *next_plant.lock().unwrap() = "qube";
+        let err = client.reconnect().expect_err("another plant");
+        let message = err.to_string();
+        assert!(
+            message.contains("`qube`") && message.contains("`pendulum`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn upload_crc_covers_little_endian_bytes() {
+        assert_eq!(le_bytes(&[1.0, -2.5]), [0, 0, 128, 63, 0, 0, 32, 192]);
+    }
+}

@@ -4,12 +4,14 @@
 //! - [`address`]: where a device is (`/dev/ttyACM0`, `tcp://rig:4000`, a simulated board);
 //! - [`transport`]: opening that address as a byte stream, with errors a user can act on;
 //! - [`link`]: frames on the byte stream (encode, decode, link-health counters);
-//! - [`client`]: the conversation: handshake, policy upload, run, stop, heartbeats.
+//! - [`client`]: the conversation: handshake, policy upload, run, stop, heartbeats;
+//! - [`simulated`]: a simulated device (the firmware with a plant model) set up to run.
 
 pub mod address;
 pub mod client;
 pub mod error;
 pub mod link;
+pub mod simulated;
 pub mod transport;
 
 pub use address::DeviceAddress;

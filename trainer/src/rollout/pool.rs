@@ -213,3 +213,97 @@ fn collect_with_reconnects(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tether_shared::message::RunMode;
+
+    use super::*;
+    use crate::device::simulated::test_device::{self, TestDevice};
+
+    /// `n` pendulum devices and the pool over them; the boards stay with the caller.
+    fn pool(n: usize) -> (DevicePool, Vec<tether_firmware::sim::SimHandle>) {
+        let devices: Vec<TestDevice> = (0..n).map(|_| test_device::connect("pendulum")).collect();
+        let (clients, boards) = devices.into_iter().map(|d| (d.client, d.board)).unzip();
+        (DevicePool::new(clients), boards)
+    }
+
+    /// A training request for `steps` steps.
+    fn request(pool: &DevicePool, steps: usize) -> CollectRequest {
+        let plant = &pool.info(0).expect("a device").plant;
+        let (spec, params) = test_device::policy(plant);
+        CollectRequest {
+            version: 1,
+            spec,
+            params: Arc::new(params),
+            first_episode: 0,
+            seed: 3,
+            mode: RunMode::Explore,
+            steps: Some(steps),
+            episodes: None,
+            silence_timeout: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn a_round_returns_every_devices_share_in_device_order() {
+        let (mut pool, _boards) = pool(3);
+        assert_eq!((pool.len(), pool.live(), pool.is_empty()), (3, 3, false));
+        let base = request(&pool, 0);
+        let mut asked = Vec::new();
+        let results = pool.round(|device, rank| {
+            asked.push((device, rank));
+            CollectRequest {
+                steps: Some(100 + 10 * device),
+                seed: device as u64,
+                ..base.clone()
+            }
+        });
+        assert_eq!(asked, [(0, 0), (1, 1), (2, 2)]);
+        let order: Vec<usize> = results.iter().map(|r| r.device).collect();
+        assert_eq!(order, [0, 1, 2]);
+        for r in &results {
+            let rollout = r.outcome.as_ref().expect("collected");
+            assert_eq!(rollout.steps(), 100 + 10 * r.device, "cut at the quota");
+            assert_eq!(r.name, "pendulum");
+            assert_eq!(r.lost, RejectionCounts::default());
+        }
+        assert!(pool.lost().is_empty());
+    }
+
+    /// A device whose round fails (its board is gone) is dropped after the reconnects a
+    /// round allows, named with the reason, and left out of later rounds; the live devices'
+    /// ranks stay contiguous.
+    #[test]
+    fn a_device_that_fails_is_dropped_named_and_skipped() {
+        let (mut pool, mut boards) = pool(3);
+        boards.remove(1).stop();
+        let base = request(&pool, 50);
+        let results = pool.round(|_, _| base.clone());
+        assert_eq!(results.len(), 3);
+        assert!(results[0].outcome.is_ok() && results[2].outcome.is_ok());
+        let failed = &results[1];
+        assert!(failed.outcome.is_err());
+        assert!(failed.lost.reconnects >= 1, "{:?}", failed.lost);
+        assert_eq!(pool.live(), 2);
+        let lost = pool.lost();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, "pendulum");
+
+        let mut asked = Vec::new();
+        let results = pool.round(|device, rank| {
+            asked.push((device, rank));
+            base.clone()
+        });
+        assert_eq!(asked, [(0, 0), (2, 1)]);
+        assert!(results.iter().all(|r| r.outcome.is_ok()));
+        assert_eq!(
+            pool.len(),
+            3,
+            "a lost device still counts in the pool's size"
+        );
+    }
+}

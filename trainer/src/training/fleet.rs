@@ -9,7 +9,7 @@ use tether_firmware::sim::{SimHandle, TimeMode};
 use tether_shared::PlantDescription;
 
 use super::link_budget::LinkBudget;
-use super::sim_device::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
+use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
 use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
@@ -299,4 +299,109 @@ fn check_same_plant(clients: &[DeviceClient]) -> Result<PlantDescription, FleetE
         }
     }
     Ok(plant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::simulated::test_device;
+
+    fn devices(sim: u32, ports: &[&str]) -> DevicesConfig {
+        DevicesConfig {
+            sim,
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+            ..DevicesConfig::default()
+        }
+    }
+
+    fn spec(devices: &DevicesConfig, plant: Option<&str>) -> Result<FleetSpec, FleetError> {
+        FleetSpec::new(devices, &TimeoutsConfig::default(), 0, plant)
+    }
+
+    #[test]
+    fn simulated_devices_get_a_known_plant_before_anything_connects() {
+        let only_sims = spec(&devices(2, &[]), None).expect("valid");
+        assert_eq!(only_sims.plant.as_deref(), Some(DEFAULT_SIM_PLANT));
+        let real = spec(&devices(0, &["/dev/ttyACM0"]), None).expect("valid");
+        assert_eq!((real.plant, real.addresses.len()), (None, 1));
+        assert!(matches!(
+            spec(&devices(1, &["/dev/ttyACM0"]), None),
+            Err(FleetError::PlantNeeded)
+        ));
+        let both = spec(&devices(1, &["/dev/ttyACM0"]), Some("qube")).expect("named");
+        assert_eq!(both.plant.as_deref(), Some("qube"));
+        assert!(matches!(
+            spec(&devices(1, &[]), Some("segway")),
+            Err(FleetError::Sim(SimDeviceError::UnknownPlant(_)))
+        ));
+        assert!(
+            spec(&devices(0, &[]), Some("segway")).is_ok(),
+            "real devices may report any plant"
+        );
+        assert!(matches!(
+            spec(&devices(0, &[""]), None),
+            Err(FleetError::BadAddress(_))
+        ));
+        let config = RunConfig::<()> {
+            plant: "cartpole".into(),
+            ..RunConfig::default()
+        };
+        let from_config = FleetSpec::from_config(&config).expect("valid");
+        assert_eq!(from_config.plant.as_deref(), Some("cartpole"));
+        assert_eq!(from_config.client_config().attempts, 3);
+    }
+
+    #[test]
+    fn simulated_devices_connect_in_order_and_describe_the_plant() {
+        let fleet = Fleet::connect(&spec(&devices(2, &[]), Some("cartpole")).expect("valid"))
+            .expect("connected");
+        let names: Vec<&str> = fleet.clients.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["sim0:cartpole", "sim1:cartpole"]);
+        assert_eq!(fleet.plant.name.as_str(), "cartpole");
+        assert_eq!(fleet.boards.len(), 2);
+        assert!(matches!(
+            Fleet::connect(&spec(&devices(0, &[]), None).expect("valid")),
+            Err(FleetError::Empty)
+        ));
+    }
+
+    #[test]
+    fn devices_must_agree_on_the_plant_and_report_the_configured_one() {
+        let first = test_device::connect("pendulum");
+        let second = test_device::connect("pendulum");
+        let odd = test_device::connect("qube");
+        let same = [first.client, second.client];
+        assert_eq!(
+            check_same_plant(&same).expect("same").name.as_str(),
+            "pendulum"
+        );
+        assert!(check_reported_plant(&same, "pendulum").is_ok());
+        let err = check_reported_plant(&same, "cartpole").expect_err("not cartpole");
+        assert!(
+            err.to_string()
+                == "pendulum reports plant `pendulum`, but the run is configured for plant `cartpole`",
+            "{err}"
+        );
+        let [first, _] = same;
+        let mixed = [first, odd.client];
+        let err = check_same_plant(&mixed).expect_err("two plants");
+        assert!(
+            matches!(&err, FleetError::MixedPlants { theirs, ours, .. } if theirs == "qube" && ours == "pendulum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn link_rates_follow_the_fleet_order() {
+        let mut config = devices(2, &["/dev/ttyACM0"]);
+        config.tcp = vec!["rig:4000".into()];
+        config.baud = 9600;
+        let mut fleet = spec(&config, Some("pendulum")).expect("valid");
+        assert_eq!(link_rates(&fleet), [None, None, Some(9600), None]);
+        fleet.emulate_baud = true;
+        assert_eq!(
+            link_rates(&fleet),
+            [Some(9600), Some(9600), Some(9600), None]
+        );
+    }
 }

@@ -1,7 +1,6 @@
 //! The learn loop: devices collect, the learner updates, the run folder records.
 //!
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
-//! - [`sim_device`]: setting up one simulated device (plant model, time, link faults);
 //! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
 //! - [`batch`]: turning what the devices delivered into the learner's batch;
 //! - [`preset`]: the table of per-plant starting settings;
@@ -16,7 +15,6 @@ pub mod link_budget;
 pub mod preset;
 pub mod run_state;
 pub mod session;
-pub mod sim_device;
 
 pub use fleet::{Fleet, FleetSpec};
 pub use session::{Session, SessionOutcome};

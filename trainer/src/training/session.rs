@@ -440,3 +440,186 @@ pub fn round_seed(seed: u64, iteration: u64, device: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::simulated::test_device;
+    use crate::run::metrics::read_metrics;
+    use crate::run::testdir::TestDir;
+
+    /// A small pendulum run: 2 simulated devices, 200 steps per iteration, [4] networks.
+    fn config(total_steps: u64) -> RunConfig<TrpoConfig> {
+        let mut config = RunConfig::<TrpoConfig> {
+            plant: "pendulum".into(),
+            seed: 4,
+            total_steps,
+            steps_per_iteration: 200,
+            ..RunConfig::default()
+        };
+        config.devices.sim = 2;
+        config.trpo.policy_hidden = vec![4];
+        config.trpo.value_hidden = vec![4];
+        config
+    }
+
+    fn run_to_the_end(session: &mut Session) -> SessionOutcome {
+        session
+            .run(&AtomicBool::new(false), |_| {})
+            .expect("the run finishes")
+    }
+
+    /// Each iteration appends a metrics line and writes `policy.bin` and the checkpoint; the
+    /// run stops at the first iteration that reaches the step budget.
+    #[test]
+    fn a_run_records_every_iteration_and_stops_at_the_budget() {
+        let dir = TestDir::new("session-run");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        let mut session = Session::start(folder, config(400)).expect("starts");
+        assert_eq!(session.plant().name.as_str(), "pendulum");
+        let mut seen = Vec::new();
+        let outcome = session
+            .run(&AtomicBool::new(false), |m| seen.push(m.iteration))
+            .expect("finishes");
+        assert!(outcome.finished);
+        assert_eq!(seen, [0, 1]);
+        assert_eq!(
+            (outcome.progress.iteration, outcome.progress.env_steps),
+            (2, 400)
+        );
+        assert!(outcome.lost_devices.is_empty());
+        let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
+        assert_eq!(metrics.len(), 2);
+        assert_eq!(metrics[1].env_steps, 400);
+        assert_eq!(metrics[1].devices_active, 2);
+        let state = TrainingState::load(&paths.checkpoint_path()).expect("checkpoint");
+        assert_eq!(state.progress, outcome.progress);
+        assert_eq!(state.learner.seed, 4);
+        assert!(paths.policy_path().is_file());
+        let saved: RunConfig<TrpoConfig> = RunConfig::load(&paths.config_path()).expect("config");
+        assert_eq!(saved, *session.config());
+    }
+
+    #[test]
+    fn a_raised_stop_flag_ends_the_run_before_the_next_iteration() {
+        let dir = TestDir::new("session-stop");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let mut session = Session::start(folder, config(400)).expect("starts");
+        let outcome = session
+            .run(&AtomicBool::new(true), |_| panic!("no iteration"))
+            .expect("stops");
+        assert!(!outcome.finished);
+        assert_eq!(outcome.progress, Progress::default());
+    }
+
+    /// Stopped at 400 steps and resumed to 600, a run writes the policy a straight run to
+    /// 600 writes.
+    #[test]
+    fn a_resumed_run_continues_exactly_as_a_straight_one() {
+        let dir = TestDir::new("session-resume");
+        let straight = RunFolder::create(&dir.join("straight")).expect("folder");
+        let straight_policy = straight.policy_path();
+        run_to_the_end(&mut Session::start(straight, config(600)).expect("starts"));
+
+        let split = RunFolder::create(&dir.join("split")).expect("folder");
+        let split_paths = split.clone();
+        run_to_the_end(&mut Session::start(split, config(400)).expect("starts"));
+        let mut resumed = Session::resume(split_paths.clone(), Some(600)).expect("resumes");
+        assert_eq!(resumed.progress().iteration, 2);
+        assert_eq!(resumed.config().total_steps, 600);
+        let outcome = run_to_the_end(&mut resumed);
+        assert_eq!(outcome.progress.iteration, 3);
+        let iterations: Vec<u64> = read_metrics(&split_paths.metrics_path())
+            .expect("metrics")
+            .iter()
+            .map(|m| m.iteration)
+            .collect();
+        assert_eq!(iterations, [0, 1, 2]);
+        assert_eq!(
+            std::fs::read(split_paths.policy_path()).expect("policy"),
+            std::fs::read(&straight_policy).expect("policy")
+        );
+    }
+
+    #[test]
+    fn devices_of_another_plant_are_refused_before_anything_is_written() {
+        let dir = TestDir::new("session-plant");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        let device = test_device::connect("cartpole");
+        let fleet = Fleet {
+            plant: device.client.info().plant.clone(),
+            clients: vec![device.client],
+            boards: Vec::new(),
+        };
+        let Err(err) = Session::start_with_fleet(folder, config(400), fleet) else {
+            panic!("another plant is refused");
+        };
+        assert!(
+            matches!(&err, SessionError::Fleet(FleetError::PlantMismatch { reports, expected, .. })
+                if reports == "cartpole" && expected == "pendulum"),
+            "{err}"
+        );
+        assert!(!paths.config_path().exists());
+
+        // On resume, a checkpoint of another plant than the configuration's is refused.
+        let folder = RunFolder::create(&dir.join("done")).expect("folder");
+        let paths = folder.clone();
+        run_to_the_end(&mut Session::start(folder, config(200)).expect("starts"));
+        let mut edited: RunConfig<TrpoConfig> =
+            RunConfig::load(&paths.config_path()).expect("config");
+        edited.plant = "cartpole".into();
+        edited.save(&paths.config_path()).expect("save");
+        let err = Session::resume(paths, None).err().expect("plant differs");
+        assert!(matches!(err, SessionError::BadCheckpoint(_)), "{err}");
+    }
+
+    /// When the last device is gone, the run stops with an error naming it; the checkpoint
+    /// of the last complete iteration stays.
+    #[test]
+    fn losing_every_device_stops_the_run_naming_them() {
+        let dir = TestDir::new("session-lost");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let device = test_device::connect("pendulum");
+        let fleet = Fleet {
+            plant: device.client.info().plant.clone(),
+            clients: vec![device.client],
+            boards: Vec::new(),
+        };
+        let mut config = config(400);
+        config.devices.sim = 1;
+        config.timeouts.silence_s = 0.3;
+        let mut session = Session::start_with_fleet(folder, config, fleet).expect("starts");
+        device.board.stop();
+        let err = session
+            .run(&AtomicBool::new(false), |_| {})
+            .expect_err("no device left");
+        assert!(
+            matches!(&err, SessionError::AllDevicesLost(names) if names.contains("pendulum")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_policy_head_follows_the_action_space() {
+        let mut plant = test_device::connect("pendulum").client.info().plant.clone();
+        assert_eq!(
+            policy_head(&plant),
+            PolicyHead::DiagGaussian { action_dim: 1 }
+        );
+        plant.action = ActionSpace::Discrete { n: 3 };
+        assert_eq!(
+            policy_head(&plant),
+            PolicyHead::Categorical { n_actions: 3 }
+        );
+        plant.action = ActionSpace::Continuous {
+            low: heapless::Vec::from_slice(&[-1.0, -1.0]).expect("fits"),
+            high: heapless::Vec::from_slice(&[1.0, 1.0]).expect("fits"),
+        };
+        assert_eq!(
+            policy_head(&plant),
+            PolicyHead::DiagGaussian { action_dim: 2 }
+        );
+    }
+}

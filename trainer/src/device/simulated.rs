@@ -1,5 +1,8 @@
 //! Simulated devices: the firmware compiled for the host with a plant model, set up one way
 //! for a run's fleet, for `tether sim` and for the tests.
+//!
+//! (The trainer's unit tests get handshaken ones on in-memory pipes from
+//! `test_device`.)
 
 use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::{AnyPlant, PLANT_NAMES};
@@ -108,15 +111,67 @@ mod tests {
     /// Every model boots as a device that handshakes and describes itself by its name.
     #[test]
     fn every_model_runs_as_a_device_that_reports_its_name() {
-        use crate::device::{ClientConfig, DeviceClient, DeviceLink};
         for plant in PLANT_NAMES {
-            let board = SimDeviceSpec::virtual_time(plant).board().expect("a model");
-            let (host, handle) = board.spawn_memory();
-            let link = DeviceLink::new(plant.to_string(), Box::new(host));
-            let client = DeviceClient::connect(link, ClientConfig::default()).expect("handshake");
-            assert_eq!(client.info().plant.name.as_str(), plant);
-            drop(client);
-            handle.stop();
+            let device = test_device::connect(plant);
+            assert_eq!(device.client.info().plant.name.as_str(), plant);
         }
+    }
+}
+
+/// Handshaken simulated devices on in-memory pipes, for the trainer's unit tests.
+#[cfg(test)]
+pub(crate) mod test_device {
+    use std::time::Duration;
+
+    use tether_firmware::sim::SimHandle;
+    use tether_shared::{PlantDescription, PolicySpec};
+
+    use super::SimDeviceSpec;
+    use crate::device::{ByteStream, ClientConfig, DeviceClient, DeviceLink};
+
+    /// A device and its board; the board stops when this is dropped (after the client).
+    pub(crate) struct TestDevice {
+        pub(crate) client: DeviceClient,
+        pub(crate) board: SimHandle,
+    }
+
+    /// Timeouts short enough that a test about a silent device takes a fraction of a second.
+    pub(crate) fn quick_config() -> ClientConfig {
+        ClientConfig {
+            handshake_timeout: Duration::from_millis(400),
+            ack_timeout: Duration::from_millis(200),
+            attempts: 2,
+            ..ClientConfig::default()
+        }
+    }
+
+    /// The byte stream to a fresh simulated device of `plant` (virtual time, clean link).
+    pub(crate) fn stream(plant: &str) -> (Box<dyn ByteStream>, SimHandle) {
+        let board = SimDeviceSpec::virtual_time(plant).board().expect("a model");
+        let (mut host, handle) = board.spawn_memory();
+        host.set_timeout(Duration::from_millis(5));
+        (Box::new(host), handle)
+    }
+
+    /// [`stream`] as a link called `name`.
+    pub(crate) fn link(plant: &str, name: &str) -> (DeviceLink, SimHandle) {
+        let (stream, handle) = stream(plant);
+        (DeviceLink::new(name, stream), handle)
+    }
+
+    /// A handshaken simulated device of `plant`, named after it.
+    pub(crate) fn connect(plant: &str) -> TestDevice {
+        let (link, board) = link(plant, plant);
+        let client = DeviceClient::connect(link, quick_config()).expect("handshake");
+        TestDevice { client, board }
+    }
+
+    /// A small policy for `plant` ([8] hidden, no normaliser) with finite parameters.
+    pub(crate) fn policy(plant: &PlantDescription) -> (PolicySpec, Vec<f32>) {
+        let spec = PolicySpec::for_plant(plant, &[8], false);
+        let params = (0..spec.param_count())
+            .map(|i| 0.01 * ((i % 7) as f32 - 3.0))
+            .collect();
+        (spec, params)
     }
 }

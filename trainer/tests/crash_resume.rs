@@ -24,7 +24,7 @@ fn write_config(dir: &Scratch) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "plant = \"pendulum\"\nseed = 11\ntotal_steps = {}\n[devices]\nsim = 2\n[trpo]\nsteps_per_iteration = {STEPS_PER_ITERATION}\n",
+            "plant = \"pendulum\"\nseed = 11\ntotal_steps = {}\nsteps_per_iteration = {STEPS_PER_ITERATION}\n[devices]\nsim = 2\n",
             ITERATIONS * STEPS_PER_ITERATION
         ),
     )

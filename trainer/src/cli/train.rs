@@ -292,7 +292,8 @@ impl ConfigFile {
             move_keys_out_of_trpo(&mut table).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         if !moved.is_empty() {
             tracing::warn!(
-                "{}: `{}` belong at the top level now, not in [trpo]; read from there",
+                "{}: [trpo] holds the learner's settings only; `{}` read as top-level keys \
+                 (move them there)",
                 path.display(),
                 moved.join("`, `")
             );

@@ -30,7 +30,7 @@ use tether_shared::{PROTOCOL_VERSION, PlantDescription, PolicyHead};
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
-use crate::link::{LinkEndpoint, LinkStats, Priority, READ_BUF_LEN};
+use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
 use crate::plant::{Action, Plant};
 use crate::policy_store::PolicyStore;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
@@ -204,11 +204,6 @@ where
     /// Counters.
     pub fn stats(&self) -> DeviceStats {
         self.stats
-    }
-
-    /// Link counters (bytes, errors, dropped control messages).
-    pub fn link_stats(&self) -> LinkStats {
-        self.link.stats()
     }
 
     /// The plant.
@@ -412,7 +407,7 @@ where
     }
 
     fn send_control(&mut self, message: &DeviceMessage) {
-        // A dropped control message is counted and logged by the link; the host retries.
+        // A dropped control message is logged by the link; the host retries.
         let _ = self.link.send(message, Priority::Control);
     }
 
@@ -683,7 +678,7 @@ where
                 self.pending_end = Some(end);
             }
         } else {
-            // Two ends waiting: the older one is kept, this one is lost (counted by the link
+            // Two ends waiting: the older one is kept, this one is lost (logged by the link
             // as a dropped control message). Only a link stalled for a whole episode gets here.
             let _ = self
                 .link

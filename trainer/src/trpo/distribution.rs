@@ -194,7 +194,9 @@ impl PolicyHead {
         }
     }
 
-    /// Σᵢ wᵢ ∂KL(oldᵢ ‖ newᵢ)/∂(new distribution parameters).
+    /// Σᵢ wᵢ ∂KL(oldᵢ ‖ newᵢ)/∂(new distribution parameters): the reference the Fisher is
+    /// checked against (the update itself never needs it).
+    #[cfg(test)]
     pub fn kl_gradient(
         &self,
         old: DistributionBatch<'_>,

@@ -158,13 +158,6 @@ impl Policy {
         self.mlp.forward(weights, observations).output().clone()
     }
 
-    /// The deterministic action for one observation: the Gaussian mean, or the logits for a
-    /// categorical head (the caller takes the arg-max).
-    pub fn mean_action(&self, observation: &[f64]) -> DVector<f64> {
-        let x = DMatrix::from_column_slice(observation.len(), 1, observation);
-        self.outputs(&x).column(0).into_owned()
-    }
-
     /// log π(a | s) at the current parameters for a batch.
     pub fn log_probs(&self, observations: &DMatrix<f64>, actions: &DMatrix<f64>) -> DVector<f64> {
         let eval = self.evaluate(self.params.as_slice(), observations);

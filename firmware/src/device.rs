@@ -24,6 +24,7 @@ use tether_shared::message::{
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
 use tether_shared::policy::MAX_LAYER_WIDTH;
+use tether_shared::seeds::{EpisodeStream, episode_seed};
 use tether_shared::version::FirmwareVersion;
 use tether_shared::{PROTOCOL_VERSION, PlantDescription, PolicyHead};
 
@@ -34,7 +35,7 @@ use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
 use crate::plant::{Action, Plant};
 use crate::policy_store::PolicyStore;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
-use crate::sampler::{Sampler, argmax, episode_seed};
+use crate::sampler::{Sampler, argmax};
 
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
@@ -448,8 +449,10 @@ where
             self.state = DeviceState::Idle;
             return false;
         };
-        self.plant.reset(episode_seed(seed, id, 0));
-        self.sampler.reseed(episode_seed(seed, id, 1));
+        self.plant
+            .reset(episode_seed(seed, id, EpisodeStream::InitialState));
+        self.sampler
+            .reseed(episode_seed(seed, id, EpisodeStream::Exploration));
         self.next_deadline_us = self.next_deadline_us.max(now);
         self.episode = Some(Episode {
             id,

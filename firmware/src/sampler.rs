@@ -3,23 +3,10 @@
 
 use core::f32::consts::PI;
 
+use tether_shared::seeds::mix64;
+
 /// `ln(2π) / 2`, the constant term of a Gaussian log-density per dimension.
 const HALF_LN_2PI: f32 = 0.918_938_5;
-
-/// Mixes a 64-bit value into a well-distributed one (SplitMix64's finaliser): derives
-/// independent seeds from a run seed and an episode id.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Seed for stream `stream` of episode `episode` in a run seeded with `run_seed` (stream 0:
-/// the plant's initial state, stream 1: the exploration noise).
-pub fn episode_seed(run_seed: u64, episode: u32, stream: u8) -> u64 {
-    mix64(mix64(run_seed ^ ((episode as u64) << 8 | stream as u64)))
-}
 
 /// PCG32 (XSH-RR, 64-bit state): small, fast, and good enough for exploration noise.
 #[derive(Clone, Debug)]

@@ -8,6 +8,7 @@ use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::AnyPlant;
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, SimHandle, TimeMode};
 use tether_shared::PlantDescription;
+use tether_shared::seeds::board_seed;
 
 use super::link_budget::LinkBudget;
 use crate::device::transport::{self, POLL_INTERVAL};
@@ -187,7 +188,7 @@ fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), Fl
         time: TimeMode::Virtual,
         baud: spec.emulate_baud.then_some(spec.baud),
         faults,
-        seed: spec.seed ^ (u64::from(index) << 32 | 0x51_u64),
+        seed: board_seed(spec.seed, index),
         // The watchdog guards real hardware against a silent host; in virtual time the
         // device's seconds pass far faster than the host's heartbeats, so it would fire for
         // no reason. The host still detects a silent device by wall time.

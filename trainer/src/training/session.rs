@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tether_shared::message::RunMode;
+use tether_shared::seeds::round_seed;
 use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 
 use super::batch::assemble;
@@ -420,15 +421,4 @@ pub fn policy_head(plant: &PlantDescription) -> PolicyHead {
             n_actions: *n as usize,
         },
     }
-}
-
-/// The seed of one device's round: a SplitMix64-style mix of run seed, iteration and device,
-/// so every stream is reproducible and independent of timing.
-pub fn round_seed(seed: u64, iteration: u64, device: u64) -> u64 {
-    let mut z = seed
-        ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ device.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

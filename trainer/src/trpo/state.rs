@@ -8,6 +8,8 @@
 //!   cannot), and do not depend on a format's float parser being correctly rounded;
 //! * no random-number-generator stream has to be saved: every random choice of an update
 //!   comes from a generator seeded by [`update_seed`]`(config.seed, updates_done)`.
+//!
+//! [`update_seed`]: tether_shared::seeds::update_seed
 
 use serde::{Deserialize, Serialize};
 
@@ -164,22 +166,6 @@ pub(crate) fn check_vector(
     }
 }
 
-/// Seed of the random stream of update number `update` (0-based) of a run seeded `seed`:
-/// two rounds of SplitMix64, so neighbouring seeds and updates give unrelated streams and
-/// none of them coincides with the initialisation stream `seed_from_u64(seed)` by
-/// construction of the mix (that would need `splitmix(splitmix(seed) ^ update) == seed`).
-pub fn update_seed(seed: u64, update: u64) -> u64 {
-    splitmix64(splitmix64(seed) ^ update)
-}
-
-/// SplitMix64's output function (Steele, Lea & Flood 2014) on `x + golden gamma`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +192,7 @@ mod tests {
         // A sweep of pseudo-random bit patterns, NaN and infinities included.
         let mut x = 0x1234_5678_9abc_def0_u64;
         all.extend((0..20_000).map(|_| {
-            x = splitmix64(x);
+            x = tether_shared::seeds::mix64(x);
             f64::from_bits(x)
         }));
         all.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
@@ -266,18 +252,6 @@ mod tests {
                 assert_eq!(a.to_bits(), b.to_bits());
             }
         }
-    }
-
-    #[test]
-    fn update_seeds_differ_between_updates_and_runs() {
-        let seeds: Vec<u64> = (0..4)
-            .flat_map(|s| (0..64).map(move |u| update_seed(s, u)))
-            .collect();
-        let mut unique = seeds.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), seeds.len());
-        assert!((0..64).all(|s| update_seed(s, 0) != s));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tether_shared::seeds::update_seed;
 
 use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
@@ -20,7 +21,7 @@ use super::hyperparams::{ConfigError, TrpoConfig};
 use super::line_search::{CandidateEvaluation, LineSearchSettings, full_step, line_search};
 use super::normalizer::ObservationNormalizer;
 use super::policy::Policy;
-use super::state::{StateError, TrpoState, update_seed};
+use super::state::{StateError, TrpoState};
 use super::surrogate::{SurrogateBatch, mean_entropy, mean_kl, surrogate, surrogate_gradient};
 use super::value::ValueFunction;
 

@@ -23,7 +23,7 @@ use tether_shared::message::{
     TransitionBatch,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
-use tether_shared::policy::MAX_LAYER_WIDTH;
+use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
 use tether_shared::seeds::{EpisodeStream, episode_seed};
 use tether_shared::version::FirmwareVersion;
 use tether_shared::{PROTOCOL_VERSION, PlantDescription, PolicyHead};
@@ -35,7 +35,7 @@ use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
 use crate::plant::{Action, Plant};
 use crate::policy_store::PolicyStore;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
-use crate::sampler::{Sampler, argmax};
+use crate::sampler::Sampler;
 
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {

@@ -12,8 +12,8 @@ use tether_shared::policy::PolicyView;
 use tether_shared::{DeviceMessage, PROTOCOL_VERSION, PolicySpec};
 
 use super::*;
-use crate::sampler::gaussian_log_prob;
 use crate::testkit::*;
+use tether_shared::policy::gaussian_log_prob;
 
 const CAP: usize = 512;
 type TestDevice = Device<Integrator, LoopLink, ManualClock, CAP>;

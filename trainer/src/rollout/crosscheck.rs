@@ -5,8 +5,7 @@
 //! means the device ran something else than what was sent (corrupted parameters, a stale
 //! buffer) and the episode must not be learned from.
 
-use tether_firmware::sampler::gaussian_log_prob;
-use tether_shared::policy::PolicyView;
+use tether_shared::policy::{PolicyView, categorical_log_prob, gaussian_log_prob};
 use tether_shared::{PolicyHead, PolicySpec};
 
 use super::episode::CollectedEpisode;
@@ -43,10 +42,12 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
             (PolicyHead::Gaussian { .. }, Some(log_std)) => {
                 gaussian_log_prob(&out, log_std, action)
             }
-            (PolicyHead::Categorical { .. }, _) => match categorical_log_prob(&out, action[0]) {
-                Some(lp) => lp,
-                None => return false,
-            },
+            (PolicyHead::Categorical { .. }, _) => {
+                match action_index(action[0]).and_then(|k| categorical_log_prob(&out, k)) {
+                    Some(lp) => lp,
+                    None => return false,
+                }
+            }
             (PolicyHead::Gaussian { .. }, None) => return false,
         };
         if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
@@ -56,15 +57,9 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
     true
 }
 
-/// `log softmax(logits)[index]`, or `None` for an index that is not a valid choice.
-fn categorical_log_prob(logits: &[f32], index: f32) -> Option<f32> {
-    if index < 0.0 || index.fract() != 0.0 {
-        return None;
-    }
-    let chosen = *logits.get(index as usize)?;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&z| (z - max).exp()).sum();
-    Some(chosen - max - sum.ln())
+/// The choice a discrete action's wire value names, `None` unless a whole number ≥ 0.
+fn action_index(value: f32) -> Option<usize> {
+    (value >= 0.0 && value.fract() == 0.0).then_some(value as usize)
 }
 
 #[cfg(test)]

@@ -8,10 +8,9 @@ use heapless::Vec as HVec;
 use tether_firmware::DeviceConfig;
 use tether_firmware::plant::{Action, Plant, StepOutcome};
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
-use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN, PARAMS_CRC};
+use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::{
-    DeviceState, EpisodeEnd, EpisodeEndReason, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
-    RunCommand, RunMode,
+    DeviceState, EpisodeEnd, EpisodeEndReason, PolicyUpload, RunCommand, RunMode,
 };
 use tether_shared::{
     ActionSpace, DeviceMessage, HostMessage, PROTOCOL_VERSION, PlantDescription, PolicySpec,
@@ -141,24 +140,9 @@ impl<S: Read + Write> Host<S> {
         let params: Vec<f32> = (0..spec.param_count())
             .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.5)
             .collect();
-        let mut crc = PARAMS_CRC.digest();
-        for v in &params {
-            crc.update(&v.to_le_bytes());
+        for message in PolicyUpload::new(version, spec, &params).messages() {
+            self.send(&message);
         }
-        self.send(&HostMessage::PolicyBegin(PolicyBegin {
-            version,
-            spec: spec.clone(),
-            len: params.len() as u32,
-            crc: crc.finalize(),
-        }));
-        for (i, c) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-            self.send(&HostMessage::PolicyChunk(PolicyChunk {
-                version,
-                offset: (i * POLICY_CHUNK_VALUES) as u32,
-                values: HVec::from_slice(c).unwrap(),
-            }));
-        }
-        self.send(&HostMessage::PolicyCommit { version });
         self.wait_for(Duration::from_secs(5), |m| match m {
             DeviceMessage::Ack(tether_shared::message::AckTopic::PolicyCommit { version: v })
                 if *v == version =>

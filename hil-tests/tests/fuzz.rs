@@ -22,8 +22,7 @@ use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::DeviceState;
 use tether_shared::message::{
-    EpisodeEnd, EpisodeEndReason, Heartbeat, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
-    RunCommand, RunMode, TransitionBatch,
+    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, RunCommand, RunMode, TransitionBatch,
 };
 use tether_shared::seeds::SplitMix64;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
@@ -149,26 +148,10 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
     let n = spec.param_count();
     let params: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.1 + 0.05).collect();
     let version = rng.next() as u32;
-    let crc = frame::PARAMS_CRC.checksum(&tether_trainer::device::client::le_bytes(&params));
-    let mut out = vec![
-        HostMessage::Hello {
-            protocol_version: tether_shared::PROTOCOL_VERSION,
-        },
-        HostMessage::PolicyBegin(PolicyBegin {
-            version,
-            spec,
-            len: n as u32,
-            crc,
-        }),
-    ];
-    for (i, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-        out.push(HostMessage::PolicyChunk(PolicyChunk {
-            version,
-            offset: (i * POLICY_CHUNK_VALUES) as u32,
-            values: heapless::Vec::from_slice(chunk).expect("fits"),
-        }));
-    }
-    out.push(HostMessage::PolicyCommit { version });
+    let mut out = vec![HostMessage::Hello {
+        protocol_version: tether_shared::PROTOCOL_VERSION,
+    }];
+    out.extend(PolicyUpload::new(version, &spec, &params).messages());
     out.push(HostMessage::Run(RunCommand {
         first_episode: rng.next() as u32,
         episodes: rng.below(3) as u32,

@@ -6,12 +6,14 @@
 
 mod device;
 mod host;
+mod upload;
 
 pub use device::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
     LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
 };
 pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+pub use upload::{PolicyUpload, UploadStep, params_crc};
 
 /// f32 values carried by one policy upload chunk (960 bytes of payload).
 pub const POLICY_CHUNK_VALUES: usize = 240;

@@ -10,7 +10,8 @@ use tether_firmware::plant::{Action, Plant, StepOutcome};
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::{
-    DeviceState, EpisodeEnd, EpisodeEndReason, PolicyUpload, RunCommand, RunMode,
+    DeviceState, EpisodeEnd, EpisodeEndReason, PolicyUpload, RecordAction, RecordLayout,
+    RunCommand, RunMode,
 };
 use tether_shared::{
     ActionSpace, DeviceMessage, HostMessage, PROTOCOL_VERSION, PlantDescription, PolicySpec,
@@ -165,14 +166,16 @@ impl<S: Read + Write> Host<S> {
 
     /// Collects episode ends and checks transitions are contiguous per episode.
     fn collect_episodes(&mut self, count: usize, timeout: Duration) -> Vec<EpisodeEnd> {
-        self.collect_episodes_of_width(count, timeout, 5)
+        // The integrator's records: observation [x, 1], one action value.
+        let layout = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
+        self.collect_episodes_of_layout(count, timeout, layout)
     }
 
-    fn collect_episodes_of_width(
+    fn collect_episodes_of_layout(
         &mut self,
         count: usize,
         timeout: Duration,
-        width: usize,
+        layout: RecordLayout,
     ) -> Vec<EpisodeEnd> {
         let mut ends = Vec::new();
         let mut next_step = std::collections::HashMap::<u32, u32>::new();
@@ -181,7 +184,7 @@ impl<S: Read + Write> Host<S> {
                 DeviceMessage::Transitions(b) => {
                     let expected = next_step.entry(b.episode).or_insert(0);
                     assert_eq!(b.first_step, *expected, "contiguous steps");
-                    *expected += (b.values.len() / width) as u32;
+                    *expected += b.records(layout).expect("valid records").len() as u32;
                 }
                 DeviceMessage::EpisodeEnd(e) => {
                     if e.reason != EpisodeEndReason::Overrun {
@@ -389,8 +392,11 @@ fn pendulum_model_runs_on_the_simulated_board() {
     assert_eq!(host.hello(), None);
     host.upload(1, &spec);
     host.run(2);
-    let ends =
-        host.collect_episodes_of_width(2, Duration::from_secs(10), description.transition_width());
+    let ends = host.collect_episodes_of_layout(
+        2,
+        Duration::from_secs(10),
+        RecordLayout::of_plant(&description),
+    );
     for e in &ends {
         assert_eq!(e.reason, EpisodeEndReason::Truncated);
         assert_eq!(e.length, description.episode_steps);

@@ -127,7 +127,8 @@ fn actions(rollout: &DeviceRollout) -> Vec<u32> {
     rollout
         .episodes
         .iter()
-        .flat_map(|e| e.actions.iter().map(|a| a.to_bits()))
+        .flat_map(|e| e.trajectory.records().iter())
+        .flat_map(|r| r.action.iter().map(|a| a.to_bits()))
         .collect()
 }
 
@@ -158,7 +159,13 @@ fn upload_cycle(mut client: DeviceClient, handle: SimHandle) {
         actions(&third),
         "policy A, re-uploaded, acts exactly as before"
     );
-    let observations = |r: &DeviceRollout| r.episodes[0].observations[..3].to_vec();
+    let observations = |r: &DeviceRollout| {
+        r.episodes[0]
+            .trajectory
+            .records()
+            .get(0)
+            .map(|first| first.observation.to_vec())
+    };
     assert_eq!(
         observations(&first),
         observations(&second),

@@ -6,6 +6,7 @@
 
 mod device;
 mod host;
+mod record;
 mod upload;
 
 pub use device::{
@@ -13,6 +14,7 @@ pub use device::{
     LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
 };
 pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
 pub use upload::{PolicyUpload, UploadStep, params_crc};
 
 /// f32 values carried by one policy upload chunk (960 bytes of payload).

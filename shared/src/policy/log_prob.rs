@@ -8,6 +8,7 @@ const HALF_LN_2PI: f32 = 0.918_938_5;
 /// Log-density of `action` under a diagonal Gaussian with the given mean and log standard
 /// deviations (natural log of action units): `Σ −½((a−μ)/σ)² − ln σ − ½ ln 2π`. The three
 /// slices are zipped: the shortest sets the dimension.
+#[inline]
 pub fn gaussian_log_prob(mean: &[f32], log_std: &[f32], action: &[f32]) -> f32 {
     mean.iter()
         .zip(log_std)
@@ -20,6 +21,7 @@ pub fn gaussian_log_prob(mean: &[f32], log_std: &[f32], action: &[f32]) -> f32 {
 }
 
 /// Index of the largest logit (the first on ties), `None` when empty or non-finite.
+#[inline]
 pub fn argmax(logits: &[f32]) -> Option<usize> {
     if logits.iter().any(|z| !z.is_finite()) {
         return None;
@@ -46,6 +48,7 @@ pub struct LogSoftmax<'a> {
 
 impl<'a> LogSoftmax<'a> {
     /// The distribution of finite, non-empty `logits`; `None` otherwise.
+    #[inline]
     pub fn new(logits: &'a [f32]) -> Option<Self> {
         let max = *logits.get(argmax(logits)?)?;
         let sum: f32 = logits.iter().map(|&z| libm::expf(z - max)).sum();
@@ -57,6 +60,7 @@ impl<'a> LogSoftmax<'a> {
     }
 
     /// Number of choices.
+    #[inline]
     pub fn len(&self) -> usize {
         self.logits.len()
     }
@@ -67,15 +71,18 @@ impl<'a> LogSoftmax<'a> {
     }
 
     /// Log-probability of choice `index`, `None` past the last choice.
+    #[inline]
     pub fn log_prob(&self, index: usize) -> Option<f32> {
         self.logits.get(index).map(|&z| self.of_logit(z))
     }
 
     /// Log-probabilities of every choice, in order.
+    #[inline]
     pub fn log_probs(&self) -> impl Iterator<Item = f32> + '_ {
         self.logits.iter().map(|&z| self.of_logit(z))
     }
 
+    #[inline]
     fn of_logit(&self, z: f32) -> f32 {
         z - self.max - self.log_sum
     }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tether_shared::message::RunMode;
+use tether_shared::message::{RecordLayout, RunMode};
 use tether_shared::seeds::round_seed;
 use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 
-use super::batch::assemble;
+use super::assembly::assemble;
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
@@ -305,11 +305,9 @@ impl Session {
         if let Some(observer) = self.observer.as_mut() {
             observer(&results);
         }
-        let obs_dim = self.plant.obs_dim as usize;
         let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
-            obs_dim,
-            self.plant.action.wire_width(),
+            RecordLayout::of_plant(&self.plant),
         );
         // A device dropped this round still lost frames and episodes: count them.
         for r in &results {

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tether_shared::seeds::update_seed;
 
-use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
+use super::batch::{BatchError, EpisodeEnding, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
 use super::distribution::PolicyHead;
 use super::export::export_f32;
@@ -242,15 +242,15 @@ impl Trpo {
     /// degenerate curvature, no line-search step within the trust region) leaves the
     /// policy unchanged and says why in `skipped_reason` (the value function is still fit).
     pub fn update(&mut self, batch: &RolloutBatch) -> Result<UpdateReport, UpdateError> {
-        batch.validate(self.policy.obs_dim(), self.policy.head())?;
+        batch.check_shape(self.policy.obs_dim(), self.policy.head())?;
         let mut report = UpdateReport {
             samples: batch.len(),
             ..UpdateReport::default()
         };
         let clock = Instant::now();
-        let raw_observations = batch.observation_matrix(self.policy.obs_dim());
+        let raw_observations = batch.observation_matrix();
         let observations = self.normalize(&raw_observations);
-        let actions = batch.action_matrix(self.policy.head().action_rows());
+        let actions = batch.action_matrix();
         let estimate = self.estimate_advantages(batch, &observations);
         report.timings.gradient_seconds = clock.elapsed().as_secs_f64();
 
@@ -318,27 +318,28 @@ impl Trpo {
         let values = self.value.predict(observations);
         let mut advantages = Vec::with_capacity(values.len());
         let mut returns = Vec::with_capacity(values.len());
-        let mut start = 0;
-        for episode in batch.episodes.iter().filter(|e| !e.is_empty()) {
-            let end = start + episode.len();
-            let value_after = match &episode.end {
-                EpisodeEnd::Terminated => 0.0,
-                EpisodeEnd::Truncated { final_observation } => {
-                    let x =
-                        DMatrix::from_column_slice(final_observation.len(), 1, final_observation);
+        for episode in batch.episodes() {
+            let span = episode.start..episode.start + episode.rewards.len();
+            let value_after = match episode.ending {
+                EpisodeEnding::Terminated => 0.0,
+                EpisodeEnding::Truncated { final_obs } => {
+                    let x = DMatrix::from_iterator(
+                        final_obs.len(),
+                        1,
+                        final_obs.iter().map(|&v| f64::from(v)),
+                    );
                     self.value.predict(&self.normalize(&x))[0]
                 }
             };
             let estimate = generalized_advantages(
-                &episode.rewards,
-                &values.as_slice()[start..end],
+                episode.rewards,
+                &values.as_slice()[span],
                 value_after,
                 self.config.gamma,
                 self.config.gae_lambda,
             );
             advantages.extend(estimate.advantages);
             returns.extend(estimate.returns);
-            start = end;
         }
         Advantages {
             advantages: DVector::from_vec(advantages),
@@ -481,9 +482,11 @@ fn unusable_gradient(gradient: &DVector<f64>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trpo::batch::Episode;
+    use crate::trpo::batch::Trajectory;
+    use crate::trpo::batch::fixtures::trajectory;
     use crate::trpo::mlp::standard_normal;
     use rand::Rng;
+    use tether_shared::message::{RecordAction, RecordLayout};
 
     const TARGET: f64 = 0.5;
 
@@ -504,27 +507,43 @@ mod tests {
     fn bandit_batch(trpo: &Trpo, rng: &mut ChaCha8Rng, n: usize) -> (RolloutBatch, f64) {
         let sigma = trpo.policy().log_std()[0].exp();
         let mut total = 0.0;
-        let episodes = (0..n)
-            .map(|_| {
-                let obs: f64 = rng.random_range(-1.0..1.0);
-                let x = DMatrix::from_element(1, 1, obs);
-                let x = match trpo.normalizer() {
-                    Some(norm) => norm.normalize(&x),
-                    None => x,
-                };
-                let mean = trpo.policy().outputs(&x)[(0, 0)];
-                let action = mean + sigma * standard_normal(rng);
-                let reward = -(action - TARGET * obs).powi(2);
-                total += reward;
-                Episode {
-                    observations: vec![vec![obs]],
-                    actions: vec![vec![action]],
-                    rewards: vec![reward],
-                    end: EpisodeEnd::Terminated,
-                }
-            })
-            .collect();
-        (RolloutBatch { episodes }, total / n as f64)
+        let mut batch = RolloutBatch::new(LAYOUT);
+        for _ in 0..n {
+            let obs: f32 = rng.random_range(-1.0..1.0);
+            let x = DMatrix::from_element(1, 1, f64::from(obs));
+            let x = match trpo.normalizer() {
+                Some(norm) => norm.normalize(&x),
+                None => x,
+            };
+            let mean = trpo.policy().outputs(&x)[(0, 0)];
+            let action = (mean + sigma * standard_normal(rng)) as f32;
+            let reward = -(f64::from(action) - TARGET * f64::from(obs)).powi(2) as f32;
+            total += f64::from(reward);
+            batch
+                .push(&step_episode(obs, action, reward))
+                .expect("same layout");
+        }
+        (batch, total / n as f64)
+    }
+
+    /// The records of a one-observation, one-action plant.
+    const LAYOUT: RecordLayout = RecordLayout::new(1, RecordAction::Continuous { dim: 1 });
+
+    /// An episode of one step.
+    fn step_episode(obs: f32, action: f32, reward: f32) -> Trajectory {
+        trajectory(
+            LAYOUT,
+            &[(&[obs], &[action], reward)],
+            EpisodeEnding::Terminated,
+        )
+    }
+
+    fn batch_of(episodes: &[Trajectory]) -> RolloutBatch {
+        let mut batch = RolloutBatch::new(LAYOUT);
+        for episode in episodes {
+            batch.push(episode).expect("same layout");
+        }
+        batch
     }
 
     #[test]
@@ -710,13 +729,9 @@ mod tests {
         assert!(serde_json::from_str::<TrpoState>(&with_typo).is_err());
     }
 
-    fn one_episode(observation: f64, reward: f64) -> Episode {
-        Episode {
-            observations: vec![vec![observation]; 4],
-            actions: vec![vec![0.1]; 4],
-            rewards: vec![reward; 4],
-            end: EpisodeEnd::Terminated,
-        }
+    fn one_episode(observation: f32, reward: f32) -> Trajectory {
+        let step: (&[f32], &[f32], f32) = (&[observation], &[0.1], reward);
+        trajectory(LAYOUT, &[step; 4], EpisodeEnding::Terminated)
     }
 
     #[test]
@@ -724,29 +739,25 @@ mod tests {
         let mut trpo = learner(false);
         let before = trpo.policy().parameters().clone();
         let value_before = trpo.value_function().parameters().clone();
-        let err = trpo.update(&RolloutBatch::default()).expect_err("empty");
-        assert_eq!(
-            err,
-            UpdateError::InvalidBatch(BatchError::Empty { episodes: 0 })
-        );
+        let err = trpo.update(&RolloutBatch::new(LAYOUT)).expect_err("empty");
+        assert_eq!(err, UpdateError::InvalidBatch(BatchError::Empty));
         assert_eq!(trpo.policy().parameters(), &before);
         assert_eq!(trpo.value_function().parameters(), &value_before);
     }
 
     #[test]
-    fn non_finite_observations_are_an_error_and_change_nothing() {
+    fn a_batch_of_another_shape_is_an_error_and_changes_nothing() {
         let mut trpo = learner(true);
         let before = trpo.policy().parameters().clone();
-        let mut episode = one_episode(0.3, 1.0);
-        episode.observations[1][0] = f64::INFINITY;
-        let err = trpo
-            .update(&RolloutBatch {
-                episodes: vec![episode],
-            })
-            .expect_err("non-finite");
+        let wide = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
+        let mut batch = RolloutBatch::new(wide);
+        let step: (&[f32], &[f32], f32) = (&[0.3, 0.3], &[0.1], 1.0);
+        batch
+            .push(&trajectory(wide, &[step], EpisodeEnding::Terminated))
+            .expect("same layout");
+        let err = trpo.update(&batch).expect_err("two observations");
         assert!(
-            err.to_string()
-                .contains("episode 0 step 1: observation is not finite"),
+            err.to_string().contains("the learner takes 1 observations"),
             "{err}"
         );
         assert_eq!(trpo.policy().parameters(), &before);
@@ -759,16 +770,7 @@ mod tests {
         let before = trpo.policy().parameters().clone();
         // One-step episodes with identical observation and reward: every advantage is
         // r − V(s), the same number, so normalised advantages carry no signal.
-        let batch = RolloutBatch {
-            episodes: (0..8)
-                .map(|_| Episode {
-                    observations: vec![vec![0.2]],
-                    actions: vec![vec![0.0]],
-                    rewards: vec![0.0],
-                    end: EpisodeEnd::Terminated,
-                })
-                .collect(),
-        };
+        let batch = batch_of(&vec![step_episode(0.2, 0.0, 0.0); 8]);
         let report = trpo.update(&batch).expect("valid batch");
         assert!(!report.accepted);
         let reason = report.skipped_reason.expect("a reason");
@@ -780,26 +782,14 @@ mod tests {
     fn truncated_episodes_bootstrap_from_the_final_observation() {
         let trpo = learner(false);
         let mut truncated = one_episode(0.3, 1.0);
-        truncated.end = EpisodeEnd::Truncated {
-            final_observation: vec![0.9],
-        };
+        truncated.end_truncated(&[0.9]).expect("finite");
         let terminated = one_episode(0.3, 1.0);
         let obs = DMatrix::from_element(1, 4, 0.3);
-        let a = trpo.estimate_advantages(
-            &RolloutBatch {
-                episodes: vec![truncated],
-            },
-            &obs,
-        );
-        let b = trpo.estimate_advantages(
-            &RolloutBatch {
-                episodes: vec![terminated],
-            },
-            &obs,
-        );
-        let v_final = trpo
-            .value_function()
-            .predict(&DMatrix::from_element(1, 1, 0.9))[0];
+        let a = trpo.estimate_advantages(&batch_of(&[truncated]), &obs);
+        let b = trpo.estimate_advantages(&batch_of(&[terminated]), &obs);
+        let v_final =
+            trpo.value_function()
+                .predict(&DMatrix::from_element(1, 1, f64::from(0.9f32)))[0];
         let gamma = trpo.config().gamma;
         approx::assert_relative_eq!(
             a.advantages[3] - b.advantages[3],

@@ -8,6 +8,7 @@ pub mod export;
 pub mod fisher;
 pub mod gae;
 pub mod hyperparams;
+pub mod kernels;
 pub mod line_search;
 pub mod mlp;
 pub mod normalizer;

@@ -5,7 +5,8 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
 use super::distribution::{DistributionBatch, HeadGradient, PolicyHead};
-use super::mlp::{ForwardCache, Mlp, Precision};
+use super::kernels::Precision;
+use super::mlp::{ForwardCache, Mlp};
 
 /// Why a parameter vector was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]

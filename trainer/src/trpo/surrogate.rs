@@ -93,7 +93,8 @@ pub fn mean_kl_gradient(
 pub(crate) mod tests {
     use super::*;
     use crate::trpo::distribution::PolicyHead;
-    use crate::trpo::mlp::{Precision, standard_normal};
+    use crate::trpo::kernels::Precision;
+    use crate::trpo::mlp::standard_normal;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -21,8 +21,8 @@ use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLi
 use tether_trainer::rollout::collect::collect;
 use tether_trainer::rollout::{CollectRequest, DeviceRollout};
 use tether_trainer::run::LinkKind;
-use tether_trainer::training::session::policy_head;
 use tether_trainer::trpo::Trpo;
+use tether_trainer::trpo::distribution::ActionDistribution;
 use tether_trainer::trpo::export::shared_spec;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 
@@ -64,7 +64,12 @@ fn policy_for(client: &DeviceClient, seed: u64) -> (PolicySpec, Arc<Vec<f32>>) {
         seed,
         ..TrpoConfig::default()
     };
-    let learner = Trpo::new(plant.obs_dim as usize, policy_head(plant), config).expect("a learner");
+    let learner = Trpo::new(
+        plant.obs_dim as usize,
+        ActionDistribution::of_plant(plant),
+        config,
+    )
+    .expect("a learner");
     let spec = shared_spec(learner.policy(), learner.normalizer().is_some()).expect("a spec");
     (spec, Arc::new(learner.export_f32()))
 }

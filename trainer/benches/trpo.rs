@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tether_shared::message::{RecordAction, RecordLayout, TransitionRecords};
 use tether_trainer::trpo::batch::{RolloutBatch, Trajectory};
-use tether_trainer::trpo::distribution::PolicyHead;
+use tether_trainer::trpo::distribution::ActionDistribution;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 use tether_trainer::trpo::mlp::{Mlp, standard_normal};
 use tether_trainer::trpo::{Trpo, UpdateReport, UpdateTimings};
@@ -91,7 +91,7 @@ fn update_flops(config: &TrpoConfig, report: &UpdateReport) -> f64 {
 fn learner(config: &TrpoConfig) -> Trpo {
     Trpo::new(
         OBS_DIM,
-        PolicyHead::DiagGaussian { action_dim: 1 },
+        ActionDistribution::DiagGaussian { action_dim: 1 },
         config.clone(),
     )
     .expect("pendulum preset is valid")

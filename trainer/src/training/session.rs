@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tether_shared::message::{RecordLayout, RunMode};
 use tether_shared::seeds::round_seed;
-use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
+use tether_shared::{PlantDescription, PolicySpec};
 
 use super::assembly::assemble;
 use super::fleet::{Fleet, FleetError, FleetSpec};
@@ -27,7 +27,7 @@ use crate::run::export::{ExportError, PolicyFile};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
 use crate::run::plot::plot_curves;
-use crate::trpo::distribution::PolicyHead;
+use crate::trpo::distribution::ActionDistribution;
 use crate::trpo::export::shared_spec;
 use crate::trpo::hyperparams::TrpoConfig;
 use crate::trpo::{StateError, Trpo};
@@ -128,7 +128,7 @@ impl Session {
         config.trpo.seed = config.seed;
         config.trpo.total_steps = config.total_steps as usize;
         config.validate(&folder.config_path())?;
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::new(fleet.plant.obs_dim as usize, head, config.trpo.clone())
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         config.save(&folder.config_path())?;
@@ -160,7 +160,7 @@ impl Session {
             )));
         }
         let fleet = connect(&config)?;
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
         let (metrics, history) =
@@ -407,16 +407,4 @@ fn connect(config: &RunConfig<TrpoConfig>) -> Result<Fleet, SessionError> {
         })
     })?;
     Ok(Fleet::connect(&spec)?)
-}
-
-/// The learner's policy head for a plant's action space.
-pub fn policy_head(plant: &PlantDescription) -> PolicyHead {
-    match &plant.action {
-        ActionSpace::Continuous { low, .. } => PolicyHead::DiagGaussian {
-            action_dim: low.len(),
-        },
-        ActionSpace::Discrete { n } => PolicyHead::Categorical {
-            n_actions: *n as usize,
-        },
-    }
 }

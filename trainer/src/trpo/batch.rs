@@ -10,7 +10,7 @@
 use nalgebra::DMatrix;
 use tether_shared::message::{RecordAction, RecordError, RecordLayout, TransitionRecords};
 
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 
 /// How an episode ended, which decides whether GAE bootstraps.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,16 +208,21 @@ impl RolloutBatch {
 
     /// Checks the batch has transitions and is shaped for a learner reading `obs_dim`
     /// observations and acting through `distribution`.
-    pub fn check_shape(&self, obs_dim: usize, distribution: PolicyHead) -> Result<(), BatchError> {
+    pub fn check_shape(
+        &self,
+        obs_dim: usize,
+        distribution: ActionDistribution,
+    ) -> Result<(), BatchError> {
         if self.is_empty() {
             return Err(BatchError::Empty);
         }
         let fits = self.layout.obs_dim() == obs_dim
             && match (self.layout.action(), distribution) {
-                (RecordAction::Continuous { dim }, PolicyHead::DiagGaussian { action_dim }) => {
-                    usize::from(dim) == action_dim
-                }
-                (RecordAction::Discrete { n }, PolicyHead::Categorical { n_actions }) => {
+                (
+                    RecordAction::Continuous { dim },
+                    ActionDistribution::DiagGaussian { action_dim },
+                ) => usize::from(dim) == action_dim,
+                (RecordAction::Discrete { n }, ActionDistribution::Categorical { n_actions }) => {
                     usize::from(n) == n_actions
                 }
                 _ => false,
@@ -294,7 +299,7 @@ mod tests {
     use super::*;
 
     const LAYOUT: RecordLayout = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
-    const GAUSS: PolicyHead = PolicyHead::DiagGaussian { action_dim: 1 };
+    const GAUSS: ActionDistribution = ActionDistribution::DiagGaussian { action_dim: 1 };
 
     fn episode(n: usize, first: f32) -> Trajectory {
         let steps: Vec<([f32; 2], [f32; 1], f32)> = (0..n)
@@ -345,7 +350,7 @@ mod tests {
         let err = batch.check_shape(3, GAUSS).expect_err("wrong width");
         assert!(err.to_string().contains("3 observations"), "{err}");
         assert!(matches!(
-            batch.check_shape(2, PolicyHead::Categorical { n_actions: 2 }),
+            batch.check_shape(2, ActionDistribution::Categorical { n_actions: 2 }),
             Err(BatchError::Shape { .. })
         ));
         let other = RecordLayout::new(2, RecordAction::Discrete { n: 2 });

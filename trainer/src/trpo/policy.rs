@@ -4,7 +4,7 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use super::distribution::{DistributionBatch, HeadGradient, PolicyHead};
+use super::distribution::{ActionDistribution, DistributionBatch, HeadGradient};
 use super::kernels::Precision;
 use super::mlp::{ForwardCache, Mlp};
 
@@ -33,7 +33,7 @@ pub enum PolicyError {
 #[derive(Clone, Debug)]
 pub struct Policy {
     mlp: Mlp,
-    head: PolicyHead,
+    head: ActionDistribution,
     params: DVector<f64>,
 }
 
@@ -66,7 +66,7 @@ impl Policy {
     pub fn new(
         obs_dim: usize,
         hidden: &[usize],
-        head: PolicyHead,
+        head: ActionDistribution,
         log_std_init: f64,
         rng: &mut impl Rng,
     ) -> Self {
@@ -96,7 +96,7 @@ impl Policy {
     }
 
     /// The action distribution family.
-    pub fn head(&self) -> PolicyHead {
+    pub fn head(&self) -> ActionDistribution {
         self.head
     }
 
@@ -197,7 +197,7 @@ mod tests {
         let policy = Policy::new(
             3,
             &[8],
-            PolicyHead::DiagGaussian { action_dim: 2 },
+            ActionDistribution::DiagGaussian { action_dim: 2 },
             -0.5,
             &mut rng,
         );
@@ -211,7 +211,7 @@ mod tests {
         let mut policy = Policy::new(
             2,
             &[4],
-            PolicyHead::Categorical { n_actions: 3 },
+            ActionDistribution::Categorical { n_actions: 3 },
             0.0,
             &mut rng,
         );

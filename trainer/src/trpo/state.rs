@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 use super::hyperparams::{ConfigError, TrpoConfig};
 use super::policy::PolicyError;
 
@@ -26,7 +26,7 @@ pub struct TrpoState {
     /// Observation width the policy reads (checked against the caller's on restore).
     pub obs_dim: usize,
     /// Action head (checked against the caller's on restore).
-    pub head: PolicyHead,
+    pub head: ActionDistribution,
     /// Flat policy parameters `[MLP (wire layout), Gaussian log-std]`.
     #[serde(with = "exact_f64s")]
     pub policy_parameters: Vec<f64>,

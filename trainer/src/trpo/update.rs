@@ -13,7 +13,7 @@ use tether_shared::seeds::update_seed;
 
 use super::batch::{BatchError, EpisodeEnding, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 use super::export::export_f32;
 use super::fisher::FisherVectorProduct;
 use super::gae::generalized_advantages;
@@ -106,7 +106,11 @@ pub struct Trpo {
 impl Trpo {
     /// A fresh learner for observations of `obs_dim` values and the given action head,
     /// seeded by `config.seed`.
-    pub fn new(obs_dim: usize, head: PolicyHead, config: TrpoConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        obs_dim: usize,
+        head: ActionDistribution,
+        config: TrpoConfig,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let policy = Policy::new(
@@ -156,7 +160,7 @@ impl Trpo {
     /// have made.
     pub fn from_state(
         obs_dim: usize,
-        head: PolicyHead,
+        head: ActionDistribution,
         state: TrpoState,
     ) -> Result<Self, StateError> {
         state.config.validate()?;
@@ -499,7 +503,12 @@ mod tests {
             seed: 7,
             ..TrpoConfig::default()
         };
-        Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config")
+        Trpo::new(
+            1,
+            ActionDistribution::DiagGaussian { action_dim: 1 },
+            config,
+        )
+        .expect("valid config")
     }
 
     /// One-step episodes of the task "act 0.5·obs": reward −(a − 0.5·obs)², actions drawn
@@ -593,8 +602,12 @@ mod tests {
             seed: 3,
             ..TrpoConfig::default()
         };
-        let fresh =
-            Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config).expect("valid config");
+        let fresh = Trpo::new(
+            1,
+            ActionDistribution::DiagGaussian { action_dim: 1 },
+            config,
+        )
+        .expect("valid config");
         // 1500 samples: three Fisher chunks, products wide enough for the f32 kernel.
         let (batch, _) = bandit_batch(&fresh, &mut ChaCha8Rng::seed_from_u64(4), 1500);
         let run = |threads: usize| {
@@ -633,8 +646,12 @@ mod tests {
                     let json = serde_json::to_string(&trpo.state()).expect("finite state");
                     let state: TrpoState = serde_json::from_str(&json).expect("own output");
                     assert_eq!(state, trpo.state());
-                    trpo = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
-                        .expect("valid state");
+                    trpo = Trpo::from_state(
+                        1,
+                        ActionDistribution::DiagGaussian { action_dim: 1 },
+                        state,
+                    )
+                    .expect("valid state");
                 }
                 let (batch, _) = bandit_batch(&trpo, &mut rng, 256);
                 reports.push(trpo.update(&batch).expect("valid batch"));
@@ -664,8 +681,9 @@ mod tests {
             if update == 1 {
                 let mut state = forgetful.state();
                 state.updates_done = 0;
-                forgetful = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
-                    .expect("valid state");
+                forgetful =
+                    Trpo::from_state(1, ActionDistribution::DiagGaussian { action_dim: 1 }, state)
+                        .expect("valid state");
             }
             let (batch, _) = bandit_batch(&forgetful, &mut rng, 256);
             forgetful.update(&batch).expect("valid batch");
@@ -676,7 +694,7 @@ mod tests {
     #[test]
     fn from_state_refuses_bad_states_with_the_reason() {
         let trpo = learner(true);
-        let head = PolicyHead::DiagGaussian { action_dim: 1 };
+        let head = ActionDistribution::DiagGaussian { action_dim: 1 };
         let err = |state: TrpoState, obs_dim: usize| {
             Trpo::from_state(obs_dim, head, state)
                 .expect_err("invalid")

@@ -272,14 +272,14 @@ impl Trpo {
         let ((), (fit, value_fit_seconds)) = rayon::join(
             || {
                 match advantages {
-                    Ok(advantages) => policy_step(
-                        policy,
-                        config,
-                        &observations,
-                        &actions,
-                        &advantages,
-                        &mut report,
-                    ),
+                    Ok(advantages) => {
+                        let samples = Samples {
+                            observations: &observations,
+                            actions: &actions,
+                            advantages: &advantages,
+                        };
+                        policy_step(policy, config, samples, &mut report)
+                    }
                     Err(reason) => report.skipped_reason = Some(reason),
                 }
                 let entropy_eval = policy.evaluate(policy.parameters().as_slice(), &observations);
@@ -373,113 +373,165 @@ impl Trpo {
     }
 }
 
-/// Gradient → conjugate gradient → line search → apply.
+/// What a policy step learns from: observations (normalised), actions and advantages, one
+/// column or entry per transition.
+#[derive(Clone, Copy)]
+struct Samples<'a> {
+    observations: &'a DMatrix<f64>,
+    actions: &'a DMatrix<f64>,
+    advantages: &'a DVector<f64>,
+}
+
+/// Wall-clock seconds of the policy step's phases (added to [`UpdateTimings`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct StepTimings {
+    gradient: f64,
+    conjugate_gradient: f64,
+    line_search: f64,
+}
+
+/// Runs `phase`, adding its wall-clock seconds to `seconds`.
+fn timed<T>(seconds: &mut f64, phase: impl FnOnce() -> T) -> T {
+    let clock = Instant::now();
+    let result = phase();
+    *seconds += clock.elapsed().as_secs_f64();
+    result
+}
+
+/// Gradient → conjugate gradient → step scaling → line search → apply; what it did goes
+/// into `report` (why no step was applied, when none was).
 fn policy_step(
-    policy_mut: &mut Policy,
+    policy: &mut Policy,
     config: &TrpoConfig,
-    observations: &DMatrix<f64>,
-    actions: &DMatrix<f64>,
-    advantages: &DVector<f64>,
+    samples: Samples<'_>,
     report: &mut UpdateReport,
 ) {
-    let clock = Instant::now();
-    let policy: &Policy = policy_mut;
-    let old_params = policy.parameters().clone();
-    let old = policy.evaluate(old_params.as_slice(), observations);
-    let old_log_probs = policy.head().log_prob(old.distribution(), actions);
-    let batch = SurrogateBatch {
-        observations,
-        actions,
-        advantages,
+    let mut timings = StepTimings::default();
+    let proposal = propose_step(policy, config, samples, &mut timings, report);
+    report.timings.gradient_seconds += timings.gradient;
+    report.timings.cg_seconds = timings.conjugate_gradient;
+    report.timings.line_search_seconds = timings.line_search;
+    let applied = proposal.and_then(|(parameters, kl)| {
+        policy
+            .set_parameters(parameters)
+            .map(|()| kl)
+            .map_err(|error| format!("step refused: {error}"))
+    });
+    match applied {
+        Ok(kl) => {
+            report.accepted = true;
+            report.kl = kl;
+        }
+        Err(reason) => report.skipped_reason = Some(reason),
+    }
+}
+
+/// The new parameters and their KL from the old policy, or why there are none.
+fn propose_step(
+    policy: &Policy,
+    config: &TrpoConfig,
+    samples: Samples<'_>,
+    timings: &mut StepTimings,
+    report: &mut UpdateReport,
+) -> Result<(DVector<f64>, f64), String> {
+    let old_params = policy.parameters();
+    let (old, old_log_probs) = timed(&mut timings.gradient, || {
+        let old = policy.evaluate(old_params.as_slice(), samples.observations);
+        let log_probs = policy.head().log_prob(old.distribution(), samples.actions);
+        (old, log_probs)
+    });
+    let batch = &SurrogateBatch {
+        observations: samples.observations,
+        actions: samples.actions,
+        advantages: samples.advantages,
         old_log_probs: &old_log_probs,
     };
-    let gradient = surrogate_gradient(policy, old_params.as_slice(), &old, &batch);
-    report.timings.gradient_seconds += clock.elapsed().as_secs_f64();
-    if let Some(reason) = unusable_gradient(&gradient) {
-        report.skipped_reason = Some(reason);
-        return;
-    }
+    let gradient = timed(&mut timings.gradient, || {
+        surrogate_gradient(policy, old_params.as_slice(), &old, batch)
+    });
+    check_gradient(&gradient)?;
+    let step = timed(&mut timings.conjugate_gradient, || {
+        trust_region_step(policy, config, batch.observations, &gradient, report)
+    })?;
+    let search = timed(&mut timings.line_search, || {
+        let surrogate_old = surrogate(policy, &old, batch);
+        let settings = LineSearchSettings {
+            max_kl: config.target_kl,
+            shrink: config.line_search_shrink,
+            max_backtracks: config.line_search_max_backtracks,
+        };
+        line_search(
+            old_params,
+            &step,
+            &gradient,
+            surrogate_old,
+            settings,
+            |candidate| {
+                let new = policy.evaluate(candidate.as_slice(), batch.observations);
+                CandidateEvaluation {
+                    surrogate: surrogate(policy, &new, batch),
+                    kl: mean_kl(policy, &old, &new),
+                }
+            },
+        )
+    });
+    report.expected_improvement = search.expected_improvement;
+    report.actual_improvement = search.actual_improvement;
+    report.improvement_ratio = search.improvement_ratio;
+    report.line_search_steps = search.backtracks;
+    let kl = search.kl;
+    search.parameters.map(|p| (p, kl)).ok_or_else(|| {
+        format!(
+            "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {kl:.3e}, gain {:.3e})",
+            config.target_kl, search.actual_improvement
+        )
+    })
+}
 
-    let clock = Instant::now();
+/// Conjugate gradient on exact Fisher-vector products for the direction `F⁻¹g`, checked,
+/// then scaled to the trust region's edge.
+fn trust_region_step(
+    policy: &Policy,
+    config: &TrpoConfig,
+    observations: &DMatrix<f64>,
+    gradient: &DVector<f64>,
+    report: &mut UpdateReport,
+) -> Result<DVector<f64>, String> {
     let fisher = FisherVectorProduct::new(
         policy,
-        old_params.as_slice(),
+        policy.parameters().as_slice(),
         observations,
         config.sub_sampling_factor,
         config.cg_damping,
     );
     let solve = conjugate_gradient(
         |v| fisher.apply(v),
-        &gradient,
+        gradient,
         config.cg_max_steps,
         config.cg_tolerance,
     );
     report.cg_iterations = solve.iterations;
+    if matches!(solve.termination, CgTermination::NonFinite) {
+        return Err("conjugate gradient met a non-finite product".into());
+    }
     let direction = solve.solution;
     let curvature = direction.dot(&fisher.apply(&direction));
-    report.timings.cg_seconds = clock.elapsed().as_secs_f64();
-    let Some(step) = full_step(&direction, curvature, config.target_kl) else {
-        report.skipped_reason = Some(format!(
+    full_step(&direction, curvature, config.target_kl).ok_or_else(|| {
+        format!(
             "step curvature sᵀFs = {curvature:e} is not positive (conjugate gradient: {:?} after {} products)",
             solve.termination, solve.iterations
-        ));
-        return;
-    };
-    if matches!(solve.termination, CgTermination::NonFinite) {
-        report.skipped_reason = Some("conjugate gradient met a non-finite product".into());
-        return;
-    }
-
-    let clock = Instant::now();
-    let surrogate_old = surrogate(policy, &old, &batch);
-    let settings = LineSearchSettings {
-        max_kl: config.target_kl,
-        shrink: config.line_search_shrink,
-        max_backtracks: config.line_search_max_backtracks,
-    };
-    let search = line_search(
-        &old_params,
-        &step,
-        &gradient,
-        surrogate_old,
-        settings,
-        |candidate| {
-            let new = policy.evaluate(candidate.as_slice(), observations);
-            CandidateEvaluation {
-                surrogate: surrogate(policy, &new, &batch),
-                kl: mean_kl(policy, &old, &new),
-            }
-        },
-    );
-    report.timings.line_search_seconds = clock.elapsed().as_secs_f64();
-    report.expected_improvement = search.expected_improvement;
-    report.actual_improvement = search.actual_improvement;
-    report.improvement_ratio = search.improvement_ratio;
-    report.line_search_steps = search.backtracks;
-
-    match search.parameters.map(|p| policy_mut.set_parameters(p)) {
-        Some(Ok(())) => {
-            report.accepted = true;
-            report.kl = search.kl;
-        }
-        Some(Err(error)) => report.skipped_reason = Some(format!("step refused: {error}")),
-        None => {
-            report.skipped_reason = Some(format!(
-                "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {:.3e}, gain {:.3e})",
-                config.target_kl, search.kl, search.actual_improvement
-            ))
-        }
-    }
+        )
+    })
 }
 
-/// Why a surrogate gradient cannot drive a step, if it cannot.
-fn unusable_gradient(gradient: &DVector<f64>) -> Option<String> {
+/// Whether a surrogate gradient can drive a step; why not, if it cannot.
+fn check_gradient(gradient: &DVector<f64>) -> Result<(), String> {
     if gradient.iter().any(|g| !g.is_finite()) {
-        Some("surrogate gradient is not finite".into())
+        Err("surrogate gradient is not finite".into())
     } else if gradient.norm() == 0.0 {
-        Some("surrogate gradient is zero".into())
+        Err("surrogate gradient is zero".into())
     } else {
-        None
+        Ok(())
     }
 }
 

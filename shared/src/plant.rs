@@ -32,17 +32,6 @@ pub enum ActionSpace {
     },
 }
 
-impl ActionSpace {
-    /// Number of f32 values one action occupies on the wire: the dimension of a continuous
-    /// action, one (the index) for a discrete one.
-    pub fn wire_width(&self) -> usize {
-        match self {
-            ActionSpace::Continuous { low, .. } => low.len(),
-            ActionSpace::Discrete { .. } => 1,
-        }
-    }
-}
-
 /// Why a [`PlantDescription`] cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -100,12 +89,6 @@ pub struct PlantDescription {
 }
 
 impl PlantDescription {
-    /// Width in f32 values of one transition record on the wire (see
-    /// [`crate::message::TransitionBatch`]): observation, action, reward, log-probability.
-    pub fn transition_width(&self) -> usize {
-        self.obs_dim as usize + self.action.wire_width() + 2
-    }
-
     /// Checks the description is within this protocol's capacities and self-consistent.
     pub fn validate(&self) -> Result<(), PlantError> {
         if self.obs_dim == 0 || self.obs_dim as usize > MAX_OBS_DIM {
@@ -160,7 +143,6 @@ mod tests {
     #[test]
     fn validate_names_each_problem() {
         assert_eq!(pendulum().validate(), Ok(()));
-        assert_eq!(pendulum().transition_width(), 6);
         let mut p = pendulum();
         p.obs_dim = 0;
         assert_eq!(p.validate(), Err(PlantError::ObsDim));

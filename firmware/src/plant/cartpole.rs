@@ -27,8 +27,8 @@
 use tether_shared::{ActionSpace, PlantDescription};
 
 use super::common::{describe, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Gravity, m/s².
 pub const GRAVITY: f32 = 9.8;

@@ -25,8 +25,8 @@ use core::f32::consts::PI;
 use tether_shared::PlantDescription;
 
 use super::common::{describe, scalar_command, symmetric_1d, wrap_angle, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Largest torque magnitude the motor applies, N·m.
 pub const MAX_TORQUE: f32 = 2.0;

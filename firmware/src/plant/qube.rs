@@ -130,8 +130,8 @@ use core::f32::consts::PI;
 use tether_shared::PlantDescription;
 
 use super::common::{TAU, describe, scalar_command, symmetric_1d, wrap_angle, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Motor armature resistance, Ω.
 pub const RM: f32 = 8.4;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tether_firmware::sim::{SimHandle, TimeMode};
 use tether_shared::PlantDescription;
+use tether_shared::seeds::board_seed;
 
 use super::link_budget::LinkBudget;
 use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
@@ -228,7 +229,7 @@ fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), Fl
         time: TimeMode::Virtual,
         baud: spec.emulate_baud.then_some(spec.baud),
         faults: spec.faults.as_deref(),
-        seed: spec.seed ^ (u64::from(index) << 32 | 0x51_u64),
+        seed: board_seed(spec.seed, index),
     }
     .board()?;
     let name = format!("sim{index}:{plant}");

@@ -2,13 +2,13 @@
 //!
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
 //! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
-//! - [`batch`]: turning what the devices delivered into the learner's batch;
+//! - [`assembly`]: turning what the devices delivered into the learner's batch;
 //! - [`preset`]: the table of per-plant starting settings;
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
 
-pub mod batch;
+pub mod assembly;
 pub mod evaluation;
 pub mod fleet;
 pub mod link_budget;

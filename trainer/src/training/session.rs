@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tether_shared::message::RunMode;
-use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
+use tether_shared::message::{RecordLayout, RunMode};
+use tether_shared::seeds::round_seed;
+use tether_shared::{PlantDescription, PolicySpec};
 
-use super::batch::{AssembledBatch, assemble};
+use super::assembly::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
@@ -26,7 +27,7 @@ use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
 use crate::run::plot::plot_curves;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
 use crate::trpo::device_format::shared_spec;
-use crate::trpo::distribution::PolicyHead;
+use crate::trpo::distribution::ActionDistribution;
 use crate::trpo::hyperparams::TrpoConfig;
 use crate::trpo::{StateError, Trpo, UpdateError, UpdateReport};
 
@@ -130,7 +131,7 @@ impl Session {
                 expected: config.plant,
             }));
         }
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::new(
             fleet.plant.obs_dim as usize,
             head,
@@ -166,7 +167,7 @@ impl Session {
             )));
         }
         let fleet = Fleet::connect(&FleetSpec::from_config(&config)?)?;
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
         let (metrics, history) =
@@ -347,8 +348,7 @@ impl Session {
     fn assemble_round(&self, results: &[RoundResult]) -> AssembledBatch {
         let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
-            self.plant.obs_dim as usize,
-            self.plant.action.wire_width(),
+            RecordLayout::of_plant(&self.plant),
         );
         for r in results {
             assembled.rejections.add(&r.lost);
@@ -416,29 +416,6 @@ fn record_update(metrics: &mut IterationMetrics, report: Result<UpdateReport, Up
             metrics.skipped_reason = Some(e.to_string());
         }
     }
-}
-
-/// The learner's policy head for a plant's action space.
-pub fn policy_head(plant: &PlantDescription) -> PolicyHead {
-    match &plant.action {
-        ActionSpace::Continuous { low, .. } => PolicyHead::DiagGaussian {
-            action_dim: low.len(),
-        },
-        ActionSpace::Discrete { n } => PolicyHead::Categorical {
-            n_actions: *n as usize,
-        },
-    }
-}
-
-/// The seed of one device's round: a SplitMix64-style mix of run seed, iteration and device,
-/// so every stream is reproducible and independent of timing.
-pub fn round_seed(seed: u64, iteration: u64, device: u64) -> u64 {
-    let mut z = seed
-        ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ device.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -598,28 +575,6 @@ mod tests {
         assert!(
             matches!(&err, SessionError::AllDevicesLost(names) if names.contains("pendulum")),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn the_policy_head_follows_the_action_space() {
-        let mut plant = test_device::connect("pendulum").client.info().plant.clone();
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::DiagGaussian { action_dim: 1 }
-        );
-        plant.action = ActionSpace::Discrete { n: 3 };
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::Categorical { n_actions: 3 }
-        );
-        plant.action = ActionSpace::Continuous {
-            low: heapless::Vec::from_slice(&[-1.0, -1.0]).expect("fits"),
-            high: heapless::Vec::from_slice(&[1.0, 1.0]).expect("fits"),
-        };
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::DiagGaussian { action_dim: 2 }
         );
     }
 }

@@ -9,24 +9,30 @@
 //! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
 //! | `policy.bin` | [`export`] | the exported f32 policy in the device's wire layout |
 //! | `curve.svg`, `curve.png` | [`plot`] | learning curves, on demand or at the end |
+//! | `tb/events.out.tfevents.*` | [`tensorboard`] | the metrics as TensorBoard scalars, each iteration |
+//! | `plant.json` | [`plant_file`] | the devices' plant description, at start and resume |
 //!
 //! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
 //! its own module with its own error type, and every error names the file it concerns. The
 //! two binary files share one container ([`sealed`]: magic, version, body, CRC).
 //!
 //! Crash safety, in the order the run loop should write each iteration: append the metrics
-//! line ([`metrics::MetricsLog::append`], durable when it returns), then save the checkpoint
+//! line and its TensorBoard event ([`iteration_log::IterationLog::append`], durable when it
+//! returns), then save the checkpoint
 //! ([`checkpoint::Checkpoint::save`], atomic). A crash at any point leaves a checkpoint for
 //! some iteration `k` and metrics for at least the iterations before it; resuming calls
-//! [`metrics::MetricsLog::open_resume`] with `k` to drop the lines written after it.
+//! [`iteration_log::IterationLog::open_resume`] with `k` to drop what was written after it.
 
 pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod folder;
+pub mod iteration_log;
 pub mod metrics;
+pub mod plant_file;
 pub mod plot;
 pub mod sealed;
+pub mod tensorboard;
 
 pub use checkpoint::{Checkpoint, CheckpointError, write_atomic};
 pub use config::{ConfigError, DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};

@@ -3,6 +3,7 @@
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
 //! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
 //! - [`batch`]: turning what the devices delivered into the learner's batch;
+//! - [`round_stats`]: episode lengths and device timing of a round, for the metrics;
 //! - [`state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
@@ -11,6 +12,7 @@ pub mod batch;
 pub mod evaluation;
 pub mod fleet;
 pub mod link_budget;
+pub mod round_stats;
 pub mod session;
 pub mod state;
 

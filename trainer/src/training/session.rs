@@ -2,8 +2,8 @@
 //!
 //! Each iteration: export the policy as f32 → every live device collects its share of the
 //! step budget (uploading the new policy first) → the batch is assembled in device order →
-//! one TRPO update → the metrics line, `policy.bin` and the checkpoint are written, in that
-//! order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
+//! one TRPO update → the metrics line (in `metrics.jsonl` and the TensorBoard events),
+//! `policy.bin` and the checkpoint are written, in that order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
 //! the iteration it was in, which reproduces exactly because every random stream is a
 //! function of (seed, iteration, device).
 
@@ -17,6 +17,7 @@ use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
 
 use super::batch::assemble;
 use super::fleet::{Fleet, FleetError, FleetSpec};
+use super::round_stats::RoundStats;
 use super::state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
@@ -24,7 +25,9 @@ use crate::run::checkpoint::{Checkpoint, CheckpointError};
 use crate::run::config::{ConfigError, RunConfig};
 use crate::run::export::{ExportError, PolicyFile};
 use crate::run::folder::RunFolder;
-use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
+use crate::run::iteration_log::{IterationLog, IterationLogError};
+use crate::run::metrics::{IterationMetrics, MetricsError};
+use crate::run::plant_file::{PlantFileError, save_plant};
 use crate::run::plot::plot_curves;
 use crate::trpo::distribution::PolicyHead;
 use crate::trpo::export::shared_spec;
@@ -59,6 +62,12 @@ pub enum SessionError {
     /// Writing the metrics failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Writing `metrics.jsonl` or the TensorBoard events failed.
+    #[error(transparent)]
+    IterationLog(#[from] IterationLogError),
+    /// Writing the plant description failed.
+    #[error(transparent)]
+    PlantFile(#[from] PlantFileError),
     /// Writing the policy failed.
     #[error(transparent)]
     Export(#[from] ExportError),
@@ -94,7 +103,7 @@ pub struct Session {
     spec: PolicySpec,
     learner: Trpo,
     progress: Progress,
-    metrics: MetricsLog,
+    metrics: IterationLog,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
 }
@@ -131,7 +140,8 @@ impl Session {
         let learner = Trpo::new(fleet.plant.obs_dim as usize, head, config.trpo.clone())
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         config.save(&folder.config_path())?;
-        let metrics = MetricsLog::create(&folder.metrics_path())?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
+        let metrics = IterationLog::create(&folder)?;
         Self::assemble(
             folder,
             config,
@@ -162,8 +172,9 @@ impl Session {
         let head = policy_head(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
         let (metrics, history) =
-            MetricsLog::open_resume(&folder.metrics_path(), state.progress.iteration)?;
+            IterationLog::open_resume(&folder, state.progress.iteration, state.progress.env_steps)?;
         Self::assemble(
             folder,
             config,
@@ -181,7 +192,7 @@ impl Session {
         fleet: Fleet,
         learner: Trpo,
         progress: Progress,
-        metrics: MetricsLog,
+        metrics: IterationLog,
         history: Vec<IterationMetrics>,
     ) -> Result<Self, SessionError> {
         let spec = shared_spec(learner.policy(), learner.normalizer().is_some())
@@ -323,19 +334,26 @@ impl Session {
         self.progress.env_steps += assembled.steps as u64;
         self.progress.episodes += assembled.complete_returns.len() as u64;
         self.progress.rejections.add(&assembled.rejections);
-        self.progress.wall_s += started.elapsed().as_secs_f64();
+        let iteration_s = started.elapsed().as_secs_f64();
+        self.progress.wall_s += iteration_s;
+        let stats = RoundStats::of(results.iter().filter_map(|r| r.outcome.as_ref().ok()));
 
         let mut metrics = IterationMetrics {
             iteration,
             env_steps: self.progress.env_steps,
             episodes: self.progress.episodes,
             mean_return: assembled.mean_return(),
+            mean_episode_length: stats.mean_episode_length,
             rejected_frames: assembled.rejections.rejected_frames,
             discarded_episodes: assembled.rejections.discarded_episodes,
             reconnects: assembled.rejections.reconnects,
             devices_active: self.pool.live() as u32,
             wall_s: self.progress.wall_s,
             update_s,
+            steps_per_s: assembled.steps as f64 / iteration_s,
+            device_worst_step_us: stats.worst_step_us,
+            device_missed_deadlines: stats.missed_deadlines,
+            control_period_us: self.plant.control_period_us(),
             ..IterationMetrics::default()
         };
         match report {

@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{anyhow, bail};
 
 use super::{ExportArgs, ExportFormat};
 use crate::interop::{DeployedPolicy, c_header, onnx};
-use crate::run::checkpoint::write_atomic;
+use crate::run::checkpoint::{CheckpointError, write_atomic};
 use crate::run::export::PolicyFile;
 use crate::run::folder::RunFolder;
 
@@ -38,7 +38,13 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // Temporary file and rename: an existing file is replaced whole or not at all.
-    write_atomic(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    write_atomic(&out, &bytes).map_err(|e| match e {
+        CheckpointError::Io { source, .. } => anyhow!(
+            "cannot write {}: {source}; check that its folder exists and is writable",
+            out.display()
+        ),
+        other => anyhow!("cannot write {}: {other}", out.display()),
+    })?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -109,7 +109,9 @@ impl DeployedPolicy {
 
     /// `policy` (the run's `policy.bin`) with the run's plant description (`plant.json`)
     /// and its version counted from `metrics.jsonl`: `n + 1` after the `n` iterations
-    /// recorded there, each of which updated the policy and rewrote `policy.bin`.
+    /// recorded there, each of which updated the policy and rewrote `policy.bin`. (A crash
+    /// between an iteration's metrics line and its `policy.bin` leaves the count one ahead
+    /// of the file until `tether resume` trims the metrics back to the checkpoint.)
     pub fn for_run(folder: &RunFolder, policy: PolicyFile) -> Result<Self, DeployError> {
         let plant = load_plant(&folder.plant_path())?;
         let metrics_path = folder.metrics_path();

@@ -183,9 +183,13 @@ impl TensorBoardLog {
                 }
             }
         }
-        if dropped {
-            if kept.is_empty() {
-                kept.push(file_version_event());
+        // A file cut before its file-version event (a crash right after it was created).
+        let versioned = kept
+            .first()
+            .is_some_and(|e| matches!(e.kind, Some(EventKind::FileVersion(_))));
+        if dropped || !versioned {
+            if !versioned {
+                kept.insert(0, file_version_event());
             }
             let mut bytes = Vec::new();
             for event in &kept {
@@ -414,6 +418,20 @@ mod tests {
             .filter(|e| matches!(e.kind, Some(EventKind::FileVersion(_))))
             .count();
         assert_eq!(versions, 1);
+    }
+
+    #[test]
+    fn resume_gives_an_empty_file_its_version_event() {
+        let dir = TestDir::new("tb-empty");
+        let tb = dir.join("tb");
+        std::fs::create_dir_all(&tb).unwrap();
+        let path = tb.join("events.out.tfevents.1.host.1.tether");
+        std::fs::write(&path, b"").unwrap();
+        let history: Vec<_> = (0..2).map(record).collect();
+        TensorBoardLog::open_resume(&tb, 2000, &history).unwrap();
+        let events = read_event_file(&path).unwrap().events;
+        assert!(matches!(events[0].kind, Some(EventKind::FileVersion(_))));
+        assert_eq!(curve(&tb), expected(0..2));
     }
 
     #[test]

@@ -186,6 +186,17 @@ mod tests {
 
     proptest! {
         #[test]
+        fn arbitrary_bytes_never_panic_and_never_overrun(
+            bytes in prop::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let split = split_records(&bytes);
+            prop_assert!(split.good_len <= bytes.len());
+            prop_assert_eq!(split.damage.is_some(), split.good_len < bytes.len());
+            let framed: usize = split.payloads.iter().map(|p| p.len() + FRAMING_LEN).sum();
+            prop_assert_eq!(framed, split.good_len);
+        }
+
+        #[test]
         fn random_payloads_round_trip(
             payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..8)
         ) {

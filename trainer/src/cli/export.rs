@@ -7,9 +7,8 @@ use anyhow::{anyhow, bail};
 
 use super::{ExportArgs, ExportFormat};
 use crate::interop::{DeployedPolicy, c_header, onnx};
-use crate::run::checkpoint::{CheckpointError, write_atomic};
-use crate::run::export::PolicyFile;
 use crate::run::folder::RunFolder;
+use crate::run::{PolicyFile, write_atomic};
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let folder = RunFolder::open(&args.run)?;
@@ -38,12 +37,13 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // Temporary file and rename: an existing file is replaced whole or not at all.
-    write_atomic(&out, &bytes).map_err(|e| match e {
-        CheckpointError::Io { source, .. } => anyhow!(
-            "cannot write {}: {source}; check that its folder exists and is writable",
+    // The I/O error alone: the temporary file's name would only confuse.
+    write_atomic(&out, &bytes).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        anyhow!(
+            "cannot write {}: {cause}; check that its folder exists and is writable",
             out.display()
-        ),
-        other => anyhow!("cannot write {}: {other}", out.display()),
+        )
     })?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)

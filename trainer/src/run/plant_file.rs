@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use tether_shared::PlantDescription;
 
-use crate::run::checkpoint::{CheckpointError, write_atomic};
+use crate::run::{CheckpointError, write_atomic};
 
 /// Why `plant.json` could not be read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

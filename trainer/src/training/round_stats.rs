@@ -1,7 +1,7 @@
 //! What a round's accepted episodes say beyond the batch itself: how long the complete ones
 //! were, and how the devices kept time (for `metrics.jsonl` and TensorBoard).
 
-use crate::rollout::DeviceRollout;
+use crate::rollout::{CollectedEpisode, DeviceRollout};
 
 /// Episode lengths and device timing over one round, all devices.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -16,16 +16,49 @@ pub struct RoundStats {
     pub missed_deadlines: u64,
 }
 
+/// The few facts about one episode the statistics need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpisodeFacts {
+    /// Steps kept.
+    pub len: usize,
+    /// Whether it ran to its natural end (it has a complete return).
+    pub complete: bool,
+    /// Longest control step the device measured, µs.
+    pub worst_step_us: u32,
+    /// Control steps that started late.
+    pub missed_deadlines: u32,
+}
+
+impl EpisodeFacts {
+    /// The facts of a collected episode.
+    pub fn of(episode: &CollectedEpisode) -> Self {
+        EpisodeFacts {
+            len: episode.len(),
+            complete: episode.complete_return.is_some(),
+            worst_step_us: episode.worst_step_us,
+            missed_deadlines: episode.missed_deadlines,
+        }
+    }
+}
+
 impl RoundStats {
-    /// The statistics of rollouts (any order; the results do not depend on it).
+    /// The statistics of the devices' rollouts.
     pub fn of<'a>(rollouts: impl IntoIterator<Item = &'a DeviceRollout>) -> Self {
-        let mut complete_steps = 0usize;
-        let mut complete = 0usize;
-        let mut worst_step_us = 0;
-        let mut missed_deadlines = 0u64;
-        for episode in rollouts.into_iter().flat_map(|r| &r.episodes) {
-            if episode.complete_return.is_some() && !episode.is_empty() {
-                complete_steps += episode.len();
+        Self::of_episodes(
+            rollouts
+                .into_iter()
+                .flat_map(|r| &r.episodes)
+                .map(EpisodeFacts::of),
+        )
+    }
+
+    /// The statistics of episodes (any order; the results do not depend on it).
+    pub fn of_episodes(episodes: impl IntoIterator<Item = EpisodeFacts>) -> Self {
+        let (mut complete_steps, mut complete) = (0usize, 0usize);
+        let (mut worst_step_us, mut missed_deadlines) = (0, 0u64);
+        for episode in episodes {
+            if episode.complete && episode.len > 0 {
+                complete_steps += episode.len;
                 complete += 1;
             }
             worst_step_us = worst_step_us.max(episode.worst_step_us);
@@ -46,35 +79,24 @@ impl RoundStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::{CollectedEpisode, EpisodeEnding, RejectionCounts};
 
-    fn episode(len: usize, complete: bool, worst: u32, missed: u32) -> CollectedEpisode {
-        CollectedEpisode {
-            episode: 0,
-            policy_version: 1,
-            observations: vec![0.0; len],
-            actions: vec![0.0; len],
-            rewards: vec![1.0; len],
-            device_log_probs: vec![0.0; len],
-            ending: EpisodeEnding::Terminated,
-            complete_return: complete.then_some(len as f32),
-            worst_step_us: worst,
+    fn facts(len: usize, complete: bool, worst_step_us: u32, missed: u32) -> EpisodeFacts {
+        EpisodeFacts {
+            len,
+            complete,
+            worst_step_us,
             missed_deadlines: missed,
-        }
-    }
-
-    fn rollout(episodes: Vec<CollectedEpisode>) -> DeviceRollout {
-        DeviceRollout {
-            episodes,
-            rejections: RejectionCounts::default(),
         }
     }
 
     #[test]
     fn lengths_of_complete_episodes_and_timing_of_all() {
-        let a = rollout(vec![episode(200, true, 50, 0), episode(30, false, 0, 0)]);
-        let b = rollout(vec![episode(100, true, 900, 3), episode(10, true, 70, 1)]);
-        let stats = RoundStats::of([&a, &b]);
+        let stats = RoundStats::of_episodes([
+            facts(200, true, 50, 0),
+            facts(30, false, 0, 0),
+            facts(100, true, 900, 3),
+            facts(10, true, 70, 1),
+        ]);
         assert_eq!(stats.mean_episode_length, 310.0 / 3.0);
         assert_eq!(stats.worst_step_us, 900);
         assert_eq!(stats.missed_deadlines, 4);
@@ -82,9 +104,9 @@ mod tests {
 
     #[test]
     fn no_complete_episode_means_an_undefined_length() {
-        let a = rollout(vec![episode(30, false, 0, 0)]);
-        let stats = RoundStats::of([&a]);
+        let stats = RoundStats::of_episodes([facts(30, false, 0, 0), facts(0, true, 0, 0)]);
         assert!(stats.mean_episode_length.is_nan());
         assert_eq!((stats.worst_step_us, stats.missed_deadlines), (0, 0));
+        assert!(RoundStats::of([]).mean_episode_length.is_nan());
     }
 }

@@ -38,8 +38,8 @@ use prost::Message;
 
 use self::event::{Event, EventKind, FILE_VERSION, Summary, SummaryValue};
 use self::record::{RecordDamage, frame_record, split_records};
-use crate::run::checkpoint::{CheckpointError, write_atomic};
 use crate::run::metrics::IterationMetrics;
+use crate::run::{CheckpointError, write_atomic};
 
 /// What every event file name contains (TensorBoard's own test for event files).
 const EVENT_FILE_MARK: &str = "tfevents";

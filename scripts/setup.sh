@@ -11,6 +11,12 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # as a remote rig would be; socat is the fallback tool named in its documentation.
 command -v ser2net >/dev/null 2>&1 || need+=(ser2net)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# The export tests compile the generated C header with cc (and as C++ with c++).
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+# TensorBoard's own reader checks tether's event files (below); it needs Python's venv.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
@@ -18,4 +24,14 @@ if ((${#need[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# TensorBoard from PyPI in a project-local virtual environment (.venv/, git-ignored):
+# trainer/tests/tensorboard_reader.rs reads a run's event files with its EventAccumulator.
+TENSORBOARD_VERSION=2.21.0
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$VENV/bin/python" -c "import tensorboard, sys; sys.exit(tensorboard.__version__ != '$TENSORBOARD_VERSION')" 2>/dev/null; then
+    echo "setup: installing tensorboard $TENSORBOARD_VERSION into $VENV" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q "tensorboard==$TENSORBOARD_VERSION"
 fi

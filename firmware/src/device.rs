@@ -160,12 +160,7 @@ where
         plant.safe_state();
         let description = plant.description();
         let now = clock.now_us();
-        let rate = description.control_rate_hz;
-        let period_us = if rate.is_finite() && rate > 0.0 {
-            ((1.0e6 / rate as f64) as u64).max(1)
-        } else {
-            1_000_000
-        };
+        let period_us = description.control_period_us();
         info!("device up, control period {} us", period_us);
         Device {
             plant,

@@ -89,6 +89,18 @@ pub struct PlantDescription {
 }
 
 impl PlantDescription {
+    /// The control period in whole microseconds, as a device times its deadlines:
+    /// `1e6 / control_rate_hz` rounded down, at least 1; one second for a rate that is not a
+    /// positive finite number (which [`Self::validate`] refuses).
+    pub fn control_period_us(&self) -> u64 {
+        let rate = self.control_rate_hz;
+        if rate.is_finite() && rate > 0.0 {
+            ((1.0e6 / rate as f64) as u64).max(1)
+        } else {
+            1_000_000
+        }
+    }
+
     /// Checks the description is within this protocol's capacities and self-consistent.
     pub fn validate(&self) -> Result<(), PlantError> {
         if self.obs_dim == 0 || self.obs_dim as usize > MAX_OBS_DIM {
@@ -161,5 +173,19 @@ mod tests {
         let mut p = pendulum();
         p.episode_steps = 0;
         assert_eq!(p.validate(), Err(PlantError::EpisodeSteps));
+    }
+
+    #[test]
+    fn control_period_is_whole_microseconds() {
+        assert_eq!(pendulum().control_period_us(), 20_000);
+        let mut p = pendulum();
+        p.control_rate_hz = 300.0;
+        assert_eq!(p.control_period_us(), 3333);
+        p.control_rate_hz = 1.0e7;
+        assert_eq!(p.control_period_us(), 1);
+        for bad in [0.0, -5.0, f32::NAN, f32::INFINITY] {
+            p.control_rate_hz = bad;
+            assert_eq!(p.control_period_us(), 1_000_000, "{bad}");
+        }
     }
 }

@@ -251,9 +251,12 @@ fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
 }
 
 /// Inputs are clamped to `±TANH_CLAMP`, where `tanh` is 1 to within 3·10⁻⁸.
-const TANH_CLAMP: f32 = 9.0;
+///
+/// Public, with the coefficients, so that exports in other languages (ONNX, C) write out
+/// this very function.
+pub const TANH_CLAMP: f32 = 9.0;
 /// Numerator of the rational approximation, coefficients of `x²⁰..x²⁶` (see [`tanh`]).
-const TANH_P: [f32; 7] = [
+pub const TANH_P: [f32; 7] = [
     1.0,
     -0.158_870_35,
     0.031_409_964,
@@ -263,7 +266,7 @@ const TANH_P: [f32; 7] = [
     9.022_630_4e-10,
 ];
 /// Denominator of the rational approximation, coefficients of `x²⁰..x²⁶`.
-const TANH_Q: [f32; 7] = [
+pub const TANH_Q: [f32; 7] = [
     1.0,
     0.174_462_88,
     -0.043_768_864,

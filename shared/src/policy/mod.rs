@@ -7,7 +7,9 @@ mod forward;
 mod log_prob;
 mod spec;
 
-pub use forward::{ForwardError, LayeredParams, PolicyView, normalize, tanh};
+pub use forward::{
+    ForwardError, LayeredParams, PolicyView, TANH_CLAMP, TANH_P, TANH_Q, normalize, tanh,
+};
 pub use log_prob::{LogSoftmax, argmax, categorical_log_prob, gaussian_log_prob};
 pub use spec::{
     MAX_HIDDEN_LAYERS, MAX_LAYER_WIDTH, NORMALIZED_OBS_CLIP, PolicyHead, PolicySpec, SpecError,

@@ -2,8 +2,8 @@
 //!
 //! Each iteration: export the policy as f32 → every live device collects its share of the
 //! step budget (uploading the new policy first) → the batch is assembled in device order →
-//! one TRPO update → the metrics line, `policy.bin` and the checkpoint are written, in that
-//! order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
+//! one TRPO update → the metrics line (in `metrics.jsonl` and the TensorBoard events),
+//! `policy.bin` and the checkpoint are written, in that order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
 //! the iteration it was in, which reproduces exactly because every random stream is a
 //! function of (seed, iteration, device).
 
@@ -17,13 +17,16 @@ use tether_shared::{PlantDescription, PolicySpec};
 
 use super::assembly::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
+use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::folder::RunFolder;
-use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
+use crate::run::iteration_log::{IterationLog, IterationLogError};
+use crate::run::metrics::{IterationMetrics, MetricsError};
+use crate::run::plant_file::{PlantFileError, save_plant};
 use crate::run::plot::plot_curves;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
 use crate::trpo::device_format::shared_spec;
@@ -59,6 +62,12 @@ pub enum SessionError {
     /// Writing the metrics failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Writing `metrics.jsonl` or the TensorBoard events failed.
+    #[error(transparent)]
+    IterationLog(#[from] IterationLogError),
+    /// Writing the plant description failed.
+    #[error(transparent)]
+    PlantFile(#[from] PlantFileError),
     /// Writing the policy failed.
     #[error(transparent)]
     PolicyFile(#[from] PolicyFileError),
@@ -94,7 +103,7 @@ pub struct Session {
     spec: PolicySpec,
     learner: Trpo,
     progress: Progress,
-    metrics: MetricsLog,
+    metrics: IterationLog,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
 }
@@ -140,7 +149,8 @@ impl Session {
         )
         .map_err(|e| SessionError::Learner(e.to_string()))?;
         config.save(&folder.config_path())?;
-        let metrics = MetricsLog::create(&folder.metrics_path())?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
+        let metrics = IterationLog::create(&folder)?;
         Self::assemble(
             folder,
             config,
@@ -170,8 +180,9 @@ impl Session {
         let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
         let (metrics, history) =
-            MetricsLog::open_resume(&folder.metrics_path(), state.progress.iteration)?;
+            IterationLog::open_resume(&folder, state.progress.iteration, state.progress.env_steps)?;
         Self::assemble(
             folder,
             config,
@@ -189,7 +200,7 @@ impl Session {
         fleet: Fleet,
         learner: Trpo,
         progress: Progress,
-        metrics: MetricsLog,
+        metrics: IterationLog,
         history: Vec<IterationMetrics>,
     ) -> Result<Self, SessionError> {
         let spec = shared_spec(learner.policy(), learner.normalizer().is_some())
@@ -288,19 +299,26 @@ impl Session {
         self.progress.env_steps += assembled.steps as u64;
         self.progress.episodes += assembled.complete_returns.len() as u64;
         self.progress.rejections.add(&assembled.rejections);
-        self.progress.wall_s += started.elapsed().as_secs_f64();
+        let iteration_s = started.elapsed().as_secs_f64();
+        self.progress.wall_s += iteration_s;
+        let stats = RoundStats::of(results.iter().filter_map(|r| r.outcome.as_ref().ok()));
 
         let mut metrics = IterationMetrics {
             iteration,
             env_steps: self.progress.env_steps,
             episodes: self.progress.episodes,
             mean_return: assembled.mean_return(),
+            mean_episode_length: stats.mean_episode_length,
             rejected_frames: assembled.rejections.rejected_frames,
             discarded_episodes: assembled.rejections.discarded_episodes,
             reconnects: assembled.rejections.reconnects,
             devices_active: self.pool.live() as u32,
             wall_s: self.progress.wall_s,
             update_s,
+            steps_per_s: assembled.steps as f64 / iteration_s,
+            device_worst_step_us: stats.worst_step_us,
+            device_missed_deadlines: stats.missed_deadlines,
+            control_period_us: self.plant.control_period_us(),
             ..IterationMetrics::default()
         };
         record_update(&mut metrics, report);

@@ -4,7 +4,7 @@
 - sin and cos on [-pi/4, pi/4] (firmware/src/trig.rs): minimax polynomials,
   sin r = r + r^3 (S1 + z S2 + z^2 S3) (relative error) and
   cos r = 1 - z/2 + z^2 (C1 + z C2 + z^2 C3) (absolute error), z = r^2;
-- tanh on [0, c] (shared/src/policy/forward.rs): the rational x P(x^2) / Q(x^2) with
+- tanh on [0, 8] (shared/src/policy/forward.rs): the rational x P(x^2) / Q(x^2) with
   Q's constant term 1, minimising the absolute error.
 
 Discrete minimax by Lawson's iteration (weighted least squares whose weights grow where the
@@ -129,7 +129,7 @@ if __name__ == "__main__":
     show("  S1..S3", s)
     print(f"cos on [0, pi/4]: absolute error {err_c:.3e} before rounding")
     show("  C1..C3", c)
-    err_t, p, q = fit_tanh(4, 5, 7.5)
-    print(f"tanh on [0, 7.5]: absolute error {err_t:.3e} before rounding")
+    err_t, p, q = fit_tanh(4, 5, 8.0)
+    print(f"tanh on [0, 8]: absolute error {err_t:.3e} before rounding")
     show("  P (s^0..s^3)", p)
     show("  Q (s^0..s^4)", q)

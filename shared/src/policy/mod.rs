@@ -5,7 +5,7 @@
 mod forward;
 mod spec;
 
-pub use forward::{ForwardError, LayeredParams, PolicyView, normalize, tanh};
+pub use forward::{ForwardError, LayeredParams, PolicyView, TANH_P, TANH_Q, normalize, tanh};
 pub use spec::{
     MAX_HIDDEN_LAYERS, MAX_LAYER_WIDTH, NORMALIZED_OBS_CLIP, PolicyHead, PolicySpec, SpecError,
 };

@@ -275,18 +275,29 @@ impl<'a> TiledPolicy<'a> {
 
 /// One layer over its tiled `region` (`y.len() · (x.len() + 1)` values) in
 /// [`TileLayout::TARGET`]: `y = W x + b`, then `tanh` if `hidden`. Cortex-M4F/M7 run their
-/// assembly kernels (`cortex_m`), every other target the portable ones.
+/// assembly kernels (`cortex_m`), every other target the portable ones, unrolled over the
+/// target's tile heights at compile time.
 #[inline]
 fn layer(region: &[f32], x: &[f32], y: &mut [f32], hidden: bool) {
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     cortex_m::layer(region, x, y, hidden);
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-    portable_layer(TileLayout::TARGET, region, x, y, hidden);
+    {
+        let (region, y) = if TileLayout::TARGET.heights[0] == 32 {
+            tiles::<32>(region, x, y, hidden, tile_rows::<32>)
+        } else {
+            (region, y)
+        };
+        let (region, y) = tiles::<16>(region, x, y, hidden, tile_rows::<16>);
+        let (region, y) = tiles::<8>(region, x, y, hidden, tile_rows::<8>);
+        let (region, y) = tiles::<4>(region, x, y, hidden, tile_rows::<4>);
+        tiles::<1>(region, x, y, hidden, tile_rows::<1>);
+    }
 }
 
-/// [`layer`] in any layout, with the portable kernel for every tile height.
-#[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
-#[inline]
+/// [`layer`] in any layout, with the portable kernel for every tile height: how the host
+/// tests the layouts of other targets.
+#[cfg(test)]
 fn portable_layer(layout: TileLayout, region: &[f32], x: &[f32], y: &mut [f32], hidden: bool) {
     let mut rest = (region, y);
     for &height in layout.heights() {

@@ -43,6 +43,16 @@ impl QemuDevice {
     ///
     /// A missing image or QEMU is an error naming the command that fixes it.
     pub fn start(plant: &str, words: &[&str]) -> Result<QemuDevice, String> {
+        Self::start_with(plant, words, &[])
+    }
+
+    /// Like [`QemuDevice::start`] with extra QEMU options, e.g. `["-icount", "shift=0"]`
+    /// for virtual time that does not depend on the host's load.
+    pub fn start_with(
+        plant: &str,
+        words: &[&str],
+        qemu_options: &[&str],
+    ) -> Result<QemuDevice, String> {
         let image = image_path(BOARD, plant);
         if !image.is_file() {
             return Err(format!(
@@ -62,6 +72,7 @@ impl QemuDevice {
             .arg("-kernel")
             .arg(&image)
             .args(["-append", &words.join(" ")])
+            .args(qemu_options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

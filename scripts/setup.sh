@@ -17,13 +17,22 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 # TensorBoard's own reader checks tether's event files (below); it needs Python's venv.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# Cortex-M board images (scripts/cross.sh) and their tests and budgets in QEMU: Debian's Rust
+# toolchain with the standard library's sources (it builds `core` for the target offline,
+# where rustup cannot add one), lld to link, binutils for sizes and symbols, QEMU 7.2 for the
+# mps2-an386 machine (it replaces a backported qemu-utils, which nothing here uses).
+for pkg in rustc-web cargo-web rust-web-src lld-22 binutils-arm-none-eabi qemu-system-arm; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+        need+=("$pkg")
+done
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${need[@]}" >/dev/null
 fi
 
 # TensorBoard from PyPI in a project-local virtual environment (.venv/, git-ignored):

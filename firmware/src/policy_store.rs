@@ -14,7 +14,7 @@ use tether_shared::message::{PolicyBegin, PolicyChunk, RefusalReason};
 use tether_shared::policy::SpecError;
 use tether_shared::{PlantDescription, PolicySpec};
 
-use crate::policy_tiles::{self, TiledPolicy};
+use crate::policy_tiles::{TileLayout, TiledPolicy};
 
 /// Largest magnitude of an uploaded log standard deviation (σ between e⁻²⁰ and e²⁰).
 pub const MAX_ABS_LOG_STD: f32 = 20.0;
@@ -146,13 +146,14 @@ impl<const CAP: usize> PolicyStore<CAP> {
                 .buffers
                 .get_mut(inactive)
                 .ok_or(RefusalReason::OverCapacity)?;
-            policy_tiles::scatter(
-                &upload.meta.spec,
-                chunk.offset as usize,
-                &chunk.values,
-                buffer,
-            )
-            .map_err(|_| RefusalReason::OverCapacity)?;
+            TileLayout::TARGET
+                .scatter(
+                    &upload.meta.spec,
+                    chunk.offset as usize,
+                    &chunk.values,
+                    buffer,
+                )
+                .map_err(|_| RefusalReason::OverCapacity)?;
             return Ok(upload.received as u32);
         }
         if chunk.offset as usize != upload.received {
@@ -169,7 +170,8 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .buffers
             .get_mut(inactive)
             .ok_or(RefusalReason::OverCapacity)?;
-        policy_tiles::scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
+        TileLayout::TARGET
+            .scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
             .map_err(|_| RefusalReason::OverCapacity)?;
         upload.received = end;
         Ok(end as u32)
@@ -193,7 +195,7 @@ impl<const CAP: usize> PolicyStore<CAP> {
         // The CRC covers the wire order: read the tiled buffer back in that order.
         let spec = &upload.meta.spec;
         let mut digest = PARAMS_CRC.digest();
-        for position in policy_tiles::wire_order(spec) {
+        for position in TileLayout::TARGET.wire_order(spec) {
             let value = params.get(position).ok_or(RefusalReason::LengthMismatch)?;
             digest.update(&value.to_le_bytes());
         }

@@ -81,7 +81,7 @@ impl Sampler {
         let u1 = self.rng.next_f32_open0();
         let u2 = self.rng.next_f32();
         let radius = libm::sqrtf(-2.0 * libm::logf(u1));
-        let (sin, cos) = libm::sincosf(2.0 * PI * u2);
+        let (sin, cos) = crate::trig::sin_cos(2.0 * PI * u2);
         self.spare = Some(radius * sin);
         radius * cos
     }

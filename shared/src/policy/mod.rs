@@ -8,7 +8,7 @@ mod log_prob;
 mod spec;
 
 pub use forward::{
-    ForwardError, LayeredParams, PolicyView, TANH_CLAMP, TANH_P, TANH_Q, normalize, tanh,
+    ForwardError, LayeredParams, PolicyView, TANH_FIXED_SCALE, TANH_P, TANH_Q, normalize, tanh,
 };
 pub use log_prob::{LogSoftmax, argmax, categorical_log_prob, gaussian_log_prob};
 pub use spec::{

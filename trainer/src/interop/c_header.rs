@@ -20,7 +20,7 @@
 
 use std::fmt::Write as _;
 
-use tether_shared::policy::{NORMALIZED_OBS_CLIP, TANH_CLAMP, TANH_P, TANH_Q};
+use tether_shared::policy::{NORMALIZED_OBS_CLIP, TANH_FIXED_SCALE, TANH_P, TANH_Q};
 
 use super::DeployedPolicy;
 
@@ -169,7 +169,7 @@ fn write_arrays(out: &mut String, policy: &DeployedPolicy) -> std::fmt::Result {
 fn write_helpers(out: &mut String, policy: &DeployedPolicy) -> std::fmt::Result {
     let spec = policy.spec();
     // Only helpers the policy calls: an unused static function is a warning.
-    if spec.normalize_obs || !spec.hidden.is_empty() || policy.action_bounds().is_some() {
+    if spec.normalize_obs || policy.action_bounds().is_some() {
         out.push_str(
             "\n/* Clamps x to [lo, hi]. */\n\
              static float tether_policy_clamp(float x, float lo, float hi)\n\
@@ -185,13 +185,21 @@ fn write_helpers(out: &mut String, policy: &DeployedPolicy) -> std::fmt::Result 
          y[r] = acc;\n    }\n}\n",
     );
     if !spec.hidden.is_empty() {
+        // The input goes through fixed point exactly as `tether_shared::policy::tanh` does
+        // (Rust's saturating `as i32`): the branches give the saturated and NaN cases, so the
+        // one conversion in C only ever sees |x·2²⁸| < 2³¹, where it is defined.
         writeln!(
             out,
-            "\n/* tanh as tether computes it: x P(x^2) / Q(x^2) on |x| <= 9, error < 1e-6. */\n\
+            "\n/* tanh as tether computes it: x on a grid of 2^-28 (truncated towards zero,\n\
+             \x20* saturating at +-8, NaN -> 0), then x P(x^2) / Q(x^2); error < 1e-6. */\n\
              static float tether_policy_tanh(float x)\n{{\n    float s, p, q;\n    \
-             x = tether_policy_clamp(x, -{clamp}, {clamp});\n    s = x * x;\n{p}{q}    \
-             return tether_policy_clamp(x * p / q, -1.0f, 1.0f);\n}}",
-            clamp = c_float(TANH_CLAMP),
+             if (!(x == x)) {{\n        x = 0.0f;\n    }} else if (x >= {limit}) {{\n        \
+             x = {limit};\n    }} else if (x <= -{limit}) {{\n        x = -{limit};\n    }} else {{\n        \
+             x = (float)(long)(x * {scale}) * {step};\n    }}\n    s = x * x;\n{p}{q}    \
+             return x * p / q;\n}}",
+            limit = c_float(2_147_483_648.0 / TANH_FIXED_SCALE),
+            scale = c_float(TANH_FIXED_SCALE),
+            step = c_float(1.0 / TANH_FIXED_SCALE),
             p = horner_lines("p", &TANH_P),
             q = horner_lines("q", &TANH_Q),
         )?;
@@ -199,11 +207,15 @@ fn write_helpers(out: &mut String, policy: &DeployedPolicy) -> std::fmt::Result 
     Ok(())
 }
 
-/// `v = c[6]; v = v * s + c[5]; …; v = v * s + c[0];`, one statement per line.
-fn horner_lines(v: &str, c: &[f32; 7]) -> String {
-    let mut text = format!("    {v} = {};\n", c_float(c[6]));
-    for k in (0..6).rev() {
-        let _ = writeln!(text, "    {v} = {v} * s + {};", c_float(c[k]));
+/// `v = c[n-1]; v = v * s + c[n-2]; …; v = v * s + c[0];`, one statement per line: the
+/// shared code's Horner order.
+fn horner_lines(v: &str, c: &[f32]) -> String {
+    let Some((last, rest)) = c.split_last() else {
+        return format!("    {v} = 0.0f;\n");
+    };
+    let mut text = format!("    {v} = {};\n", c_float(*last));
+    for k in rest.iter().rev() {
+        let _ = writeln!(text, "    {v} = {v} * s + {};", c_float(*k));
     }
     text
 }

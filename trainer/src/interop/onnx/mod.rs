@@ -20,7 +20,7 @@ pub mod proto;
 use std::collections::HashMap;
 
 use prost::Message;
-use tether_shared::policy::{NORMALIZED_OBS_CLIP, TANH_CLAMP, TANH_P, TANH_Q};
+use tether_shared::policy::{NORMALIZED_OBS_CLIP, TANH_FIXED_SCALE, TANH_P, TANH_Q};
 
 use self::proto::{
     ATTRIBUTE_INT, AttributeProto, Dimension, DimensionValue, ELEM_FLOAT, ELEM_INT64, GraphProto,
@@ -241,23 +241,29 @@ impl GraphBuilder {
     }
 
     /// The shared rational `tanh` (`tether_shared::policy::tanh`), operation by operation.
+    /// The shared function first puts its input on a fixed-point grid of 2⁻²⁸ saturating at
+    /// ±8; here it is only clipped to ±8 (ONNX's float-to-integer `Cast` is not defined for
+    /// every input), which moves the result by less than 4·10⁻⁹.
     fn rational_tanh(&mut self, x: &str, prefix: &str) -> String {
-        let clamped = self.clip(x, TANH_CLAMP, &format!("{prefix}.clamped"));
+        let limit = 2_147_483_648.0 / TANH_FIXED_SCALE;
+        let clamped = self.clip(x, limit, &format!("{prefix}.clamped"));
         let square = self.node("Mul", &[&clamped, &clamped], &format!("{prefix}.square"));
         let p = self.horner(&square, &TANH_P, &format!("{prefix}.p"));
         let q = self.horner(&square, &TANH_Q, &format!("{prefix}.q"));
         let numerator = self.node("Mul", &[&clamped, &p], &format!("{prefix}.numerator"));
-        let ratio = self.node("Div", &[&numerator, &q], &format!("{prefix}.ratio"));
-        self.clip(&ratio, 1.0, prefix)
+        self.node("Div", &[&numerator, &q], prefix)
     }
 
-    /// `c[6]·s⁶ + … + c[0]` evaluated as the shared code does: from `c[6]`, multiply by `s`
-    /// and add the next coefficient, down to `c[0]`.
-    fn horner(&mut self, s: &str, coefficients: &[f32; 7], prefix: &str) -> String {
-        let mut acc = self.scalar(coefficients[6]);
-        for k in (0..6).rev() {
+    /// `c[n−1]·sⁿ⁻¹ + … + c[0]` evaluated as the shared code does: from the last coefficient,
+    /// multiply by `s` and add the next one, down to `c[0]`.
+    fn horner(&mut self, s: &str, coefficients: &[f32], prefix: &str) -> String {
+        let (last, rest) = coefficients
+            .split_last()
+            .expect("the shared tanh has coefficients");
+        let mut acc = self.scalar(*last);
+        for (k, c) in rest.iter().enumerate().rev() {
             let product = self.node("Mul", &[&acc, s], &format!("{prefix}{k}.mul"));
-            let c = self.scalar(coefficients[k]);
+            let c = self.scalar(*c);
             acc = self.node("Add", &[&product, &c], &format!("{prefix}{k}"));
         }
         acc

@@ -31,10 +31,12 @@ use tether_shared::{ActionSpace, PROTOCOL_VERSION, PlantDescription, PolicyHead}
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
+use crate::gsde::{DEFAULT_NOISE_CAPACITY, SdeNoise};
 use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
 use crate::plant::{Action, Plant, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
+use crate::rate_limit::{ActionRateLimit, resting_action};
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
 use crate::sampler::Sampler;
 
@@ -73,21 +75,26 @@ const SCRATCH_LEN: usize = 2 * MAX_LAYER_WIDTH;
 const MAX_READS_PER_POLL: usize = 32;
 
 /// Tunable behaviour of a [`Device`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeviceConfig {
     /// While running, the plant goes to its safe state when no host message arrived for this
     /// many microseconds. 0 disables the watchdog.
     pub watchdog_timeout_us: u64,
     /// Microseconds between two device heartbeats.
     pub heartbeat_period_us: u64,
+    /// Largest change of a continuous action from one control step to the next, enforced
+    /// after sampling and clamping (see [`crate::rate_limit`]); `None`: no limit. Reported
+    /// in the handshake; steps it changed are counted in each episode's end.
+    pub action_rate_limit: Option<ActionRateLimit>,
 }
 
 impl Default for DeviceConfig {
-    /// A 2 s watchdog and a heartbeat every 0.5 s.
+    /// A 2 s watchdog, a heartbeat every 0.5 s, no action rate limit.
     fn default() -> Self {
         DeviceConfig {
             watchdog_timeout_us: 2_000_000,
             heartbeat_period_us: 500_000,
+            action_rate_limit: None,
         }
     }
 }
@@ -114,12 +121,15 @@ struct CurrentEpisode {
     episode_return: f32,
     worst_step_us: u32,
     missed_deadlines: u32,
+    /// Steps whose action the rate limit changed.
+    rate_limited_steps: u32,
     batch: TransitionBatch,
 }
 
-/// The device runtime for plant `P`, link `L`, clock `C` and a policy capacity of `CAP` f32
-/// values per buffer (two buffers are kept).
-pub struct Device<P, L, C, const CAP: usize> {
+/// The device runtime for plant `P`, link `L`, clock `C`, a policy capacity of `CAP` f32
+/// values per buffer (two buffers are kept) and room for gSDE noise matrices of
+/// `NOISE_CAP` values (see [`crate::gsde`]; two matrices are kept).
+pub struct Device<P, L, C, const CAP: usize, const NOISE_CAP: usize = DEFAULT_NOISE_CAPACITY> {
     plant: P,
     description: PlantDescription,
     /// The layout of the records this plant's steps make.
@@ -129,6 +139,8 @@ pub struct Device<P, L, C, const CAP: usize> {
     config: DeviceConfig,
     store: PolicyStore<CAP>,
     sampler: Sampler,
+    /// The gSDE noise matrix and its σ (used by gSDE policies only).
+    noise: SdeNoise<NOISE_CAP>,
     state: DeviceState,
     run: Option<RunCommand>,
     /// Episodes of the current run already ended.
@@ -146,11 +158,13 @@ pub struct Device<P, L, C, const CAP: usize> {
     obs: [f32; MAX_OBS_DIM],
     output: [f32; MAX_OUTPUT],
     action: [f32; MAX_ACTION_DIM],
+    /// The continuous action the plant received last (the rate limit's reference).
+    applied: [f32; MAX_ACTION_DIM],
     scratch: [f32; SCRATCH_LEN],
     stats: DeviceStats,
 }
 
-impl<P, L, C, const CAP: usize> Device<P, L, C, CAP>
+impl<P, L, C, const CAP: usize, const NOISE_CAP: usize> Device<P, L, C, CAP, NOISE_CAP>
 where
     P: Plant,
     L: Read + ReadReady + Write + WriteReady,
@@ -172,6 +186,7 @@ where
             config,
             store: PolicyStore::new(),
             sampler: Sampler::new(0),
+            noise: SdeNoise::new(),
             state: DeviceState::Idle,
             run: None,
             completed: 0,
@@ -186,6 +201,7 @@ where
             obs: [0.0; MAX_OBS_DIM],
             output: [0.0; MAX_OUTPUT],
             action: [0.0; MAX_ACTION_DIM],
+            applied: [0.0; MAX_ACTION_DIM],
             scratch: [0.0; SCRATCH_LEN],
             stats: DeviceStats::default(),
         }
@@ -330,6 +346,11 @@ where
                     plant: self.description.clone(),
                     policy_capacity: u32::try_from(CAP).unwrap_or(u32::MAX),
                     active_policy: self.active_policy(),
+                    action_rate_limit: self
+                        .config
+                        .action_rate_limit
+                        .map(|limit| limit.to_wire())
+                        .unwrap_or_default(),
                 };
                 self.send_control(&DeviceMessage::Hello(info));
             }
@@ -337,7 +358,8 @@ where
                 let topic = AckTopic::PolicyBegin {
                     version: begin.version,
                 };
-                let result = self.store.begin(&begin, &self.description);
+                let result = SdeNoise::<NOISE_CAP>::check_spec(&begin.spec)
+                    .and_then(|()| self.store.begin(&begin, &self.description));
                 self.answer(topic, result);
             }
             HostMessage::PolicyChunk(chunk) => match self.store.chunk(&chunk) {
@@ -360,7 +382,7 @@ where
                 let result = self.store.commit(version, &self.description);
                 if result.is_ok() && self.episode.is_none() {
                     // Between episodes already: the boundary is now.
-                    self.store.swap_staged();
+                    self.swap_staged();
                 }
                 self.answer(AckTopic::PolicyCommit { version }, result);
             }
@@ -376,6 +398,7 @@ where
                     command.episodes, command.first_episode
                 );
                 self.run = Some(command);
+                self.noise.restart();
                 self.completed = 0;
                 self.state = DeviceState::Running;
                 self.next_deadline_us = self.clock.now_us();
@@ -446,7 +469,7 @@ where
         }
         let id = run.first_episode.wrapping_add(self.completed);
         let seed = run.seed;
-        if self.store.swap_staged() {
+        if self.swap_staged() {
             info!("policy {} now running", self.active_policy().unwrap_or(0));
         }
         let Some(version) = self.active_policy() else {
@@ -458,6 +481,7 @@ where
             .reset(episode_seed(seed, id, EpisodeStream::InitialState));
         self.sampler
             .reseed(episode_seed(seed, id, EpisodeStream::Exploration));
+        resting_action(&self.description.action, &mut self.applied);
         self.next_deadline_us = self.next_deadline_us.max(now);
         self.episode = Some(CurrentEpisode {
             id,
@@ -465,6 +489,7 @@ where
             episode_return: 0.0,
             worst_step_us: 0,
             missed_deadlines: 0,
+            rate_limited_steps: 0,
             batch: empty_batch(id, 0, version),
         });
         true
@@ -518,18 +543,20 @@ where
         let Some(out) = self.output.get_mut(..head.output_dim()) else {
             return StepResult::Fault;
         };
-        if view.forward(obs, &mut self.scratch, out).is_err() {
+        let Ok(features) = view.forward_with_features(obs, &mut self.scratch, out) else {
             return StepResult::Fault;
-        }
+        };
         let mode = self.run.as_ref().map_or(RunMode::Deterministic, |r| r.mode);
         let choice = ActionChoice {
             head,
             outputs: out,
             log_std: view.log_std(),
+            features,
             mode,
             space: &self.description.action,
         };
-        let Some(log_prob) = choice.choose(&mut self.sampler, &mut self.action) else {
+        let noise = &mut self.noise;
+        let Some(log_prob) = choice.choose(&mut self.sampler, noise, &mut self.action) else {
             warn!("non-finite action");
             return StepResult::Fault;
         };
@@ -544,16 +571,23 @@ where
     }
 
     /// Hands the action chosen into `self.action` to the plant: a continuous one clamped to
-    /// the plant's bounds (the record keeps it unclamped), a discrete one as its index.
+    /// the plant's bounds, then rate limited when the device has a limit (the record keeps
+    /// it as sampled), a discrete one as its index.
     #[inline(always)]
     fn actuate(&mut self, head: PolicyHead) -> Option<StepOutcome> {
         match head {
-            PolicyHead::Gaussian { action_dim } => {
-                let dim = action_dim as usize;
+            PolicyHead::Gaussian { .. } | PolicyHead::GaussianSde(_) => {
+                let dim = head.output_dim();
                 let mut applied = [0.0f32; MAX_ACTION_DIM];
                 let applied = applied.get_mut(..dim)?;
                 applied.copy_from_slice(self.action.get(..dim)?);
                 clamp_continuous(&self.description.action, applied);
+                if let Some(limit) = self.config.action_rate_limit
+                    && limit.apply(self.applied.get_mut(..dim)?, applied)
+                    && let Some(ep) = self.episode.as_mut()
+                {
+                    ep.rate_limited_steps = ep.rate_limited_steps.saturating_add(1);
+                }
                 Some(self.plant.actuate(Action::Continuous(applied)))
             }
             PolicyHead::Categorical { .. } => {
@@ -645,6 +679,7 @@ where
             final_obs,
             worst_step_us: ep.worst_step_us,
             missed_deadlines: ep.missed_deadlines,
+            rate_limited_steps: ep.rate_limited_steps,
         };
         debug!("episode {} ended after {} steps", ep.id, ep.steps);
         self.stats.episodes = self.stats.episodes.wrapping_add(1);
@@ -673,6 +708,21 @@ where
                 .link
                 .send(&DeviceMessage::EpisodeEnd(end), Priority::Control);
         }
+    }
+
+    /// Makes a staged policy the running one (at an episode boundary) and prepares the
+    /// gSDE state for it. Returns whether a swap happened.
+    fn swap_staged(&mut self) -> bool {
+        if !self.store.swap_staged() {
+            return false;
+        }
+        if let Some(view) = self.store.view()
+            && !self.noise.load(&view)
+        {
+            // Unreachable after the commit's checks; an exploring step will fault.
+            warn!("gSDE noise matrix could not be set up");
+        }
+        true
     }
 
     fn queue_pending_end(&mut self) {
@@ -716,6 +766,8 @@ struct ActionChoice<'a> {
     outputs: &'a [f32],
     /// The Gaussian's log standard deviations.
     log_std: Option<&'a [f32]>,
+    /// The features the output layer read (a gSDE head's noise comes from them).
+    features: &'a [f32],
     mode: RunMode,
     space: &'a ActionSpace,
 }
@@ -725,13 +777,30 @@ impl ActionChoice<'_> {
     /// f32) and returns its log-probability (0 in deterministic mode); `None` when the
     /// outputs give no finite action.
     #[inline(always)]
-    fn choose(&self, sampler: &mut Sampler, action: &mut [f32]) -> Option<f32> {
+    fn choose<const N: usize>(
+        &self,
+        sampler: &mut Sampler,
+        noise: &mut SdeNoise<N>,
+        action: &mut [f32],
+    ) -> Option<f32> {
         match self.head {
             PolicyHead::Gaussian { action_dim } => {
                 let dim = action_dim as usize;
                 let (action, mean) = (action.get_mut(..dim)?, self.outputs.get(..dim)?);
                 let log_prob = match self.mode {
                     RunMode::Explore => sampler.gaussian(mean, self.log_std?, action),
+                    RunMode::Deterministic => {
+                        action.copy_from_slice(mean);
+                        0.0
+                    }
+                };
+                (all_finite(action) && log_prob.is_finite()).then_some(log_prob)
+            }
+            PolicyHead::GaussianSde(head) => {
+                let dim = head.action_dim as usize;
+                let (action, mean) = (action.get_mut(..dim)?, self.outputs.get(..dim)?);
+                let log_prob = match self.mode {
+                    RunMode::Explore => noise.explore(sampler, self.features, mean, action)?,
                     RunMode::Deterministic => {
                         action.copy_from_slice(mean);
                         0.0

@@ -11,7 +11,9 @@
 //! Modules, one concept each: [`device`] (the state machine), [`link`] (framing endpoint and
 //! outgoing queue), [`policy_store`] (double-buffered parameters), [`policy_tiles`] (their device-side
 //! layout and the forward pass over it), [`sampler`] (PRNG and
-//! action sampling), [`safety`] (clamping, finiteness, watchdog), [`clock`], [`plant`],
+//! action sampling), [`gsde`] (state-dependent exploration: the held noise matrix),
+//! [`safety`] (clamping, finiteness, watchdog), [`rate_limit`] (the action rate limit),
+//! [`clock`], [`plant`],
 //! [`trig`] (single-precision sine and cosine), and
 //! with the `sim` feature the host-side simulated board [`sim`].
 //!
@@ -25,10 +27,12 @@ mod fmt;
 
 pub mod clock;
 pub mod device;
+pub mod gsde;
 pub mod link;
 pub mod plant;
 pub mod policy_store;
 pub mod policy_tiles;
+pub mod rate_limit;
 pub mod safety;
 pub mod sampler;
 #[cfg(feature = "sim")]

@@ -254,12 +254,38 @@ impl<'a> TiledPolicy<'a> {
     /// Runs the network on one observation and writes the Gaussian mean or the categorical
     /// logits into `out`: bit for bit what `PolicyView::forward` computes from the wire
     /// order. Same errors, same scratch requirement ([`PolicySpec::scratch_len`]).
+    #[inline]
     pub fn forward(
         &self,
         obs: &[f32],
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
+        self.run(obs, scratch, out).map(|_| ())
+    }
+
+    /// [`TiledPolicy::forward`], also returning the features the output layer read
+    /// ([`PolicySpec::features_dim`] values inside `scratch`), which a gSDE head draws its
+    /// noise from: bit for bit `PolicyView::forward_with_features`.
+    #[inline]
+    pub fn forward_with_features<'s>(
+        &self,
+        obs: &[f32],
+        scratch: &'s mut [f32],
+        out: &mut [f32],
+    ) -> Result<&'s [f32], ForwardError> {
+        let at = self.run(obs, scratch, out)?;
+        self.layers.features_in(scratch, at)
+    }
+
+    /// The forward pass; returns where the features start in `scratch`.
+    #[inline(always)]
+    fn run(
+        &self,
+        obs: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) -> Result<usize, ForwardError> {
         #[cfg(test)]
         if self.layout != TileLayout::TARGET {
             let layout = self.layout;
@@ -495,6 +521,14 @@ mod tests {
             prop_oneof![
                 (1u8..=3).prop_map(|a| PolicyHead::Gaussian { action_dim: a }),
                 (2u8..=5).prop_map(|n| PolicyHead::Categorical { n }),
+                (1u8..=3, any::<bool>()).prop_map(|(action_dim, full_std)| {
+                    PolicyHead::GaussianSde(tether_shared::policy::SdeHead {
+                        action_dim,
+                        full_std,
+                        use_expln: false,
+                        resample_every: 4,
+                    })
+                }),
             ],
             any::<bool>(),
         )
@@ -563,7 +597,10 @@ mod tests {
             let reference = PolicyView::new(&s, &wire).unwrap();
             let mut scratch = std::vec![0.0f32; s.scratch_len()];
             let mut expected = std::vec![0.0f32; s.output_dim()];
-            reference.forward(&obs, &mut scratch, &mut expected).unwrap();
+            let expected_features = reference
+                .forward_with_features(&obs, &mut scratch, &mut expected)
+                .unwrap()
+                .to_vec();
             for layout in LAYOUTS {
                 let buffer = tiled(layout, &s, &wire);
                 let policy = if layout == TileLayout::TARGET {
@@ -572,7 +609,13 @@ mod tests {
                     TiledPolicy::with_layout(layout, &s, &buffer).unwrap()
                 };
                 let mut got = std::vec![0.0f32; s.output_dim()];
-                policy.forward(&obs, &mut scratch, &mut got).unwrap();
+                let features = policy
+                    .forward_with_features(&obs, &mut scratch, &mut got)
+                    .unwrap();
+                prop_assert_eq!(
+                    features.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    expected_features.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
                 prop_assert_eq!(
                     got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

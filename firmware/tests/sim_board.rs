@@ -349,6 +349,7 @@ fn virtual_time_watchdog_waits_for_a_silent_host_in_real_time() {
         device: DeviceConfig {
             watchdog_timeout_us: 300_000,
             heartbeat_period_us: 500_000,
+            action_rate_limit: None,
         },
         ..SimConfig::default()
     };

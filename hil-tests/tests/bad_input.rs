@@ -197,20 +197,27 @@ fn bad_uploads_are_refused_and_the_running_policy_stays() {
 }
 
 /// A fake device as an in-process byte stream: decodes the host's frames and answers each
-/// `Hello` with `answer`; `garbage` makes it stream seeded random bytes instead.
+/// `Hello` with the frame `answer`; `garbage` makes it stream seeded random bytes instead.
 struct FakeDevice {
     decoder: Box<FrameDecoder<MAX_FRAME_LEN>>,
     outgoing: VecDeque<u8>,
-    answer: Option<DeviceMessage>,
+    answer: Option<Vec<u8>>,
     garbage: Option<u64>,
 }
 
 impl FakeDevice {
     fn answering(answer: DeviceMessage) -> Self {
+        Self::answering_with(&answer)
+    }
+
+    /// Answers with any serialisable message, e.g. another protocol version's layout.
+    fn answering_with(answer: &impl serde::Serialize) -> Self {
+        let mut out = [0u8; MAX_FRAME_LEN];
+        let frame = frame::encode(answer, &mut out).expect("encodes").to_vec();
         FakeDevice {
             decoder: Box::new(FrameDecoder::new()),
             outgoing: VecDeque::new(),
-            answer: Some(answer),
+            answer: Some(frame),
             garbage: None,
         }
     }
@@ -230,9 +237,7 @@ impl Write for FakeDevice {
         let mut input = buf;
         while let Some(result) = self.decoder.decode_next::<HostMessage>(&mut input) {
             if let (Ok(HostMessage::Hello { .. }), Some(answer)) = (result, &self.answer) {
-                let mut out = [0u8; MAX_FRAME_LEN];
-                let bytes = frame::encode(answer, &mut out).expect("encodes");
-                self.outgoing.extend(bytes.iter().copied());
+                self.outgoing.extend(answer.iter().copied());
             }
         }
         Ok(buf.len())
@@ -286,6 +291,7 @@ fn other_protocol_version_is_one_clear_error() {
         plant: plant.description(),
         policy_capacity: 10_000,
         active_policy: None,
+        action_rate_limit: heapless::Vec::new(),
     };
     let fake = FakeDevice::answering(DeviceMessage::Hello(info));
     let started = Instant::now();
@@ -324,4 +330,56 @@ fn garbage_device_is_one_clear_error() {
         text.contains("noisy") && text.contains("baud rate"),
         "{text}"
     );
+}
+
+/// A device whose firmware predates the gSDE head (protocol version 1) answers `Hello` in
+/// the version-1 layout, which this trainer cannot decode: the handshake still reads its
+/// version and stops at once with the compatibility message (what version 2 added, which
+/// firmware to flash), before any policy is uploaded.
+#[test]
+fn firmware_from_before_gsde_is_refused_with_the_compatibility_message() {
+    #[derive(serde::Serialize)]
+    enum DeviceMessageV1 {
+        Hello(DeviceInfoV1),
+    }
+    #[derive(serde::Serialize)]
+    struct DeviceInfoV1 {
+        protocol_version: u16,
+        firmware_version: tether_shared::version::FirmwareVersion,
+        plant: tether_shared::PlantDescription,
+        policy_capacity: u32,
+        active_policy: Option<u32>,
+    }
+    let plant = AnyPlant::by_name("pendulum").expect("pendulum");
+    let old = DeviceMessageV1::Hello(DeviceInfoV1 {
+        protocol_version: 1,
+        firmware_version: tether_firmware::FIRMWARE_VERSION,
+        plant: plant.description(),
+        policy_capacity: 4700,
+        active_policy: Some(12),
+    });
+    let started = Instant::now();
+    let err = DeviceClient::connect(
+        DeviceLink::new("old-rig", Box::new(FakeDevice::answering_with(&old))),
+        quick_handshake(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at the first answer"
+    );
+    let text = err.to_string();
+    assert!(
+        matches!(err, DeviceError::ProtocolMismatch { .. }),
+        "{text}"
+    );
+    for part in [
+        "old-rig",
+        "protocol v1 but this trainer speaks v2",
+        "gSDE policy heads",
+        "flash firmware built from this tether release",
+    ] {
+        assert!(text.contains(part), "`{part}` in: {text}");
+    }
 }

@@ -22,7 +22,6 @@ use tether_trainer::rollout::collect::collect;
 use tether_trainer::rollout::{CollectRequest, DeviceRollout};
 use tether_trainer::run::LinkKind;
 use tether_trainer::trpo::Trpo;
-use tether_trainer::trpo::device_format::shared_spec;
 use tether_trainer::trpo::distribution::ActionDistribution;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 
@@ -70,7 +69,7 @@ fn policy_for(client: &DeviceClient, seed: u64) -> (PolicySpec, Arc<Vec<f32>>) {
         seed,
     )
     .expect("a learner");
-    let spec = shared_spec(learner.policy(), learner.normalizer().is_some()).expect("a spec");
+    let spec = learner.device_spec().expect("a spec");
     (spec, Arc::new(learner.export_f32()))
 }
 

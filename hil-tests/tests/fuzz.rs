@@ -191,6 +191,9 @@ fn device_poll_survives_arbitrary_input() {
         let config = DeviceConfig {
             watchdog_timeout_us: if rng.below(2) == 0 { 0 } else { 50_000 },
             heartbeat_period_us: 20_000,
+            action_rate_limit: (rng.below(2) == 0)
+                .then(|| tether_firmware::rate_limit::ActionRateLimit::new(&[0.3]))
+                .and_then(Result::ok),
         };
         let mut device: Box<Device<AnyPlant, MockLink, TestClock, CAP>> = Box::new(Device::new(
             plant,
@@ -273,6 +276,7 @@ fn some_device_message(rng: &mut Rng) -> DeviceMessage {
             final_obs: (0..rng.below(17)).map(|i| i as f32).collect(),
             worst_step_us: 10,
             missed_deadlines: 0,
+            rate_limited_steps: 0,
         }),
         2 => DeviceMessage::Heartbeat(Heartbeat {
             uptime_us: rng.next() as u32,

@@ -194,6 +194,9 @@ pub struct FrameDecoder<const N: usize> {
     /// Set after an overflow: drop bytes until the next terminator.
     discarding: bool,
     stats: DecoderStats,
+    /// The version announced by the last intact but undecodable `Hello` (see
+    /// [`FrameDecoder::foreign_hello_version`]).
+    foreign_hello: Option<u16>,
 }
 
 impl<const N: usize> Default for FrameDecoder<N> {
@@ -216,7 +219,16 @@ impl<const N: usize> FrameDecoder<N> {
                 undecodable: 0,
                 cobs_errors: 0,
             },
+            foreign_hello: None,
         }
+    }
+
+    /// The protocol version a peer announced in the last intact frame this build could not
+    /// decode, when that frame was a `Hello`: in every protocol version a `Hello` is tag 0
+    /// with the version as its first field, so a peer speaking another version still tells
+    /// which (its other fields may not parse here). `None` if no such frame came.
+    pub fn foreign_hello_version(&self) -> Option<u16> {
+        self.foreign_hello
     }
 
     /// What the decoder has seen so far.
@@ -286,11 +298,23 @@ impl<const N: usize> FrameDecoder<N> {
         // whole body: a frame whose last four bytes are the CRC of the rest arrived intact.
         if crc_matches(body) {
             self.stats.undecodable = self.stats.undecodable.wrapping_add(1);
+            if let Some(version) = hello_version(body) {
+                self.foreign_hello = Some(version);
+            }
             Err(FrameError::Undecodable)
         } else {
             self.stats.crc_errors = self.stats.crc_errors.wrapping_add(1);
             Err(FrameError::BadCrc)
         }
+    }
+}
+
+/// The protocol version at the start of a `Hello` body: tag 0, then the version as a
+/// postcard `u16` varint; `None` for any other message.
+fn hello_version(body: &[u8]) -> Option<u16> {
+    match body.split_first() {
+        Some((0, rest)) => postcard::take_from_bytes::<u16>(rest).ok().map(|(v, _)| v),
+        _ => None,
     }
 }
 

@@ -8,7 +8,25 @@ use serde::{Deserialize, Serialize};
 /// Version of the wire protocol in this build. Bump it whenever a message's encoding changes:
 /// postcard is not self-describing, so two sides on different versions would misread each
 /// other's bytes rather than fail loudly.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// What each protocol version added, newest last: the compatibility message names what a
+/// device on an older version lacks.
+pub const PROTOCOL_CHANGES: &[(u16, &str)] = &[
+    (1, "the first protocol"),
+    (
+        2,
+        "gSDE policy heads (state-dependent exploration sampled on the device) and the device's action rate limit",
+    ),
+];
+
+/// What `version` added, if this build knows it.
+pub fn protocol_change(version: u16) -> Option<&'static str> {
+    PROTOCOL_CHANGES
+        .iter()
+        .find(|(v, _)| *v == version)
+        .map(|(_, what)| *what)
+}
 
 /// A semantic version of the firmware, reported in the handshake for the user's benefit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
@@ -39,16 +57,26 @@ pub struct VersionMismatch {
 
 impl fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let advice = if self.theirs < self.ours {
-            "the device runs older firmware: flash firmware built from this tether release"
-        } else {
-            "the device runs newer firmware: update the trainer to the matching tether release"
-        };
         write!(
             f,
-            "device speaks tether protocol v{} but this trainer speaks v{}; {advice}",
+            "device speaks tether protocol v{} but this trainer speaks v{}",
             self.theirs, self.ours
-        )
+        )?;
+        if self.theirs < self.ours {
+            // Name what the device's firmware lacks: every version after its own.
+            for (version, what) in PROTOCOL_CHANGES.iter().filter(|(v, _)| *v > self.theirs) {
+                write!(f, " (v{version} added {what})")?;
+            }
+            write!(
+                f,
+                "; the device runs older firmware: flash firmware built from this tether release"
+            )
+        } else {
+            write!(
+                f,
+                "; the device runs newer firmware: update the trainer to the matching tether release"
+            )
+        }
     }
 }
 
@@ -82,6 +110,14 @@ mod tests {
     fn mismatch_explains_which_side_to_update() {
         let older = check_compatible(PROTOCOL_VERSION.wrapping_sub(1)).unwrap_err();
         assert!(older.to_string().contains("older firmware"));
+        // A device from before gSDE is told what it lacks.
+        let v1 = check_compatible(1).unwrap_err().to_string();
+        assert!(
+            v1.starts_with("device speaks tether protocol v1 but this trainer speaks v2 (v2 added gSDE policy heads"),
+            "{v1}"
+        );
+        assert_eq!(protocol_change(PROTOCOL_VERSION).map(|_| ()), Some(()));
+        assert_eq!(protocol_change(0), None);
         let newer = check_compatible(PROTOCOL_VERSION + 1).unwrap_err();
         assert!(newer.to_string().contains("update the trainer"));
     }

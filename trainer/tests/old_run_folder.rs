@@ -91,5 +91,51 @@ fn an_old_run_folder_resumes_and_keeps_its_history() {
     assert_eq!(config["steps_per_iteration"].as_integer(), Some(1024));
     assert!(!config["trpo"].as_table().unwrap().contains_key("seed"));
     let checkpoint = std::fs::read(folder.join("checkpoint.bin")).unwrap();
-    assert_eq!(&checkpoint[8..12], &2u32.to_le_bytes());
+    assert_eq!(&checkpoint[8..12], &3u32.to_le_bytes());
+}
+
+/// `fixtures/v2-run` was made by tether at the commit before the gSDE settings joined
+/// `[trpo]` (checkpoint format 2), with the same `old.toml` as `v1-run` but
+/// `steps_per_iteration = 1024` at the top level; `fixtures/v2-straight-3072-policy.bin` is
+/// that version's `policy.bin` of the same run made straight to 3072 steps (its own resume
+/// of `v2-run` wrote the same bytes). Plain Gaussian exploration computes exactly what it
+/// computed then, so resuming `v2-run` here must write those bytes too.
+#[test]
+fn a_format_2_run_folder_resumes_bit_for_bit() {
+    let dir = Scratch::new("v2-resume");
+    let folder = dir.join("v2-run");
+    std::fs::create_dir_all(&folder).unwrap();
+    let source = Path::new(FIXTURES).join("v2-run");
+    for file in [
+        "config.toml",
+        "checkpoint.bin",
+        "metrics.jsonl",
+        "policy.bin",
+        "plant.json",
+    ] {
+        std::fs::copy(source.join(file), folder.join(file)).unwrap();
+    }
+    let checkpoint = std::fs::read(folder.join("checkpoint.bin")).unwrap();
+    assert_eq!(
+        &checkpoint[8..12],
+        &2u32.to_le_bytes(),
+        "a format-2 fixture"
+    );
+    let output = run(
+        tether().args(["resume", "--steps", "3072"]).arg(&folder),
+        Duration::from_secs(120),
+    );
+    let text = stderr(&output);
+    assert!(output.status.success(), "resume failed: {text}");
+    let expected = std::fs::read(Path::new(FIXTURES).join("v2-straight-3072-policy.bin")).unwrap();
+    assert_eq!(std::fs::read(folder.join("policy.bin")).unwrap(), expected);
+    let checkpoint = std::fs::read(folder.join("checkpoint.bin")).unwrap();
+    assert_eq!(&checkpoint[8..12], &3u32.to_le_bytes());
+    // The gSDE settings were added with their defaults: plain Gaussian exploration.
+    let config: toml::Table = std::fs::read_to_string(folder.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(config["total_steps"].as_integer(), Some(3072));
+    assert_eq!(config["trpo"]["use_sde"].as_bool(), Some(false));
 }

@@ -109,6 +109,7 @@ pub fn running_device() -> (Box<BenchDevice>, HandClock) {
     let config = DeviceConfig {
         watchdog_timeout_us: 0,
         heartbeat_period_us: 500_000,
+        action_rate_limit: None,
     };
     let mut device = Box::new(Device::new(Qube::new(), link, clock.clone(), config));
     for _ in 0..64 {

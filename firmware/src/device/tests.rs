@@ -503,6 +503,7 @@ fn watchdog_puts_plant_in_safe_state() {
     let config = DeviceConfig {
         watchdog_timeout_us: 50_000,
         heartbeat_period_us: 500_000,
+        action_rate_limit: None,
     };
     let mut rig = Rig::with(Integrator::new(false), 1 << 20, config);
     let s = spec(false);
@@ -607,4 +608,235 @@ proptest! {
             rig.clock.advance(10_000);
         }
     }
+}
+
+// ----- gSDE and the action rate limit ---------------------------------------------------
+
+/// The integrator's [8, 8] policy with a gSDE head redrawing θ_ε every `resample_every`.
+fn sde_spec(resample_every: u16, full_std: bool) -> PolicySpec {
+    use tether_shared::policy::SdeHead;
+    PolicySpec {
+        head: tether_shared::PolicyHead::GaussianSde(SdeHead {
+            action_dim: 1,
+            full_std,
+            use_expln: false,
+            resample_every,
+        }),
+        ..spec(false)
+    }
+}
+
+/// The log-probability the host recomputes for a gSDE record (observation `obs`, action
+/// `action`) with the shared functions.
+fn host_sde_log_prob(s: &PolicySpec, params: &[f32], obs: &[f32], action: &[f32]) -> f32 {
+    use tether_shared::policy::gaussian_log_prob_with_variance;
+    use tether_shared::policy::sde::{sde_std_matrix, sde_variance};
+    let tether_shared::PolicyHead::GaussianSde(head) = s.head else {
+        panic!("a gSDE spec")
+    };
+    let view = PolicyView::new(s, params).unwrap();
+    let mut scratch = [0.0f32; 64];
+    let mut mean = [0.0f32; 1];
+    let features = view
+        .forward_with_features(obs, &mut scratch, &mut mean)
+        .unwrap();
+    let mut std = std::vec![0.0f32; s.noise_len()];
+    assert!(sde_std_matrix(&head, view.log_std().unwrap(), &mut std));
+    let mut variance = [0.0f32; 1];
+    sde_variance(features, &std, &mut variance);
+    gaussian_log_prob_with_variance(&mean, &variance, action)
+}
+
+#[test]
+fn gsde_exploration_reports_the_state_dependent_log_prob_and_holds_its_noise() {
+    for full_std in [true, false] {
+        let mut rig = Rig::new(Integrator::new(false));
+        let s = sde_spec(4, full_std);
+        let p = params_for(&s, 3, -1.0);
+        let acks = rig.upload(1, &s, &p);
+        assert!(refusals(&acks).is_empty(), "{acks:?}");
+        rig.exchange(&run(1, RunMode::Explore, 9));
+        let msgs = rig.run_for(60);
+        let recs = records(&batches(&msgs), 10, 5);
+        assert_eq!(recs.len(), 50);
+        let view = PolicyView::new(&s, &p).unwrap();
+        let mut scratch = [0.0f32; 64];
+        let mut noises = Vec::new();
+        for r in &recs {
+            assert_eq!(
+                r[4],
+                host_sde_log_prob(&s, &p, &r[..2], &r[2..3]),
+                "the host's recomputation gives the device's bits"
+            );
+            let mut mean = [0.0f32; 1];
+            view.forward(&r[..2], &mut scratch, &mut mean).unwrap();
+            noises.push(r[2] - mean[0]);
+        }
+        // θ_ε is redrawn every 4 steps; in between the noise follows the (slowly moving)
+        // features, so it changes far less within a window than across a redraw.
+        let within: f32 = (0..50)
+            .filter(|k| k % 4 != 0 && *k > 0)
+            .map(|k| (noises[k] - noises[k - 1]).abs())
+            .sum::<f32>()
+            / 37.0;
+        let across: f32 = (4..50)
+            .step_by(4)
+            .map(|k| (noises[k] - noises[k - 1]).abs())
+            .sum::<f32>()
+            / 12.0;
+        assert!(
+            within * 20.0 < across,
+            "within a window {within}, across a redraw {across}"
+        );
+    }
+}
+
+#[test]
+fn gsde_deterministic_runs_the_mean_and_same_seed_reproduces() {
+    let s = sde_spec(2, true);
+    let p = params_for(&s, 5, -0.5);
+    let explore = |seed| {
+        let mut rig = Rig::new(Integrator::new(false));
+        rig.upload(1, &s, &p);
+        rig.exchange(&run(2, RunMode::Explore, seed));
+        let msgs = rig.run_for(120);
+        let b = batches(&msgs);
+        (records(&b, 10, 5), records(&b, 11, 5))
+    };
+    assert_eq!(explore(3), explore(3));
+    assert_ne!(explore(3), explore(4));
+    let mut rig = Rig::new(Integrator::new(false));
+    rig.upload(1, &s, &p);
+    rig.exchange(&run(1, RunMode::Deterministic, 3));
+    let msgs = rig.run_for(60);
+    let view = PolicyView::new(&s, &p).unwrap();
+    let mut scratch = [0.0f32; 64];
+    for r in records(&batches(&msgs), 10, 5) {
+        let mut mean = [0.0f32; 1];
+        view.forward(&r[..2], &mut scratch, &mut mean).unwrap();
+        assert_eq!((r[2], r[4]), (mean[0], 0.0));
+    }
+}
+
+#[test]
+fn gsde_uploads_past_the_noise_capacity_or_non_finite_are_refused_keeping_the_running_policy() {
+    // Room for the integrator's [8, 8] noise matrix (8 values), not for a [16] one.
+    let (host, link) = loopback(1 << 20);
+    let clock = ManualClock::default();
+    let dev = Device::<_, _, _, CAP, 8>::new(
+        Integrator::new(false),
+        link,
+        clock.clone(),
+        DeviceConfig::default(),
+    );
+    let mut rig = SmallNoiseRig { dev, host, clock };
+    let s = sde_spec(4, true);
+    let good = params_for(&s, 1, -1.0);
+    assert!(refusals(&rig.upload(1, &s, &good)).is_empty());
+    let wide = PolicySpec {
+        hidden: heapless::Vec::from_slice(&[16]).unwrap(),
+        ..sde_spec(4, true)
+    };
+    assert_eq!(
+        refusals(&rig.upload(2, &wide, &params_for(&wide, 1, -1.0))).first(),
+        Some(&RefusalReason::OverCapacity)
+    );
+    let mut nan = good.clone();
+    let last = nan.len() - 3;
+    nan[last] = f32::NAN;
+    assert_eq!(
+        refusals(&rig.upload(3, &s, &nan)).first(),
+        Some(&RefusalReason::NonFinite),
+        "a non-finite log-std matrix"
+    );
+    assert_eq!(
+        refusals(&rig.upload(4, &s, &params_for(&s, 1, 25.0))).first(),
+        Some(&RefusalReason::NonFinite),
+        "σ past e²⁰"
+    );
+    assert_eq!(rig.dev.active_policy(), Some(1), "the running policy stays");
+    rig.exchange(&run(1, RunMode::Explore, 1));
+    let mut msgs = Vec::new();
+    for _ in 0..60 {
+        rig.dev.poll();
+        msgs.extend(rig.host.receive());
+        rig.clock.advance(rig.dev.period_us());
+    }
+    assert_eq!(ends(&msgs)[0].reason, EpisodeEndReason::Truncated);
+    assert_eq!(records(&batches(&msgs), 10, 5).len(), 50);
+}
+
+/// A device whose noise capacity is 8 values, driven like [`Rig`].
+struct SmallNoiseRig {
+    dev: Device<Integrator, LoopLink, ManualClock, CAP, 8>,
+    host: TestHost,
+    clock: ManualClock,
+}
+
+impl SmallNoiseRig {
+    fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
+        self.host.send(m);
+        self.dev.poll();
+        self.host.receive()
+    }
+
+    fn upload(&mut self, version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<DeviceMessage> {
+        let mut out = Vec::new();
+        for m in upload_messages(version, spec, params) {
+            out.extend(self.exchange(&m));
+        }
+        out
+    }
+}
+
+#[test]
+fn the_rate_limit_bounds_each_change_counts_its_steps_and_is_reported() {
+    let limit = crate::rate_limit::ActionRateLimit::new(&[0.05]).unwrap();
+    let config = DeviceConfig {
+        action_rate_limit: Some(limit),
+        ..DeviceConfig::default()
+    };
+    let mut rig = Rig::with(Integrator::new(false), 1 << 20, config);
+    let hello = rig.exchange(&HostMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+    });
+    let info = hello
+        .iter()
+        .find_map(|m| match m {
+            DeviceMessage::Hello(info) => Some(info.clone()),
+            _ => None,
+        })
+        .expect("hello answered");
+    assert_eq!(info.action_rate_limit.as_slice(), [0.05]);
+    let s = spec(false);
+    // A wide Gaussian: the sampled actions jump far more than 0.05 per step.
+    rig.upload(1, &s, &params_for(&s, 2, 0.0));
+    rig.exchange(&run(2, RunMode::Explore, 5));
+    let msgs = rig.run_for(120);
+    let applied = rig.dev.plant().applied.clone();
+    assert_eq!(applied.len(), 100);
+    let b = batches(&msgs);
+    let mut replayed_clips = 0;
+    for (episode, applied) in [10u32, 11].into_iter().zip(applied.chunks(50)) {
+        // Each episode starts from rest; no step moves more than the limit.
+        let mut previous = 0.0f32;
+        let mut replay_previous = [0.0f32];
+        for (record, &u) in records(&b, episode, 5).iter().zip(applied) {
+            assert!((u - previous).abs() <= 0.05 + 1e-6, "{previous} → {u}");
+            previous = u;
+            // The host's replay of clamp + limit on the sampled action gives the same bits.
+            let mut replay = [record[2].clamp(-1.0, 1.0)];
+            replayed_clips += u32::from(limit.apply(&mut replay_previous, &mut replay));
+            assert_eq!(replay[0].to_bits(), u.to_bits());
+        }
+    }
+    let counted: u32 = ends(&msgs).iter().map(|e| e.rate_limited_steps).sum();
+    assert!(counted > 50, "most steps were limited: {counted}");
+    assert_eq!(counted, replayed_clips);
+    // Without a limit nothing is counted.
+    let mut free = Rig::new(Integrator::new(false));
+    free.upload(1, &s, &params_for(&s, 2, 0.0));
+    free.exchange(&run(1, RunMode::Explore, 5));
+    let msgs = free.run_for(60);
+    assert_eq!(ends(&msgs)[0].rate_limited_steps, 0);
 }

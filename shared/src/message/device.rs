@@ -5,7 +5,7 @@ use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
 use super::TRANSITION_BATCH_VALUES;
-use crate::plant::{MAX_OBS_DIM, PlantDescription};
+use crate::plant::{MAX_ACTION_DIM, MAX_OBS_DIM, PlantDescription};
 use crate::version::FirmwareVersion;
 
 /// Longest log line, in bytes of UTF-8.
@@ -47,6 +47,10 @@ pub struct DeviceInfo {
     pub policy_capacity: u32,
     /// Version of the policy it runs now, if any.
     pub active_policy: Option<u32>,
+    /// The device's action rate limit (a safety setting of its firmware): the largest
+    /// change of each continuous action dimension from one control step to the next, in
+    /// action units; empty when the device has none (protocol version 2).
+    pub action_rate_limit: Vec<f32, MAX_ACTION_DIM>,
 }
 
 /// Which command an [`DeviceMessage::Ack`] answers.
@@ -171,6 +175,8 @@ pub struct EpisodeEnd {
     pub worst_step_us: u32,
     /// Control steps that started later than their deadline.
     pub missed_deadlines: u32,
+    /// Control steps whose action the rate limit changed (protocol version 2).
+    pub rate_limited_steps: u32,
 }
 
 /// What the device is doing.

@@ -68,17 +68,33 @@ impl<'a> PolicyView<'a> {
         scratch: &mut [f32],
         out: &mut [f32],
     ) -> Result<(), ForwardError> {
-        self.layers
-            .forward(obs, scratch, out, |region, x, y, hidden| {
-                let (weights, bias) = region.split_at(x.len() * y.len());
-                affine(weights, bias, x, y);
-                if hidden {
-                    // A separate, branch-free pass so the compiler can vectorise it.
-                    for y in y.iter_mut() {
-                        *y = tanh(*y);
-                    }
-                }
-            })
+        self.layers.forward(obs, scratch, out, reference_layer)?;
+        Ok(())
+    }
+
+    /// [`PolicyView::forward`], also returning the features the output layer read
+    /// ([`PolicySpec::features_dim`] values, inside `scratch`): what a gSDE head draws its
+    /// noise from.
+    pub fn forward_with_features<'s>(
+        &self,
+        obs: &[f32],
+        scratch: &'s mut [f32],
+        out: &mut [f32],
+    ) -> Result<&'s [f32], ForwardError> {
+        let at = self.layers.forward(obs, scratch, out, reference_layer)?;
+        self.layers.features_in(scratch, at)
+    }
+}
+
+/// The reference layer kernel: [`affine`], then [`tanh`] on hidden layers.
+fn reference_layer(region: &[f32], x: &[f32], y: &mut [f32], hidden: bool) {
+    let (weights, bias) = region.split_at(x.len() * y.len());
+    affine(weights, bias, x, y);
+    if hidden {
+        // A separate, branch-free pass so the compiler can vectorise it.
+        for y in y.iter_mut() {
+            *y = tanh(*y);
+        }
     }
 }
 
@@ -134,16 +150,29 @@ impl<'a> LayeredParams<'a> {
         self.width
     }
 
-    /// The state-independent log standard deviations of a Gaussian head (`None` for a
-    /// categorical head): the last values in every layout.
+    /// The log standard deviations that follow the layers (`None` for a categorical
+    /// head): a Gaussian head's vector, or a gSDE head's `features × columns` matrix; the
+    /// last values in every layout.
     pub fn log_std(&self) -> Option<&'a [f32]> {
         match self.spec.head {
-            PolicyHead::Gaussian { action_dim } => {
-                let n = action_dim as usize;
+            PolicyHead::Gaussian { .. } | PolicyHead::GaussianSde(_) => {
+                let n = self.spec.log_std_len();
                 self.params.get(self.params.len().checked_sub(n)?..)
             }
             PolicyHead::Categorical { .. } => None,
         }
+    }
+
+    /// The features the output layer read in a forward pass that returned `at`: the
+    /// [`PolicySpec::features_dim`] values of `scratch` from `at` on.
+    pub fn features_in<'s>(
+        &self,
+        scratch: &'s [f32],
+        at: usize,
+    ) -> Result<&'s [f32], ForwardError> {
+        scratch
+            .get(at..at + self.spec.features_dim())
+            .ok_or(ForwardError::ScratchTooShort)
     }
 }
 
@@ -152,6 +181,9 @@ impl LayeredParams<'_> {
     /// `layer(region, x, y, hidden)` for each: it must write `y = W·x + b` summed in the
     /// order of the definition (module documentation), then [`tanh`] when `hidden`. Wrong
     /// sizes are errors, never panics.
+    ///
+    /// Returns where in `scratch` the output layer's input (the features, see
+    /// [`Self::features_in`]) starts: it stays there until `scratch` is written again.
     #[inline(always)]
     pub fn forward(
         &self,
@@ -159,7 +191,7 @@ impl LayeredParams<'_> {
         scratch: &mut [f32],
         out: &mut [f32],
         mut layer: impl FnMut(&[f32], &[f32], &mut [f32], bool),
-    ) -> Result<(), ForwardError> {
+    ) -> Result<usize, ForwardError> {
         let spec = self.spec;
         let obs_dim = spec.obs_dim as usize;
         if obs.len() != obs_dim {
@@ -190,6 +222,8 @@ impl LayeredParams<'_> {
         }
 
         let layer_count = spec.hidden.len() + 1;
+        // Offset in `scratch` of `current`: the two halves swap at every hidden layer.
+        let mut current_at = 0;
         for (index, (inputs, outputs)) in spec.layers().enumerate() {
             let (region, rest) = params
                 .split_at_checked(outputs * (inputs + 1))
@@ -202,9 +236,10 @@ impl LayeredParams<'_> {
                 let y = next.get_mut(..outputs).ok_or_else(|| self.length_error())?;
                 layer(region, x, y, true);
                 core::mem::swap(&mut current, &mut next);
+                current_at = self.width - current_at;
             }
         }
-        Ok(())
+        Ok(current_at)
     }
 
     /// The error for parameters or a width that do not fit the spec (cannot happen when
@@ -338,6 +373,38 @@ mod tests {
             out[0]
         );
         assert_eq!(view.log_std(), Some(&[-0.7f32][..]));
+    }
+
+    #[test]
+    fn the_features_are_the_output_layers_input() {
+        use crate::policy::SdeHead;
+        let head = PolicyHead::GaussianSde(SdeHead {
+            action_dim: 1,
+            full_std: true,
+            use_expln: false,
+            resample_every: 0,
+        });
+        for hidden in [&[][..], &[3], &[3, 2], &[2, 4, 3]] {
+            let s = spec(hidden, head, true);
+            let params: Vec<f32> = (0..s.param_count())
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let view = PolicyView::new(&s, &params).unwrap();
+            let mut scratch = [0.0f32; 16];
+            let mut out = [0.0f32; 1];
+            let features = view
+                .forward_with_features(&[0.3, -0.2], &mut scratch, &mut out)
+                .unwrap()
+                .to_vec();
+            assert_eq!(features.len(), s.features_dim(), "{hidden:?}");
+            assert_eq!(view.log_std().map(<[f32]>::len), Some(s.log_std_len()));
+            // The output layer applied to the features gives the output.
+            let log_std_start = params.len() - s.log_std_len();
+            let (w, b) = params[..log_std_start].split_at(log_std_start - 1);
+            let (w, b) = (&w[w.len() - features.len()..], b[0]);
+            let mean = w.iter().zip(&features).fold(b, |acc, (w, z)| acc + w * z);
+            assert_eq!(mean.to_bits(), out[0].to_bits(), "{hidden:?}");
+        }
     }
 
     #[test]

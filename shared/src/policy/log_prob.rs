@@ -20,6 +20,21 @@ pub fn gaussian_log_prob(mean: &[f32], log_std: &[f32], action: &[f32]) -> f32 {
         .sum()
 }
 
+/// Log-density of `action` under a diagonal Gaussian with the given mean and variances
+/// (squared action units): `Σ −½(a−μ)²/v − ½ ln v − ½ ln 2π`, the density of a gSDE head's
+/// action (see [`super::sde`]). The three slices are zipped: the shortest sets the dimension.
+#[inline]
+pub fn gaussian_log_prob_with_variance(mean: &[f32], variance: &[f32], action: &[f32]) -> f32 {
+    mean.iter()
+        .zip(variance)
+        .zip(action)
+        .map(|((&m, &v), &a)| {
+            let d = a - m;
+            -0.5 * (d * d / v) - 0.5 * libm::logf(v) - HALF_LN_2PI
+        })
+        .sum()
+}
+
 /// Index of the largest logit (the first on ties), `None` when empty or non-finite.
 #[inline]
 pub fn argmax(logits: &[f32]) -> Option<usize> {
@@ -112,6 +127,17 @@ mod tests {
             .sum();
         let got = gaussian_log_prob(&mean, &log_std, &action) as f64;
         assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn variance_form_agrees_with_the_log_std_form() {
+        let mean = [0.3f32, -1.0];
+        let log_std = [-0.5f32, 0.2];
+        let variance = log_std.map(|s| libm::expf(2.0 * s));
+        let action = [0.1f32, 0.4];
+        let a = gaussian_log_prob(&mean, &log_std, &action);
+        let b = gaussian_log_prob_with_variance(&mean, &variance, &action);
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 
     #[test]

@@ -5,12 +5,16 @@
 
 mod forward;
 mod log_prob;
+pub mod sde;
 mod spec;
 
 pub use forward::{
     ForwardError, LayeredParams, PolicyView, TANH_FIXED_SCALE, TANH_P, TANH_Q, normalize, tanh,
 };
-pub use log_prob::{LogSoftmax, argmax, categorical_log_prob, gaussian_log_prob};
+pub use log_prob::{
+    LogSoftmax, argmax, categorical_log_prob, gaussian_log_prob, gaussian_log_prob_with_variance,
+};
+pub use sde::SdeHead;
 pub use spec::{
     MAX_HIDDEN_LAYERS, MAX_LAYER_WIDTH, NORMALIZED_OBS_CLIP, PolicyHead, PolicySpec, SpecError,
 };

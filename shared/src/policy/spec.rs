@@ -9,7 +9,9 @@
 //! 2. for each layer, hidden layers first and the output layer last: its weights row-major
 //!    `[out][in]` (one row per output unit), then its bias `[out]`;
 //! 3. for a Gaussian head: `log_std[action_dim]` (natural log of the standard deviation,
-//!    independent of the state).
+//!    independent of the state); for a gSDE head ([`PolicyHead::GaussianSde`]):
+//!    `log_std[features][columns]` row-major, `features` = [`PolicySpec::features_dim`],
+//!    `columns` = [`SdeHead::log_std_columns`] (see [`super::sde`]).
 //!
 //! Hidden layers use `tanh`; the output layer is linear and yields the Gaussian mean or the
 //! categorical logits.
@@ -18,6 +20,7 @@ use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
+use super::sde::SdeHead;
 use crate::plant::{
     ActionSpace, MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM, PlantDescription,
 };
@@ -44,6 +47,10 @@ pub enum PolicyHead {
         /// Number of choices.
         n: u8,
     },
+    /// Gaussian with state-dependent exploration (gSDE, protocol version 2): the network
+    /// outputs the mean, a `features × columns` log-std matrix follows the layers, and the
+    /// device draws the noise from the last hidden features (see [`super::sde`]).
+    GaussianSde(SdeHead),
 }
 
 impl PolicyHead {
@@ -52,7 +59,13 @@ impl PolicyHead {
         match *self {
             PolicyHead::Gaussian { action_dim } => action_dim as usize,
             PolicyHead::Categorical { n } => n as usize,
+            PolicyHead::GaussianSde(head) => head.action_dim as usize,
         }
+    }
+
+    /// Whether the head acts on a continuous action space (Gaussian, plain or gSDE).
+    pub fn is_continuous(&self) -> bool {
+        !matches!(self, PolicyHead::Categorical { .. })
     }
 }
 
@@ -153,7 +166,8 @@ impl PolicySpec {
             return Err(SpecError::LayerWidth);
         }
         let head_ok = match self.head {
-            PolicyHead::Gaussian { action_dim } => {
+            PolicyHead::Gaussian { action_dim }
+            | PolicyHead::GaussianSde(SdeHead { action_dim, .. }) => {
                 (1..=MAX_ACTION_DIM).contains(&(action_dim as usize))
             }
             PolicyHead::Categorical { n } => (2..=MAX_DISCRETE_ACTIONS).contains(&(n as usize)),
@@ -176,9 +190,11 @@ impl PolicySpec {
     pub fn check_plant(&self, plant: &PlantDescription) -> Result<(), SpecError> {
         let fits = self.obs_dim == plant.obs_dim
             && match (&self.head, &plant.action) {
-                (PolicyHead::Gaussian { action_dim }, ActionSpace::Continuous { low, .. }) => {
-                    *action_dim as usize == low.len()
-                }
+                (
+                    PolicyHead::Gaussian { action_dim }
+                    | PolicyHead::GaussianSde(SdeHead { action_dim, .. }),
+                    ActionSpace::Continuous { low, .. },
+                ) => *action_dim as usize == low.len(),
                 (PolicyHead::Categorical { n }, ActionSpace::Discrete { n: m }) => n == m,
                 _ => false,
             };
@@ -220,11 +236,30 @@ impl PolicySpec {
         self.layers().map(|(i, o)| i * o + o).sum()
     }
 
-    /// Values taken by the state-independent log-std (0 for a categorical head).
+    /// Width of the features the output layer reads: the last hidden layer's, or the
+    /// observation's when there is no hidden layer. A gSDE head draws its noise from them.
+    pub fn features_dim(&self) -> usize {
+        self.hidden
+            .last()
+            .map_or(self.obs_dim as usize, |&w| w as usize)
+    }
+
+    /// Values taken by the log-std that follows the layers: `action_dim` for a Gaussian
+    /// head, `features × columns` for a gSDE head, 0 for a categorical head.
     pub fn log_std_len(&self) -> usize {
         match self.head {
             PolicyHead::Gaussian { action_dim } => action_dim as usize,
             PolicyHead::Categorical { .. } => 0,
+            PolicyHead::GaussianSde(head) => self.features_dim() * head.log_std_columns(),
+        }
+    }
+
+    /// Values of a gSDE head's noise matrix (`features × action_dim`), the state a device
+    /// keeps beside the parameters while exploring; 0 for the other heads.
+    pub fn noise_len(&self) -> usize {
+        match self.head {
+            PolicyHead::GaussianSde(head) => self.features_dim() * head.action_dim as usize,
+            _ => 0,
         }
     }
 
@@ -277,6 +312,49 @@ mod tests {
         let c = spec(&[], PolicyHead::Categorical { n: 2 }, false);
         assert_eq!(c.param_count(), 3 * 2 + 2);
         assert_eq!(s.macs(), 3 * 64 + 64 * 64 + 64);
+        assert_eq!((s.features_dim(), c.features_dim()), (64, 3));
+        assert_eq!((s.noise_len(), c.noise_len()), (0, 0));
+    }
+
+    #[test]
+    fn a_gsde_head_carries_a_log_std_matrix_over_the_features() {
+        let head = SdeHead {
+            action_dim: 2,
+            full_std: true,
+            use_expln: false,
+            resample_every: 4,
+        };
+        let full = spec(&[64, 32], PolicyHead::GaussianSde(head), true);
+        let network = 3 * 64 + 64 + 64 * 32 + 32 + 32 * 2 + 2;
+        assert_eq!(full.log_std_len(), 32 * 2);
+        assert_eq!(full.param_count(), 6 + network + 64);
+        assert_eq!(full.noise_len(), 64);
+        assert_eq!(full.output_dim(), 2);
+        let shared = spec(
+            &[64, 32],
+            PolicyHead::GaussianSde(SdeHead {
+                full_std: false,
+                ..head
+            }),
+            false,
+        );
+        assert_eq!(shared.log_std_len(), 32);
+        assert_eq!(shared.noise_len(), 64);
+        // No hidden layer: the (normalised) observation is the feature vector.
+        let flat = spec(&[], PolicyHead::GaussianSde(head), false);
+        assert_eq!((flat.features_dim(), flat.log_std_len()), (3, 6));
+        assert_eq!(full.validate(10_000), Ok(()));
+        assert!(PolicyHead::GaussianSde(head).is_continuous());
+        assert!(!PolicyHead::Categorical { n: 2 }.is_continuous());
+        let wide = spec(
+            &[8],
+            PolicyHead::GaussianSde(SdeHead {
+                action_dim: 5,
+                ..head
+            }),
+            false,
+        );
+        assert_eq!(wide.validate(10_000), Err(SpecError::HeadSize));
     }
 
     #[test]

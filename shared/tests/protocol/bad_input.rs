@@ -318,3 +318,74 @@ fn short_and_empty_frames() {
     assert_eq!(decoder.stats().errors(), 4);
     assert_eq!(decoder.stats().undecodable, 0);
 }
+
+/// A device on protocol version 1 (before the gSDE head and the rate limit) answers `Hello`
+/// with the version-1 `DeviceInfo`, which lacks the rate-limit field: this build cannot
+/// decode it, but reads the version the device announced, so the host can say which
+/// firmware to flash instead of calling the device garbage.
+#[test]
+fn an_older_devices_hello_is_undecodable_but_names_its_version() {
+    use tether_shared::message::DeviceInfo;
+    use tether_shared::plant::PlantDescription;
+    use tether_shared::version::FirmwareVersion;
+
+    #[derive(serde::Serialize)]
+    enum DeviceMessageV1 {
+        Hello(DeviceInfoV1),
+    }
+    #[derive(serde::Serialize)]
+    struct DeviceInfoV1 {
+        protocol_version: u16,
+        firmware_version: FirmwareVersion,
+        plant: PlantDescription,
+        policy_capacity: u32,
+        active_policy: Option<u32>,
+    }
+    let plant = PlantDescription {
+        name: heapless::String::try_from("pendulum").unwrap(),
+        obs_dim: 3,
+        action: tether_shared::ActionSpace::Continuous {
+            low: heapless::Vec::from_slice(&[-2.0]).unwrap(),
+            high: heapless::Vec::from_slice(&[2.0]).unwrap(),
+        },
+        control_rate_hz: 20.0,
+        episode_steps: 200,
+    };
+    let v1 = DeviceMessageV1::Hello(DeviceInfoV1 {
+        protocol_version: 1,
+        firmware_version: FirmwareVersion {
+            major: 0,
+            minor: 1,
+            patch: 0,
+        },
+        plant: plant.clone(),
+        policy_capacity: 4700,
+        active_policy: Some(300),
+    });
+    let mut buf = [0u8; 256];
+    let frame = frame::encode(&v1, &mut buf).unwrap().to_vec();
+    let mut host = FrameDecoder::<MAX_FRAME_LEN>::new();
+    assert_eq!(host.foreign_hello_version(), None);
+    let got = decode_pieces::<DeviceMessage, MAX_FRAME_LEN>(&mut host, &[&frame]);
+    assert_eq!(got, [Err(FrameError::Undecodable)]);
+    assert_eq!(host.foreign_hello_version(), Some(1));
+    // A current Hello decodes; another undecodable message names no version.
+    let current = DeviceMessage::Hello(DeviceInfo {
+        protocol_version: tether_shared::PROTOCOL_VERSION,
+        firmware_version: FirmwareVersion {
+            major: 0,
+            minor: 2,
+            patch: 0,
+        },
+        plant,
+        policy_capacity: 4700,
+        active_policy: None,
+        action_rate_limit: heapless::Vec::new(),
+    });
+    let mut fresh = FrameDecoder::<MAX_FRAME_LEN>::new();
+    let other = frame::encode(&Future::New(7), &mut buf).unwrap().to_vec();
+    let got =
+        decode_pieces::<DeviceMessage, MAX_FRAME_LEN>(&mut fresh, &[&other, &frame_of(&current)]);
+    assert_eq!(got, [Err(FrameError::Undecodable), Ok(current)]);
+    assert_eq!(fresh.foreign_hello_version(), None);
+}

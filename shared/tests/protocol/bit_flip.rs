@@ -78,6 +78,7 @@ fn device_frames() -> Vec<DeviceMessage> {
             plant: pendulum(),
             policy_capacity: 20_000,
             active_policy: Some(2),
+            action_rate_limit: values(1, 0.5),
         }),
         DeviceMessage::EpisodeEnd(EpisodeEnd {
             episode: 17,
@@ -88,6 +89,7 @@ fn device_frames() -> Vec<DeviceMessage> {
             final_obs: values(3, 0.2),
             worst_step_us: 412,
             missed_deadlines: 0,
+            rate_limited_steps: 3,
         }),
         DeviceMessage::Log(LogLine {
             text: heapless::String::try_from("policy v3 committed, runs from the next episode")

@@ -4,15 +4,16 @@
 
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
+use tether_shared::PolicySpec;
 use tether_shared::frame::{MAX_DEVICE_FRAME, MAX_FRAME_LEN, MAX_HOST_FRAME};
 use tether_shared::message::{
     DeviceInfo, EpisodeEnd, EpisodeEndReason, LogLine, POLICY_CHUNK_VALUES, PolicyBegin,
     PolicyChunk, RunCommand, RunMode, TRANSITION_BATCH_VALUES, TransitionBatch,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_OBS_DIM, MAX_PLANT_NAME};
+use tether_shared::policy::{MAX_HIDDEN_LAYERS, SdeHead};
 use tether_shared::version::FirmwareVersion;
 use tether_shared::{ActionSpace, DeviceMessage, HostMessage, PlantDescription, PolicyHead};
-use tether_shared::{PolicySpec, policy::MAX_HIDDEN_LAYERS};
 
 use crate::strategies::frame_of;
 
@@ -42,7 +43,13 @@ fn worst_host() -> [HostMessage; 4] {
             spec: PolicySpec {
                 obs_dim: u8::MAX,
                 hidden: Vec::from_slice(&[u16::MAX; MAX_HIDDEN_LAYERS]).unwrap(),
-                head: PolicyHead::Categorical { n: u8::MAX },
+                // The longest head: gSDE with every field at its largest.
+                head: PolicyHead::GaussianSde(SdeHead {
+                    action_dim: u8::MAX,
+                    full_std: true,
+                    use_expln: true,
+                    resample_every: u16::MAX,
+                }),
                 normalize_obs: true,
             },
             len: u32::MAX,
@@ -86,6 +93,7 @@ fn worst_device() -> [DeviceMessage; 4] {
             },
             policy_capacity: u32::MAX,
             active_policy: Some(u32::MAX),
+            action_rate_limit: full::<MAX_ACTION_DIM>(),
         }),
         DeviceMessage::EpisodeEnd(EpisodeEnd {
             episode: u32::MAX,
@@ -96,6 +104,7 @@ fn worst_device() -> [DeviceMessage; 4] {
             final_obs: full::<MAX_OBS_DIM>(),
             worst_step_us: u32::MAX,
             missed_deadlines: u32::MAX,
+            rate_limited_steps: u32::MAX,
         }),
         DeviceMessage::Log(LogLine {
             text: core::iter::repeat_n('\u{7f}', tether_shared::message::MAX_LOG_LEN).collect(),

@@ -9,6 +9,7 @@ use tether_shared::message::{
     TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
+use tether_shared::policy::SdeHead;
 use tether_shared::version::FirmwareVersion;
 use tether_shared::{ActionSpace, DeviceMessage, HostMessage, PolicyHead, PolicySpec};
 
@@ -69,6 +70,16 @@ fn spec() -> impl Strategy<Value = PolicySpec> {
     let head = prop_oneof![
         any::<u8>().prop_map(|action_dim| PolicyHead::Gaussian { action_dim }),
         any::<u8>().prop_map(|n| PolicyHead::Categorical { n }),
+        (any::<u8>(), any::<bool>(), any::<bool>(), any::<u16>()).prop_map(
+            |(action_dim, full_std, use_expln, resample_every)| {
+                PolicyHead::GaussianSde(SdeHead {
+                    action_dim,
+                    full_std,
+                    use_expln,
+                    resample_every,
+                })
+            }
+        ),
     ];
     (
         any::<u8>(),
@@ -130,9 +141,17 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         plant(),
         any::<u32>(),
         any::<Option<u32>>(),
+        floats(),
     )
         .prop_map(
-            |(protocol_version, [major, minor, patch], plant, policy_capacity, active_policy)| {
+            |(
+                protocol_version,
+                [major, minor, patch],
+                plant,
+                policy_capacity,
+                active_policy,
+                action_rate_limit,
+            )| {
                 DeviceMessage::Hello(DeviceInfo {
                     protocol_version,
                     firmware_version: FirmwareVersion {
@@ -143,6 +162,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
                     plant,
                     policy_capacity,
                     active_policy,
+                    action_rate_limit,
                 })
             },
         );
@@ -163,7 +183,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         float(),
         prop::sample::select(&END_REASONS[..]),
         floats(),
-        any::<[u32; 2]>(),
+        any::<[u32; 3]>(),
     )
         .prop_map(
             |(
@@ -171,7 +191,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
                 episode_return,
                 reason,
                 final_obs,
-                [worst_step_us, missed_deadlines],
+                [worst_step_us, missed_deadlines, rate_limited_steps],
             )| {
                 DeviceMessage::EpisodeEnd(EpisodeEnd {
                     episode,
@@ -182,6 +202,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
                     final_obs,
                     worst_step_us,
                     missed_deadlines,
+                    rate_limited_steps,
                 })
             },
         );

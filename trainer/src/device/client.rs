@@ -269,6 +269,17 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
         if let Some(info) = found {
             break info;
         }
+        // A device on another protocol version may answer with a Hello this build cannot
+        // decode; its version still reads, and names the side to update.
+        if let Some(mismatch) = link
+            .foreign_hello_version()
+            .and_then(|theirs| check_compatible(theirs).err())
+        {
+            return Err(DeviceError::ProtocolMismatch {
+                device: link.name().to_string(),
+                mismatch,
+            });
+        }
         if Instant::now() >= deadline {
             let device = link.name().to_string();
             return Err(if link.bytes_received() > 0 && link.stats().frames == 0 {

@@ -77,6 +77,12 @@ impl DeviceLink {
         self.decoder.stats()
     }
 
+    /// The protocol version announced by a `Hello` this build could not decode (a device
+    /// speaking another protocol version), if one came.
+    pub fn foreign_hello_version(&self) -> Option<u16> {
+        self.decoder.foreign_hello_version()
+    }
+
     /// Bytes received so far, good or bad.
     pub fn bytes_received(&self) -> u64 {
         self.bytes_received

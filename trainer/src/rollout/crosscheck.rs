@@ -5,7 +5,10 @@
 //! means the device ran something else than what was sent (corrupted parameters, a stale
 //! buffer) and the episode must not be learned from.
 
-use tether_shared::policy::{PolicyView, categorical_log_prob, gaussian_log_prob};
+use tether_shared::policy::sde::{sde_std_matrix, sde_variance};
+use tether_shared::policy::{
+    PolicyView, categorical_log_prob, gaussian_log_prob, gaussian_log_prob_with_variance,
+};
 use tether_shared::{PolicyHead, PolicySpec};
 
 use super::episode::CollectedEpisode;
@@ -21,29 +24,18 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
     let Ok(view) = PolicyView::new(spec, params) else {
         return false;
     };
+    let Some(head) = HostHead::of(spec, &view) else {
+        return false;
+    };
     let mut scratch = vec![0.0f32; spec.scratch_len()];
     let mut out = vec![0.0f32; spec.output_dim()];
     for record in episode.trajectory.records().iter() {
-        if view
-            .forward(record.observation, &mut scratch, &mut out)
-            .is_err()
-        {
+        let Ok(features) = view.forward_with_features(record.observation, &mut scratch, &mut out)
+        else {
             return false;
-        }
-        let host = match (spec.head, view.log_std()) {
-            (PolicyHead::Gaussian { .. }, Some(log_std)) => {
-                gaussian_log_prob(&out, log_std, record.action)
-            }
-            (PolicyHead::Categorical { .. }, _) => {
-                match record
-                    .action_index()
-                    .and_then(|k| categorical_log_prob(&out, k))
-                {
-                    Some(lp) => lp,
-                    None => return false,
-                }
-            }
-            (PolicyHead::Gaussian { .. }, None) => return false,
+        };
+        let Some(host) = head.log_prob(&out, features, record.action, record.action_index()) else {
+            return false;
         };
         let device = record.log_prob;
         if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
@@ -51,6 +43,56 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
         }
     }
     true
+}
+
+/// What the host needs besides the network's output to recompute a log-probability.
+enum HostHead<'a> {
+    /// The Gaussian's log-stds.
+    Gaussian(&'a [f32]),
+    Categorical,
+    /// The gSDE head's σ matrix (`features × actions`) and a buffer for the variances.
+    Sde {
+        std: Vec<f32>,
+        actions: usize,
+    },
+}
+
+impl<'a> HostHead<'a> {
+    /// `None` when the parameters do not give the head what it needs (no log-std, a σ that
+    /// is not finite and positive).
+    fn of(spec: &PolicySpec, view: &PolicyView<'a>) -> Option<Self> {
+        match spec.head {
+            PolicyHead::Gaussian { .. } => view.log_std().map(HostHead::Gaussian),
+            PolicyHead::Categorical { .. } => Some(HostHead::Categorical),
+            PolicyHead::GaussianSde(head) => {
+                let mut std = vec![0.0f32; spec.noise_len()];
+                sde_std_matrix(&head, view.log_std()?, &mut std).then_some(HostHead::Sde {
+                    std,
+                    actions: usize::from(head.action_dim),
+                })
+            }
+        }
+    }
+
+    /// The log-probability of one record's action given the network's output and features.
+    fn log_prob(
+        &self,
+        out: &[f32],
+        features: &[f32],
+        action: &[f32],
+        index: Option<usize>,
+    ) -> Option<f32> {
+        match self {
+            HostHead::Gaussian(log_std) => Some(gaussian_log_prob(out, log_std, action)),
+            HostHead::Categorical => categorical_log_prob(out, index?),
+            HostHead::Sde { std, actions } => {
+                let mut variance = [0.0f32; tether_shared::plant::MAX_ACTION_DIM];
+                let variance = variance.get_mut(..*actions)?;
+                sde_variance(features, std, variance);
+                Some(gaussian_log_prob_with_variance(out, variance, action))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -266,6 +266,7 @@ mod tests {
             final_obs: heapless::Vec::from_slice(&[9.0]).unwrap(),
             worst_step_us: 40,
             missed_deadlines: 0,
+            rate_limited_steps: 0,
         }
     }
 

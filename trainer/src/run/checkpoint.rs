@@ -153,9 +153,11 @@ pub struct Checkpoint;
 impl Checkpoint {
     /// First bytes of every checkpoint file.
     pub const MAGIC: [u8; 8] = *b"TETHERCK";
-    /// Format version written by this build. Version 1 (the learner's settings still held
-    /// the run's seed and step counts) is read by [`Checkpoint::load_or_upgrade`].
-    pub const FORMAT_VERSION: u32 = 2;
+    /// Format version written by this build. Earlier versions are read by
+    /// [`Checkpoint::load_or_upgrade`] through the state type's [`Upgradable`] layouts
+    /// (for a run: 1, when the learner's settings still held the run's seed and step
+    /// counts; 2, before the gSDE settings).
+    pub const FORMAT_VERSION: u32 = 3;
     /// The container: the body is the payload length (`u64`) and the payload.
     const FORMAT: SealedFormat = SealedFormat {
         magic: Self::MAGIC,
@@ -165,11 +167,13 @@ impl Checkpoint {
             None => Err(8),
         },
     };
-    /// The same container as written by the previous format version.
-    const PREVIOUS_FORMAT: SealedFormat = SealedFormat {
-        version: Self::FORMAT_VERSION - 1,
-        ..Self::FORMAT
-    };
+    /// The same container as written by format `version`.
+    const fn format(version: u32) -> SealedFormat {
+        SealedFormat {
+            version,
+            ..Self::FORMAT
+        }
+    }
 
     /// Encodes `state` into the complete file contents (header, payload, CRC).
     ///
@@ -195,19 +199,19 @@ impl Checkpoint {
         Self::decode_payload(path, body)
     }
 
-    /// As [`Checkpoint::decode`], but a file of the previous format version is decoded as
-    /// `Previous` (the state type's layout in that version) and converted.
-    pub fn decode_or_upgrade<T, Previous>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError>
-    where
-        T: DeserializeOwned,
-        Previous: DeserializeOwned + Into<T>,
-    {
+    /// As [`Checkpoint::decode`], but a file of an earlier format version `T` knows
+    /// ([`Upgradable::EARLIER_VERSIONS`]) is verified as that version's container and
+    /// decoded through [`Upgradable::upgrade`].
+    pub fn decode_or_upgrade<T: Upgradable>(
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<T, CheckpointError> {
         match Self::open(&Self::FORMAT, path, bytes) {
             Err(CheckpointError::UnsupportedVersion { found, .. })
-                if found == Self::PREVIOUS_FORMAT.version =>
+                if T::EARLIER_VERSIONS.contains(&found) =>
             {
-                let body = Self::open(&Self::PREVIOUS_FORMAT, path, bytes)?;
-                Self::decode_payload::<Previous>(path, body).map(Into::into)
+                let body = Self::open(&Self::format(found), path, bytes)?;
+                T::upgrade(found, &Payload { path, body })
             }
             opened => Self::decode_payload(path, opened?),
         }
@@ -271,15 +275,36 @@ impl Checkpoint {
         Self::decode(path, &bytes)
     }
 
-    /// As [`Checkpoint::load`], reading the previous format version as `Previous` (see
+    /// As [`Checkpoint::load`], reading earlier format versions too (see
     /// [`Checkpoint::decode_or_upgrade`]).
-    pub fn load_or_upgrade<T, Previous>(path: &Path) -> Result<T, CheckpointError>
-    where
-        T: DeserializeOwned,
-        Previous: DeserializeOwned + Into<T>,
-    {
+    pub fn load_or_upgrade<T: Upgradable>(path: &Path) -> Result<T, CheckpointError> {
         let bytes = fs::read(path).map_err(|e| read_err(path, e))?;
-        Self::decode_or_upgrade::<T, Previous>(path, &bytes)
+        Self::decode_or_upgrade::<T>(path, &bytes)
+    }
+}
+
+/// A state type that still reads the checkpoints of earlier format versions.
+pub trait Upgradable: DeserializeOwned {
+    /// The earlier format versions it reads.
+    const EARLIER_VERSIONS: &'static [u32];
+
+    /// The state from the verified payload of a checkpoint written by format `version`
+    /// (one of [`Upgradable::EARLIER_VERSIONS`]): decode that version's layout with
+    /// [`Payload::decode`], then convert.
+    fn upgrade(version: u32, payload: &Payload<'_>) -> Result<Self, CheckpointError>;
+}
+
+/// The verified payload of an earlier-format checkpoint, for [`Upgradable::upgrade`].
+#[derive(Clone, Copy, Debug)]
+pub struct Payload<'a> {
+    path: &'a Path,
+    body: &'a [u8],
+}
+
+impl Payload<'_> {
+    /// Decodes the payload as `T` (an earlier layout), exactly: no bytes left over.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CheckpointError> {
+        Checkpoint::decode_payload(self.path, self.body)
     }
 }
 
@@ -417,65 +442,94 @@ mod tests {
         assert!(matches!(err, CheckpointError::NotACheckpoint { .. }));
         assert!(err.to_string().contains("/runs/x/checkpoint.bin"));
 
-        let mut bytes = Checkpoint::encode(path, &3u64).unwrap();
-        bytes[8] = 3;
+        let mut bytes = Checkpoint::encode(path, &Tens(3)).unwrap();
+        bytes[8] = 4;
         let err = Checkpoint::decode::<u64>(path, &bytes).unwrap_err();
         assert!(
             matches!(
                 err,
                 CheckpointError::UnsupportedVersion {
-                    found: 3,
-                    expected: 2,
+                    found: 4,
+                    expected: 3,
                     ..
                 }
             ),
             "{err}"
         );
-        let err = Checkpoint::decode_or_upgrade::<u64, u32>(path, &bytes).unwrap_err();
+        let err = Checkpoint::decode_or_upgrade::<Tens>(path, &bytes).unwrap_err();
         assert!(matches!(
             err,
-            CheckpointError::UnsupportedVersion { found: 3, .. }
+            CheckpointError::UnsupportedVersion { found: 4, .. }
         ));
     }
 
-    /// A file of the previous format version decodes as the previous layout and converts;
-    /// the current version decodes directly; `decode` alone refuses the old one.
-    #[test]
-    fn previous_format_version_is_read_through_its_own_layout() {
-        #[derive(Debug, PartialEq, Serialize, Deserialize)]
-        struct Old {
-            a: u32,
-            dropped: u8,
-        }
-        impl From<Old> for u64 {
-            fn from(old: Old) -> u64 {
-                u64::from(old.a) * 10
+    /// A state read from a `u64` that format 1 stored as `Old` and format 2 as a `u32`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Tens(u64);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Old {
+        a: u32,
+        dropped: u8,
+    }
+
+    impl Upgradable for Tens {
+        const EARLIER_VERSIONS: &'static [u32] = &[1, 2];
+
+        fn upgrade(version: u32, payload: &Payload<'_>) -> Result<Self, CheckpointError> {
+            match version {
+                1 => payload
+                    .decode::<Old>()
+                    .map(|old| Tens(u64::from(old.a) * 10)),
+                _ => payload.decode::<u32>().map(|v| Tens(u64::from(v) * 100)),
             }
         }
+    }
+
+    /// A file of an earlier format version decodes as that version's layout and converts;
+    /// the current version decodes directly; `decode` alone refuses the old ones.
+    #[test]
+    fn earlier_format_versions_are_read_through_their_own_layouts() {
         let path = Path::new("checkpoint.bin");
-        let payload = postcard::to_allocvec(&Old { a: 7, dropped: 1 }).unwrap();
-        let mut body = (payload.len() as u64).to_le_bytes().to_vec();
-        body.extend_from_slice(&payload);
-        let old_file = Checkpoint::PREVIOUS_FORMAT.seal(&body);
-        assert_eq!(u32_at(&old_file, 8), Some(1));
+        let seal = |version: u32, payload: Vec<u8>| {
+            let mut body = (payload.len() as u64).to_le_bytes().to_vec();
+            body.extend_from_slice(&payload);
+            Checkpoint::format(version).seal(&body)
+        };
+        let v1 = seal(1, postcard::to_allocvec(&Old { a: 7, dropped: 1 }).unwrap());
+        let v2 = seal(2, postcard::to_allocvec(&9u32).unwrap());
+        assert_eq!(u32_at(&v1, 8), Some(1));
         assert_eq!(
-            Checkpoint::decode_or_upgrade::<u64, Old>(path, &old_file).unwrap(),
-            70
+            Checkpoint::decode_or_upgrade::<Tens>(path, &v1).unwrap(),
+            Tens(70)
+        );
+        assert_eq!(
+            Checkpoint::decode_or_upgrade::<Tens>(path, &v2).unwrap(),
+            Tens(900)
         );
         assert!(matches!(
-            Checkpoint::decode::<u64>(path, &old_file),
+            Checkpoint::decode::<Tens>(path, &v1),
             Err(CheckpointError::UnsupportedVersion { found: 1, .. })
         ));
-        let current = Checkpoint::encode(path, &5u64).unwrap();
+        let current = Checkpoint::encode(path, &Tens(5)).unwrap();
         assert_eq!(
-            Checkpoint::decode_or_upgrade::<u64, Old>(path, &current).unwrap(),
-            5
+            Checkpoint::decode_or_upgrade::<Tens>(path, &current).unwrap(),
+            Tens(5)
         );
-        let mut corrupted = old_file.clone();
+        let mut corrupted = v1.clone();
         corrupted[20] ^= 1;
         assert!(matches!(
-            Checkpoint::decode_or_upgrade::<u64, Old>(path, &corrupted),
+            Checkpoint::decode_or_upgrade::<Tens>(path, &corrupted),
             Err(CheckpointError::Corrupted { .. })
+        ));
+        // A payload that is not the version's layout is a decode error naming the file.
+        let wrong = seal(
+            2,
+            postcard::to_allocvec(&(1u8, 2u8, 3u8, 4u8, 5u8, 6u8)).unwrap(),
+        );
+        assert!(matches!(
+            Checkpoint::decode_or_upgrade::<Tens>(path, &wrong),
+            Err(CheckpointError::Decode { .. })
         ));
     }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::rollout::RejectionCounts;
-use crate::run::checkpoint::{Checkpoint, CheckpointError};
+use crate::run::checkpoint::{Checkpoint, CheckpointError, Payload, Upgradable};
 use crate::trpo::TrpoState;
-use crate::trpo::learner_state::TrpoStateV1;
+use crate::trpo::learner_state::{TrpoStateV1, TrpoStateV2};
 
 /// Progress counters of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -41,10 +41,43 @@ impl TrainingState {
         Checkpoint::save(path, self)
     }
 
-    /// Reads a checkpoint of the current format, or of format 1 (written before the run's
-    /// seed and step counts left the learner's settings), which continues exactly as well.
+    /// Reads a checkpoint of the current format, of format 2 (before the gSDE settings) or
+    /// of format 1 (written before the run's seed and step counts left the learner's
+    /// settings); each continues exactly as it would have.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        Checkpoint::load_or_upgrade::<Self, TrainingStateV1>(path)
+        Checkpoint::load_or_upgrade::<Self>(path)
+    }
+}
+
+impl Upgradable for TrainingState {
+    const EARLIER_VERSIONS: &'static [u32] = &[1, 2];
+
+    fn upgrade(version: u32, payload: &Payload<'_>) -> Result<Self, CheckpointError> {
+        match version {
+            1 => payload.decode::<TrainingStateV1>().map(Into::into),
+            _ => payload.decode::<TrainingStateV2>().map(Into::into),
+        }
+    }
+}
+
+/// [`TrainingState`] as checkpoint format 2 laid it out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingStateV2 {
+    /// As [`TrainingState::plant`].
+    pub plant: String,
+    /// As [`TrainingState::progress`].
+    pub progress: Progress,
+    /// The learner in its format-2 layout.
+    pub learner: TrpoStateV2,
+}
+
+impl From<TrainingStateV2> for TrainingState {
+    fn from(old: TrainingStateV2) -> Self {
+        TrainingState {
+            plant: old.plant,
+            progress: old.progress,
+            learner: old.learner.into(),
+        }
     }
 }
 
@@ -81,7 +114,7 @@ mod tests {
     fn a_format_1_checkpoint_upgrades_with_its_seed_and_learner_intact() {
         let path = Path::new("v1-run/checkpoint.bin");
         let state: TrainingState =
-            Checkpoint::decode_or_upgrade::<TrainingState, TrainingStateV1>(path, V1_CHECKPOINT)
+            Checkpoint::decode_or_upgrade::<TrainingState>(path, V1_CHECKPOINT)
                 .expect("a format-1 checkpoint reads");
         assert_eq!(state.plant, "pendulum");
         assert_eq!(

@@ -29,8 +29,7 @@ use crate::run::metrics::{IterationMetrics, MetricsError};
 use crate::run::plant_file::{PlantFileError, save_plant};
 use crate::run::plot::plot_curves;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
-use crate::trpo::device_format::shared_spec;
-use crate::trpo::distribution::ActionDistribution;
+use crate::trpo::gsde::run_distribution;
 use crate::trpo::hyperparams::TrpoConfig;
 use crate::trpo::{StateError, Trpo, UpdateError, UpdateReport};
 
@@ -140,7 +139,8 @@ impl Session {
                 expected: config.plant,
             }));
         }
-        let head = ActionDistribution::of_plant(&fleet.plant);
+        let head = run_distribution(&fleet.plant, &config.trpo)
+            .map_err(|e| SessionError::Learner(e.to_string()))?;
         let learner = Trpo::new(
             fleet.plant.obs_dim as usize,
             head,
@@ -177,7 +177,8 @@ impl Session {
             )));
         }
         let fleet = Fleet::connect(&FleetSpec::from_config(&config)?)?;
-        let head = ActionDistribution::of_plant(&fleet.plant);
+        let head = run_distribution(&fleet.plant, &state.learner.config)
+            .map_err(|e| SessionError::BadCheckpoint(e.to_string()))?;
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
         save_plant(&folder.plant_path(), &fleet.plant)?;
@@ -203,7 +204,8 @@ impl Session {
         metrics: IterationLog,
         history: Vec<IterationMetrics>,
     ) -> Result<Self, SessionError> {
-        let spec = shared_spec(learner.policy(), learner.normalizer().is_some())
+        let spec = learner
+            .device_spec()
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         let plant = fleet.plant.clone();
         let pool = DevicePool::new(fleet.clients);

@@ -2,9 +2,10 @@
 //! parameters in the wire layout the device runs:
 //! `[obs_mean[obs_dim], obs_scale[obs_dim]]` (only when the policy normalises
 //! observations; scale = 1/sqrt(var + 1e-8), inputs clamped to ±10 after normalising), then
-//! the MLP layers (weights row-major `[out][in]`, then bias), then the Gaussian log-std.
+//! the MLP layers (weights row-major `[out][in]`, then bias), then the Gaussian log-std (or
+//! the gSDE head's log-std matrix, row-major `[feature][column]`).
 
-use tether_shared::policy::{self as shared, PolicySpec};
+use tether_shared::policy::{self as shared, PolicySpec, SdeHead};
 
 use super::distribution::ActionDistribution;
 use super::normalizer::ObservationNormalizer;
@@ -18,8 +19,14 @@ pub enum DeviceFormatError {
     ShapeTooLarge(&'static str),
 }
 
-/// The shared [`PolicySpec`] of a policy, so the device can interpret [`export_f32`].
-pub fn shared_spec(policy: &Policy, normalize_obs: bool) -> Result<PolicySpec, DeviceFormatError> {
+/// The shared [`PolicySpec`] of a policy, so the device can interpret [`export_f32`]. A
+/// gSDE head tells the device to redraw its noise matrix every `sde_resample_every` control
+/// steps (0: once per collection round); the other heads ignore it.
+pub fn shared_spec(
+    policy: &Policy,
+    normalize_obs: bool,
+    sde_resample_every: u16,
+) -> Result<PolicySpec, DeviceFormatError> {
     let obs_dim = u8::try_from(policy.obs_dim())
         .map_err(|_| DeviceFormatError::ShapeTooLarge("observation dimension > 255"))?;
     let hidden_sizes = policy.mlp().hidden_sizes();
@@ -43,6 +50,13 @@ pub fn shared_spec(policy: &Policy, normalize_obs: bool) -> Result<PolicySpec, D
             n: u8::try_from(n_actions)
                 .map_err(|_| DeviceFormatError::ShapeTooLarge("more than 255 actions"))?,
         },
+        ActionDistribution::StateDependent(sde) => shared::PolicyHead::GaussianSde(SdeHead {
+            action_dim: u8::try_from(sde.action_dim)
+                .map_err(|_| DeviceFormatError::ShapeTooLarge("action dimension > 255"))?,
+            full_std: sde.full_std,
+            use_expln: sde.use_expln,
+            resample_every: sde_resample_every,
+        }),
     };
     Ok(PolicySpec {
         obs_dim,
@@ -94,8 +108,9 @@ mod tests {
     }
 
     /// The f32 export run through the device's forward pass (`tether_shared`) matches the
-    /// trainer's f64 forward pass within 1e-5 relative, with and without the normaliser,
-    /// for both heads.
+    /// trainer's f64 forward pass within 1e-5 (relative to outputs of at least 1, absolute
+    /// below: f32 sums of 64 products of O(1) err by about 1e-6), with and without the
+    /// normaliser, for every head.
     #[test]
     fn shared_f32_forward_matches_the_f64_forward() {
         use crate::trpo::mlp::standard_normal;
@@ -104,6 +119,12 @@ mod tests {
         for head in [
             ActionDistribution::DiagGaussian { action_dim: 2 },
             ActionDistribution::Categorical { n_actions: 3 },
+            ActionDistribution::StateDependent(crate::trpo::gsde::SdeDistribution {
+                action_dim: 2,
+                features: 64,
+                full_std: false,
+                use_expln: true,
+            }),
         ] {
             let mut policy = Policy::new(4, &[64, 64], head, -0.3, &mut rng);
             // Perturb so the outputs are O(1) rather than the 0.01-gain initial ones.
@@ -116,7 +137,7 @@ mod tests {
                 3.0 * i as f64 + (1.0 + i as f64) * standard_normal(&mut rng)
             }));
             for normalizer in [None, Some(&norm)] {
-                let spec = shared_spec(&policy, normalizer.is_some()).expect("fits");
+                let spec = shared_spec(&policy, normalizer.is_some(), 4).expect("fits");
                 let exported = export_f32(&policy, normalizer);
                 let view = PolicyView::new(&spec, &exported).expect("length matches the spec");
                 let mut scratch = vec![0.0f32; spec.scratch_len()];
@@ -138,11 +159,11 @@ mod tests {
                         .sum::<f64>()
                         .sqrt();
                     assert!(
-                        error <= 1e-5 * expected.norm(),
+                        error <= 1e-5 * (1.0 + expected.norm()),
                         "f32 {out:?} vs f64 {expected}"
                     );
                 }
-                if let ActionDistribution::DiagGaussian { .. } = head {
+                if head.own_parameter_count() > 0 {
                     let log_std = view.log_std().expect("Gaussian");
                     let expected: Vec<f32> = policy.log_std().iter().map(|&l| l as f32).collect();
                     assert_eq!(log_std, &expected[..]);

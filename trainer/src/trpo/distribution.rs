@@ -4,6 +4,8 @@
 //!   own parameters, stored after the MLP parameters in the flat policy vector) sets the
 //!   spread.
 //! * `Categorical`: the MLP outputs are the logits.
+//! * `StateDependent` (gSDE): the MLP outputs are the means; the spread depends on the state
+//!   through the last hidden features (see [`super::gsde`], which holds its formulas).
 //!
 //! For each head: log-probability, entropy, KL(old ‖ new) per sample, their gradients with
 //! respect to the distribution parameters, and the Fisher of the distribution in its own
@@ -12,6 +14,8 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 use tether_shared::{ActionSpace, PlantDescription};
+
+use super::gsde::{self, SdeDistribution};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -29,15 +33,20 @@ pub enum ActionDistribution {
         /// Number of discrete actions.
         n_actions: usize,
     },
+    /// Continuous actions with state-dependent exploration (gSDE):
+    /// `N(mean(obs), diag(Σ_i z_i(obs)² σ_i·² + ε))`.
+    StateDependent(SdeDistribution),
 }
 
 /// The distribution parameters of a batch: MLP outputs (`output_dim × N`, one sample per
-/// column) and the head's own parameters (the Gaussian log-std; empty for categorical).
+/// column) and the log standard deviations (empty for categorical).
 #[derive(Clone, Copy, Debug)]
 pub struct DistributionBatch<'a> {
     /// Means (Gaussian) or logits (categorical), one column per sample.
     pub outputs: &'a DMatrix<f64>,
-    /// State-independent log standard deviations (Gaussian only), natural log of action units.
+    /// Log standard deviations, natural log of action units: the state-independent vector
+    /// (`action_dim`, Gaussian), or one per action and sample (`action_dim × N`,
+    /// column-major, gSDE).
     pub log_std: &'a [f64],
 }
 
@@ -46,7 +55,8 @@ pub struct DistributionBatch<'a> {
 pub struct HeadGradient {
     /// ∂/∂outputs per sample (already multiplied by that sample's weight).
     pub outputs: DMatrix<f64>,
-    /// ∂/∂log_std summed over samples (empty for categorical).
+    /// ∂/∂log_std: summed over samples for the Gaussian, per sample (`action_dim × N`) for
+    /// gSDE, empty for categorical.
     pub log_std: DVector<f64>,
 }
 
@@ -68,14 +78,17 @@ impl ActionDistribution {
         match *self {
             Self::DiagGaussian { action_dim } => action_dim,
             Self::Categorical { n_actions } => n_actions,
+            Self::StateDependent(sde) => sde.action_dim,
         }
     }
 
-    /// Parameters the head owns besides the MLP (the log-std vector for the Gaussian).
+    /// Parameters the head owns besides the MLP (the log-std vector for the Gaussian, the
+    /// log-std matrix for gSDE).
     pub fn own_parameter_count(&self) -> usize {
         match *self {
             Self::DiagGaussian { action_dim } => action_dim,
             Self::Categorical { .. } => 0,
+            Self::StateDependent(sde) => sde.parameter_count(),
         }
     }
 
@@ -85,6 +98,7 @@ impl ActionDistribution {
         match *self {
             Self::DiagGaussian { action_dim } => action_dim,
             Self::Categorical { .. } => 1,
+            Self::StateDependent(sde) => sde.action_dim,
         }
     }
 
@@ -114,6 +128,7 @@ impl ActionDistribution {
                 let logits = dist.outputs.column(i);
                 logits[action_index(actions[(0, i)], n_actions)] - log_sum_exp(logits.iter())
             }),
+            Self::StateDependent(sde) => gsde::log_prob(dist, sde.action_dim, actions),
         }
     }
 
@@ -132,6 +147,7 @@ impl ActionDistribution {
                     .map(|pk| pk * pk.ln())
                     .sum::<f64>()
             }),
+            Self::StateDependent(sde) => gsde::entropy(dist, sde.action_dim),
         }
     }
 
@@ -165,6 +181,7 @@ impl ActionDistribution {
                     .sum::<f64>()
                     .max(0.0)
             }),
+            Self::StateDependent(sde) => gsde::kl(old, new, sde.action_dim),
         }
     }
 
@@ -204,6 +221,9 @@ impl ActionDistribution {
                     outputs,
                     log_std: DVector::zeros(0),
                 }
+            }
+            Self::StateDependent(sde) => {
+                gsde::log_prob_gradient(dist, sde.action_dim, actions, weights)
             }
         }
     }
@@ -247,6 +267,7 @@ impl ActionDistribution {
                     log_std: DVector::zeros(0),
                 }
             }
+            Self::StateDependent(sde) => gsde::kl_gradient(old, new, sde.action_dim, weights),
         }
     }
 
@@ -276,6 +297,7 @@ impl ActionDistribution {
                     }
                 }
             }
+            Self::StateDependent(sde) => gsde::apply_output_fisher(dist, sde.action_dim, tangent),
         }
     }
 }

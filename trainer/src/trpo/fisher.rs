@@ -3,7 +3,8 @@
 //! distribution parameters with respect to θ and `Mᵢ` the Fisher of the distribution in
 //! those parameters. Computed as a JVP (`J v`, batched), a per-sample multiply by `M`, and
 //! a VJP (`Jᵀ ·`), all as matrix products over the batch. The Gaussian log-std block is
-//! `2·I` (state-independent, so the same for every sample).
+//! `2·I` (state-independent, so the same for every sample); a gSDE head's log-std block is
+//! `(1/N) Σ Jᵢᵀ 2 Jᵢ` through each sample's features (`Policy::own_fisher_product`).
 //!
 //! The batch may be subsampled (every k-th sample) and is split into column chunks of a
 //! fixed width that rayon processes in parallel; each chunk keeps its forward activations
@@ -117,13 +118,17 @@ impl<'a> FisherVectorProduct<'a> {
             }
         }
         let inv_n = 1.0 / self.samples.max(1) as f64;
-        let own_fisher = head.own_parameter_fisher();
+        let own_part = self.policy.own_fisher_product(
+            self.chunks.iter().map(|chunk| &chunk.evaluation),
+            v_head,
+            self.samples,
+        );
         DVector::from_iterator(
             v.len(),
             mlp_part
                 .iter()
                 .map(|x| x * inv_n)
-                .chain(v_head.iter().map(|x| own_fisher * x))
+                .chain(own_part)
                 .zip(v.iter())
                 .map(|(fv, v)| fv + self.damping * v),
         )
@@ -165,12 +170,48 @@ mod tests {
                 FisherVectorProduct::new(&fx.policy, params.as_slice(), &fx.observations, 1, 0.0);
             let analytic = fvp.apply(&v);
             let eps = 1e-5;
+            // A gSDE head's features are constants to the learner: hold them at θ_old.
             let grad_at = |p: DVector<f64>| {
-                let new = fx.policy.evaluate(p.as_slice(), &fx.observations);
+                let new = fx
+                    .policy
+                    .evaluate_holding_features(p.as_slice(), &fx.observations, &old);
                 mean_kl_gradient(&fx.policy, p.as_slice(), &old, &new)
             };
             let numeric = (grad_at(&params + &v * eps) - grad_at(&params - &v * eps)) / (2.0 * eps);
             approx::assert_abs_diff_eq!(analytic, numeric, epsilon = 1e-6);
+        }
+    }
+
+    /// A gSDE head's own block is summed chunk by chunk: over two chunks it still matches
+    /// the finite differences of the KL gradient (features held at θ_old).
+    #[test]
+    fn gsde_fvp_over_several_chunks_matches_finite_differences() {
+        for head in &HEADS[2..] {
+            let fx = fixture(*head, CHUNK_COLUMNS + 37, 25);
+            let params = fx.policy.parameters().clone();
+            let old = fx.policy.evaluate(params.as_slice(), &fx.observations);
+            let v = random_vector(params.len(), 9);
+            let fvp =
+                FisherVectorProduct::new(&fx.policy, params.as_slice(), &fx.observations, 1, 0.0);
+            assert_eq!(fvp.chunks.len(), 2);
+            let analytic = fvp.apply(&v);
+            let eps = 1e-5;
+            let grad_at = |p: DVector<f64>| {
+                let new = fx
+                    .policy
+                    .evaluate_holding_features(p.as_slice(), &fx.observations, &old);
+                mean_kl_gradient(&fx.policy, p.as_slice(), &old, &new)
+            };
+            let numeric = (grad_at(&params + &v * eps) - grad_at(&params - &v * eps)) / (2.0 * eps);
+            approx::assert_abs_diff_eq!(analytic, numeric, epsilon = 1e-6);
+            // The head's block is not the state-independent 2·I.
+            let (start, own) = (
+                fx.policy.mlp().parameter_count(),
+                head.own_parameter_count(),
+            );
+            let head_part = analytic.rows(start, own);
+            let naive = v.rows(start, own) * 2.0;
+            assert!((head_part - naive).amax() > 1e-3);
         }
     }
 
@@ -260,7 +301,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(16))]
         /// uᵀFv = vᵀFu and vᵀFv ≥ 0 (≥ damping·|v|²) on random vectors.
         #[test]
-        fn fvp_is_symmetric_and_positive_semidefinite(seed in 0u64..1000, head_index in 0usize..2) {
+        fn fvp_is_symmetric_and_positive_semidefinite(seed in 0u64..1000, head_index in 0usize..HEADS.len()) {
             let fx = fixture(HEADS[head_index], 12, seed);
             let params = fx.policy.parameters().as_slice();
             let fvp = FisherVectorProduct::new(&fx.policy, params, &fx.observations, 1, 0.0);

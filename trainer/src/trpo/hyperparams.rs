@@ -41,10 +41,24 @@ pub struct TrpoConfig {
     pub policy_hidden: Vec<usize>,
     /// Hidden layer widths of the value MLP.
     pub value_hidden: Vec<usize>,
-    /// Initial Gaussian log standard deviation (natural log of action units).
+    /// Initial Gaussian log standard deviation (natural log of action units); with gSDE
+    /// the initial value of every entry of the log-std matrix (natural log of action units
+    /// per unit of feature).
     pub log_std_init: f64,
     /// Keep a running observation normaliser and export it with the policy.
     pub normalize_observations: bool,
+    /// Explore with generalized state-dependent exploration (gSDE, as Stable-Baselines3's
+    /// `use_sde`): the noise is a held random matrix applied to the policy's last hidden
+    /// features, drawn on the device. Continuous action spaces only.
+    pub use_sde: bool,
+    /// gSDE: control steps between two draws of the noise matrix on the device, counted
+    /// over the collection round; 0 or less: one draw per round (SB3's `sde_sample_freq`).
+    pub sde_sample_freq: i64,
+    /// gSDE: one log-std per feature and action (true, SB3's default) instead of one per
+    /// feature shared by every action.
+    pub full_std: bool,
+    /// gSDE: σ = `expln(log_std)` (grows like a logarithm above 0) instead of `exp`.
+    pub use_expln: bool,
 }
 
 impl Default for TrpoConfig {
@@ -67,6 +81,10 @@ impl Default for TrpoConfig {
             value_hidden: vec![64, 64],
             log_std_init: 0.0,
             normalize_observations: false,
+            use_sde: false,
+            sde_sample_freq: -1,
+            full_std: true,
+            use_expln: false,
         }
     }
 }
@@ -110,7 +128,20 @@ impl TrpoConfig {
     pub fn validate(&self) -> Result<(), HyperparamError> {
         self.validate_policy_step()?;
         self.validate_advantages_and_critic()?;
-        self.validate_networks()
+        self.validate_networks()?;
+        let freq = self.sde_sample_freq;
+        check(
+            freq <= i64::from(u16::MAX),
+            "sde_sample_freq",
+            freq,
+            format!("at most {} (or ≤ 0: once per collection round)", u16::MAX),
+        )
+    }
+
+    /// Control steps between two noise-matrix draws as the device's gSDE head carries it:
+    /// 0 for once per collection round.
+    pub fn sde_resample_every(&self) -> u16 {
+        u16::try_from(self.sde_sample_freq.max(0)).unwrap_or(u16::MAX)
     }
 
     /// Trust region, conjugate gradient and line search.
@@ -226,6 +257,18 @@ mod tests {
             Err("log_std_init")
         );
         assert_eq!(field(&|c| c.policy_hidden.clear()), Err("policy_hidden"));
+        assert_eq!(
+            field(&|c| c.sde_sample_freq = 70_000),
+            Err("sde_sample_freq")
+        );
+        for (freq, every) in [(-1, 0), (0, 0), (4, 4), (65_535, 65_535)] {
+            let config = TrpoConfig {
+                sde_sample_freq: freq,
+                ..TrpoConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()));
+            assert_eq!(config.sde_resample_every(), every);
+        }
         assert_eq!(
             field(&|c| c.policy_hidden = vec![8; MAX_HIDDEN_LAYERS]),
             Ok(())

@@ -10,7 +10,8 @@
 //!   comes from a generator seeded by [`update_seed`]`(seed, updates_done)`.
 //!
 //! [`TrpoStateV1`] reads the layout checkpoints had before the run's settings left
-//! [`TrpoConfig`].
+//! [`TrpoConfig`] (checkpoint format 1), [`TrpoStateV2`] the layout before the gSDE settings
+//! joined it (format 2); [`TrpoConfigV2`] is the hyperparameters' layout in both.
 //!
 //! [`update_seed`]: tether_shared::seeds::update_seed
 
@@ -120,6 +121,115 @@ pub enum StateError {
     NormalizerMismatch(&'static str),
 }
 
+/// [`TrpoConfig`] as checkpoint formats 1 and 2 stored it: every field up to
+/// `normalize_observations`, before the gSDE settings were added. postcard writes a struct
+/// as its fields in order, so these fields read exactly the old bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrpoConfigV2 {
+    /// As [`TrpoConfig::target_kl`].
+    pub target_kl: f64,
+    /// As [`TrpoConfig::cg_max_steps`].
+    pub cg_max_steps: usize,
+    /// As [`TrpoConfig::cg_damping`].
+    pub cg_damping: f64,
+    /// As [`TrpoConfig::cg_tolerance`].
+    pub cg_tolerance: f64,
+    /// As [`TrpoConfig::line_search_shrink`].
+    pub line_search_shrink: f64,
+    /// As [`TrpoConfig::line_search_max_backtracks`].
+    pub line_search_max_backtracks: usize,
+    /// As [`TrpoConfig::gamma`].
+    pub gamma: f64,
+    /// As [`TrpoConfig::gae_lambda`].
+    pub gae_lambda: f64,
+    /// As [`TrpoConfig::n_critic_updates`].
+    pub n_critic_updates: usize,
+    /// As [`TrpoConfig::critic_batch_size`].
+    pub critic_batch_size: usize,
+    /// As [`TrpoConfig::critic_learning_rate`].
+    pub critic_learning_rate: f64,
+    /// As [`TrpoConfig::normalize_advantage`].
+    pub normalize_advantage: bool,
+    /// As [`TrpoConfig::sub_sampling_factor`].
+    pub sub_sampling_factor: usize,
+    /// As [`TrpoConfig::policy_hidden`].
+    pub policy_hidden: Vec<usize>,
+    /// As [`TrpoConfig::value_hidden`].
+    pub value_hidden: Vec<usize>,
+    /// As [`TrpoConfig::log_std_init`].
+    pub log_std_init: f64,
+    /// As [`TrpoConfig::normalize_observations`].
+    pub normalize_observations: bool,
+}
+
+impl From<TrpoConfigV2> for TrpoConfig {
+    /// The old settings, with plain Gaussian exploration (gSDE did not exist).
+    fn from(old: TrpoConfigV2) -> Self {
+        TrpoConfig {
+            target_kl: old.target_kl,
+            cg_max_steps: old.cg_max_steps,
+            cg_damping: old.cg_damping,
+            cg_tolerance: old.cg_tolerance,
+            line_search_shrink: old.line_search_shrink,
+            line_search_max_backtracks: old.line_search_max_backtracks,
+            gamma: old.gamma,
+            gae_lambda: old.gae_lambda,
+            n_critic_updates: old.n_critic_updates,
+            critic_batch_size: old.critic_batch_size,
+            critic_learning_rate: old.critic_learning_rate,
+            normalize_advantage: old.normalize_advantage,
+            sub_sampling_factor: old.sub_sampling_factor,
+            policy_hidden: old.policy_hidden,
+            value_hidden: old.value_hidden,
+            log_std_init: old.log_std_init,
+            normalize_observations: old.normalize_observations,
+            ..TrpoConfig::default()
+        }
+    }
+}
+
+/// A [`TrpoState`] as checkpoint format 2 stored it: the hyperparameters without the gSDE
+/// settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrpoStateV2 {
+    /// Hyperparameters in their format-2 layout.
+    pub config: TrpoConfigV2,
+    /// As [`TrpoState::seed`].
+    pub seed: u64,
+    /// As [`TrpoState::obs_dim`].
+    pub obs_dim: usize,
+    /// As [`TrpoState::head`].
+    pub head: ActionDistribution,
+    /// As [`TrpoState::policy_parameters`].
+    #[serde(with = "exact_f64s")]
+    pub policy_parameters: Vec<f64>,
+    /// As [`TrpoState::value_parameters`].
+    #[serde(with = "exact_f64s")]
+    pub value_parameters: Vec<f64>,
+    /// As [`TrpoState::value_optimizer`].
+    pub value_optimizer: AdamState,
+    /// As [`TrpoState::normalizer`].
+    pub normalizer: Option<NormalizerState>,
+    /// As [`TrpoState::updates_done`].
+    pub updates_done: u64,
+}
+
+impl From<TrpoStateV2> for TrpoState {
+    fn from(old: TrpoStateV2) -> Self {
+        TrpoState {
+            config: old.config.into(),
+            seed: old.seed,
+            obs_dim: old.obs_dim,
+            head: old.head,
+            policy_parameters: old.policy_parameters,
+            value_parameters: old.value_parameters,
+            value_optimizer: old.value_optimizer,
+            normalizer: old.normalizer,
+            updates_done: old.updates_done,
+        }
+    }
+}
+
 /// A [`TrpoState`] as checkpoint format 1 stored it: the hyperparameters still carried the
 /// run's `steps_per_iteration`, `total_steps` and `seed` as their last three fields.
 /// postcard writes a struct as its fields in order with no framing, so the old config
@@ -127,7 +237,7 @@ pub enum StateError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrpoStateV1 {
     /// Hyperparameters, without the three run-level fields that follow.
-    pub config: TrpoConfig,
+    pub config: TrpoConfigV2,
     /// Was `config.steps_per_iteration`; now the run configuration's.
     pub steps_per_iteration: usize,
     /// Was `config.total_steps`; now the run configuration's.
@@ -155,7 +265,7 @@ pub struct TrpoStateV1 {
 impl From<TrpoStateV1> for TrpoState {
     fn from(old: TrpoStateV1) -> Self {
         TrpoState {
-            config: old.config,
+            config: old.config.into(),
             seed: old.seed,
             obs_dim: old.obs_dim,
             head: old.head,

@@ -60,6 +60,12 @@ impl ForwardCache {
         &self.activations[self.activations.len() - 1]
     }
 
+    /// The output layer's input, `width × N`: the last hidden layer's activations (or the
+    /// inputs when there is no hidden layer) — the features a gSDE head draws its noise from.
+    pub fn features(&self) -> &DMatrix<f64> {
+        &self.activations[self.activations.len().saturating_sub(2)]
+    }
+
     /// Number of samples (columns) in the batch.
     pub fn batch_size(&self) -> usize {
         self.activations[0].ncols()

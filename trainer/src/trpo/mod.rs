@@ -7,6 +7,7 @@ pub mod device_format;
 pub mod distribution;
 pub mod fisher;
 pub mod gae;
+pub mod gsde;
 pub mod hyperparams;
 pub mod kernels;
 pub mod learner_state;

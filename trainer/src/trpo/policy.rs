@@ -1,5 +1,6 @@
 //! The stochastic policy: an MLP, a head, and one flat parameter vector
-//! `[MLP parameters (wire layout), head parameters (Gaussian log-std)]`.
+//! `[MLP parameters (wire layout), head parameters (Gaussian log-std vector, or the gSDE
+//! log-std matrix row-major)]`.
 
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
@@ -38,10 +39,12 @@ pub struct Policy {
 }
 
 /// One forward pass of the policy over a batch at some parameters: the MLP activations
-/// (reused by the JVP/VJP) and the head parameters that were used.
+/// (reused by the JVP/VJP), the head parameters that were used and the log-stds they give
+/// (the head parameters themselves for the Gaussian, one per action and sample for gSDE).
 #[derive(Clone, Debug)]
 pub struct PolicyEvaluation {
     cache: ForwardCache,
+    own: Vec<f64>,
     log_std: Vec<f64>,
 }
 
@@ -146,11 +149,36 @@ impl Policy {
 
     /// Forward pass at arbitrary `params` over `observations` (`obs_dim × N`).
     pub fn evaluate(&self, params: &[f64], observations: &DMatrix<f64>) -> PolicyEvaluation {
-        let (weights, log_std) = self.split(params);
+        let (weights, own) = self.split(params);
+        let cache = self.mlp.forward(weights, observations);
+        let log_std = match self.head {
+            ActionDistribution::StateDependent(sde) => {
+                sde.log_std_per_sample(own, cache.features())
+            }
+            _ => own.to_vec(),
+        };
         PolicyEvaluation {
-            cache: self.mlp.forward(weights, observations),
-            log_std: log_std.to_vec(),
+            cache,
+            own: own.to_vec(),
+            log_std,
         }
+    }
+
+    /// [`Policy::evaluate`] with a gSDE head's variance computed from the features of
+    /// `held` instead of those at `params`: the features held fixed, as the learner's
+    /// derivatives treat them (the finite-difference checks compare against this).
+    #[cfg(test)]
+    pub fn evaluate_holding_features(
+        &self,
+        params: &[f64],
+        observations: &DMatrix<f64>,
+        held: &PolicyEvaluation,
+    ) -> PolicyEvaluation {
+        let mut eval = self.evaluate(params, observations);
+        if let ActionDistribution::StateDependent(sde) = self.head {
+            eval.log_std = sde.log_std_per_sample(&eval.own, held.cache.features());
+        }
+        eval
     }
 
     /// Means (Gaussian) or logits (categorical) at the current parameters, `out × N`.
@@ -166,7 +194,8 @@ impl Policy {
     }
 
     /// Chains a gradient with respect to the distribution parameters back to the flat
-    /// parameters: VJP through the MLP for the outputs, the log-std part as is.
+    /// parameters: VJP through the MLP for the outputs; the Gaussian log-std part as is, a
+    /// gSDE head's per-sample log-std part through its features (held fixed).
     pub fn backpropagate(
         &self,
         params: &[f64],
@@ -175,13 +204,50 @@ impl Policy {
     ) -> DVector<f64> {
         let (weights, _) = self.split(params);
         let mlp_gradient = self.mlp.vjp(weights, &eval.cache, &head_gradient.outputs);
+        let own_gradient = match self.head {
+            ActionDistribution::StateDependent(sde) => sde.own_gradient(
+                &eval.own,
+                eval.cache.features(),
+                &eval.log_std,
+                head_gradient.log_std.as_slice(),
+            ),
+            _ => head_gradient.log_std.clone(),
+        };
         DVector::from_iterator(
             params.len(),
-            mlp_gradient
-                .iter()
-                .chain(head_gradient.log_std.iter())
-                .copied(),
+            mlp_gradient.iter().chain(own_gradient.iter()).copied(),
         )
+    }
+
+    /// The head parameters' block of the Fisher applied to `v_own`, averaged over
+    /// `samples`: `2·v` for the Gaussian's state-independent log-std (the same for every
+    /// sample), `(1/N) Σ_s J(s)ᵀ 2 J(s) v` over the evaluated chunks for gSDE.
+    pub fn own_fisher_product<'e>(
+        &self,
+        evaluations: impl Iterator<Item = &'e PolicyEvaluation>,
+        v_own: &[f64],
+        samples: usize,
+    ) -> Vec<f64> {
+        match self.head {
+            ActionDistribution::StateDependent(sde) => {
+                let mut sum = vec![0.0; v_own.len()];
+                for eval in evaluations {
+                    let part = sde.own_fisher_product(
+                        &eval.own,
+                        eval.cache.features(),
+                        &eval.log_std,
+                        v_own,
+                    );
+                    sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+                }
+                let inv_n = 1.0 / samples.max(1) as f64;
+                sum.into_iter().map(|x| x * inv_n).collect()
+            }
+            _ => {
+                let own_fisher = self.head.own_parameter_fisher();
+                v_own.iter().map(|x| own_fisher * x).collect()
+            }
+        }
     }
 }
 

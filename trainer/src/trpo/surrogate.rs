@@ -93,6 +93,7 @@ pub fn mean_kl_gradient(
 pub(crate) mod tests {
     use super::*;
     use crate::trpo::distribution::ActionDistribution;
+    use crate::trpo::gsde::SdeDistribution;
     use crate::trpo::kernels::Precision;
     use crate::trpo::mlp::standard_normal;
     use rand::SeedableRng;
@@ -119,7 +120,8 @@ pub(crate) mod tests {
         policy.set_parameters(params).expect("finite parameters");
         let observations = DMatrix::from_fn(3, n, |_, _| standard_normal(&mut rng));
         let actions = match head {
-            ActionDistribution::DiagGaussian { action_dim } => {
+            ActionDistribution::DiagGaussian { action_dim }
+            | ActionDistribution::StateDependent(SdeDistribution { action_dim, .. }) => {
                 DMatrix::from_fn(action_dim, n, |_, _| standard_normal(&mut rng))
             }
             ActionDistribution::Categorical { n_actions } => {
@@ -148,9 +150,23 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) const HEADS: [ActionDistribution; 2] = [
+    /// Every head, gSDE with both layouts of its log-std matrix and both σ maps (the
+    /// fixture's policy is 3 → [7, 6] → outputs, so the features are 6 wide).
+    pub(crate) const HEADS: [ActionDistribution; 4] = [
         ActionDistribution::DiagGaussian { action_dim: 2 },
         ActionDistribution::Categorical { n_actions: 3 },
+        ActionDistribution::StateDependent(SdeDistribution {
+            action_dim: 2,
+            features: 6,
+            full_std: true,
+            use_expln: false,
+        }),
+        ActionDistribution::StateDependent(SdeDistribution {
+            action_dim: 2,
+            features: 6,
+            full_std: false,
+            use_expln: true,
+        }),
     ];
 
     fn central_difference(f: impl Fn(&DVector<f64>) -> f64, at: &DVector<f64>) -> DVector<f64> {
@@ -164,6 +180,8 @@ pub(crate) mod tests {
         })
     }
 
+    /// The gradient treats a gSDE head's features in the variance as constants (SB3's
+    /// `learn_features = False`), so the differences hold them at the point's features.
     #[test]
     fn surrogate_gradient_matches_central_differences_at_and_away_from_old() {
         for head in HEADS {
@@ -176,11 +194,12 @@ pub(crate) mod tests {
                 let analytic = surrogate_gradient(&fx.policy, at.as_slice(), &eval, &batch);
                 let numeric = central_difference(
                     |p| {
-                        surrogate(
-                            &fx.policy,
-                            &fx.policy.evaluate(p.as_slice(), &fx.observations),
-                            &batch,
-                        )
+                        let moved = fx.policy.evaluate_holding_features(
+                            p.as_slice(),
+                            &fx.observations,
+                            &eval,
+                        );
+                        surrogate(&fx.policy, &moved, &batch)
                     },
                     &at,
                 );
@@ -200,11 +219,10 @@ pub(crate) mod tests {
             let analytic = mean_kl_gradient(&fx.policy, at.as_slice(), &old, &new);
             let numeric = central_difference(
                 |p| {
-                    mean_kl(
-                        &fx.policy,
-                        &old,
-                        &fx.policy.evaluate(p.as_slice(), &fx.observations),
-                    )
+                    let moved =
+                        fx.policy
+                            .evaluate_holding_features(p.as_slice(), &fx.observations, &new);
+                    mean_kl(&fx.policy, &old, &moved)
                 },
                 &at,
             );

@@ -9,11 +9,12 @@ use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tether_shared::PolicySpec;
 use tether_shared::seeds::update_seed;
 
 use super::batch::{BatchError, EpisodeEnding, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
-use super::device_format::export_f32;
+use super::device_format::{DeviceFormatError, export_f32, shared_spec};
 use super::distribution::ActionDistribution;
 use super::fisher::FisherVectorProduct;
 use super::gae::generalized_advantages;
@@ -244,6 +245,16 @@ impl Trpo {
     /// when enabled.
     pub fn export_f32(&self) -> Vec<f32> {
         export_f32(&self.policy, self.normalizer.as_ref())
+    }
+
+    /// The shared spec the device reads [`Trpo::export_f32`] with (a gSDE head carries
+    /// the configured `sde_sample_freq`).
+    pub fn device_spec(&self) -> Result<PolicySpec, DeviceFormatError> {
+        shared_spec(
+            &self.policy,
+            self.normalizer.is_some(),
+            self.config.sde_resample_every(),
+        )
     }
 
     /// One TRPO iteration on a batch produced by the current policy. A malformed batch is an

@@ -16,10 +16,11 @@ use crate::testkit::*;
 use tether_shared::policy::gaussian_log_prob;
 
 const CAP: usize = 512;
-type TestDevice = Device<Integrator, LoopLink, ManualClock, CAP>;
+/// A device with room for `NOISE` gSDE noise-matrix values.
+type TestDevice<const NOISE: usize> = Device<Integrator, LoopLink, ManualClock, CAP, NOISE>;
 
-struct Rig {
-    dev: TestDevice,
+struct Rig<const NOISE: usize = DEFAULT_NOISE_CAPACITY> {
+    dev: TestDevice<NOISE>,
     host: TestHost,
     clock: ManualClock,
 }
@@ -30,10 +31,31 @@ impl Rig {
     }
 
     fn with(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
+        Rig::with_noise_capacity(plant, host_capacity, config)
+    }
+}
+
+impl<const NOISE: usize> Rig<NOISE> {
+    fn with_noise_capacity(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
         let (host, link) = loopback(host_capacity);
         let clock = ManualClock::default();
         let dev = Device::new(plant, link, clock.clone(), config);
         Rig { dev, host, clock }
+    }
+
+    /// Says hello; the device's description and everything it said.
+    fn hello(&mut self) -> (tether_shared::message::DeviceInfo, Vec<DeviceMessage>) {
+        let msgs = self.exchange(&HostMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        });
+        let info = msgs
+            .iter()
+            .find_map(|m| match m {
+                DeviceMessage::Hello(info) => Some(info.clone()),
+                _ => None,
+            })
+            .expect("hello answered");
+        (info, msgs)
     }
 
     /// Sends `m`, polls, returns everything the device said.
@@ -121,16 +143,7 @@ fn records(batches: &[&TransitionBatch], episode: u32, width: usize) -> Vec<Vec<
 #[test]
 fn handshake_describes_device() {
     let mut rig = Rig::new(Integrator::new(false));
-    let msgs = rig.exchange(&HostMessage::Hello {
-        protocol_version: PROTOCOL_VERSION,
-    });
-    let info = msgs
-        .iter()
-        .find_map(|m| match m {
-            DeviceMessage::Hello(info) => Some(info.clone()),
-            _ => None,
-        })
-        .expect("hello answered");
+    let (info, msgs) = rig.hello();
     assert_eq!(info.protocol_version, PROTOCOL_VERSION);
     assert_eq!(info.plant, Integrator::new(false).description());
     assert_eq!(info.policy_capacity, CAP as u32);
@@ -721,15 +734,8 @@ fn gsde_deterministic_runs_the_mean_and_same_seed_reproduces() {
 #[test]
 fn gsde_uploads_past_the_noise_capacity_or_non_finite_are_refused_keeping_the_running_policy() {
     // Room for the integrator's [8, 8] noise matrix (8 values), not for a [16] one.
-    let (host, link) = loopback(1 << 20);
-    let clock = ManualClock::default();
-    let dev = Device::<_, _, _, CAP, 8>::new(
-        Integrator::new(false),
-        link,
-        clock.clone(),
-        DeviceConfig::default(),
-    );
-    let mut rig = SmallNoiseRig { dev, host, clock };
+    let mut rig =
+        Rig::<8>::with_noise_capacity(Integrator::new(false), 1 << 20, DeviceConfig::default());
     let s = sde_spec(4, true);
     let good = params_for(&s, 1, -1.0);
     assert!(refusals(&rig.upload(1, &s, &good)).is_empty());
@@ -756,37 +762,9 @@ fn gsde_uploads_past_the_noise_capacity_or_non_finite_are_refused_keeping_the_ru
     );
     assert_eq!(rig.dev.active_policy(), Some(1), "the running policy stays");
     rig.exchange(&run(1, RunMode::Explore, 1));
-    let mut msgs = Vec::new();
-    for _ in 0..60 {
-        rig.dev.poll();
-        msgs.extend(rig.host.receive());
-        rig.clock.advance(rig.dev.period_us());
-    }
+    let msgs = rig.run_for(60);
     assert_eq!(ends(&msgs)[0].reason, EpisodeEndReason::Truncated);
     assert_eq!(records(&batches(&msgs), 10, 5).len(), 50);
-}
-
-/// A device whose noise capacity is 8 values, driven like [`Rig`].
-struct SmallNoiseRig {
-    dev: Device<Integrator, LoopLink, ManualClock, CAP, 8>,
-    host: TestHost,
-    clock: ManualClock,
-}
-
-impl SmallNoiseRig {
-    fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
-        self.host.send(m);
-        self.dev.poll();
-        self.host.receive()
-    }
-
-    fn upload(&mut self, version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<DeviceMessage> {
-        let mut out = Vec::new();
-        for m in upload_messages(version, spec, params) {
-            out.extend(self.exchange(&m));
-        }
-        out
-    }
 }
 
 #[test]
@@ -797,16 +775,7 @@ fn the_rate_limit_bounds_each_change_counts_its_steps_and_is_reported() {
         ..DeviceConfig::default()
     };
     let mut rig = Rig::with(Integrator::new(false), 1 << 20, config);
-    let hello = rig.exchange(&HostMessage::Hello {
-        protocol_version: PROTOCOL_VERSION,
-    });
-    let info = hello
-        .iter()
-        .find_map(|m| match m {
-            DeviceMessage::Hello(info) => Some(info.clone()),
-            _ => None,
-        })
-        .expect("hello answered");
+    let (info, _) = rig.hello();
     assert_eq!(info.action_rate_limit.as_slice(), [0.05]);
     let s = spec(false);
     // A wide Gaussian: the sampled actions jump far more than 0.05 per step.

@@ -135,6 +135,32 @@ mod tests {
         ));
     }
 
+    /// `tests/fixtures/v2-run`: a run folder written by tether before the gSDE settings
+    /// (format 2; same run as `v1-run`, made with the run settings at the top level).
+    const V2_CHECKPOINT: &[u8] = include_bytes!("../../tests/fixtures/v2-run/checkpoint.bin");
+
+    #[test]
+    fn a_format_2_checkpoint_upgrades_with_plain_gaussian_exploration() {
+        let path = Path::new("v2-run/checkpoint.bin");
+        let state = Checkpoint::decode_or_upgrade::<TrainingState>(path, V2_CHECKPOINT)
+            .expect("a format-2 checkpoint reads");
+        assert_eq!(state.plant, "pendulum");
+        assert_eq!(
+            (state.progress.iteration, state.progress.env_steps),
+            (2, 2048)
+        );
+        let learner = &state.learner;
+        assert_eq!((learner.seed, learner.updates_done), (5, 2));
+        assert_eq!(learner.config.policy_hidden, vec![4]);
+        assert!(!learner.config.use_sde && learner.config.full_std);
+        assert_eq!(learner.config.sde_sample_freq, -1);
+        assert_eq!(learner.policy_parameters.len(), 16 + 5 + 1);
+        assert!(matches!(
+            Checkpoint::decode::<TrainingState>(path, V2_CHECKPOINT),
+            Err(CheckpointError::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+
     #[test]
     fn the_current_format_round_trips() {
         let dir = std::env::temp_dir().join(format!("tether-run-state-{}", std::process::id()));

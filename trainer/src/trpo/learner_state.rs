@@ -189,11 +189,19 @@ impl From<TrpoConfigV2> for TrpoConfig {
 }
 
 /// A [`TrpoState`] as checkpoint format 2 stored it: the hyperparameters without the gSDE
-/// settings.
+/// settings, then the rest as today.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrpoStateV2 {
     /// Hyperparameters in their format-2 layout.
     pub config: TrpoConfigV2,
+    /// Everything after the hyperparameters.
+    pub learner: LearnerAfterConfig,
+}
+
+/// The fields of a saved learner that follow its hyperparameters, unchanged since format 1
+/// (postcard writes a nested struct as its fields in order, so this reads the flat bytes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnerAfterConfig {
     /// As [`TrpoState::seed`].
     pub seed: u64,
     /// As [`TrpoState::obs_dim`].
@@ -216,16 +224,17 @@ pub struct TrpoStateV2 {
 
 impl From<TrpoStateV2> for TrpoState {
     fn from(old: TrpoStateV2) -> Self {
+        let rest = old.learner;
         TrpoState {
             config: old.config.into(),
-            seed: old.seed,
-            obs_dim: old.obs_dim,
-            head: old.head,
-            policy_parameters: old.policy_parameters,
-            value_parameters: old.value_parameters,
-            value_optimizer: old.value_optimizer,
-            normalizer: old.normalizer,
-            updates_done: old.updates_done,
+            seed: rest.seed,
+            obs_dim: rest.obs_dim,
+            head: rest.head,
+            policy_parameters: rest.policy_parameters,
+            value_parameters: rest.value_parameters,
+            value_optimizer: rest.value_optimizer,
+            normalizer: rest.normalizer,
+            updates_done: rest.updates_done,
         }
     }
 }
@@ -233,7 +242,8 @@ impl From<TrpoStateV2> for TrpoState {
 /// A [`TrpoState`] as checkpoint format 1 stored it: the hyperparameters still carried the
 /// run's `steps_per_iteration`, `total_steps` and `seed` as their last three fields.
 /// postcard writes a struct as its fields in order with no framing, so the old config
-/// followed by those three fields reads exactly the old bytes.
+/// followed by two of those fields and the rest (whose first field is the seed) reads
+/// exactly the old bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrpoStateV1 {
     /// Hyperparameters, without the three run-level fields that follow.
@@ -242,39 +252,17 @@ pub struct TrpoStateV1 {
     pub steps_per_iteration: usize,
     /// Was `config.total_steps`; now the run configuration's.
     pub total_steps: usize,
-    /// Was `config.seed`: the learner's seed.
-    pub seed: u64,
-    /// As [`TrpoState::obs_dim`].
-    pub obs_dim: usize,
-    /// As [`TrpoState::head`].
-    pub head: ActionDistribution,
-    /// As [`TrpoState::policy_parameters`].
-    #[serde(with = "exact_f64s")]
-    pub policy_parameters: Vec<f64>,
-    /// As [`TrpoState::value_parameters`].
-    #[serde(with = "exact_f64s")]
-    pub value_parameters: Vec<f64>,
-    /// As [`TrpoState::value_optimizer`].
-    pub value_optimizer: AdamState,
-    /// As [`TrpoState::normalizer`].
-    pub normalizer: Option<NormalizerState>,
-    /// As [`TrpoState::updates_done`].
-    pub updates_done: u64,
+    /// From `config.seed` (the learner's seed) on: as format 2.
+    pub learner: LearnerAfterConfig,
 }
 
 impl From<TrpoStateV1> for TrpoState {
     fn from(old: TrpoStateV1) -> Self {
-        TrpoState {
-            config: old.config.into(),
-            seed: old.seed,
-            obs_dim: old.obs_dim,
-            head: old.head,
-            policy_parameters: old.policy_parameters,
-            value_parameters: old.value_parameters,
-            value_optimizer: old.value_optimizer,
-            normalizer: old.normalizer,
-            updates_done: old.updates_done,
+        TrpoStateV2 {
+            config: old.config,
+            learner: old.learner,
         }
+        .into()
     }
 }
 

@@ -149,6 +149,36 @@ mod tests {
         assert!(!agree(&[2.1, 0.5, log_std], closed));
     }
 
+    /// gSDE: no hidden layer, so the features are the observation `[obs]`; mean
+    /// `2·obs + 0.5`, σ = e^L, variance `obs²σ² + ε`.
+    #[test]
+    fn gsde_log_prob_is_the_state_dependent_gaussian_and_catches_corruption() {
+        let head = PolicyHead::GaussianSde(tether_shared::policy::SdeHead {
+            action_dim: 1,
+            full_std: true,
+            use_expln: false,
+            resample_every: 4,
+        });
+        let s = spec(head);
+        assert_eq!(s.param_count(), 3);
+        let log_std = 0.5f32.ln();
+        let params = [2.0, 0.5, log_std];
+        let (obs, action) = (0.25f32, 1.3f32);
+        let mean = 2.0 * obs + 0.5;
+        let variance = obs * obs * 0.25 + 1e-6;
+        let closed = -0.5 * (action - mean).powi(2) / variance
+            - 0.5 * variance.ln()
+            - 0.5 * (2.0 * std::f32::consts::PI).ln();
+        let agree = |params: &[f32], log_prob| {
+            log_probs_agree(&s, params, &episode(GAUSSIAN, obs, action, log_prob))
+        };
+        assert!(agree(&params, closed));
+        assert!(!agree(&params, closed + 0.01));
+        // A σ matrix other than the one sent (or one the device could not use).
+        assert!(!agree(&[2.0, 0.5, 0.7f32.ln()], closed));
+        assert!(!agree(&[2.0, 0.5, f32::NAN], closed));
+    }
+
     #[test]
     fn categorical_log_prob_is_log_softmax() {
         // logits = [obs, -obs] + [0, 1].

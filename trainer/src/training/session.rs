@@ -539,6 +539,54 @@ mod tests {
         );
     }
 
+    /// gSDE end to end on simulated devices: every iteration's update is taken, no
+    /// log-probability is refused by the host's cross-check, and the devices run the gSDE
+    /// head the learner exported.
+    #[test]
+    fn a_gsde_run_trains_on_simulated_devices() {
+        let dir = TestDir::new("session-gsde");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        let mut config = config(800);
+        config.trpo.use_sde = true;
+        config.trpo.sde_sample_freq = 4;
+        let mut session = Session::start(folder, config).expect("starts");
+        assert!(matches!(
+            session.spec.head,
+            tether_shared::PolicyHead::GaussianSde(head) if head.resample_every == 4
+        ));
+        let outcome = run_to_the_end(&mut session);
+        assert_eq!(outcome.progress.iteration, 4);
+        assert_eq!(outcome.progress.rejections, Default::default());
+        let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
+        assert!(metrics.iter().all(|m| m.accepted), "{metrics:?}");
+        let state = TrainingState::load(&paths.checkpoint_path()).expect("checkpoint");
+        assert!(state.learner.config.use_sde);
+    }
+
+    /// `use_sde` on a plant with discrete actions stops the run before anything is written,
+    /// saying why.
+    #[test]
+    fn gsde_on_a_categorical_plant_is_refused_before_anything_is_written() {
+        let dir = TestDir::new("session-gsde-discrete");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        let mut config = config(400);
+        config.plant = "cartpole".into();
+        config.trpo.use_sde = true;
+        let Err(err) = Session::start(folder, config) else {
+            panic!("gSDE on discrete actions is refused");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("`use_sde = true` needs a continuous action space")
+                && text.contains("cartpole"),
+            "{text}"
+        );
+        assert!(!paths.config_path().exists());
+        assert!(!paths.checkpoint_path().exists());
+    }
+
     #[test]
     fn devices_of_another_plant_are_refused_before_anything_is_written() {
         let dir = TestDir::new("session-plant");

@@ -11,6 +11,7 @@ use nalgebra::DMatrix;
 use tether_shared::message::{RecordAction, RecordError, RecordLayout, TransitionRecords};
 
 use super::distribution::ActionDistribution;
+use super::gsde::SdeDistribution;
 
 /// How an episode ended, which decides whether GAE bootstraps.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,7 +221,8 @@ impl RolloutBatch {
             && match (self.layout.action(), distribution) {
                 (
                     RecordAction::Continuous { dim },
-                    ActionDistribution::DiagGaussian { action_dim },
+                    ActionDistribution::DiagGaussian { action_dim }
+                    | ActionDistribution::StateDependent(SdeDistribution { action_dim, .. }),
                 ) => usize::from(dim) == action_dim,
                 (RecordAction::Discrete { n }, ActionDistribution::Categorical { n_actions }) => {
                     usize::from(n) == n_actions
@@ -321,6 +323,13 @@ mod tests {
         cut.end_truncated(&[7.0, 8.0]).expect("valid");
         batch.push(&cut).expect("same layout");
         assert_eq!(batch.check_shape(2, GAUSS), Ok(()));
+        let sde = ActionDistribution::StateDependent(SdeDistribution {
+            action_dim: 1,
+            features: 8,
+            full_std: true,
+            use_expln: false,
+        });
+        assert_eq!(batch.check_shape(2, sde), Ok(()), "gSDE acts continuously");
         assert_eq!(batch.len(), 5);
         let obs = batch.observation_matrix();
         assert_eq!(obs.shape(), (2, 5));

@@ -6,6 +6,8 @@ use tether_shared::message::{AckTopic, DeviceInfo, PolicyUpload, RunCommand};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
+use tether_firmware::rate_limit::ActionRateLimit;
+
 use super::{DeviceError, DeviceLink};
 
 /// Timeouts and retries for talking to a device.
@@ -303,9 +305,16 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
     info.plant
         .validate()
         .map_err(|reason| DeviceError::BadPlant {
-            device,
+            device: device.clone(),
             reason: reason.to_string(),
         })?;
+    if !info.action_rate_limit.is_empty() {
+        // The host replays the limit to know what the plant received: it must be usable.
+        ActionRateLimit::new(&info.action_rate_limit).map_err(|e| DeviceError::BadPlant {
+            device,
+            reason: format!("its action rate limit {:?}: {e}", info.action_rate_limit),
+        })?;
+    }
     Ok(info)
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tether_firmware::rate_limit::ActionRateLimit;
 
 use tether_shared::message::{
     DeviceState, EpisodeEnd, RecordLayout, RunCommand, RunMode, TransitionBatch,
@@ -102,6 +103,9 @@ pub struct DeviceRollout {
     pub episodes: Vec<CollectedEpisode>,
     /// What was refused.
     pub rejections: RejectionCounts,
+    /// The device's action rate limit (from its handshake), to know what its plant
+    /// received.
+    pub action_rate_limit: Option<ActionRateLimit>,
 }
 
 impl DeviceRollout {
@@ -149,6 +153,7 @@ fn run_round(
     request: &CollectRequest,
     output: &mut DeviceRollout,
 ) -> Result<(), DeviceError> {
+    output.action_rate_limit = ActionRateLimit::new(&client.info().action_rate_limit).ok();
     if *active_version != Some(request.version) {
         // Whatever the device ran before is unknown until this upload succeeds.
         *active_version = None;

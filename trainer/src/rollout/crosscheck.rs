@@ -97,10 +97,9 @@ impl<'a> HostHead<'a> {
 
 #[cfg(test)]
 mod tests {
-    use tether_shared::message::{RecordAction, RecordLayout, TransitionRecords};
+    use tether_shared::message::{RecordAction, RecordLayout};
 
     use super::*;
-    use crate::trpo::batch::Trajectory;
 
     const GAUSSIAN: RecordLayout = RecordLayout::new(1, RecordAction::Continuous { dim: 1 });
 
@@ -115,19 +114,7 @@ mod tests {
 
     /// A one-step episode as the device reported it.
     fn episode(layout: RecordLayout, obs: f32, action: f32, log_prob: f32) -> CollectedEpisode {
-        let values = [obs, action, 0.0, log_prob];
-        let mut trajectory = Trajectory::new(layout);
-        trajectory
-            .extend(TransitionRecords::new_checked(layout, &values).expect("a valid record"))
-            .expect("same layout");
-        CollectedEpisode {
-            episode: 0,
-            policy_version: 1,
-            trajectory,
-            complete_return: None,
-            worst_step_us: 0,
-            missed_deadlines: 0,
-        }
+        CollectedEpisode::of_records(layout, &[obs, action, 0.0, log_prob])
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct CollectedEpisode {
     pub worst_step_us: u32,
     /// Control steps that started late.
     pub missed_deadlines: u32,
+    /// Control steps whose action the device's rate limit changed (0 when cut).
+    pub rate_limited_steps: u32,
 }
 
 impl CollectedEpisode {
@@ -34,6 +36,25 @@ impl CollectedEpisode {
     /// Whether the episode has no steps.
     pub fn is_empty(&self) -> bool {
         self.trajectory.is_empty()
+    }
+
+    /// Episode 0 of policy 1 made of the records `values` (whole records of `layout`), cut
+    /// (no return), with no timing facts: for the tests of what consumes episodes.
+    #[cfg(test)]
+    pub(crate) fn of_records(layout: RecordLayout, values: &[f32]) -> Self {
+        let records = tether_shared::message::TransitionRecords::new_checked(layout, values)
+            .expect("whole, valid records");
+        let mut trajectory = Trajectory::new(layout);
+        trajectory.extend(records).expect("same layout");
+        CollectedEpisode {
+            episode: 0,
+            policy_version: 1,
+            trajectory,
+            complete_return: None,
+            worst_step_us: 0,
+            missed_deadlines: 0,
+            rate_limited_steps: 0,
+        }
     }
 }
 
@@ -92,6 +113,7 @@ impl EpisodeAssembler {
                 complete_return: None,
                 worst_step_us: 0,
                 missed_deadlines: 0,
+                rate_limited_steps: 0,
             },
         }
     }
@@ -214,6 +236,7 @@ impl EpisodeAssembler {
             self.data.complete_return = Some(end.episode_return);
         }
         self.data.worst_step_us = end.worst_step_us;
+        self.data.rate_limited_steps = end.rate_limited_steps;
         self.data.missed_deadlines = end.missed_deadlines;
         Ok(self.data)
     }

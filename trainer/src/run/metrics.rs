@@ -89,30 +89,54 @@ pub struct IterationMetrics {
     /// The plant's control period, in microseconds, as the devices time their deadlines.
     #[serde(default)]
     pub control_period_us: u64,
+    /// Mean `|aₜ − aₜ₋₁|` of the actions the plants received (after clamping and rate
+    /// limiting), within this iteration's episodes, in action units (NaN when none).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub action_change_mean: f64,
+    /// Mean over this iteration's episodes of the share of the received action's energy
+    /// (mean removed) above a quarter of the control rate, in [0, 1] (NaN when none).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub action_hf_share: f64,
+    /// Control steps whose action a device's rate limit changed, summed over this
+    /// iteration's episodes and devices.
+    #[serde(default)]
+    pub rate_limited_steps: u64,
     /// Why the update was skipped or the step rejected, if it was.
     #[serde(default)]
     pub skipped_reason: Option<String>,
 }
 
 impl IterationMetrics {
+    /// How often the devices' action rate limit acted this iteration, in a few words (for
+    /// the progress line), e.g. `"rate limit changed 120 actions"`; `None` when it never
+    /// did.
+    pub fn rate_limit_note(&self) -> Option<String> {
+        (self.rate_limited_steps > 0).then(|| {
+            format!(
+                "rate limit changed {}",
+                counted(self.rate_limited_steps, "action")
+            )
+        })
+    }
+
     /// The devices' real-time health in a few words when a control deadline was missed this
     /// iteration (for the progress line), e.g. `"3 missed deadlines, worst step 25100 µs of
     /// 20000 µs"`; `None` when every step started on time.
     pub fn missed_deadline_note(&self) -> Option<String> {
         (self.device_missed_deadlines > 0).then(|| {
             format!(
-                "{} missed deadline{}, worst step {} µs of {} µs",
-                self.device_missed_deadlines,
-                if self.device_missed_deadlines == 1 {
-                    ""
-                } else {
-                    "s"
-                },
+                "{}, worst step {} µs of {} µs",
+                counted(self.device_missed_deadlines, "missed deadline"),
                 self.device_worst_step_us,
                 self.control_period_us
             )
         })
     }
+}
+
+/// `"1 thing"`, `"3 things"`.
+fn counted(n: u64, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The value of a float field that older `metrics.jsonl` files do not have.
@@ -342,6 +366,9 @@ mod tests {
             device_worst_step_us: 40 + i as u32,
             device_missed_deadlines: i / 2,
             control_period_us: 20_000,
+            action_change_mean: 0.125 * i as f64,
+            action_hf_share: 0.25 + 0.125 * i as f64,
+            rate_limited_steps: 3 * i,
             skipped_reason: (i % 4 == 3).then(|| "line search failed".to_owned()),
         }
     }
@@ -373,6 +400,7 @@ mod tests {
         let mut r = record(0);
         r.explained_variance = f64::NAN;
         r.improvement_ratio = f64::INFINITY;
+        r.action_hf_share = f64::NAN;
         let mut log = MetricsLog::create(&path).unwrap();
         log.append(&r).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -380,6 +408,7 @@ mod tests {
         let back = read_metrics(&path).unwrap();
         assert!(back[0].explained_variance.is_nan());
         assert!(back[0].improvement_ratio.is_nan());
+        assert!(back[0].action_hf_share.is_nan());
         assert_eq!(back[0].kl, 0.009);
     }
 
@@ -395,21 +424,35 @@ mod tests {
             "device_worst_step_us",
             "device_missed_deadlines",
             "control_period_us",
+            "action_change_mean",
+            "action_hf_share",
+            "rate_limited_steps",
         ] {
             assert!(fields.remove(key).is_some(), "{key}");
         }
         std::fs::write(&path, format!("{line}\n")).unwrap();
         let back = read_metrics(&path).unwrap();
         assert!(back[0].mean_episode_length.is_nan() && back[0].steps_per_s.is_nan());
+        assert!(back[0].action_change_mean.is_nan() && back[0].action_hf_share.is_nan());
         assert_eq!(
             (
                 back[0].device_worst_step_us,
                 back[0].device_missed_deadlines,
-                back[0].control_period_us
+                back[0].control_period_us,
+                back[0].rate_limited_steps
             ),
-            (0, 0, 0)
+            (0, 0, 0, 0)
         );
         assert_eq!(back[0].mean_return, record(2).mean_return);
+    }
+
+    #[test]
+    fn the_rate_limit_note_appears_only_when_the_limit_acted() {
+        assert_eq!(record(0).rate_limit_note(), None);
+        assert_eq!(
+            record(1).rate_limit_note().as_deref(),
+            Some("rate limit changed 3 actions")
+        );
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod tests {
             complete_return: complete,
             worst_step_us: 0,
             missed_deadlines: 0,
+            rate_limited_steps: 0,
         }
     }
 
@@ -97,6 +98,7 @@ mod tests {
                 discarded_episodes: 1,
                 ..Default::default()
             },
+            action_rate_limit: None,
         };
         let b = DeviceRollout {
             episodes: vec![
@@ -110,6 +112,7 @@ mod tests {
                 episode(0, None, EpisodeEnding::Terminated),
             ],
             rejections: RejectionCounts::default(),
+            action_rate_limit: None,
         };
         let out = assemble([&a, &b], LAYOUT);
         assert_eq!(out.steps, 5);

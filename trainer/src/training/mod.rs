@@ -5,6 +5,8 @@
 //! - [`assembly`]: turning what the devices delivered into the learner's batch;
 //! - [`preset`]: the table of per-plant starting settings;
 //! - [`round_stats`]: episode lengths and device timing of a round, for the metrics;
+//! - [`smoothness`]: how smoothly a round drove the plants (action changes, high-frequency
+//!   share), for the metrics;
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
@@ -17,6 +19,7 @@ pub mod preset;
 pub mod round_stats;
 pub mod run_state;
 pub mod session;
+pub mod smoothness;
 
 pub use fleet::{Fleet, FleetSpec};
 pub use session::{Session, SessionOutcome};

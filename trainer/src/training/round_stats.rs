@@ -14,6 +14,9 @@ pub struct RoundStats {
     pub worst_step_us: u32,
     /// Control steps that started past their deadline, summed over those episodes.
     pub missed_deadlines: u64,
+    /// Control steps whose action a device's rate limit changed, summed over those
+    /// episodes.
+    pub rate_limited_steps: u64,
 }
 
 /// The few facts about one episode the statistics need.
@@ -27,6 +30,8 @@ pub struct EpisodeFacts {
     pub worst_step_us: u32,
     /// Control steps that started late.
     pub missed_deadlines: u32,
+    /// Control steps the rate limit changed.
+    pub rate_limited_steps: u32,
 }
 
 impl EpisodeFacts {
@@ -37,6 +42,7 @@ impl EpisodeFacts {
             complete: episode.complete_return.is_some(),
             worst_step_us: episode.worst_step_us,
             missed_deadlines: episode.missed_deadlines,
+            rate_limited_steps: episode.rate_limited_steps,
         }
     }
 }
@@ -55,7 +61,7 @@ impl RoundStats {
     /// The statistics of episodes (any order; the results do not depend on it).
     pub fn of_episodes(episodes: impl IntoIterator<Item = EpisodeFacts>) -> Self {
         let (mut complete_steps, mut complete) = (0usize, 0usize);
-        let (mut worst_step_us, mut missed_deadlines) = (0, 0u64);
+        let (mut worst_step_us, mut missed_deadlines, mut rate_limited_steps) = (0, 0u64, 0u64);
         for episode in episodes {
             if episode.complete && episode.len > 0 {
                 complete_steps += episode.len;
@@ -63,6 +69,7 @@ impl RoundStats {
             }
             worst_step_us = worst_step_us.max(episode.worst_step_us);
             missed_deadlines += u64::from(episode.missed_deadlines);
+            rate_limited_steps += u64::from(episode.rate_limited_steps);
         }
         RoundStats {
             mean_episode_length: if complete == 0 {
@@ -72,6 +79,7 @@ impl RoundStats {
             },
             worst_step_us,
             missed_deadlines,
+            rate_limited_steps,
         }
     }
 }
@@ -86,6 +94,7 @@ mod tests {
             complete,
             worst_step_us,
             missed_deadlines: missed,
+            rate_limited_steps: missed * 10,
         }
     }
 
@@ -100,6 +109,7 @@ mod tests {
         assert_eq!(stats.mean_episode_length, 310.0 / 3.0);
         assert_eq!(stats.worst_step_us, 900);
         assert_eq!(stats.missed_deadlines, 4);
+        assert_eq!(stats.rate_limited_steps, 40);
     }
 
     #[test]

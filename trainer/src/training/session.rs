@@ -19,6 +19,7 @@ use super::assembly::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
+use super::smoothness::Smoothness;
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::CheckpointError;
@@ -303,7 +304,9 @@ impl Session {
         self.progress.rejections.add(&assembled.rejections);
         let iteration_s = started.elapsed().as_secs_f64();
         self.progress.wall_s += iteration_s;
-        let stats = RoundStats::of(results.iter().filter_map(|r| r.outcome.as_ref().ok()));
+        let rollouts = || results.iter().filter_map(|r| r.outcome.as_ref().ok());
+        let stats = RoundStats::of(rollouts());
+        let smoothness = Smoothness::of_round(rollouts(), &self.plant.action);
 
         let mut metrics = IterationMetrics {
             iteration,
@@ -321,6 +324,9 @@ impl Session {
             device_worst_step_us: stats.worst_step_us,
             device_missed_deadlines: stats.missed_deadlines,
             control_period_us: self.plant.control_period_us(),
+            action_change_mean: smoothness.action_change_mean,
+            action_hf_share: smoothness.action_hf_share,
+            rate_limited_steps: stats.rate_limited_steps,
             ..IterationMetrics::default()
         };
         record_update(&mut metrics, report);
@@ -560,6 +566,10 @@ mod tests {
         assert_eq!(outcome.progress.rejections, Default::default());
         let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
         assert!(metrics.iter().all(|m| m.accepted), "{metrics:?}");
+        // Smoothness is measured every iteration; no rate limit is set, so it never acts.
+        assert!(metrics.iter().all(|m| m.action_change_mean > 0.0
+            && (0.0..=1.0).contains(&m.action_hf_share)
+            && m.rate_limited_steps == 0));
         let state = TrainingState::load(&paths.checkpoint_path()).expect("checkpoint");
         assert!(state.learner.config.use_sde);
     }

@@ -26,6 +26,9 @@ pub const SCALARS: &[(&str, &str)] = &[
     ("device/worst_step_us", "device_worst_step_us"),
     ("device/missed_deadlines", "device_missed_deadlines"),
     ("device/control_period_us", "control_period_us"),
+    ("rollout/action_change_mean", "action_change_mean"),
+    ("rollout/action_hf_share", "action_hf_share"),
+    ("device/rate_limited_steps", "rate_limited_steps"),
 ];
 
 /// The step every scalar of an iteration is logged at: environment steps so far.
@@ -66,6 +69,9 @@ mod tests {
             device_missed_deadlines: 2,
             control_period_us: 20_000,
             devices_active: 2,
+            action_change_mean: 0.5,
+            action_hf_share: f64::NAN,
+            rate_limited_steps: 7,
             ..IterationMetrics::default()
         };
         let values = scalar_values(&metrics);
@@ -81,6 +87,9 @@ mod tests {
         assert_eq!(get("device/missed_deadlines"), Some(2.0));
         assert_eq!(get("device/control_period_us"), Some(20_000.0));
         assert_eq!(get("devices/active"), Some(2.0));
+        assert_eq!(get("rollout/action_change_mean"), Some(0.5));
+        assert!(get("rollout/action_hf_share").is_some_and(f32::is_nan));
+        assert_eq!(get("device/rate_limited_steps"), Some(7.0));
         assert_eq!(step_of(&metrics), 2048);
     }
 

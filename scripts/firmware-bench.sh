@@ -4,11 +4,16 @@
 # `qemu-system-arm -icount shift=0` (one Thumb-2 instruction per nanosecond of virtual time;
 # SysTick at 25 MHz then ticks every 40 instructions) and prints one JSON line per plant:
 #
-#   plant, macs, instructions_per_step (everything in a control step: policy, sampling,
+#   plant, macs (the network's, plus gSDE's noise and variance sums), instructions_per_step (everything in a control step: policy, sampling,
 #   safety, plant model, framing, CRC, UART writes, episode ends and heartbeats, averaged
 #   over 2,000 steps), forward_instructions, sampling_instructions, link_instructions (per
 #   transition), plant_instructions (each averaged over 1,000 repetitions), text, data, bss
 #   (bytes, arm-none-eabi-size), peak_stack (bytes, stack painting), and derived figures.
+#
+# The continuous plants' images (GSDE_PLANTS, default "pendulum qube") run a second time
+# in `bench-gsde` mode: the same policy with a gSDE head (issue 15), θ_ε held over the
+# steps, plus sde_draw_instructions (one draw of the 64 × action-dim noise matrix) and
+# worst_step_instructions (a whole step that redraws: instructions_per_step + the draw).
 #
 # Budgets, checked here (the script exits 1 naming every one exceeded):
 #   - the [64, 64] qube policy with its observation normaliser: forward pass (tanh
@@ -18,6 +23,8 @@
 #     floating-point routine (__aeabi_d*, __*df*, ...) linked at all, so none on the control
 #     path or in the plant models; no fused multiply-add instruction (vfma/vfms/vfnma: it
 #     would break bit-exactness with the host).
+#   - gSDE: the step that redraws θ_ε fits the control period on a 100 MHz Cortex-M4 at
+#     the 2.6 cycles per instruction the README estimates (with the plant model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +35,17 @@ command -v qemu-system-arm >/dev/null || {
     exit 1
 }
 
+gsde_plants=${GSDE_PLANTS:-"pendulum qube"}
 failed=0
 for image in target/firmware/$board/*.elf; do
-    plant=$(basename "$image" .elf)
+  plant=$(basename "$image" .elf)
+  modes=bench
+  [[ " $gsde_plants " == *" $plant "* ]] && modes="bench bench-gsde"
+  for mode in $modes; do
     if ! bench=$(timeout 600 qemu-system-arm -M mps2-an386 -display none -monitor none \
         -serial null -icount shift=0 -semihosting-config enable=on,target=native \
-        -kernel "$image" -append bench); then
-        echo "firmware-bench: $plant: the benchmark failed" >&2
+        -kernel "$image" -append "$mode"); then
+        echo "firmware-bench: $plant: the $mode benchmark failed" >&2
         failed=1
         continue
     fi
@@ -43,26 +54,39 @@ for image in target/firmware/$board/*.elf; do
         awk '$3 ~ /^__aeabi_(d|f2d|l2d|ul2d|i2d|ui2d)|^__.*df[0-9]?$|^__.*df[a-z]+[0-9]?$/ {print $3}' |
         sort -u | tr '\n' ' ')
     fused=$(arm-none-eabi-objdump -d "$image" | grep -cE $'\tv(fma|fms|fnma|fnms)\\.' || true)
-    if ! python3 - "$bench" "$text" "$data" "$bss" "$doubles" "$fused" <<'PY'; then
+    if ! python3 - "$bench" "$text" "$data" "$bss" "$doubles" "$fused" "$mode" <<'PY'; then
 import json, sys
 bench = json.loads(sys.argv[1])
 text, data, bss = (int(v) for v in sys.argv[2:5])
 doubles, fused = sys.argv[5].split(), int(sys.argv[6])
-macs = bench["macs"]
-row = {k: bench[k] for k in ("plant", "macs", "instructions_per_step", "forward_instructions",
-                             "sampling_instructions", "link_instructions", "plant_instructions")}
-row.update(text=text, data=data, bss=bss, peak_stack=bench["peak_stack"])
+# A gSDE step's noise and variance sums are multiply-accumulates too (2 × features × actions).
+macs = bench["macs"] + bench.get("sde_macs", 0)
+row = {"exploration": "gsde" if sys.argv[7] == "bench-gsde" else "plain"}
+row.update({k: bench[k] for k in ("plant", "instructions_per_step", "forward_instructions",
+                             "sampling_instructions", "link_instructions", "plant_instructions")})
+row.update(macs=macs, text=text, data=data, bss=bss, peak_stack=bench["peak_stack"])
 control = bench["instructions_per_step"] - bench["plant_instructions"]
 row.update(
-    forward_per_mac=round(bench["forward_instructions"] / macs, 3),
+    forward_per_mac=round(bench["forward_instructions"] / bench["macs"], 3),
     control_per_mac=round(control / macs, 3),
     flash=text + data,
     ram=data + bss + bench["peak_stack"],
     double_routines=doubles,
     fused_multiply_adds=fused,
 )
-print(json.dumps(row), flush=True)
 over = []
+if "sde_draw_instructions" in bench:
+    # The worst step redraws θ_ε; at 100 MHz and 2.6 cycles per instruction (README).
+    worst = bench["instructions_per_step"] + bench["sde_draw_instructions"]
+    worst_us = worst * 2.6 / 100.0
+    row.update(sde_draw_instructions=bench["sde_draw_instructions"],
+               worst_step_instructions=round(worst, 2),
+               worst_step_us_100mhz=round(worst_us, 1),
+               control_period_us=bench["control_period_us"])
+    if worst_us > bench["control_period_us"]:
+        over.append(f"a step that redraws θ_ε takes ≈ {worst_us:.0f} µs at 100 MHz "
+                    f"> the {bench['control_period_us']} µs control period")
+print(json.dumps(row), flush=True)
 if row["ram"] > 64 * 1024:
     over.append(f"RAM {row['ram']} B > 64 KiB")
 if doubles:
@@ -75,10 +99,12 @@ if row["plant"] == "qube":
     if row["control_per_mac"] > 2.5:
         over.append(f"control step without plant {row['control_per_mac']} instructions/MAC > 2.5")
 for o in over:
-    print(f"firmware-bench: {row['plant']}: budget exceeded: {o}", file=sys.stderr)
+    print(f"firmware-bench: {row['plant']} ({row['exploration']}): budget exceeded: {o}",
+          file=sys.stderr)
 sys.exit(1 if over else 0)
 PY
         failed=1
     fi
+  done
 done
 exit $failed

@@ -19,7 +19,7 @@
 use tether_shared::PolicyHead;
 use tether_shared::message::RefusalReason;
 use tether_shared::plant::MAX_ACTION_DIM;
-use tether_shared::policy::sde::{SdeHead, sde_noise, sde_std_matrix, sde_variance};
+use tether_shared::policy::sde::{SdeHead, sde_noise_and_variance, sde_std_matrix};
 use tether_shared::policy::{PolicySpec, gaussian_log_prob_with_variance};
 
 use crate::policy_tiles::TiledPolicy;
@@ -139,8 +139,7 @@ impl<const N: usize> SdeNoise<N> {
         let mut noise = [0.0f32; MAX_ACTION_DIM];
         let mut variance = [0.0f32; MAX_ACTION_DIM];
         let (noise, variance) = (noise.get_mut(..actions)?, variance.get_mut(..actions)?);
-        sde_noise(features, theta, noise);
-        sde_variance(features, std, variance);
+        sde_noise_and_variance(features, theta, std, noise, variance);
         let (action, mean) = (action.get_mut(..actions)?, mean.get(..actions)?);
         for ((a, &m), &e) in action.iter_mut().zip(mean).zip(noise.iter()) {
             *a = m + e;

@@ -133,6 +133,32 @@ pub fn sde_noise(features: &[f32], theta: &[f32], noise: &mut [f32]) {
     }
 }
 
+/// [`sde_noise`] and [`sde_variance`] in one pass over the features, bit for bit the same
+/// values (each sum in feature order, no fused multiply-add): the device's exploring step.
+/// One action, every plant model's case, runs as two dot products in one loop.
+#[inline]
+pub fn sde_noise_and_variance(
+    features: &[f32],
+    theta: &[f32],
+    std: &[f32],
+    noise: &mut [f32],
+    variance: &mut [f32],
+) {
+    if let ([e], [v]) = (&mut *noise, &mut *variance) {
+        let (mut e_sum, mut v_sum) = (0.0f32, 0.0f32);
+        for ((&z, &t), &s) in features.iter().zip(theta).zip(std) {
+            e_sum += z * t;
+            let d = z * s;
+            v_sum += d * d;
+        }
+        *e = e_sum;
+        *v = v_sum + SDE_EPSILON;
+        return;
+    }
+    sde_noise(features, theta, noise);
+    sde_variance(features, std, variance);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +231,36 @@ mod tests {
         // Vanishing features leave only ε: the density stays finite.
         sde_variance(&[0.0; 3], &std, &mut variance);
         assert_eq!(variance, [SDE_EPSILON; 2]);
+    }
+
+    /// The one-pass form agrees bit for bit with the two sums, for one action and more.
+    #[test]
+    fn one_pass_noise_and_variance_equal_the_separate_sums() {
+        for actions in [1usize, 2, 3] {
+            let features: [f32; 13] = core::array::from_fn(|i| ((i * 7 % 11) as f32 - 5.0) * 0.173);
+            let n = features.len() * actions;
+            let theta: [f32; 39] = core::array::from_fn(|i| ((i * 5 % 9) as f32 - 4.0) * 0.31);
+            let std: [f32; 39] = core::array::from_fn(|i| 0.2 + (i % 7) as f32 * 0.13);
+            let (theta, std) = (&theta[..n], &std[..n]);
+            let (mut e1, mut v1) = ([0.0f32; 3], [0.0f32; 3]);
+            sde_noise(&features, theta, &mut e1[..actions]);
+            sde_variance(&features, std, &mut v1[..actions]);
+            let (mut e2, mut v2) = ([9.0f32; 3], [9.0f32; 3]);
+            sde_noise_and_variance(
+                &features,
+                theta,
+                std,
+                &mut e2[..actions],
+                &mut v2[..actions],
+            );
+            for j in 0..actions {
+                assert_eq!(e1[j].to_bits(), e2[j].to_bits(), "noise {j} of {actions}");
+                assert_eq!(
+                    v1[j].to_bits(),
+                    v2[j].to_bits(),
+                    "variance {j} of {actions}"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! The budget benchmark: the device runs a [64, 64] Gaussian (or categorical) policy with
-//! observation normaliser on this image's plant, and SysTick counts the instructions.
+//! observation normaliser on this image's plant, and SysTick counts the instructions. With
+//! [`Exploration::Sde`] (a continuous plant's image only) the head is gSDE instead, drawing
+//! its noise matrix once per run (`sde_sample_freq = 0`), so the whole steps hold θ_ε.
 //!
 //! Run under `qemu-system-arm -icount shift=0` (one instruction per nanosecond of virtual
 //! time; SysTick ticks every [`INSTRUCTIONS_PER_TICK`] instructions) by
@@ -15,7 +17,13 @@
 //! - `forward_instructions`: [`REPEATS`] forward passes of the running policy (normaliser,
 //!   layers, tanh) on a plant observation;
 //! - `sampling_instructions`: [`REPEATS`] Gaussian draws with log-density (or categorical
-//!   draws) on that forward pass's output;
+//!   draws) on that forward pass's output; for gSDE, exploring steps with θ_ε held (noise
+//!   and variance from the 64 features, log-density);
+//! - `sde_macs` (gSDE only): the step's multiply-accumulates beyond the network's, the
+//!   noise and variance sums (2 × 64 × action-dim);
+//! - `sde_draw_instructions` (gSDE only): one draw of θ_ε (64 × action-dim Gaussians),
+//!   the difference between [`REPEATS`] exploring steps that each redraw and as many that
+//!   hold θ_ε; a step that redraws costs this much more than `instructions_per_step`;
 //! - `plant_instructions`: [`REPEATS`] observe + actuate steps of a fresh plant, with a
 //!   reset whenever an episode would end;
 //! - `link_instructions`: full transition batches of this plant's records framed (postcard,
@@ -26,10 +34,12 @@
 
 use core::hint::black_box;
 
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::{debug, hprint, hprintln};
+use tether_firmware::gsde::SdeNoise;
 use tether_firmware::link::{LinkEndpoint, Priority};
 use tether_firmware::plant::{Action, Plant};
 use tether_firmware::sampler::Sampler;
+use tether_firmware::policy_tiles::TiledPolicy;
 use tether_firmware::{Device, DeviceConfig};
 use tether_shared::message::{
     DeviceMessage, DeviceState, RecordLayout, RunCommand, RunMode, TRANSITION_BATCH_VALUES,
@@ -37,6 +47,7 @@ use tether_shared::message::{
 };
 use tether_shared::plant::MAX_OBS_DIM;
 use tether_shared::policy::MAX_LAYER_WIDTH;
+use tether_shared::policy::sde::SdeHead;
 use tether_shared::{ActionSpace, PolicyHead, PolicySpec};
 
 use crate::clock::{BoardClock, TimeSource};
@@ -45,7 +56,7 @@ use crate::link::BoardLink;
 use crate::script::Script;
 use crate::systick::{self, INSTRUCTIONS_PER_TICK};
 use crate::uart::CmsdkUart;
-use crate::{BoardDevice, stack};
+use crate::{BoardDevice, NOISE_CAPACITY, stack};
 
 /// Hidden layers of the benchmark policy.
 pub const HIDDEN: [u16; 2] = [64, 64];
@@ -59,10 +70,31 @@ pub const REPEATS: u32 = 1_000;
 /// Polls allowed for the upload and the start of the run.
 const UPLOAD_POLLS: u32 = 10_000;
 
+
+/// The policy head the benchmark explores with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exploration {
+    /// The plant's own head: Gaussian with state-independent noise, or categorical.
+    Plain,
+    /// gSDE (SB3's defaults: `full_std`, no `expln`), θ_ε drawn once per run.
+    Sde,
+}
+
 /// Runs the benchmark on `plant`, prints one JSON line on the host's stdout and exits.
 #[inline(never)]
-pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart) -> ! {
-    let spec = PolicySpec::for_plant(&plant.description(), &HIDDEN, true);
+pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart, exploration: Exploration) -> ! {
+    let mut spec = PolicySpec::for_plant(&plant.description(), &HIDDEN, true);
+    if exploration == Exploration::Sde {
+        let PolicyHead::Gaussian { action_dim } = spec.head else {
+            fail(format_args!("bench: gSDE needs a continuous plant"))
+        };
+        spec.head = PolicyHead::GaussianSde(SdeHead {
+            action_dim,
+            full_std: true,
+            use_expln: false,
+            resample_every: 0,
+        });
+    }
     let run = RunCommand {
         first_episode: 0,
         episodes: 0,
@@ -97,13 +129,23 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart) -> ! {
         }
         black_box(&out);
     });
-    let sampling = sampling(&spec, out, policy.log_std());
+    let (sampling, sde_draw) = match exploration {
+        Exploration::Plain => (sampling(&spec, out, policy.log_std()), None),
+        Exploration::Sde => {
+            let features = match policy.forward_with_features(obs, &mut scratch, out) {
+                Ok(features) => features,
+                Err(_) => fail(format_args!("bench: forward pass refused")),
+            };
+            let (held, draw) = sde_sampling(&policy, features, out);
+            (held, Some(draw))
+        }
+    };
     let plant_part = plant_steps(plant.clone());
     let link = link_per_record(&mut device);
 
     let peak_stack = stack::peak_bytes();
-    hprintln!(
-        "{{\"plant\":\"{}\",\"macs\":{},\"params\":{},\"steps\":{},\"instructions_per_step\":{},\"forward_instructions\":{},\"sampling_instructions\":{},\"link_instructions\":{},\"plant_instructions\":{},\"peak_stack\":{},\"stack_capacity\":{}}}",
+    hprint!(
+        "{{\"plant\":\"{}\",\"macs\":{},\"params\":{},\"steps\":{},\"instructions_per_step\":{},\"forward_instructions\":{},\"sampling_instructions\":{},\"link_instructions\":{},\"plant_instructions\":{},\"peak_stack\":{},\"stack_capacity\":{},\"control_period_us\":{}",
         plant.description().name.as_str(),
         spec.macs(),
         spec.param_count(),
@@ -115,7 +157,17 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart) -> ! {
         Hundredths(plant_part),
         peak_stack,
         stack::capacity_bytes(),
+        device.period_us(),
     );
+    if let Some(draw) = sde_draw {
+        // The noise and variance sums: one multiply-accumulate each per matrix value.
+        hprint!(
+            ",\"sde_draw_instructions\":{},\"sde_macs\":{}",
+            Hundredths(draw),
+            2 * spec.noise_len()
+        );
+    }
+    hprintln!("{}", "}");
     debug::exit(debug::EXIT_SUCCESS);
     fail(format_args!("bench: semihosting exit returned"))
 }
@@ -201,6 +253,38 @@ fn sampling(spec: &PolicySpec, out: &[f32], log_std: Option<&[f32]>) -> u64 {
             black_box(sampler.categorical(black_box(out)));
         }),
     }
+}
+
+/// Hundredths of an instruction per gSDE exploring step with θ_ε held, and per draw of
+/// θ_ε (steps that each redraw, less those that hold).
+#[inline(never)]
+fn sde_sampling(policy: &TiledPolicy<'_>, features: &[f32], mean: &[f32]) -> (u64, u64) {
+    let mut noise = SdeNoise::<NOISE_CAPACITY>::new();
+    if !noise.load(policy) {
+        fail(format_args!("bench: the gSDE noise matrix does not fit"));
+    }
+    let mut sampler = Sampler::new(3);
+    let mut action = [0.0f32; 8];
+    let action = &mut action[..mean.len()];
+    let mut explore = |noise: &mut SdeNoise<NOISE_CAPACITY>| {
+        if noise
+            .explore(&mut sampler, black_box(features), black_box(mean), action)
+            .is_none()
+        {
+            fail(format_args!("bench: the gSDE step refused"));
+        }
+        black_box(&action);
+    };
+    explore(&mut noise);
+    let held = per_repeat(|| explore(&mut noise));
+    let redrawn = per_repeat(|| {
+        noise.restart();
+        explore(&mut noise);
+    });
+    if noise.draws() < REPEATS {
+        fail(format_args!("bench: θ_ε was not redrawn every step"));
+    }
+    (held, redrawn.saturating_sub(held))
 }
 
 /// Hundredths of an instruction per plant step (observe, actuate; a reset when the episode

@@ -2,7 +2,8 @@
 //!
 //! Words, any order: `realtime` (pace the control loop by SysTick at the plant's rate;
 //! the default runs free), `bench` (run the budget benchmark instead of serving the host,
-//! print one JSON line over semihosting and exit). Unknown words stop the board with an
+//! print one JSON line over semihosting and exit), `bench-gsde` (the same with a gSDE
+//! policy head, and the noise matrix's draw measured). Unknown words stop the board with an
 //! error naming them, rather than being ignored.
 
 use cortex_m_semihosting::{nr, syscall1};
@@ -16,6 +17,8 @@ pub enum Mode {
     RealTime,
     /// Measure the budgets and exit.
     Bench,
+    /// Measure the budgets with a gSDE policy head and exit.
+    BenchSde,
 }
 
 /// The command line could not be used.
@@ -53,6 +56,7 @@ pub fn parse(cmdline: &str) -> Result<Mode, CmdlineError<'_>> {
         let this = match word {
             "realtime" => Mode::RealTime,
             "bench" => Mode::Bench,
+            "bench-gsde" => Mode::BenchSde,
             "free" => Mode::FreeRunning,
             other => return Err(CmdlineError::UnknownWord(other)),
         };

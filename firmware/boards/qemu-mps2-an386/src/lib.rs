@@ -32,14 +32,21 @@ use crate::link::BoardLink;
 use crate::uart::{CmsdkUart, UART0_BASE};
 
 /// Policy capacity per buffer, in f32 values: a [64, 64] policy with observation normaliser
-/// on any of the plant models (4,686 values on the qube) fits.
-pub const POLICY_CAPACITY: usize = 4_700;
+/// on any of the plant models fits, with a gSDE head too (4,686 values on the qube, 4,749
+/// with gSDE's 64 log-stds in place of one).
+pub const POLICY_CAPACITY: usize = 4_752;
+
+/// gSDE noise-matrix values (σ and θ_ε are kept, 8 bytes each): 64 features times the one
+/// action of every plant model here. A wider head is refused at upload (`OverCapacity`);
+/// the firmware's default room for four actions would cost 1.5 KiB more RAM.
+pub const NOISE_CAPACITY: usize = 64;
 
 /// The UART's line rate. QEMU does not pace the bytes, it only wants a valid divisor.
 pub const BAUD: u32 = 115_200;
 
 /// The device type of this board, for any plant.
-pub type BoardDevice<'a, P> = Device<P, BoardLink<'a>, &'a BoardClock, POLICY_CAPACITY>;
+pub type BoardDevice<'a, P> =
+    Device<P, BoardLink<'a>, &'a BoardClock, POLICY_CAPACITY, NOISE_CAPACITY>;
 
 /// Brings the board up and runs `plant` as the command line asks; never returns.
 pub fn start<P: Plant + Clone>(plant: P) -> ! {
@@ -53,11 +60,12 @@ pub fn start<P: Plant + Clone>(plant: P) -> ! {
     let uart = unsafe { CmsdkUart::new(UART0_BASE, systick::CORE_CLOCK_HZ, BAUD) };
     let mut buf = [0u8; cmdline::CMDLINE_LEN];
     match cmdline::parse(cmdline::read(&mut buf)) {
-        Ok(Mode::Bench) => bench::bench(plant, uart),
+        Ok(Mode::Bench) => bench::bench(plant, uart, bench::Exploration::Plain),
+        Ok(Mode::BenchSde) => bench::bench(plant, uart, bench::Exploration::Sde),
         Ok(Mode::RealTime) => serve::serve(plant, uart, true),
         Ok(Mode::FreeRunning) => serve::serve(plant, uart, false),
         Err(e) => fault::fail(format_args!(
-            "bad command line ({:?}); words: free, realtime, bench",
+            "bad command line ({:?}); words: free, realtime, bench, bench-gsde",
             e
         )),
     }

@@ -23,6 +23,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         baud: args.baud,
         faults: args.faults.as_deref(),
         seed: args.seed,
+        action_rate_limit: None,
     }
     .board()?;
     let stop = interrupt_flag();

@@ -6,6 +6,7 @@
 
 use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::{AnyPlant, PLANT_NAMES};
+use tether_firmware::rate_limit::ActionRateLimit;
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
 
 /// The plant simulated devices model when nobody names one.
@@ -35,6 +36,8 @@ pub struct SimDeviceSpec<'a> {
     pub faults: Option<&'a str>,
     /// Seed of the fault injector.
     pub seed: u64,
+    /// The action rate limit the device enforces; `None`: none.
+    pub action_rate_limit: Option<ActionRateLimit>,
 }
 
 impl<'a> SimDeviceSpec<'a> {
@@ -46,6 +49,7 @@ impl<'a> SimDeviceSpec<'a> {
             baud: None,
             faults: None,
             seed: 0,
+            action_rate_limit: None,
         }
     }
 
@@ -55,12 +59,15 @@ impl<'a> SimDeviceSpec<'a> {
     /// In real time the device keeps its default watchdog.
     pub fn board(&self) -> Result<SimBoard<AnyPlant>, SimDeviceError> {
         let plant = sim_plant(self.plant)?;
-        let device = match self.time {
-            TimeMode::Virtual => DeviceConfig {
-                watchdog_timeout_us: 0,
-                ..DeviceConfig::default()
-            },
-            TimeMode::RealTime => DeviceConfig::default(),
+        let device = DeviceConfig {
+            action_rate_limit: self.action_rate_limit,
+            ..match self.time {
+                TimeMode::Virtual => DeviceConfig {
+                    watchdog_timeout_us: 0,
+                    ..DeviceConfig::default()
+                },
+                TimeMode::RealTime => DeviceConfig::default(),
+            }
         };
         let config = SimConfig {
             time: self.time,

@@ -129,6 +129,11 @@ pub struct DevicesConfig {
     /// Fault injection on simulated links (a spec the device driver parses, e.g.
     /// `"corrupt=0.01,drop=0.001"`); `None` for a clean link.
     pub faults: Option<String>,
+    /// The action rate limit simulated devices enforce (a safety setting of a device's
+    /// firmware; real devices report their own): the largest change of each continuous
+    /// action per control step, in action units, one value for every dimension or one
+    /// each. Empty (the default): none.
+    pub action_rate_limit: Vec<f32>,
 }
 
 impl Default for DevicesConfig {
@@ -141,6 +146,7 @@ impl Default for DevicesConfig {
             baud: 115_200,
             emulate_baud: false,
             faults: None,
+            action_rate_limit: Vec::new(),
         }
     }
 }
@@ -156,6 +162,7 @@ struct RawDevices {
     baud: u32,
     emulate_baud: bool,
     faults: Option<String>,
+    action_rate_limit: Vec<f32>,
 }
 
 impl Default for RawDevices {
@@ -169,6 +176,7 @@ impl Default for RawDevices {
             baud: d.baud,
             emulate_baud: d.emulate_baud,
             faults: d.faults,
+            action_rate_limit: d.action_rate_limit,
         }
     }
 }
@@ -186,6 +194,7 @@ impl From<RawDevices> for DevicesConfig {
             baud: raw.baud,
             emulate_baud: raw.emulate_baud,
             faults: raw.faults,
+            action_rate_limit: raw.action_rate_limit,
         }
     }
 }
@@ -418,6 +427,12 @@ impl<T> RunConfig<T> {
         }
         if self.devices.baud == 0 {
             return invalid("devices.baud", "must be positive, e.g. 115200".into());
+        }
+        let limit = &self.devices.action_rate_limit;
+        if !limit.is_empty()
+            && let Err(e) = tether_firmware::rate_limit::ActionRateLimit::new(limit)
+        {
+            return invalid("devices.action_rate_limit", format!("{limit:?}: {e}"));
         }
         if let Some(bad) = self.devices.ports.iter().find(|p| p.trim().is_empty()) {
             return invalid("devices.ports", format!("empty port name {bad:?}"));
@@ -673,6 +688,14 @@ upload_retries = 1
         check(&|c| c.total_steps = 0, "total_steps");
         check(&|c| c.steps_per_iteration = 0, "steps_per_iteration");
         check(&|c| c.devices.sim = 0, "devices");
+        check(
+            &|c| c.devices.action_rate_limit = vec![0.5, f32::NAN],
+            "devices.action_rate_limit",
+        );
+        check(
+            &|c| c.devices.action_rate_limit = vec![0.1; 5],
+            "devices.action_rate_limit",
+        );
         check(&|c| c.devices.baud = 0, "devices.baud");
         check(&|c| c.devices.tcp = vec!["rig1".into()], "devices.tcp");
         check(

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tether_firmware::rate_limit::ActionRateLimit;
 use tether_firmware::sim::{SimHandle, TimeMode};
 use tether_shared::PlantDescription;
 use tether_shared::seeds::board_seed;
@@ -81,6 +82,8 @@ pub struct FleetSpec {
     pub baud: u32,
     /// Fault injection on simulated links.
     pub faults: Option<String>,
+    /// The action rate limit simulated devices enforce; `None`: none.
+    pub action_rate_limit: Option<ActionRateLimit>,
     /// Real devices.
     pub addresses: Vec<DeviceAddress>,
     /// Seed of the simulated links' fault injectors.
@@ -125,6 +128,8 @@ impl FleetSpec {
             emulate_baud: devices.emulate_baud,
             baud: devices.baud,
             faults: devices.faults.clone(),
+            // Checked by `RunConfig::validate`; an unusable limit is treated as none here.
+            action_rate_limit: ActionRateLimit::new(&devices.action_rate_limit).ok(),
             addresses,
             seed,
             timeouts: timeouts.clone(),
@@ -230,6 +235,7 @@ fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), Fl
         baud: spec.emulate_baud.then_some(spec.baud),
         faults: spec.faults.as_deref(),
         seed: board_seed(spec.seed, index),
+        action_rate_limit: spec.action_rate_limit,
     }
     .board()?;
     let name = format!("sim{index}:{plant}");

@@ -574,6 +574,35 @@ mod tests {
         assert!(state.learner.config.use_sde);
     }
 
+    /// Simulated devices given an action rate limit enforce it and report it: the run
+    /// counts the steps it changed, and the actions the plants received move by at most
+    /// the limit per step.
+    #[test]
+    fn a_rate_limited_run_reports_the_limit_and_moves_within_it() {
+        let dir = TestDir::new("session-rate-limit");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        // Two iterations of one whole 200-step episode per device (a cut episode reports
+        // nothing about its steps).
+        let mut config = config(800);
+        config.steps_per_iteration = 400;
+        config.trpo.use_sde = true;
+        config.devices.action_rate_limit = vec![0.05];
+        let mut session = Session::start(folder, config).expect("starts");
+        run_to_the_end(&mut session);
+        let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
+        assert!(
+            metrics.iter().all(|m| m.rate_limited_steps > 0),
+            "{metrics:?}"
+        );
+        assert!(
+            metrics
+                .iter()
+                .all(|m| m.action_change_mean > 0.0 && m.action_change_mean <= 0.05 + 1e-6),
+            "{metrics:?}"
+        );
+    }
+
     /// `use_sde` on a plant with discrete actions stops the run before anything is written,
     /// saying why.
     #[test]

@@ -19,8 +19,8 @@
 use heapless::Vec;
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, TransitionBatch,
-    TransitionRecord,
+    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, StepRange,
+    TRANSITION_BATCH_VALUES, TransitionBatch, TransitionRecord, episode_before,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
 use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
@@ -31,7 +31,7 @@ use tether_shared::{ActionSpace, PROTOCOL_VERSION, PlantDescription, PolicyHead}
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
-use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
+use crate::link::{DataKey, LinkEndpoint, Priority, READ_BUF_LEN, RetransmitStats};
 use crate::plant::{Action, Plant, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
@@ -131,6 +131,11 @@ pub struct Device<P, L, C, const CAP: usize> {
     sampler: Sampler,
     state: DeviceState,
     run: Option<RunCommand>,
+    /// The last run command accepted since the last `Hello` or `Stop`: a repeat of it (its
+    /// acknowledgement was lost) is acknowledged without restarting the run.
+    last_run: Option<RunCommand>,
+    /// Most values per transition batch ([`HostMessage::BatchLimit`]).
+    batch_limit: u16,
     /// Episodes of the current run already ended.
     completed: u32,
     episode: Option<CurrentEpisode>,
@@ -174,6 +179,8 @@ where
             sampler: Sampler::new(0),
             state: DeviceState::Idle,
             run: None,
+            last_run: None,
+            batch_limit: TRANSITION_BATCH_VALUES as u16,
             completed: 0,
             episode: None,
             pending_end: None,
@@ -204,6 +211,19 @@ where
     /// Counters.
     pub fn stats(&self) -> DeviceStats {
         self.stats
+    }
+
+    /// The retransmit ring's counters (resent, evicted, refused).
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.link.retransmit_stats()
+    }
+
+    /// Whether the outgoing queue cannot take another full transition batch without
+    /// evicting data the host has not released. A board in virtual time waits for the host
+    /// then instead of moving its clock; a real-time device goes on and evicts.
+    pub fn awaiting_release(&self) -> bool {
+        let bound = TransitionBatch::max_frame_len(usize::from(self.batch_limit));
+        !self.link.has_room_for_data(bound)
     }
 
     /// The plant.
@@ -324,6 +344,9 @@ where
                 }
                 self.end_session(EpisodeEndReason::Stopped);
                 self.store.abort_upload();
+                self.link.forget_kept();
+                self.last_run = None;
+                self.batch_limit = TRANSITION_BATCH_VALUES as u16;
                 let info = DeviceInfo {
                     protocol_version: PROTOCOL_VERSION,
                     firmware_version: FIRMWARE_VERSION,
@@ -365,11 +388,18 @@ where
                 self.answer(AckTopic::PolicyCommit { version }, result);
             }
             HostMessage::Run(command) => {
+                if self.last_run.as_ref() == Some(&command) {
+                    // A repeat (the acknowledgement was lost): the run goes on.
+                    self.answer(AckTopic::Run, Ok(()));
+                    return;
+                }
                 if self.store.running().is_none() && self.store.staged().is_none() {
                     self.answer(AckTopic::Run, Err(RefusalReason::NoPolicy));
                     return;
                 }
                 self.end_session(EpisodeEndReason::Stopped);
+                self.link.forget_kept();
+                self.last_run = Some(command.clone());
                 self.answer(AckTopic::Run, Ok(()));
                 info!(
                     "run: {} episodes from {}",
@@ -382,11 +412,54 @@ where
             }
             HostMessage::Stop => {
                 self.end_session(EpisodeEndReason::Stopped);
+                self.link.forget_kept();
+                self.last_run = None;
                 self.answer(AckTopic::Stop, Ok(()));
             }
             HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
             }
+            HostMessage::Release(mark) => self.link.release(&mark),
+            HostMessage::Resend(range) => self.resend(&range),
+            HostMessage::BatchLimit { values } => {
+                let one_record = self.layout.width() as u16;
+                self.batch_limit = values.clamp(one_record, TRANSITION_BATCH_VALUES as u16);
+            }
+        }
+    }
+
+    /// Serves a resend request from the retransmit ring. A range sent before but no longer
+    /// kept (evicted, or asked for too often) is answered `NotRetained`; a range not sent
+    /// yet (the host probing the episode in progress) needs no answer: it is coming.
+    fn resend(&mut self, range: &StepRange) {
+        let outcome = self.link.resend(range);
+        if outcome.served > 0 {
+            return;
+        }
+        if outcome.exhausted > 0 || self.was_sent(range) {
+            if outcome.exhausted == 0 {
+                self.link.count_refused_resend();
+            }
+            self.send_control(&DeviceMessage::NotRetained(*range));
+        } else {
+            self.link.count_refused_resend();
+        }
+    }
+
+    /// Whether the start of `range` lies before what the run has yet to send (or the range
+    /// is of no episode this device can still produce).
+    fn was_sent(&self, range: &StepRange) -> bool {
+        if let Some(ep) = self.episode.as_ref() {
+            return episode_before(range.episode, ep.id)
+                || (range.episode == ep.id && range.from_step < ep.batch.first_step);
+        }
+        match self.run.as_ref() {
+            // Between two episodes of a run: the next one has not started.
+            Some(run) => episode_before(
+                range.episode,
+                run.first_episode.wrapping_add(self.completed),
+            ),
+            None => true,
         }
     }
 
@@ -574,7 +647,10 @@ where
         ep.steps = ep.steps.saturating_add(1);
         ep.episode_return += outcome.reward;
         self.stats.steps += 1;
-        if !ep.batch.has_room_for(&self.layout) && !flush_batch(&mut self.link, ep, step) {
+        let limit = usize::from(self.batch_limit);
+        let full = !ep.batch.has_room_for(&self.layout)
+            || ep.batch.values.len() + self.layout.width() > limit;
+        if full && !flush_batch(&mut self.link, ep, step, &self.layout) {
             return StepResult::End(EpisodeEndReason::Overrun);
         }
         let (Some(observation), Some(action)) = (
@@ -616,6 +692,8 @@ where
             self.end_episode(reason);
         }
         self.run = None;
+        // A repeated run command must start the run again after a fault.
+        self.last_run = None;
         self.state = DeviceState::SafeStop;
     }
 
@@ -630,7 +708,7 @@ where
             EpisodeEndReason::Terminated | EpisodeEndReason::Truncated | EpisodeEndReason::Stopped
         );
         let next_step = ep.steps;
-        if keeps_data && !flush_batch(&mut self.link, &mut ep, next_step) {
+        if keeps_data && !flush_batch(&mut self.link, &mut ep, next_step, &self.layout) {
             reason = EpisodeEndReason::Overrun;
         }
         self.plant.safe_state();
@@ -660,29 +738,21 @@ where
         // An older unsent end goes first; this one waits its turn.
         self.queue_pending_end();
         if self.pending_end.is_none() {
-            let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err()
-                && let DeviceMessage::EpisodeEnd(end) = message
-            {
+            if let Err(end) = send_end(&mut self.link, end) {
                 self.pending_end = Some(end);
             }
         } else {
-            // Two ends waiting: the older one is kept, this one is lost (logged by the link
-            // as a dropped control message). Only a link stalled for a whole episode gets here.
-            let _ = self
-                .link
-                .send(&DeviceMessage::EpisodeEnd(end), Priority::Control);
+            // Two ends waiting: the older one is kept, this one is lost. Only a link stalled
+            // for a whole episode gets here.
+            warn!("outgoing queue full: episode end dropped");
         }
     }
 
     fn queue_pending_end(&mut self) {
-        if let Some(end) = self.pending_end.take() {
-            let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err()
-                && let DeviceMessage::EpisodeEnd(end) = message
-            {
-                self.pending_end = Some(end);
-            }
+        if let Some(end) = self.pending_end.take()
+            && let Err(end) = send_end(&mut self.link, end)
+        {
+            self.pending_end = Some(end);
         }
     }
 
@@ -760,9 +830,14 @@ fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> Transition
     }
 }
 
-/// Queues the episode's records (if any) as one batch and starts a new batch at
-/// `next_step`. False if the outgoing queue could not take it.
-fn flush_batch<L>(link: &mut LinkEndpoint<L>, ep: &mut CurrentEpisode, next_step: u32) -> bool
+/// Queues the episode's records (if any) as one batch, kept for resending, and starts a new
+/// batch at `next_step`. False if the outgoing queue could not take it.
+fn flush_batch<L>(
+    link: &mut LinkEndpoint<L>,
+    ep: &mut CurrentEpisode,
+    next_step: u32,
+    layout: &RecordLayout,
+) -> bool
 where
     L: Read + ReadReady + Write + WriteReady,
 {
@@ -770,14 +845,37 @@ where
         ep.batch.first_step = next_step;
         return true;
     }
+    let values = ep.batch.values.len();
+    let records = (values / layout.width().max(1)) as u16;
+    let key = DataKey::batch(ep.id, ep.batch.first_step, records);
     let fresh = empty_batch(ep.id, next_step, ep.batch.policy_version);
     let message = DeviceMessage::Transitions(core::mem::replace(&mut ep.batch, fresh));
-    let queued = link.send(&message, Priority::Data).is_ok();
+    let bound = TransitionBatch::max_frame_len(values);
+    let queued = link.send_kept(&message, key, bound, Priority::Data).is_ok();
     if !queued {
         debug!("outgoing queue full: episode {} overran", ep.id);
     }
     queued
 }
 
+/// Queues an episode end, kept for resending (it may use the control reserve: an episode
+/// that overran must still say so); gives it back when the queue is full.
+fn send_end<L>(link: &mut LinkEndpoint<L>, end: EpisodeEnd) -> Result<(), EpisodeEnd>
+where
+    L: Read + ReadReady + Write + WriteReady,
+{
+    let key = DataKey::end(end.episode, end.length);
+    let message = DeviceMessage::EpisodeEnd(end);
+    match link.send_kept(&message, key, EpisodeEnd::MAX_FRAME_LEN, Priority::Control) {
+        Ok(_) => Ok(()),
+        Err(_) => match message {
+            DeviceMessage::EpisodeEnd(end) => Err(end),
+            _ => Ok(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,8 @@ pub mod link;
 pub mod plant;
 pub mod policy_store;
 pub mod policy_tiles;
+pub mod received_ranges;
+pub mod retransmit;
 pub mod safety;
 pub mod sampler;
 #[cfg(feature = "sim")]

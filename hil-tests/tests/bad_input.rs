@@ -15,7 +15,7 @@ use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 use tether_trainer::device::transport::POLL_INTERVAL;
 use tether_trainer::device::{ClientConfig, DeviceClient, DeviceError, DeviceLink};
 use tether_trainer::rollout::collect::collect;
-use tether_trainer::rollout::{CollectRequest, CollectedEpisode};
+use tether_trainer::rollout::{CollectRequest, CollectedEpisode, Recovery};
 
 fn pendulum_board() -> (DeviceClient, SimHandle) {
     let plant = AnyPlant::by_name("pendulum").expect("pendulum");
@@ -57,6 +57,7 @@ fn deterministic_episode(
         steps: None,
         episodes: Some(1),
         silence_timeout: Duration::from_secs(2),
+        recovery: Recovery::default(),
     };
     let mut rollout = collect(client, &mut active, &request).expect("an episode");
     assert_eq!(rollout.episodes.len(), 1, "{:?}", rollout.rejections);

@@ -26,7 +26,7 @@ use tether_shared::seeds::SplitMix64;
 use tether_trainer::device::transport::{self, POLL_INTERVAL};
 use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink};
 use tether_trainer::rollout::collect::collect;
-use tether_trainer::rollout::{CollectRequest, CollectedEpisode};
+use tether_trainer::rollout::{CollectRequest, CollectedEpisode, Recovery};
 use tether_trainer::trpo::batch::EpisodeEnding;
 
 /// Line rate asked of the pty (QEMU's UART ignores it).
@@ -99,6 +99,7 @@ fn episodes(
         steps: None,
         episodes: Some(episodes),
         silence_timeout: Duration::from_secs(20),
+        recovery: Recovery::default(),
     };
     let rollout = collect(client, active, &request).expect("a round of episodes");
     assert_eq!(

@@ -15,21 +15,21 @@ use super::*;
 use crate::testkit::*;
 use tether_shared::policy::gaussian_log_prob;
 
-const CAP: usize = 512;
-type TestDevice = Device<Integrator, LoopLink, ManualClock, CAP>;
+pub(super) const CAP: usize = 512;
+pub(super) type TestDevice = Device<Integrator, LoopLink, ManualClock, CAP>;
 
-struct Rig {
-    dev: TestDevice,
-    host: TestHost,
-    clock: ManualClock,
+pub(super) struct Rig {
+    pub(super) dev: TestDevice,
+    pub(super) host: TestHost,
+    pub(super) clock: ManualClock,
 }
 
 impl Rig {
-    fn new(plant: Integrator) -> Self {
+    pub(super) fn new(plant: Integrator) -> Self {
         Self::with(plant, 1 << 20, DeviceConfig::default())
     }
 
-    fn with(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
+    pub(super) fn with(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
         let (host, link) = loopback(host_capacity);
         let clock = ManualClock::default();
         let dev = Device::new(plant, link, clock.clone(), config);
@@ -37,13 +37,18 @@ impl Rig {
     }
 
     /// Sends `m`, polls, returns everything the device said.
-    fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
+    pub(super) fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
         self.host.send(m);
         self.dev.poll();
         self.host.receive()
     }
 
-    fn upload(&mut self, version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<DeviceMessage> {
+    pub(super) fn upload(
+        &mut self,
+        version: u32,
+        spec: &PolicySpec,
+        params: &[f32],
+    ) -> Vec<DeviceMessage> {
         let mut out = Vec::new();
         for m in upload_messages(version, spec, params) {
             out.extend(self.exchange(&m));
@@ -53,7 +58,7 @@ impl Rig {
 
     /// Advances one control period at a time, feeding heartbeats, until `done` or `max`
     /// periods; returns everything received.
-    fn run_for(&mut self, periods: u32) -> Vec<DeviceMessage> {
+    pub(super) fn run_for(&mut self, periods: u32) -> Vec<DeviceMessage> {
         let mut out = Vec::new();
         for i in 0..periods {
             self.host.send(&HostMessage::Heartbeat { sequence: i });
@@ -67,11 +72,11 @@ impl Rig {
     }
 }
 
-fn spec(discrete: bool) -> PolicySpec {
+pub(super) fn spec(discrete: bool) -> PolicySpec {
     PolicySpec::for_plant(&Integrator::new(discrete).description(), &[8, 8], true)
 }
 
-fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
+pub(super) fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
     HostMessage::Run(RunCommand {
         first_episode: 10,
         episodes,
@@ -80,7 +85,7 @@ fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
     })
 }
 
-fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
+pub(super) fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::Transitions(b) => Some(b),
@@ -89,7 +94,7 @@ fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
         .collect()
 }
 
-fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
+pub(super) fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::EpisodeEnd(e) => Some(e),
@@ -98,7 +103,7 @@ fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
         .collect()
 }
 
-fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
+pub(super) fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::Refused(r) => Some(r.reason),
@@ -108,7 +113,7 @@ fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
 }
 
 /// Records of one episode: (obs, action, reward, log_prob), checking contiguity.
-fn records(batches: &[&TransitionBatch], episode: u32, width: usize) -> Vec<Vec<f32>> {
+pub(super) fn records(batches: &[&TransitionBatch], episode: u32, width: usize) -> Vec<Vec<f32>> {
     let mut out: Vec<Vec<f32>> = Vec::new();
     for b in batches.iter().filter(|b| b.episode == episode) {
         assert_eq!(b.first_step as usize, out.len(), "gap or overlap in steps");
@@ -388,14 +393,22 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         [RefusalReason::NonFinite]
     );
 
-    // Out-of-order chunk, then incomplete commit, then chunk with no upload.
+    // A chunk after a gap is taken (selective repeat), but the commit before the gap is
+    // filled is incomplete; then chunks of the abandoned upload are out of order.
     rig.exchange(&begin(9, &s, n, params_crc(&good)));
     let skip = HostMessage::PolicyChunk(PolicyChunk {
         version: 9,
         offset: 5,
         values: heapless::Vec::from_slice(&good[5..10]).unwrap(),
     });
-    assert_eq!(refusals(&rig.exchange(&skip)), [RefusalReason::OutOfOrder]);
+    let acked = |msgs: &[DeviceMessage], version, received| {
+        msgs.iter()
+            .any(|m| *m == DeviceMessage::Ack(AckTopic::PolicyChunk { version, received }))
+    };
+    assert!(
+        acked(&rig.exchange(&skip), 9, 10),
+        "acknowledged with its end"
+    );
     assert_eq!(
         refusals(&rig.exchange(&HostMessage::PolicyCommit { version: 9 })),
         [RefusalReason::Incomplete]
@@ -406,36 +419,34 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         [RefusalReason::OutOfOrder]
     );
 
-    // The last chunk resent (its acknowledgement lost) is acknowledged again with the same
-    // total; an earlier part of it is still out of order.
+    // A chunk resent (its acknowledgement lost) is acknowledged again, and so is a part of
+    // it; one past the declared length is refused.
     rig.exchange(&begin(10, &s, n, params_crc(&good)));
     let first = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,
         values: heapless::Vec::from_slice(&good[..5]).unwrap(),
     });
-    let acked = |msgs: &[DeviceMessage]| {
-        msgs.iter().any(|m| {
-            matches!(
-                m,
-                DeviceMessage::Ack(AckTopic::PolicyChunk {
-                    version: 10,
-                    received: 5
-                })
-            )
-        })
-    };
-    assert!(acked(&rig.exchange(&first)));
+    assert!(acked(&rig.exchange(&first), 10, 5));
     assert!(
-        acked(&rig.exchange(&first)),
-        "a resent last chunk is acknowledged"
+        acked(&rig.exchange(&first), 10, 5),
+        "a resent chunk is acknowledged"
     );
     let part = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,
         values: heapless::Vec::from_slice(&good[..3]).unwrap(),
     });
-    assert_eq!(refusals(&rig.exchange(&part)), [RefusalReason::OutOfOrder]);
+    assert!(acked(&rig.exchange(&part), 10, 3));
+    let past = HostMessage::PolicyChunk(PolicyChunk {
+        version: 10,
+        offset: n - 2,
+        values: heapless::Vec::from_slice(&good[..5]).unwrap(),
+    });
+    assert_eq!(
+        refusals(&rig.exchange(&past)),
+        [RefusalReason::LengthMismatch]
+    );
 
     // The first policy still runs, unchanged.
     assert_eq!(rig.dev.active_policy(), Some(1));

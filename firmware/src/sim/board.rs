@@ -272,6 +272,12 @@ impl VirtualTime {
             device.link_io_mut().wait(Duration::from_millis(1), true);
             return; // a slow host stops virtual time
         }
+        if device.state() == DeviceState::Running && device.awaiting_release() {
+            // The retransmit ring is full of data the host has not confirmed: a real device
+            // would evict some, losing it; in virtual time the clock waits for the host.
+            device.link_io_mut().wait(Duration::from_millis(1), false);
+            return;
+        }
         if device.state() != DeviceState::Running {
             // Nothing to simulate: follow real time, wake on host input.
             let (real, virt) = *self.idle_since.get_or_insert((Instant::now(), now));

@@ -74,7 +74,7 @@ impl DeviceRecord {
         for ep in accepted {
             for (step, transition) in ep.trajectory.records().iter().enumerate() {
                 let bits = record_bits(&transition);
-                let key = (ep.policy_version, ep.episode, step as u32);
+                let key = (ep.policy_version, ep.episode, ep.first_step + step as u32);
                 let known = self.steps.get(&key).is_some_and(|r| r.contains(&bits));
                 if known {
                     checked += 1;

@@ -5,6 +5,7 @@ use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
 use super::TRANSITION_BATCH_VALUES;
+use super::recovery::StepRange;
 use crate::plant::{MAX_OBS_DIM, PlantDescription};
 use crate::version::FirmwareVersion;
 
@@ -31,6 +32,9 @@ pub enum DeviceMessage {
     Heartbeat(Heartbeat),
     /// Free text for the user (never parsed by the host).
     Log(LogLine),
+    /// Answers a [`super::HostMessage::Resend`]: the device no longer holds (some of) what
+    /// it sent of this range, or the range was never sent; the host stops asking for it.
+    NotRetained(StepRange),
 }
 
 /// What the device tells the host in the handshake.
@@ -171,6 +175,12 @@ pub struct EpisodeEnd {
     pub worst_step_us: u32,
     /// Control steps that started later than their deadline.
     pub missed_deadlines: u32,
+}
+
+impl EpisodeEnd {
+    /// Worst-case frame length in bytes, terminator included, of an episode end.
+    pub const MAX_FRAME_LEN: usize =
+        crate::frame::max_frame_len(1 + <EpisodeEnd as MaxSize>::POSTCARD_MAX_SIZE);
 }
 
 /// What the device is doing.

@@ -5,6 +5,7 @@ use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
 use super::POLICY_CHUNK_VALUES;
+use super::recovery::{ReleaseMark, StepRange};
 use crate::policy::PolicySpec;
 
 /// Everything the host sends.
@@ -37,6 +38,19 @@ pub enum HostMessage {
     Heartbeat {
         /// Increments with every heartbeat; echoed for round-trip measurements.
         sequence: u32,
+    },
+    /// Cumulative acknowledgement of transition data: the device may forget what it keeps
+    /// for resending up to this mark.
+    Release(ReleaseMark),
+    /// Send again what was sent of this range (selective repeat); the device answers from
+    /// its retransmit ring or with [`super::DeviceMessage::NotRetained`].
+    Resend(StepRange),
+    /// Transition batches carry at most `values` f32 values from now on (whole records; at
+    /// least one record, at most [`super::TRANSITION_BATCH_VALUES`]): smaller frames survive
+    /// a noisy line more often.
+    BatchLimit {
+        /// Most f32 values per batch.
+        values: u16,
     },
 }
 

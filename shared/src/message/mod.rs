@@ -7,6 +7,7 @@
 mod device;
 mod host;
 mod record;
+mod recovery;
 mod upload;
 
 pub use device::{
@@ -15,6 +16,7 @@ pub use device::{
 };
 pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
 pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
+pub use recovery::{ReleaseMark, StepRange, episode_before};
 pub use upload::{PolicyUpload, UploadStep, params_crc};
 
 /// f32 values carried by one policy upload chunk (960 bytes of payload).

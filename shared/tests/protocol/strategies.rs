@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, PolicyBegin, PolicyChunk, Refusal, RefusalReason, RunCommand, RunMode,
-    TransitionBatch,
+    MAX_LOG_LEN, PolicyBegin, PolicyChunk, Refusal, RefusalReason, ReleaseMark, RunCommand,
+    RunMode, StepRange, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::version::FirmwareVersion;
@@ -206,7 +206,16 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         episode_end,
         heartbeat,
         log,
+        step_range().prop_map(DeviceMessage::NotRetained),
     ]
+}
+
+pub fn step_range() -> impl Strategy<Value = StepRange> {
+    any::<[u32; 3]>().prop_map(|[episode, from_step, to_step]| StepRange {
+        episode,
+        from_step,
+        to_step,
+    })
 }
 
 pub fn host_message() -> impl Strategy<Value = HostMessage> {
@@ -248,12 +257,16 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         run,
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
+        any::<[u32; 2]>()
+            .prop_map(|[episode, step]| HostMessage::Release(ReleaseMark { episode, step })),
+        step_range().prop_map(HostMessage::Resend),
+        any::<u16>().prop_map(|values| HostMessage::BatchLimit { values }),
     ]
 }
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 7;
+pub const HOST_KINDS: usize = 10;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -263,11 +276,14 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Run(_) => 4,
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
+        HostMessage::Release(_) => 7,
+        HostMessage::Resend(_) => 8,
+        HostMessage::BatchLimit { .. } => 9,
     }
 }
 
 /// Number of [`DeviceMessage`] kinds (exhaustive, as [`host_kind`]).
-pub const DEVICE_KINDS: usize = 7;
+pub const DEVICE_KINDS: usize = 8;
 pub fn device_kind(m: &DeviceMessage) -> usize {
     match m {
         DeviceMessage::Hello(_) => 0,
@@ -277,6 +293,7 @@ pub fn device_kind(m: &DeviceMessage) -> usize {
         DeviceMessage::EpisodeEnd(_) => 4,
         DeviceMessage::Heartbeat(_) => 5,
         DeviceMessage::Log(_) => 6,
+        DeviceMessage::NotRetained(_) => 7,
     }
 }
 

@@ -1,21 +1,38 @@
 //! The host's side of the conversation with one device.
+//!
+//! Every command waits for its acknowledgement for the retransmission timeout of the link
+//! ([`super::rtt`]: measured round trips, doubled on each resend) and is sent again until
+//! it is answered; commands are idempotent on the device, so a duplicate or a late
+//! acknowledgement is harmless. Policies go up through [`super::upload`].
 
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{AckTopic, DeviceInfo, PolicyUpload, RunCommand};
+use tether_shared::message::{AckTopic, DeviceInfo, RefusalReason, RunCommand};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
+use super::frame_sizing::LineErrors;
+use super::rtt::{RtoBounds, RttEstimator};
+use super::upload::upload_policy;
 use super::{DeviceError, DeviceLink};
+
+/// Sends of one command before the device is called unresponsive (each waits the
+/// retransmission timeout, doubled every time, within the ceiling).
+pub const COMMAND_ATTEMPTS: u32 = 8;
 
 /// Timeouts and retries for talking to a device.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// How long the handshake may take before the device is called silent.
     pub handshake_timeout: Duration,
-    /// How long to wait for each acknowledgement.
+    /// The acknowledgement timeout before the link's round-trip time is measured.
     pub ack_timeout: Duration,
-    /// How often a failed upload or command is tried before giving up.
+    /// The shortest retransmission timeout, however fast the link answers.
+    pub rto_floor: Duration,
+    /// The longest retransmission timeout, backoff included; also the longest a command is
+    /// retried before the device is called unresponsive.
+    pub rto_ceiling: Duration,
+    /// How often a failed upload is begun again before giving up.
     pub attempts: u32,
     /// Interval between host heartbeats while a device runs (keeps its watchdog fed).
     pub heartbeat_interval: Duration,
@@ -23,11 +40,25 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
+        let rto = RtoBounds::default();
         ClientConfig {
             handshake_timeout: Duration::from_secs(2),
-            ack_timeout: Duration::from_secs(1),
+            ack_timeout: rto.initial,
+            rto_floor: rto.floor,
+            rto_ceiling: rto.ceiling,
             attempts: 3,
             heartbeat_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The retransmission timeout's bounds.
+    pub fn rto_bounds(&self) -> RtoBounds {
+        RtoBounds {
+            floor: self.rto_floor,
+            ceiling: self.rto_ceiling,
+            initial: self.ack_timeout,
         }
     }
 }
@@ -39,24 +70,31 @@ pub struct DeviceClient {
     config: ClientConfig,
     heartbeat_sequence: u32,
     last_sent: Instant,
+    rtt: RttEstimator,
+    /// Chunks the device did not acknowledge, per byte sent: the host-to-device line's
+    /// damage, for the upload's chunk size.
+    uplink: LineErrors,
 }
 
 /// What a device's answer to a command was.
 enum Answer {
     Acked,
-    Refused(tether_shared::message::RefusalReason),
+    Refused(RefusalReason),
 }
 
 impl DeviceClient {
     /// Performs the handshake: checks the protocol version and the plant description.
     pub fn connect(mut link: DeviceLink, config: ClientConfig) -> Result<Self, DeviceError> {
-        let info = handshake(&mut link, &config)?;
+        let mut rtt = RttEstimator::new(config.rto_bounds());
+        let info = handshake(&mut link, &config, &mut rtt)?;
         Ok(DeviceClient {
             link,
             info,
             config,
             heartbeat_sequence: 0,
             last_sent: Instant::now(),
+            rtt,
+            uplink: LineErrors::new(),
         })
     }
 
@@ -66,7 +104,10 @@ impl DeviceClient {
     /// whatever policy it reports in [`DeviceClient::info`] (none after a reset).
     pub fn reconnect(&mut self) -> Result<(), DeviceError> {
         self.link.reopen()?;
-        let info = handshake(&mut self.link, &self.config)?;
+        // Another cable, another device perhaps: measure again.
+        self.rtt = RttEstimator::new(self.config.rto_bounds());
+        self.uplink = LineErrors::new();
+        let info = handshake(&mut self.link, &self.config, &mut self.rtt)?;
         if info.plant != self.info.plant {
             return Err(DeviceError::Incompatible {
                 device: self.name().to_string(),
@@ -101,9 +142,35 @@ impl DeviceClient {
         &mut self.link
     }
 
+    /// The link's round-trip estimate.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// The link's round-trip estimate, to add samples (the rollout's resend requests).
+    pub fn rtt_mut(&mut self) -> &mut RttEstimator {
+        &mut self.rtt
+    }
+
+    /// The retransmission timeout for send number `attempt` (0: the first) of a request.
+    pub fn timeout(&self, attempt: u32) -> Duration {
+        self.rtt.timeout(attempt)
+    }
+
+    /// The host-to-device line's damage seen so far (chunks unacknowledged per byte).
+    pub fn uplink_errors(&mut self) -> &mut LineErrors {
+        &mut self.uplink
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// Uploads a policy and commits it; the device runs it from its next episode on.
-    /// A lost or corrupted frame makes the device refuse the rest; the whole upload is then
-    /// tried again, up to [`ClientConfig::attempts`] times.
+    /// Chunks go out a few at a time and only the unacknowledged ones are sent again,
+    /// smaller on a damaging line (see [`super::upload`]); a refused upload is begun again,
+    /// up to [`ClientConfig::attempts`] times.
     pub fn upload(
         &mut self,
         version: u32,
@@ -117,7 +184,7 @@ impl DeviceClient {
             })?;
         let mut last_error = None;
         for _ in 0..self.config.attempts.max(1) {
-            match self.try_upload(version, spec, params) {
+            match upload_policy(self, version, spec, params) {
                 Ok(()) => return Ok(()),
                 Err(e @ (DeviceError::NoAck { .. } | DeviceError::Refused { .. })) => {
                     tracing::warn!(device = %self.name(), "policy upload failed, retrying: {e}");
@@ -126,24 +193,7 @@ impl DeviceClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload")))
-    }
-
-    fn try_upload(
-        &mut self,
-        version: u32,
-        spec: &PolicySpec,
-        params: &[f32],
-    ) -> Result<(), DeviceError> {
-        for step in PolicyUpload::new(version, spec, params) {
-            let what = match step.message {
-                HostMessage::PolicyBegin(_) => "policy upload (begin)",
-                HostMessage::PolicyChunk(_) => "policy chunk",
-                _ => "policy commit",
-            };
-            self.command(&step.message, step.ack, what)?;
-        }
-        Ok(())
+        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload", Duration::ZERO)))
     }
 
     /// Starts a run of episodes.
@@ -180,22 +230,33 @@ impl DeviceClient {
         Ok(())
     }
 
-    fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
+    /// Sends one message (it also feeds the device's watchdog).
+    pub fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
         self.last_sent = Instant::now();
         self.link.send(message)
     }
 
-    /// Sends `message` and waits for the acknowledgement `expected`, retrying on silence.
-    fn command(
+    /// Sends `message` and waits for the acknowledgement `expected`, sending it again each
+    /// time the (doubling) retransmission timeout passes, up to [`COMMAND_ATTEMPTS`] sends
+    /// or the ceiling's worth of waiting.
+    pub(super) fn command(
         &mut self,
         message: &HostMessage,
         expected: AckTopic,
         what: &str,
     ) -> Result<(), DeviceError> {
-        for _ in 0..self.config.attempts.max(1) {
+        let started = Instant::now();
+        for attempt in 0..COMMAND_ATTEMPTS {
+            let sent = Instant::now();
             self.send(message)?;
-            match self.await_answer(expected)? {
-                Some(Answer::Acked) => return Ok(()),
+            match self.await_answer(expected, self.rtt.timeout(attempt))? {
+                Some(Answer::Acked) => {
+                    if attempt == 0 {
+                        // Karn: only an answer to a single send times the round trip.
+                        self.rtt.sample(sent.elapsed());
+                    }
+                    return Ok(());
+                }
                 Some(Answer::Refused(reason)) => {
                     return Err(DeviceError::Refused {
                         device: self.name().to_string(),
@@ -205,15 +266,19 @@ impl DeviceClient {
                 }
                 None => {}
             }
-            // A chunk is resent as is: if the first copy was lost the device takes it now; if
-            // only its acknowledgement was lost, the device acknowledges the resent last chunk
-            // again (see `PolicyStore::chunk`).
+            if attempt > 0 && started.elapsed() >= self.config.rto_ceiling {
+                break;
+            }
         }
-        Err(self.no_ack(what))
+        Err(self.no_ack(what, started.elapsed()))
     }
 
-    fn await_answer(&mut self, expected: AckTopic) -> Result<Option<Answer>, DeviceError> {
-        let deadline = Instant::now() + self.config.ack_timeout;
+    fn await_answer(
+        &mut self,
+        expected: AckTopic,
+        timeout: Duration,
+    ) -> Result<Option<Answer>, DeviceError> {
+        let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.link.recv(left)? {
                 Some(DeviceMessage::Ack(topic)) if topic == expected => {
@@ -231,12 +296,13 @@ impl DeviceClient {
         Ok(None)
     }
 
-    fn no_ack(&self, what: &str) -> DeviceError {
+    /// The error for a command `what` nobody acknowledged after `waited`.
+    pub(super) fn no_ack(&self, what: &str, waited: Duration) -> DeviceError {
         DeviceError::NoAck {
             device: self.name().to_string(),
             what: what.to_string(),
-            waited: self.config.ack_timeout,
-            attempts: self.config.attempts,
+            waited,
+            attempts: COMMAND_ATTEMPTS,
         }
     }
 }
@@ -248,16 +314,24 @@ fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
 }
 
 /// Says `Hello` until the device answers (or the handshake timeout passes) and checks its
-/// protocol version and plant description.
-fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo, DeviceError> {
+/// protocol version and plant description. An answer to the first `Hello` times the round
+/// trip.
+fn handshake(
+    link: &mut DeviceLink,
+    config: &ClientConfig,
+    rtt: &mut RttEstimator,
+) -> Result<DeviceInfo, DeviceError> {
     let deadline = Instant::now() + config.handshake_timeout;
     // Say hello a few times: the first may land while the device is still booting or
     // while the decoder resynchronises on line noise.
     let per_try = config.handshake_timeout / 4;
+    let mut tries = 0;
     let info = loop {
+        let sent = Instant::now();
         link.send(&HostMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
         })?;
+        tries += 1;
         let try_deadline = (Instant::now() + per_try).min(deadline);
         let mut found = None;
         while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
@@ -267,6 +341,9 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
             }
         }
         if let Some(info) = found {
+            if tries == 1 {
+                rtt.sample(sent.elapsed());
+            }
             break info;
         }
         if Instant::now() >= deadline {

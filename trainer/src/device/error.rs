@@ -114,6 +114,17 @@ pub enum DeviceError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The device keeps answering (heartbeats) but sends no transition data for longer
+    /// than an episode can take.
+    #[error(
+        "{device} sent no transition data for {:.1} s although it should be running episodes; it is stuck — reconnecting resets its session", waited.as_secs_f64()
+    )]
+    NoData {
+        /// The device.
+        device: String,
+        /// How long no data came.
+        waited: Duration,
+    },
     /// The device left the run it was given (it reset, or its safety logic stopped it).
     #[error(
         "{device} stopped running episodes (it reports {state:?}): it reset or faulted; check its power supply and the plant"
@@ -155,6 +166,7 @@ impl DeviceError {
         matches!(
             self,
             DeviceError::Silent { .. }
+                | DeviceError::NoData { .. }
                 | DeviceError::NotRunning { .. }
                 | DeviceError::Disconnected { .. }
                 | DeviceError::NoAck { .. }

@@ -80,6 +80,8 @@ mod tests {
             .expect("same layout");
         CollectedEpisode {
             episode: 0,
+            first_step: 0,
+            episode_length: None,
             policy_version: 1,
             trajectory,
             complete_return: None,

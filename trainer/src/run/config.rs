@@ -29,6 +29,10 @@
 //! handshake_s = 2.0
 //! silence_s = 2.0
 //! upload_retries = 3
+//! rto_floor_s = 0.01    # retransmission timeouts follow the measured round trip,
+//! rto_ceiling_s = 5.0   #   within these bounds
+//! replug_grace_s = 10.0 # how long a vanished port is waited for
+//! resend_attempts = 8   # requests for a lost stretch before its episode is cut there
 //! ```
 //!
 //! `plant` is a plain name; settings about the plant go in top-level tables of their own,
@@ -197,7 +201,8 @@ impl DevicesConfig {
     }
 }
 
-/// The `[timeouts]` table: how long the host waits before declaring a device faulty.
+/// The `[timeouts]` table: how long the host waits before declaring a device faulty, and
+/// how it recovers what a lossy link loses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
@@ -208,6 +213,18 @@ pub struct TimeoutsConfig {
     pub silence_s: f64,
     /// Attempts at a policy upload before the device is dropped from the run. Default 3.
     pub upload_retries: u32,
+    /// Shortest retransmission timeout in seconds: acknowledgement and resend timeouts
+    /// follow the measured round-trip time (TCP's rule), never below this. Default 0.01.
+    pub rto_floor_s: f64,
+    /// Longest retransmission timeout in seconds, backoff included. Default 5.0.
+    pub rto_ceiling_s: f64,
+    /// Seconds a device whose port vanished (unplugged, rebooting) is waited for — at the
+    /// same path, or a USB device at any path with the same serial number — before it is
+    /// dropped from the run. Default 10.0.
+    pub replug_grace_s: f64,
+    /// Requests for a lost stretch of transitions before its episode is cut there; 0 cuts
+    /// at every gap without asking. Default 8.
+    pub resend_attempts: u32,
 }
 
 impl Default for TimeoutsConfig {
@@ -216,6 +233,10 @@ impl Default for TimeoutsConfig {
             handshake_s: 2.0,
             silence_s: 2.0,
             upload_retries: 3,
+            rto_floor_s: 0.01,
+            rto_ceiling_s: 5.0,
+            replug_grace_s: 10.0,
+            resend_attempts: 8,
         }
     }
 }
@@ -437,10 +458,28 @@ impl<T> RunConfig<T> {
         for (key, v) in [
             ("timeouts.handshake_s", self.timeouts.handshake_s),
             ("timeouts.silence_s", self.timeouts.silence_s),
+            ("timeouts.rto_floor_s", self.timeouts.rto_floor_s),
+            ("timeouts.rto_ceiling_s", self.timeouts.rto_ceiling_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return invalid(key, format!("{v} s: must be a positive number of seconds"));
             }
+        }
+        let grace = self.timeouts.replug_grace_s;
+        if !(grace.is_finite() && grace >= 0.0) {
+            return invalid(
+                "timeouts.replug_grace_s",
+                format!("{grace} s: must be zero or a positive number of seconds"),
+            );
+        }
+        if self.timeouts.rto_ceiling_s < self.timeouts.rto_floor_s {
+            return invalid(
+                "timeouts.rto_ceiling_s",
+                format!(
+                    "{} s is below rto_floor_s ({} s)",
+                    self.timeouts.rto_ceiling_s, self.timeouts.rto_floor_s
+                ),
+            );
         }
         Ok(())
     }

@@ -44,13 +44,17 @@ pub fn assemble<'a>(
     };
     for rollout in rollouts {
         out.rejections.add(&rollout.rejections);
-        for episode in rollout.episodes.iter().filter(|e| !e.is_empty()) {
-            if out.batch.push(&episode.trajectory).is_err() {
-                out.rejections.discarded_episodes += 1;
-                out.rejections.malformed += 1;
-                continue;
+        for episode in &rollout.episodes {
+            // A cut episode's statistics ride on its last segment, which the cuts may have
+            // left empty: it still counts, but gives the learner nothing.
+            if !episode.is_empty() {
+                if out.batch.push(&episode.trajectory).is_err() {
+                    out.rejections.discarded_episodes += 1;
+                    out.rejections.malformed += 1;
+                    continue;
+                }
+                out.steps += episode.len();
             }
-            out.steps += episode.len();
             if let Some(r) = episode.complete_return {
                 out.complete_returns.push(f64::from(r));
             }
@@ -80,9 +84,11 @@ mod tests {
             .collect();
         CollectedEpisode {
             episode: 0,
+            first_step: 0,
             policy_version: 1,
             trajectory: trajectory(LAYOUT, &steps, ending),
             complete_return: complete,
+            episode_length: complete.map(|_| len as u32),
             worst_step_us: 0,
             missed_deadlines: 0,
         }

@@ -9,7 +9,7 @@ use tether_shared::message::RunMode;
 use tether_shared::seeds::evaluation_seed;
 
 use super::fleet::{Fleet, FleetError, FleetSpec};
-use crate::rollout::{CollectRequest, DevicePool};
+use crate::rollout::{CollectRequest, DevicePool, Recovery};
 use crate::run::policy_file::PolicyFile;
 
 /// Why an evaluation failed.
@@ -68,6 +68,7 @@ pub fn evaluate(
             })?;
     }
     let _boards = fleet.boards;
+    let recovery = Recovery::for_plant(&spec.timeouts, &fleet.plant);
     let mut pool = DevicePool::new(fleet.clients);
     let live = pool.live().max(1) as u32;
     let params = Arc::new(policy.params.clone());
@@ -82,6 +83,7 @@ pub fn evaluate(
         steps: None,
         episodes: Some(episodes / live + u32::from((rank as u32) < episodes % live)),
         silence_timeout: Duration::from_secs_f64(spec.timeouts.silence_s.max(0.01)),
+        recovery,
     });
     let mut returns = Vec::new();
     let mut lengths = Vec::new();
@@ -92,7 +94,8 @@ pub fn evaluate(
                 for episode in &rollout.episodes {
                     if let Some(r) = episode.complete_return {
                         returns.push(f64::from(r));
-                        lengths.push(episode.len() as f64);
+                        let length = episode.episode_length.map_or(episode.len(), |n| n as usize);
+                        lengths.push(length as f64);
                     }
                 }
             }

@@ -12,7 +12,7 @@ use tether_shared::seeds::board_seed;
 use super::link_budget::LinkBudget;
 use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
 use crate::device::transport::{self, POLL_INTERVAL};
-use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
+use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink, replug};
 use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
 
 /// Why the fleet could not be assembled.
@@ -146,6 +146,8 @@ impl FleetSpec {
         ClientConfig {
             handshake_timeout: Duration::from_secs_f64(self.timeouts.handshake_s.max(0.01)),
             attempts: self.timeouts.upload_retries.max(1),
+            rto_floor: Duration::from_secs_f64(self.timeouts.rto_floor_s.max(1e-4)),
+            rto_ceiling: Duration::from_secs_f64(self.timeouts.rto_ceiling_s.max(1e-4)),
             ..ClientConfig::default()
         }
     }
@@ -171,11 +173,11 @@ impl Fleet {
             links.push(link);
             boards.push(board);
         }
+        let grace = Duration::from_secs_f64(spec.timeouts.replug_grace_s.max(0.0));
         for address in &spec.addresses {
-            let reopen_address = address.clone();
             links.push(
                 DeviceLink::new(address.to_string(), transport::open(address)?)
-                    .with_reopen(Box::new(move || transport::open(&reopen_address))),
+                    .with_reopen(replug::reopener(address, grace)),
             );
         }
         if links.is_empty() {

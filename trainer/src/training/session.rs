@@ -20,7 +20,7 @@ use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
-use crate::rollout::{CollectRequest, DevicePool};
+use crate::rollout::{CollectRequest, DevicePool, Recovery};
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::folder::RunFolder;
@@ -352,6 +352,7 @@ impl Session {
             steps: None,
             episodes: None,
             silence_timeout: Duration::from_secs_f64(self.config.timeouts.silence_s.max(0.01)),
+            recovery: Recovery::for_plant(&self.config.timeouts, &self.plant),
         };
         let seed = self.config.seed;
         Ok(self.pool.round(|device, rank| CollectRequest {

@@ -235,6 +235,18 @@ impl Trpo {
         &self.value
     }
 
+    /// The advantages and the values V(s) the next update would compute for `batch`, per
+    /// transition in batch order (tests of what the learner makes of its episodes).
+    #[cfg(test)]
+    pub(crate) fn advantages_for(&self, batch: &RolloutBatch) -> (Vec<f64>, Vec<f64>) {
+        let observations = self.normalize(&batch.observation_matrix());
+        let estimate = self.estimate_advantages(batch, &observations);
+        (
+            estimate.advantages.as_slice().to_vec(),
+            estimate.values.as_slice().to_vec(),
+        )
+    }
+
     /// The observation normaliser, when enabled.
     pub fn normalizer(&self) -> Option<&ObservationNormalizer> {
         self.normalizer.as_ref()

@@ -17,6 +17,7 @@ fn main() {
         hidden: vec![64, 64],
         seed: 1,
         deadline: Duration::from_secs(600),
+        resend_attempts: None,
     };
     let mut cells = vec![Fault::None];
     for rate in [1e-5, 1e-4, 1e-3, 1e-2] {
@@ -36,7 +37,7 @@ fn main() {
     let mut bad = 0;
     for fault in &cells {
         let r = run_cell(fault, &config);
-        println!("{}", r.table_row());
+        println!("{}", r.table_row(std::time::Duration::from_secs(1)));
         eprintln!(
             "  {} {}: {:.1} s, {} resets, {} cuts, {} lost episodes",
             r.fault,

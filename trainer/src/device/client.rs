@@ -193,7 +193,7 @@ impl DeviceClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload", Duration::ZERO)))
+        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload", Duration::ZERO, 0)))
     }
 
     /// Starts a run of episodes.
@@ -246,7 +246,9 @@ impl DeviceClient {
         what: &str,
     ) -> Result<(), DeviceError> {
         let started = Instant::now();
+        let mut sends = 0;
         for attempt in 0..COMMAND_ATTEMPTS {
+            sends += 1;
             let sent = Instant::now();
             self.send(message)?;
             match self.await_answer(expected, self.rtt.timeout(attempt))? {
@@ -270,7 +272,7 @@ impl DeviceClient {
                 break;
             }
         }
-        Err(self.no_ack(what, started.elapsed()))
+        Err(self.no_ack(what, started.elapsed(), sends))
     }
 
     fn await_answer(
@@ -296,13 +298,14 @@ impl DeviceClient {
         Ok(None)
     }
 
-    /// The error for a command `what` nobody acknowledged after `waited`.
-    pub(super) fn no_ack(&self, what: &str, waited: Duration) -> DeviceError {
+    /// The error for a command `what` nobody acknowledged after `waited` and `attempts`
+    /// sends.
+    pub(super) fn no_ack(&self, what: &str, waited: Duration, attempts: u32) -> DeviceError {
         DeviceError::NoAck {
             device: self.name().to_string(),
             what: what.to_string(),
             waited,
-            attempts: COMMAND_ATTEMPTS,
+            attempts,
         }
     }
 }
@@ -314,8 +317,7 @@ fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
 }
 
 /// Says `Hello` until the device answers (or the handshake timeout passes) and checks its
-/// protocol version and plant description. An answer to the first `Hello` times the round
-/// trip.
+/// protocol version and plant description. The answer times the round trip.
 fn handshake(
     link: &mut DeviceLink,
     config: &ClientConfig,
@@ -325,13 +327,11 @@ fn handshake(
     // Say hello a few times: the first may land while the device is still booting or
     // while the decoder resynchronises on line noise.
     let per_try = config.handshake_timeout / 4;
-    let mut tries = 0;
     let info = loop {
         let sent = Instant::now();
         link.send(&HostMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
         })?;
-        tries += 1;
         let try_deadline = (Instant::now() + per_try).min(deadline);
         let mut found = None;
         while let Some(left) = try_deadline.checked_duration_since(Instant::now()) {
@@ -341,9 +341,9 @@ fn handshake(
             }
         }
         if let Some(info) = found {
-            if tries == 1 {
-                rtt.sample(sent.elapsed());
-            }
+            // An answer to an earlier `Hello` would have come long before this one was
+            // sent (each try waits a quarter of the handshake timeout): time the last.
+            rtt.sample(sent.elapsed());
             break info;
         }
         if Instant::now() >= deadline {

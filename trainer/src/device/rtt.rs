@@ -6,13 +6,16 @@
 //! RTTVAR ← ¾·RTTVAR + ¼·|SRTT − R|, then SRTT ← ⅞·SRTT + ⅛·R. The timeout is
 //! RTO = SRTT + max(G, 4·RTTVAR), clamped to a floor and a ceiling; before any sample it is
 //! the initial value. A request that timed out is sent again with the timeout doubled each
-//! time (exponential backoff), up to the ceiling.
+//! time (exponential backoff), a few times at most and never past the ceiling.
 //!
 //! So a USB or in-memory link whose answers come in a fraction of a millisecond retries
 //! within the floor (milliseconds), and a 9600-baud radio link whose frames take a second
 //! to cross is given seconds, without anyone configuring either.
 
 use std::time::Duration;
+
+/// Times a request's timeout is doubled at most by resending it.
+pub const MAX_BACKOFF_DOUBLINGS: u32 = 3;
 
 /// Clock granularity `G` of RFC 6298: the least spread a timeout allows for.
 const GRANULARITY: Duration = Duration::from_millis(1);
@@ -88,10 +91,16 @@ impl RttEstimator {
     }
 
     /// The timeout for send number `attempt` of a request (0: the first): the RTO doubled
-    /// `attempt` times, at most the ceiling.
+    /// `attempt` times — at most [`MAX_BACKOFF_DOUBLINGS`] times, and at most the ceiling.
+    ///
+    /// RFC 6298 backs off without limit because on the Internet a lost packet usually means
+    /// congestion. On a serial line a lost frame means damaged bytes, and waiting longer
+    /// does not make the next copy more likely to arrive; a few doublings still cover an
+    /// estimate that was too short (a slow line whose long frames took longer than the
+    /// short ones the estimate came from).
     pub fn timeout(&self, attempt: u32) -> Duration {
         let ceiling = self.bounds.ceiling.max(self.bounds.floor);
-        let factor = 1u32 << attempt.min(16);
+        let factor = 1u32 << attempt.min(MAX_BACKOFF_DOUBLINGS);
         self.rto().saturating_mul(factor).min(ceiling)
     }
 
@@ -133,6 +142,8 @@ mod tests {
         assert_eq!(e.rto(), ms(1000.0));
         assert_eq!(e.srtt(), None);
         assert_eq!(e.timeout(2), ms(4000.0));
+        assert_eq!(e.timeout(3), ms(8000.0));
+        assert_eq!(e.timeout(9), ms(8000.0), "three doublings at most");
     }
 
     /// RFC 6298 by hand: R = 100 ms → SRTT 100, RTTVAR 50, RTO 100 + 200 = 300 ms; then

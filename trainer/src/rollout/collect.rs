@@ -589,17 +589,24 @@ impl Round<'_> {
         due.send
     }
 
-    /// The host holds (or gave up) everything before this.
+    /// The host holds (or gave up) everything before this: every settled open episode,
+    /// then the settled first steps of the oldest one that is not.
     fn release_mark(&self) -> ReleaseMark {
-        match self.open.front() {
-            Some(front) => ReleaseMark {
-                episode: front.episode(),
-                step: front.prefix(),
-            },
-            None => ReleaseMark {
-                episode: self.next_episode,
-                step: 0,
-            },
+        let last = self.open.len().saturating_sub(1);
+        for (i, episode) in self.open.iter().enumerate() {
+            if episode.is_settled(i < last) {
+                continue;
+            }
+            if let Some(step) = episode.settled_prefix() {
+                return ReleaseMark {
+                    episode: episode.episode(),
+                    step,
+                };
+            }
+        }
+        ReleaseMark {
+            episode: self.next_episode.wrapping_add(self.open.len() as u32),
+            step: 0,
         }
     }
 

@@ -150,6 +150,25 @@ impl EpisodeAssembler {
         self.runs.end()
     }
 
+    /// The first step not held and not given up (every step before it is settled; the
+    /// device may forget them). `None` when the rest of the episode is given up.
+    pub fn settled_prefix(&self) -> Option<u32> {
+        let mut stretches = self.given_up.clone();
+        stretches.extend(self.runs.stretches());
+        stretches.sort_unstable();
+        let mut next = 0u32;
+        for (from, to) in stretches {
+            if from > next {
+                break;
+            }
+            if to == StepRange::TO_END {
+                return None;
+            }
+            next = next.max(to);
+        }
+        Some(next)
+    }
+
     /// Whether a rule was broken (the episode will be discarded).
     pub fn spoiled(&self) -> Option<Rejection> {
         self.spoiled

@@ -114,6 +114,11 @@ impl EpisodeRuns {
         }
     }
 
+    /// The stretches `[from, to)` held, ascending.
+    pub fn stretches(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.runs.iter().map(|r| (r.first, self.run_end(r)))
+    }
+
     /// The stretches `[from, to)` missing below [`EpisodeRuns::end`].
     pub fn gaps(&self) -> Vec<(u32, u32)> {
         let mut gaps = Vec::new();

@@ -317,19 +317,53 @@ impl<const N: usize, const F: usize> RetransmitQueue<N, F> {
         self.kept.push(frame).map_err(|_| QueueError::Full)
     }
 
-    /// Makes `bound` contiguous bytes free below `limit`, compacting and then evicting.
+    /// Makes `bound` contiguous bytes free below `limit`: compacts, and when that is not
+    /// enough evicts the least recently sent kept frames — until half the queue is free, so
+    /// that the next frames fit without moving the buffer again (each compaction moves
+    /// every live byte; on a host that releases nothing, evicting one frame per new frame
+    /// would move the whole buffer for every batch).
     fn make_room(&mut self, bound: usize, limit: usize) -> Result<(), QueueError> {
         if self.tail + bound <= limit {
             return Ok(());
         }
         self.compact();
-        while self.tail + bound > limit {
-            if !self.evict_oldest_sent() {
-                return Err(QueueError::Full);
-            }
-            self.compact();
+        if self.tail + bound <= limit {
+            return Ok(());
         }
-        Ok(())
+        let target = bound.max(limit / 2);
+        while self.live_bytes() + target > limit {
+            if !self.evict_oldest_sent() {
+                break;
+            }
+        }
+        self.compact();
+        if self.tail + bound <= limit {
+            Ok(())
+        } else {
+            Err(QueueError::Full)
+        }
+    }
+
+    /// Bytes a compaction keeps: the kept frames already written, and everything from the
+    /// first byte still to be written (or the frame the link is half-way through) on.
+    fn live_bytes(&self) -> usize {
+        let keep_from = self.keep_from();
+        let kept: usize = self
+            .kept
+            .iter()
+            .filter(|k| usize::from(k.offset) + usize::from(k.len) <= keep_from)
+            .map(|k| usize::from(k.len))
+            .sum();
+        kept + (self.tail - keep_from)
+    }
+
+    /// Where the bytes a compaction moves as one block begin: the first byte still to be
+    /// written, or the start of a kept frame the link is half-way through.
+    fn keep_from(&self) -> usize {
+        self.kept
+            .iter()
+            .find(|k| usize::from(k.offset) < self.head && !self.is_sent(k))
+            .map_or(self.head, |k| usize::from(k.offset))
     }
 
     fn evict_oldest_sent(&mut self) -> bool {
@@ -345,11 +379,7 @@ impl<const N: usize, const F: usize> RetransmitQueue<N, F> {
     /// dead space disappears.
     fn compact(&mut self) {
         // A kept frame the link is half-way through stays whole with the pending bytes.
-        let keep_from = self
-            .kept
-            .iter()
-            .find(|k| usize::from(k.offset) < self.head && !self.is_sent(k))
-            .map_or(self.head, |k| usize::from(k.offset));
+        let keep_from = self.keep_from();
         let mut write = 0;
         for k in self.kept.iter_mut() {
             let (offset, len) = (usize::from(k.offset), usize::from(k.len));

@@ -7,6 +7,7 @@
 //!   simulated device in the middle of a collection round;
 //! - [`qemu`]: Cortex-M board images running in QEMU, their UART on a pseudo-terminal;
 //! - [`runs`]: small run configurations and a helper that trains one to the end;
+//! - [`scripted_device`]: a scripted protocol peer (stuck, or sending arbitrary messages);
 //! - [`faults`]: the fault-matrix harness (a wire tap compared with what the trainer accepted).
 
 pub mod child;
@@ -15,4 +16,5 @@ pub mod kill_switch;
 pub mod qemu;
 pub mod runs;
 pub mod scratch;
+pub mod scripted_device;
 pub mod ser2net;

@@ -1,5 +1,6 @@
 //! Bad input at the library level: policy uploads the device must refuse (and keep running
-//! its policy), a device speaking another protocol version, a device answering garbage.
+//! its policy), a device speaking another protocol version, a device answering garbage, a
+//! device that says it runs but sends nothing.
 //! CLI-level bad input (missing port, bad config) is in `trainer/tests/bad_input_cli.rs`.
 
 use std::collections::VecDeque;
@@ -325,4 +326,54 @@ fn garbage_device_is_one_clear_error() {
         text.contains("noisy") && text.contains("baud rate"),
         "{text}"
     );
+}
+
+/// A device that keeps sending heartbeats saying it runs, but no transition for longer than
+/// an episode can take, is stalled: the round fails with an error a reconnect may cure,
+/// well before the silence timeout of a run would let it hang.
+#[test]
+fn a_device_that_heartbeats_but_sends_no_data_is_timed_out() {
+    use tether_hil_tests::scripted_device::ScriptedDevice;
+    use tether_shared::message::DeviceState;
+    use tether_trainer::run::config::TimeoutsConfig;
+
+    // 10 steps at 1 kHz: an episode takes 10 ms.
+    let mut plant = AnyPlant::by_name("pendulum")
+        .expect("pendulum")
+        .description();
+    plant.control_rate_hz = 1000.0;
+    plant.episode_steps = 10;
+    let stuck = ScriptedDevice::new(plant, DeviceState::Running, Box::new(Vec::new));
+    let mut client =
+        DeviceClient::connect(DeviceLink::new("stuck", Box::new(stuck)), quick_handshake())
+            .expect("handshake");
+    let spec = PolicySpec::for_plant(&client.info().plant, &[4], false);
+    let timeouts = TimeoutsConfig {
+        silence_s: 0.3,
+        ..TimeoutsConfig::default()
+    };
+    let recovery = Recovery::for_plant(&timeouts, &client.info().plant);
+    assert!(
+        recovery.data_timeout < Duration::from_millis(400),
+        "{recovery:?}"
+    );
+    let request = CollectRequest {
+        version: 1,
+        params: Arc::new(vec![0.0; spec.param_count()]),
+        spec,
+        first_episode: 0,
+        seed: 1,
+        mode: RunMode::Explore,
+        steps: Some(100),
+        episodes: None,
+        silence_timeout: Duration::from_secs(60),
+        recovery,
+    };
+    let started = Instant::now();
+    let err = collect(&mut client, &mut None, &request).expect_err("no data ever comes");
+    let waited = started.elapsed();
+    assert!(matches!(err, DeviceError::NoData { .. }), "{err}");
+    assert!(err.may_recover_by_reconnecting());
+    assert!(err.to_string().contains("stuck"), "{err}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
 }

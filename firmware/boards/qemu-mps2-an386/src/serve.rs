@@ -9,7 +9,8 @@
 //!   deadline as soon as the device has nothing left to do, so episodes run as fast as the
 //!   emulation and the host's reading allow, as the host's simulated devices do in virtual
 //!   time. While the device is idle the clock follows SysTick; while the host has not read
-//!   what was sent (the UART is full), time stops. The watchdog is off: a device's seconds
+//!   what was sent (the UART is full), or has not released the data the retransmit ring
+//!   keeps, time stops. The watchdog is off: a device's seconds
 //!   pass far faster than the host's, and the host detects a silent device by its own
 //!   clock.
 
@@ -71,8 +72,10 @@ impl FreeRunning {
         let Ok(false) = device.link_io_mut().read_ready() else {
             return; // host input first: handle it before time moves
         };
-        if device.tx_pending() > 0 {
-            return; // the host has not taken the last output: time stops
+        if device.tx_pending() > 0 || device.awaiting_release() {
+            // The host has not taken the last output, or not confirmed what the
+            // retransmit ring keeps: time stops.
+            return;
         }
         let wake = device.next_wakeup_us();
         if wake > clock.now_us() {

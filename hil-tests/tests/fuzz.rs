@@ -1,7 +1,9 @@
 //! Seeded fuzzing of both frame receivers: the firmware's `Device::poll` path (through a mock
 //! link) and the host's `FrameDecoder` / `DeviceLink`. Inputs are random bytes and mutated
 //! valid frames (bit flips, inserted, deleted and duplicated bytes, truncation, splices),
-//! interleaved with valid uploads and runs so the device is fuzzed in every state.
+//! interleaved with valid uploads and runs so the device is fuzzed in every state, and with
+//! the selective-repeat messages (releases, resend requests for real, endless and
+//! never-sent ranges, batch limits; `NotRetained` on the host side).
 //!
 //! Properties: no panic; memory stays bounded — the device's outgoing queue never exceeds
 //! `TX_CAPACITY` (the firmware core has no heap, so that queue and the decoder's fixed
@@ -22,7 +24,8 @@ use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::DeviceState;
 use tether_shared::message::{
-    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, RunCommand, RunMode, TransitionBatch,
+    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, ReleaseMark, RunCommand, RunMode,
+    StepRange, TransitionBatch,
 };
 use tether_shared::seeds::SplitMix64;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
@@ -152,8 +155,13 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
         protocol_version: tether_shared::PROTOCOL_VERSION,
     }];
     out.extend(PolicyUpload::new(version, &spec, &params).messages());
+    // Small episode numbers half the time, so recovery messages can name real frames.
+    let first_episode = match rng.below(2) {
+        0 => rng.below(4) as u32,
+        _ => rng.next() as u32,
+    };
     out.push(HostMessage::Run(RunCommand {
-        first_episode: rng.next() as u32,
+        first_episode,
         episodes: rng.below(3) as u32,
         seed: rng.next(),
         mode: if rng.below(2) == 0 {
@@ -172,8 +180,35 @@ fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> 
     all.push(HostMessage::Heartbeat {
         sequence: rng.next() as u32,
     });
+    all.extend(recovery_messages(rng));
     let i = rng.below(all.len());
     all.swap_remove(i)
+}
+
+/// Selective-repeat messages: releases, resend requests (real-looking ranges, ranges to
+/// the episode's end, ranges that never existed) and batch limits.
+fn recovery_messages(rng: &mut Rng) -> Vec<HostMessage> {
+    let episode = rng.below(8) as u32;
+    let from_step = rng.below(400) as u32;
+    let to_step = match rng.below(3) {
+        0 => StepRange::TO_END,
+        1 => from_step.saturating_add(rng.below(64) as u32),
+        _ => rng.next() as u32,
+    };
+    vec![
+        HostMessage::Release(ReleaseMark {
+            episode,
+            step: rng.below(400) as u32,
+        }),
+        HostMessage::Resend(StepRange {
+            episode,
+            from_step,
+            to_step,
+        }),
+        HostMessage::BatchLimit {
+            values: rng.next() as u16,
+        },
+    ]
 }
 
 /// The device survives arbitrary and mutated input in every state: no panic, and its
@@ -257,7 +292,7 @@ fn device_poll_survives_arbitrary_input() {
 // ----- host side --------------------------------------------------------------------------
 
 fn some_device_message(rng: &mut Rng) -> DeviceMessage {
-    match rng.below(4) {
+    match rng.below(5) {
         0 => DeviceMessage::Transitions(TransitionBatch {
             episode: rng.next() as u32,
             first_step: rng.below(400) as u32,
@@ -278,6 +313,11 @@ fn some_device_message(rng: &mut Rng) -> DeviceMessage {
             uptime_us: rng.next() as u32,
             state: DeviceState::Running,
             last_host_sequence: 4,
+        }),
+        3 => DeviceMessage::NotRetained(StepRange {
+            episode: rng.next() as u32,
+            from_step: rng.below(400) as u32,
+            to_step: rng.next() as u32,
         }),
         _ => DeviceMessage::Ack(tether_shared::message::AckTopic::Run),
     }

@@ -219,11 +219,14 @@ where
     }
 
     /// Whether the outgoing queue cannot take another full transition batch without
-    /// evicting data the host has not released. A board in virtual time waits for the host
-    /// then instead of moving its clock; a real-time device goes on and evicts.
+    /// evicting data the host has not released, though it could once the host releases
+    /// what was written. A board in virtual time waits for the host then instead of moving
+    /// its clock; a real-time device goes on and evicts. When unwritten bytes fill the
+    /// queue (a link slower than the plant) this is false: the episode overruns, as on a
+    /// real device.
     pub fn awaiting_release(&self) -> bool {
         let bound = TransitionBatch::max_frame_len(usize::from(self.batch_limit));
-        !self.link.has_room_for_data(bound)
+        self.link.waits_for_release(bound)
     }
 
     /// The plant.

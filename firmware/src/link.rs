@@ -134,10 +134,11 @@ where
             .push_frame(message, priority.reserve(), Some((key, bound)))
     }
 
-    /// Whether a data frame of up to `bound` bytes fits without evicting a kept frame (a
-    /// board in virtual time waits for the host instead of letting that happen).
-    pub fn has_room_for_data(&self, bound: usize) -> bool {
-        self.tx.has_room(bound, Priority::Data.reserve())
+    /// Whether a data frame of up to `bound` bytes fits only once the host releases frames
+    /// already written: the host's release, not the link, is what it waits for.
+    pub fn waits_for_release(&self, bound: usize) -> bool {
+        let reserve = Priority::Data.reserve();
+        !self.tx.has_room(bound, reserve) && self.tx.fits_once_released(bound, reserve)
     }
 
     /// Stops keeping the frames `mark` releases.

@@ -213,6 +213,15 @@ impl<const N: usize, const F: usize> RetransmitQueue<N, F> {
             && N.saturating_sub(self.len() + kept_bytes) >= bound.saturating_add(reserve)
     }
 
+    /// Whether a data frame of up to `bound` bytes (plus `reserve` free bytes) would fit once
+    /// the host released every frame already written: false when the bytes still waiting
+    /// for the link (or kept frames not yet written) take the room — the link, not the
+    /// host's acknowledgements, is what is slow then.
+    pub fn fits_once_released(&self, bound: usize, reserve: usize) -> bool {
+        let unsent_kept = self.kept.iter().filter(|k| !self.is_sent(k)).count();
+        unsent_kept < F && N.saturating_sub(self.len()) >= bound.saturating_add(reserve)
+    }
+
     /// Encodes `message` as one frame at the end of the queue, leaving `reserve` bytes free,
     /// and returns its length. With a `key` the frame is kept for resending and `bound` (an
     /// upper bound of its encoded length) decides how much room to make, evicting the least

@@ -202,11 +202,18 @@ fn new_data_evicts_the_least_recently_sent_frame_never_a_pending_one() {
     );
     assert_eq!(q.stats().evicted, 4);
     assert!(!q.has_room(bound(10), 0));
+    assert!(
+        !q.fits_once_released(bound(10), 0),
+        "unwritten bytes fill the queue: a release would not help"
+    );
     // What was pending all goes out, intact.
     assert_eq!(
         first_steps(&drain(&mut q)),
         (40..step).step_by(10).collect::<Vec<_>>()
     );
+    // Now written and kept: the room waits for the host's release.
+    assert!(!q.has_room(bound(10), 0));
+    assert!(q.fits_once_released(bound(10), 0));
 }
 
 #[test]
@@ -221,6 +228,7 @@ fn a_full_index_evicts_too() {
     let kept: Vec<u32> = q.kept().iter().map(|k| k.key.first_step).collect();
     assert_eq!(kept, [1, 2]);
     assert!(!q.has_room(bound(1), 0), "no free index slot");
+    assert!(q.fits_once_released(bound(1), 0), "a release frees a slot");
 }
 
 #[test]

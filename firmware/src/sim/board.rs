@@ -272,9 +272,17 @@ impl VirtualTime {
             device.link_io_mut().wait(Duration::from_millis(1), true);
             return; // a slow host stops virtual time
         }
-        if device.state() == DeviceState::Running && device.awaiting_release() {
+        let host_bytes_staged = device.link_io_mut().has_staged_input();
+        if device.state() == DeviceState::Running
+            && !pending
+            && !host_bytes_staged
+            && device.awaiting_release()
+        {
             // The retransmit ring is full of data the host has not confirmed: a real device
             // would evict some, losing it; in virtual time the clock waits for the host.
+            // Not while bytes still wait to move either way (a rate-limited link passes
+            // them on as the clock moves, the host's release among them): a link slower
+            // than the plant must overrun as it would for real.
             device.link_io_mut().wait(Duration::from_millis(1), false);
             return;
         }

@@ -472,6 +472,10 @@ impl<L: BoardLink> BoardLink for LinkEmulation<L> {
     fn has_staged_output(&self) -> bool {
         !self.tx.staged.is_empty()
     }
+
+    fn has_staged_input(&self) -> bool {
+        !self.rx.staged.is_empty()
+    }
 }
 
 #[cfg(test)]

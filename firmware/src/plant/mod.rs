@@ -137,6 +137,7 @@ impl Plant for AnyPlant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_shared::ActionSpace;
 
     #[test]
     fn by_name_knows_every_name_and_nothing_else() {
@@ -149,6 +150,60 @@ mod tests {
         }
         assert!(AnyPlant::by_name("Pendulum").is_none());
         assert!(AnyPlant::by_name("").is_none());
+    }
+
+    /// FNV-1a over every observation, reward and termination of a few seeded episodes per
+    /// model, driven by seeded actions up to 1.2 × the bounds (so clamping is exercised).
+    fn fingerprint(name: &str) -> u64 {
+        use tether_shared::seeds::SplitMix64;
+        let mut plant = AnyPlant::by_name(name).expect("known name");
+        let description = plant.description();
+        let mut hash = 0xCBF2_9CE4_8422_2325u64;
+        let mut feed = |bits: u32| {
+            for byte in bits.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
+            }
+        };
+        let mut actions = SplitMix64::new(99);
+        let mut obs = [0.0f32; 16];
+        for seed in 0..4 {
+            plant.reset(seed);
+            for _ in 0..description.episode_steps {
+                let obs = &mut obs[..description.obs_dim as usize];
+                plant.observe(obs);
+                obs.iter().for_each(|v| feed(v.to_bits()));
+                let outcome = match &description.action {
+                    ActionSpace::Continuous { high, .. } => {
+                        let bound = high[0] * 1.2;
+                        plant.actuate(Action::Continuous(&[actions.uniform(-bound, bound)]))
+                    }
+                    ActionSpace::Discrete { n } => plant.actuate(Action::Discrete(
+                        (actions.next_u64() % u64::from(*n)) as usize,
+                    )),
+                };
+                feed(outcome.reward.to_bits());
+                feed(u32::from(outcome.terminated));
+                if outcome.terminated {
+                    break;
+                }
+            }
+        }
+        hash
+    }
+
+    /// The models' dynamics, sensing and rewards bit for bit as they were when their
+    /// constants became run-time parameters: nominal parameters must not change a seeded run.
+    #[test]
+    fn nominal_models_keep_their_bits() {
+        let got: [u64; 3] = PLANT_NAMES.map(fingerprint);
+        assert_eq!(
+            got,
+            [
+                2_914_781_553_296_065_347,
+                14_934_920_276_514_037_813,
+                15_068_056_485_779_284_312
+            ]
+        );
     }
 
     #[test]

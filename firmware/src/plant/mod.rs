@@ -5,11 +5,17 @@
 //! simulated devices, and on a real MCU as "virtual plants" for bring-up.
 
 use tether_shared::PlantDescription;
+use tether_shared::message::PlantParams;
 
 pub mod cartpole;
 mod common;
+pub mod imperfections;
+pub mod params;
 pub mod pendulum;
 pub mod qube;
+pub mod variation;
+
+use params::{ParamRefusal, ParamSpec};
 
 pub use cartpole::CartPole;
 pub use pendulum::Pendulum;
@@ -60,6 +66,22 @@ pub trait Plant {
 
     /// Puts the actuators in their harmless state.
     fn safe_state(&mut self);
+
+    /// Replaces a model's run-time parameters and their per-episode ranges (see
+    /// [`params`]); they apply from the next [`Plant::vary`]. All or nothing: a refused
+    /// message changes nothing. A physical plant's physics is its own: the default refuses
+    /// with [`ParamRefusal::FIXED_PHYSICS`].
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        let _ = params;
+        Err(ParamRefusal::FIXED_PHYSICS)
+    }
+
+    /// Draws a model's parameter values for the next episode from their ranges, and seeds
+    /// its sensor noise, from `seed`. The runtime calls it before every [`Plant::reset`];
+    /// a physical plant has nothing to draw (the default does nothing).
+    fn vary(&mut self, seed: u64) {
+        let _ = seed;
+    }
 }
 
 /// Names of the plant models, as [`AnyPlant::by_name`] accepts them and as each model's
@@ -68,6 +90,9 @@ pub const PLANT_NAMES: [&str; 3] = ["pendulum", "cartpole", "qube"];
 
 /// Any of the plant models, chosen at run time by name without a heap (the trainer's
 /// `--plant` flag, a simulated device's configuration).
+// No heap to box the larger models into; the QUBE (about 0.5 KiB with its parameter
+// settings) sets the size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyPlant {
     /// Gymnasium `Pendulum-v1` (see [`pendulum`]).
@@ -88,6 +113,29 @@ impl AnyPlant {
             "qube" => Some(AnyPlant::Qube(Qube::new())),
             _ => None,
         }
+    }
+
+    /// The run-time parameters of the model called `name` (physical constants, then
+    /// imperfections), in the order its draws take them; `None` for any other name.
+    pub fn params_of(name: &str) -> Option<&'static [ParamSpec]> {
+        match name {
+            "pendulum" => Some(&pendulum::PARAMS),
+            "cartpole" => Some(&cartpole::PARAMS),
+            "qube" => Some(&qube::PARAMS),
+            _ => None,
+        }
+    }
+
+    /// Sets the model's parameters like [`Plant::set_params`], then refuses any later
+    /// setting as a physical plant does: a simulated rig whose physics the host is not told.
+    pub fn fix_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.set_params(params)?;
+        match self {
+            AnyPlant::Pendulum(p) => p.lock_params(),
+            AnyPlant::CartPole(p) => p.lock_params(),
+            AnyPlant::Qube(p) => p.lock_params(),
+        }
+        Ok(())
     }
 
     /// The model's name, one of [`PLANT_NAMES`].
@@ -131,6 +179,14 @@ impl Plant for AnyPlant {
 
     fn safe_state(&mut self) {
         self.inner().safe_state();
+    }
+
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.inner().set_params(params)
+    }
+
+    fn vary(&mut self, seed: u64) {
+        self.inner().vary(seed);
     }
 }
 

@@ -163,6 +163,10 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<plant>-<timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Start from a trained policy: a run folder (policy, value function, normaliser with
+    /// its statistics) or a policy.bin (policy and normaliser, fresh value function).
+    #[arg(long, value_name = "RUN|POLICY")]
+    pub init: Option<PathBuf>,
 }
 
 /// `tether eval`.
@@ -183,14 +187,24 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// TOML file whose `[plant_params]` (and `plant`, unless --plant is given) set the
+    /// simulated plant; every other key of the file is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `tether sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Plant model: pendulum, cartpole or qube.
-    #[arg(long, default_value = crate::device::simulated::DEFAULT_SIM_PLANT)]
-    pub plant: String,
+    /// Plant model: pendulum, cartpole or qube (default: the config file's `plant`, else
+    /// pendulum).
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// TOML file whose `[plant_params]` and `[plant_randomize]` set the plant's physics (a
+    /// rig the trainer is not told about: the device then refuses the host's settings);
+    /// every other key but `plant` is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Run at the plant's real control rate instead of as fast as the host reads.
     #[arg(long)]
     pub realtime: bool,

@@ -10,11 +10,26 @@ use anyhow::Context;
 use tether_firmware::sim::TimeMode;
 
 use super::{SimArgs, interrupt_flag};
-use crate::device::simulated::SimDeviceSpec;
+use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceSpec};
+use crate::run::config::PlantSection;
 
 pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let section = match &args.config {
+        Some(path) => PlantSection::read(path)?,
+        None => PlantSection::default(),
+    };
+    let plant = args
+        .plant
+        .clone()
+        .or(section.plant.clone())
+        .unwrap_or_else(|| DEFAULT_SIM_PLANT.to_string());
+    let origin = args
+        .config
+        .as_deref()
+        .unwrap_or(std::path::Path::new("--config"));
+    let fixed = section.message(&plant, true, origin)?;
     let board = SimDeviceSpec {
-        plant: &args.plant,
+        plant: &plant,
         time: if args.realtime {
             TimeMode::RealTime
         } else {
@@ -23,6 +38,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         baud: args.baud,
         faults: args.faults.as_deref(),
         seed: args.seed,
+        fixed_params: fixed.as_ref(),
     }
     .board()?;
     let stop = interrupt_flag();
@@ -33,13 +49,19 @@ pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     println!("{}", path.display());
     std::io::stdout().flush()?;
     eprintln!(
-        "simulated {} device on {} ({}); Ctrl-C to stop",
-        args.plant,
+        "simulated {plant} device on {} ({}{}); Ctrl-C to stop",
         path.display(),
         if args.realtime {
             "real time"
         } else {
             "virtual time"
+        },
+        match &fixed {
+            Some(params) => format!(
+                ", {} parameters fixed from the config, the host's refused",
+                params.settings.len()
+            ),
+            None => String::new(),
         }
     );
     while !stop.load(Ordering::SeqCst) && !handle.is_finished() {

@@ -16,11 +16,13 @@ use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
 use crate::training::fleet::{Fleet, FleetError, FleetSpec};
 use crate::training::preset::{GENERIC, Preset};
+use crate::training::warm_start::WarmStart;
 use crate::training::{Session, SessionOutcome};
 use crate::trpo::hyperparams::TrpoConfig;
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let request = TrainRequest::read(&args)?;
+    let warm = request.warm_start()?;
     let fleet = Fleet::connect(&request.fleet_spec()?).map_err(|e| match e {
         FleetError::PlantMismatch { .. } => anyhow!(
             "{e}; drop --plant (and `plant` from the config file) to train the plant the \
@@ -45,8 +47,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         describe_devices(&config),
         folder.root().display()
     );
+    if let Some(warm) = &warm {
+        eprintln!("starting from {}", warm.path().display());
+    }
     let root = folder.root().to_path_buf();
-    let session = match Session::start_with_fleet(folder, config, fleet) {
+    let session = match Session::start_warm(folder, config, fleet, warm.as_ref()) {
         Ok(session) => session,
         Err(e) => {
             // Leave no empty run folder behind a run that never started (remove_dir only
@@ -145,6 +150,8 @@ pub struct TrainRequest {
     devices: DeviceArgs,
     steps: Option<u64>,
     seed: Option<u64>,
+    /// `--init`, which overrides the file's `init`.
+    init: Option<PathBuf>,
     /// Labels configuration errors: the file, or "command line".
     origin: PathBuf,
 }
@@ -173,6 +180,7 @@ impl TrainRequest {
             devices: args.devices.clone(),
             steps: args.steps,
             seed: args.seed,
+            init: args.init.clone(),
             origin: args
                 .config
                 .clone()
@@ -190,7 +198,19 @@ impl TrainRequest {
             &config.timeouts,
             config.seed,
             self.named_plant.as_deref(),
-        )?)
+        )?
+        .with_plant_params(config.plant_params_message(&self.origin)?))
+    }
+
+    /// The trained starting point (`--init`, else the file's `init`), read before any
+    /// device is touched; `None`: a fresh learner.
+    pub fn warm_start(&self) -> anyhow::Result<Option<WarmStart>> {
+        let provisional = self.config_for(self.named_plant.as_deref().unwrap_or(GENERIC))?;
+        Ok(provisional
+            .config
+            .init
+            .map(|path| WarmStart::load(Path::new(&path)))
+            .transpose()?)
     }
 
     /// The run's configuration for `plant`: the preset (the file's `preset`, else the
@@ -226,6 +246,9 @@ impl TrainRequest {
         }
         if let Some(seed) = self.seed {
             config.seed = seed;
+        }
+        if let Some(init) = &self.init {
+            config.init = Some(init.display().to_string());
         }
         config.validate(&self.origin)?;
         Ok(ResolvedConfig { config, notice })

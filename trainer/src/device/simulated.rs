@@ -7,6 +7,7 @@
 use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::{AnyPlant, PLANT_NAMES};
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
+use tether_shared::message::{PlantParams, RefusalReason};
 
 /// The plant simulated devices model when nobody names one.
 pub const DEFAULT_SIM_PLANT: &str = "pendulum";
@@ -20,6 +21,15 @@ pub enum SimDeviceError {
     /// The fault spec does not parse.
     #[error("bad --faults spec: {0}")]
     BadFaults(String),
+    /// The model refused its fixed parameters (they are checked before, so only a
+    /// mismatched build gets here).
+    #[error("the {plant} model refused its parameters ({reason:?})")]
+    BadParams {
+        /// The model.
+        plant: String,
+        /// Its refusal.
+        reason: RefusalReason,
+    },
 }
 
 /// How to run one simulated device.
@@ -35,6 +45,9 @@ pub struct SimDeviceSpec<'a> {
     pub faults: Option<&'a str>,
     /// Seed of the fault injector.
     pub seed: u64,
+    /// Parameters the model is built with and keeps (it refuses the host's, as a rig
+    /// whose physics the trainer is not told); `None`: defaults, and the host may set them.
+    pub fixed_params: Option<&'a PlantParams>,
 }
 
 impl<'a> SimDeviceSpec<'a> {
@@ -46,6 +59,7 @@ impl<'a> SimDeviceSpec<'a> {
             baud: None,
             faults: None,
             seed: 0,
+            fixed_params: None,
         }
     }
 
@@ -54,7 +68,15 @@ impl<'a> SimDeviceSpec<'a> {
     /// it would fire for no reason (the host still notices a silent device by wall time).
     /// In real time the device keeps its default watchdog.
     pub fn board(&self) -> Result<SimBoard<AnyPlant>, SimDeviceError> {
-        let plant = sim_plant(self.plant)?;
+        let mut plant = sim_plant(self.plant)?;
+        if let Some(params) = self.fixed_params {
+            plant
+                .fix_params(params)
+                .map_err(|refusal| SimDeviceError::BadParams {
+                    plant: self.plant.to_string(),
+                    reason: refusal.reason,
+                })?;
+        }
         let device = match self.time {
             TimeMode::Virtual => DeviceConfig {
                 watchdog_timeout_us: 0,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tether_firmware::sim::{SimHandle, TimeMode};
 use tether_shared::PlantDescription;
+use tether_shared::message::PlantParams;
 use tether_shared::seeds::board_seed;
 
 use super::link_budget::LinkBudget;
@@ -14,6 +15,7 @@ use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec,
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
 use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
+use crate::run::plant_settings::plant_params_message;
 
 /// Why the fleet could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,14 @@ pub enum FleetError {
         reports: String,
         /// The configured plant.
         expected: String,
+    },
+    /// The plant settings are invalid (see [`crate::run::plant_settings`]).
+    #[error("invalid `{key}`: {reason}")]
+    PlantSettings {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
     /// Devices describe different plants.
     #[error(
@@ -87,6 +97,9 @@ pub struct FleetSpec {
     pub seed: u64,
     /// Timeouts.
     pub timeouts: TimeoutsConfig,
+    /// Plant parameters every device gets after its handshake (`None`: none sent, each
+    /// device keeps its own physics).
+    pub plant_params: Option<PlantParams>,
 }
 
 impl FleetSpec {
@@ -128,17 +141,32 @@ impl FleetSpec {
             addresses,
             seed,
             timeouts: timeouts.clone(),
+            plant_params: None,
         })
     }
 
-    /// The fleet a run configuration asks for (its devices must report its plant).
+    /// The same fleet, whose devices get `params` after their handshake.
+    pub fn with_plant_params(mut self, params: Option<PlantParams>) -> Self {
+        self.plant_params = params;
+        self
+    }
+
+    /// The fleet a run configuration asks for (its devices must report its plant and get
+    /// its plant settings).
     pub fn from_config<T>(config: &RunConfig<T>) -> Result<Self, FleetError> {
-        Self::new(
+        let params =
+            plant_params_message(&config.plant, &config.plant_params, &config.plant_randomize)
+                .map_err(|invalid| FleetError::PlantSettings {
+                    key: invalid.key,
+                    reason: invalid.reason,
+                })?;
+        Ok(Self::new(
             &config.devices,
             &config.timeouts,
             config.seed,
             Some(&config.plant),
-        )
+        )?
+        .with_plant_params(params))
     }
 
     /// Timeouts and retries for the device clients.
@@ -182,13 +210,20 @@ impl Fleet {
             return Err(FleetError::Empty);
         }
         let config = spec.client_config();
+        let params = spec.plant_params.as_ref();
         // Handshake in parallel: a silent device costs its timeout once, not once per device.
         let results: Vec<Result<DeviceClient, DeviceError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = links
                 .into_iter()
                 .map(|link| {
                     let config = config.clone();
-                    scope.spawn(move || DeviceClient::connect(link, config))
+                    scope.spawn(move || {
+                        let mut client = DeviceClient::connect(link, config)?;
+                        if let Some(params) = params {
+                            client.set_plant_params(params.clone())?;
+                        }
+                        Ok(client)
+                    })
                 })
                 .collect();
             handles
@@ -230,6 +265,7 @@ fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), Fl
         baud: spec.emulate_baud.then_some(spec.baud),
         faults: spec.faults.as_deref(),
         seed: board_seed(spec.seed, index),
+        fixed_params: None,
     }
     .board()?;
     let name = format!("sim{index}:{plant}");

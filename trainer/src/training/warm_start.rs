@@ -277,3 +277,138 @@ fn head_matches(spec: &PolicySpec, fresh: &TrpoState) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::run::config::RunConfig;
+    use crate::run::testdir::TestDir;
+    use crate::training::Session;
+    use crate::trpo::Trpo;
+    use crate::trpo::distribution::ActionDistribution;
+    use crate::trpo::hyperparams::TrpoConfig;
+
+    /// A pendulum run of 400 steps ([4] networks, normaliser on), seed `seed`.
+    fn config(seed: u64) -> RunConfig<TrpoConfig> {
+        let mut config = RunConfig::<TrpoConfig> {
+            plant: "pendulum".into(),
+            seed,
+            total_steps: 400,
+            steps_per_iteration: 200,
+            ..RunConfig::default()
+        };
+        config.devices.sim = 2;
+        config.trpo.policy_hidden = vec![4];
+        config.trpo.value_hidden = vec![4];
+        config.trpo.normalize_observations = true;
+        config
+    }
+
+    fn trained(dir: &TestDir) -> RunFolder {
+        let folder = RunFolder::create(&dir.join("source")).expect("folder");
+        let paths = folder.clone();
+        Session::start(folder, config(4))
+            .expect("starts")
+            .run(&AtomicBool::new(false), |_| {})
+            .expect("finishes");
+        paths
+    }
+
+    fn fresh(config: &RunConfig<TrpoConfig>) -> TrpoState {
+        Trpo::new(
+            3,
+            ActionDistribution::DiagGaussian { action_dim: 1 },
+            config.trpo.clone(),
+            config.seed,
+        )
+        .expect("a learner")
+        .state()
+    }
+
+    #[test]
+    fn a_run_folder_gives_its_policy_value_function_and_normaliser_statistics() {
+        let dir = TestDir::new("warm-run");
+        let source = trained(&dir);
+        let saved = TrainingState::load(&source.checkpoint_path()).expect("checkpoint");
+        let mut new_config = config(9);
+        new_config.trpo.target_kl = 0.002;
+        let warm = WarmStart::load(source.root()).expect("a run folder");
+        let state = warm
+            .apply("pendulum", fresh(&new_config), 200)
+            .expect("fits");
+        assert_eq!(state.policy_parameters, saved.learner.policy_parameters);
+        assert_eq!(state.value_parameters, saved.learner.value_parameters);
+        assert_eq!(state.value_optimizer, saved.learner.value_optimizer);
+        assert_eq!(state.normalizer, saved.learner.normalizer);
+        assert!(state.normalizer.as_ref().is_some_and(|n| n.count >= 400.0));
+        assert_eq!((state.seed, state.updates_done), (9, 0));
+        assert_eq!(state.config.target_kl, 0.002, "the new run's settings");
+
+        let err = warm
+            .apply("cartpole", fresh(&new_config), 200)
+            .expect_err("another plant");
+        assert!(matches!(err, WarmStartError::PlantMismatch { .. }), "{err}");
+        let mut wider = new_config.clone();
+        wider.trpo.value_hidden = vec![8];
+        let err = warm
+            .apply("pendulum", fresh(&wider), 200)
+            .expect_err("another value network");
+        let message = err.to_string();
+        assert!(
+            message.contains("value [4]") && message.contains("value [8]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_policy_file_gives_the_policy_and_normaliser_and_exports_unchanged() {
+        let dir = TestDir::new("warm-policy");
+        let source = trained(&dir);
+        let file = PolicyFile::read_bin(&source.policy_path()).expect("policy.bin");
+        let warm = WarmStart::load(&source.policy_path()).expect("a policy file");
+        let new_config = config(11);
+        let state = warm
+            .apply("pendulum", fresh(&new_config), 300)
+            .expect("fits");
+        let fresh_value = fresh(&new_config).value_parameters;
+        assert_eq!(
+            state.value_parameters, fresh_value,
+            "a fresh value function"
+        );
+        let normalizer = state.normalizer.clone().expect("normaliser");
+        assert_eq!(
+            normalizer.count, 300.0,
+            "one iteration's worth of observations"
+        );
+        let learner =
+            Trpo::from_state(3, ActionDistribution::DiagGaussian { action_dim: 1 }, state)
+                .expect("a learner");
+        let exported: Vec<u32> = learner.export_f32().iter().map(|v| v.to_bits()).collect();
+        let original: Vec<u32> = file.params.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            exported, original,
+            "the device runs exactly the file's policy"
+        );
+
+        let mut no_normaliser = new_config.clone();
+        no_normaliser.trpo.normalize_observations = false;
+        let err = warm
+            .apply("pendulum", fresh(&no_normaliser), 300)
+            .expect_err("normaliser off");
+        assert!(err.to_string().contains("normaliser on"), "{err}");
+    }
+
+    #[test]
+    fn anything_else_is_named() {
+        let dir = TestDir::new("warm-missing");
+        let err = WarmStart::load(&dir.join("nothing")).expect_err("missing");
+        assert!(matches!(err, WarmStartError::NotFound { .. }), "{err}");
+        let err = WarmStart::load(dir.path()).expect_err("an empty folder");
+        assert!(matches!(err, WarmStartError::NotFound { .. }), "{err}");
+        std::fs::write(dir.join("junk.bin"), b"not a policy").expect("write");
+        let err = WarmStart::load(&dir.join("junk.bin")).expect_err("junk");
+        assert!(matches!(err, WarmStartError::Policy(_)), "{err}");
+    }
+}

@@ -6,12 +6,17 @@
 #   scripts/reproduce_sim2real.sh                   # everything (about 30 min on 2 cores)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
 #
-# Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone.
+# Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
+# or resumed after an interruption.
 set -eu
 cd "$(dirname "$0")/.."
-ONLY=${ONLY:-"pretrain grid finetune scratch"}
+ONLY=${ONLY:-"pretrain longer curriculum grid finetune scratch"}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/sim2real}
+# Randomised training started from the nominal policy (section "curriculum"), steps.
+CURRICULUM_STEPS=${CURRICULUM_STEPS:-1000000}
+# The policies fine-tuned on the unseen plant: dr, dr6M or curriculum.
+FT_FROM=${FT_FROM:-curriculum}
 # Fine-tuning budget: rounds of one 10 000-step iteration, up to this many steps.
 FT_MAX=${FT_MAX:-300000}
 # Training from scratch on the same plant: evaluated every SCRATCH_EVERY steps up to SCRATCH_MAX.
@@ -32,17 +37,37 @@ evaluate() {
         jq -r '[.mean_return, ([.returns, .lengths] | transpose | map(select(.[0] >= 1100 and .[1] == 1250)) | length)] | @tsv'
 }
 
+# `tether train` with $3... into run folder $2 (skipped when it holds a policy), timed; $1 labels it.
+timed_train() {
+    label=$1
+    dir=$2
+    shift 2
+    [ -f "$dir/policy.bin" ] && return 0
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    /usr/bin/time -f "%e %U %S" -o "$dir.time" $T train "$@" --out "$dir" >"$dir.log" 2>&1
+    echo "$label: wall, user, system s = $(cat "$dir.time"), load at start $load"
+}
+
 if wants pretrain; then
     for s in $SEEDS; do
-        for kind in dr nominal; do
-            dir="$OUT/$kind-$s"
-            [ -f "$dir/policy.bin" ] && continue
-            if [ "$kind" = dr ]; then from="--config configs/qube-dr.toml"; else from="--plant qube"; fi
-            load=$(cut -d' ' -f1 /proc/loadavg)
-            # shellcheck disable=SC2086
-            /usr/bin/time -f "%e %U %S" -o "$dir.time" $T train $from --seed "$s" --out "$dir" >"$dir.log" 2>&1
-            echo "$kind seed $s: wall, user, system s = $(cat "$dir.time"), load at start $load"
-        done
+        timed_train "dr seed $s" "$OUT/dr-$s" --config configs/qube-dr.toml --seed "$s"
+        timed_train "nominal seed $s" "$OUT/nominal-$s" --plant qube --seed "$s"
+    done
+fi
+
+# The randomised runs continued for another 3M steps (6M in all).
+if wants longer; then
+    for s in $SEEDS; do
+        timed_train "dr6M seed $s" "$OUT/dr6M-$s" --config configs/qube-dr.toml --init "$OUT/dr-$s" \
+            --steps 3000000 --seed "$((s + 100))"
+    done
+fi
+
+# The shipped randomisation, started from the nominal policy of the same seed.
+if wants curriculum; then
+    for s in $SEEDS; do
+        timed_train "curriculum seed $s" "$OUT/curriculum-$s" --config configs/qube-dr.toml \
+            --init "$OUT/nominal-$s" --steps "$CURRICULUM_STEPS" --seed "$((s + 10))"
     done
 fi
 
@@ -81,7 +106,7 @@ grid_plant combined_hardware "arm_coulomb_friction = 0.002" "latency_steps = 2" 
 if wants grid; then
     printf 'plant\tpolicy\tseed\tmean return\tepisodes swung up and balanced (of 20)\n' | tee "$OUT/grid.tsv"
     for plant in "$OUT"/grid/*.toml; do
-        for kind in dr nominal; do
+        for kind in dr dr6M curriculum nominal; do
             for s in $SEEDS; do
                 row=$(evaluate "$OUT/$kind-$s/policy.bin" "$plant")
                 printf '%s\t%s\t%s\t%s\n' "$(basename "$plant" .toml)" "$kind" "$s" "$row" | tee -a "$OUT/grid.tsv"
@@ -89,7 +114,7 @@ if wants grid; then
         done
     done
     echo "share of grid episodes swung up and balanced:"
-    for kind in dr nominal; do
+    for kind in dr dr6M curriculum nominal; do
         awk -F'\t' -v k=$kind '$2 == k { ok += $5; n += 20 } END { printf "  %s: %d / %d = %.1f %%\n", k, ok, n, 100 * ok / n }' "$OUT/grid.tsv"
     done
 fi
@@ -119,7 +144,7 @@ EOF
 if wants finetune; then
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune.tsv"
     for s in $SEEDS; do
-        from="$OUT/dr-$s"
+        from="$OUT/$FT_FROM-$s"
         steps=0
         while :; do
             row=$(evaluate "$from/policy.bin" "$OUT/unseen.toml")
@@ -129,8 +154,8 @@ if wants finetune; then
             steps=$((steps + 10000))
             next="$OUT/ft-$s-$steps"
             # Each round continues the previous run folder (policy, value function, normaliser).
-            $T train --config "$OUT/unseen.toml" --init "$from" --steps 10000 --seed "$((s * 1000 + steps / 10000))" \
-                --out "$next" >"$next.log" 2>&1
+            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen.toml" --init "$from" --steps 10000 \
+                --seed "$((s * 1000 + steps / 10000))" --out "$next" >"$next.log" 2>&1
             from=$next
         done
     done
@@ -146,8 +171,8 @@ if wants scratch; then
             next="$OUT/scratch-$s-$steps"
             init=${from:+--init $from}
             # shellcheck disable=SC2086
-            $T train --config "$OUT/unseen.toml" $init --steps "$SCRATCH_EVERY" --seed "$((s * 1000 + steps / SCRATCH_EVERY))" \
-                --out "$next" >"$next.log" 2>&1
+            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen.toml" $init --steps "$SCRATCH_EVERY" \
+                --seed "$((s * 1000 + steps / SCRATCH_EVERY))" --out "$next" >"$next.log" 2>&1
             row=$(evaluate "$next/policy.bin" "$OUT/unseen.toml")
             printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/scratch.tsv"
             from=$next

@@ -13,10 +13,14 @@ cd "$(dirname "$0")/.."
 ONLY=${ONLY:-"pretrain longer curriculum grid finetune scratch"}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/sim2real}
+# The policies the grid evaluates (run folders $OUT/<kind>-<seed>).
+GRID_KINDS=${GRID_KINDS:-"dr dr6M curriculum nominal"}
 # Randomised training started from the nominal policy (section "curriculum"), steps.
 CURRICULUM_STEPS=${CURRICULUM_STEPS:-1000000}
 # The policies fine-tuned on the unseen plant: dr, dr6M or curriculum.
-FT_FROM=${FT_FROM:-curriculum}
+FT_FROM=${FT_FROM:-dr6M}
+# The fine-tuning step size (the preset's is 0.01).
+FT_TARGET_KL=${FT_TARGET_KL:-0.01}
 # Fine-tuning budget: rounds of one 10 000-step iteration, up to this many steps.
 FT_MAX=${FT_MAX:-300000}
 # Training from scratch on the same plant: evaluated every SCRATCH_EVERY steps up to SCRATCH_MAX.
@@ -104,18 +108,16 @@ grid_plant combined_hardware "arm_coulomb_friction = 0.002" "latency_steps = 2" 
     "deadzone = 0.3"
 
 if wants grid; then
-    printf 'plant\tpolicy\tseed\tmean return\tepisodes swung up and balanced (of 20)\n' | tee "$OUT/grid.tsv"
-    for plant in "$OUT"/grid/*.toml; do
-        for kind in dr dr6M curriculum nominal; do
+    for kind in $GRID_KINDS; do
+        printf 'plant\tpolicy\tseed\tmean return\tepisodes swung up and balanced (of 20)\n' >"$OUT/grid-$kind.tsv"
+        for plant in "$OUT"/grid/*.toml; do
             for s in $SEEDS; do
                 row=$(evaluate "$OUT/$kind-$s/policy.bin" "$plant")
-                printf '%s\t%s\t%s\t%s\n' "$(basename "$plant" .toml)" "$kind" "$s" "$row" | tee -a "$OUT/grid.tsv"
+                printf '%s\t%s\t%s\t%s\n' "$(basename "$plant" .toml)" "$kind" "$s" "$row" | tee -a "$OUT/grid-$kind.tsv"
             done
         done
-    done
-    echo "share of grid episodes swung up and balanced:"
-    for kind in dr dr6M curriculum nominal; do
-        awk -F'\t' -v k=$kind '$2 == k { ok += $5; n += 20 } END { printf "  %s: %d / %d = %.1f %%\n", k, ok, n, 100 * ok / n }' "$OUT/grid.tsv"
+        awk -F'\t' 'NR > 1 { ok += $5; n += 20 } END { printf "%s: %d / %d grid episodes swung up and balanced (%.1f %%)\n", $2, ok, n, 100 * ok / n }' \
+            "$OUT/grid-$kind.tsv"
     done
 fi
 
@@ -142,19 +144,22 @@ deadzone = 0.33              # V
 EOF
 
 if wants finetune; then
-    printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune.tsv"
+    tag="$FT_FROM-kl$FT_TARGET_KL"
+    # The unseen plant with the fine-tuning step size (evaluation reads only [plant_params]).
+    { cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
+    printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
     for s in $SEEDS; do
         from="$OUT/$FT_FROM-$s"
         steps=0
         while :; do
             row=$(evaluate "$from/policy.bin" "$OUT/unseen.toml")
-            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/finetune.tsv"
+            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/finetune-$tag.tsv"
             mean=${row%%	*}
             if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }' || [ "$steps" -ge "$FT_MAX" ]; then break; fi
             steps=$((steps + 10000))
-            next="$OUT/ft-$s-$steps"
+            next="$OUT/ft-$tag-$s-$steps"
             # Each round continues the previous run folder (policy, value function, normaliser).
-            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen.toml" --init "$from" --steps 10000 \
+            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen-$tag.toml" --init "$from" --steps 10000 \
                 --seed "$((s * 1000 + steps / 10000))" --out "$next" >"$next.log" 2>&1
             from=$next
         done

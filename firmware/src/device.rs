@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::link::{LinkEndpoint, LinkStats, Priority, READ_BUF_LEN};
 use crate::plant::{Action, Plant};
 use crate::policy_store::PolicyStore;
+use crate::policy_tiles::TiledPolicy;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
 use crate::sampler::{Sampler, argmax, episode_seed};
 
@@ -229,6 +230,12 @@ where
     /// Version of the running policy, if any.
     pub fn active_policy(&self) -> Option<u32> {
         self.store.running().map(|m| m.version)
+    }
+
+    /// The running policy, ready to evaluate (for benchmarks and diagnostics: the control
+    /// step evaluates it itself).
+    pub fn policy(&self) -> Option<TiledPolicy<'_>> {
+        self.store.view()
     }
 
     /// Control period in µs (`1 / control_rate_hz`).

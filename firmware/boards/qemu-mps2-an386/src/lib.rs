@@ -1,0 +1,78 @@
+//! tether on QEMU's `mps2-an386` machine: a Cortex-M4F with a CMSDK UART, SysTick and
+//! semihosting, running a plant model as a virtual plant.
+//!
+//! The board supplies the runtime's three seams — the byte link ([`link::BoardLink`] over
+//! [`uart::CmsdkUart`]), the clock ([`clock::BoardClock`] over [`systick`]) and the plant (a
+//! model from `tether_firmware::plant`, one image per plant: `src/bin/<plant>.rs`) — and a
+//! main loop around `Device::poll` ([`serve`]). [`cmdline`] picks what the image does
+//! (serve free-running or in real time, or run the budget [`bench`]); [`fault`] turns
+//! panics and faults into a message and a failing exit status; [`stack`] measures the
+//! stack's high-water mark.
+//!
+//! Built by `scripts/cross.sh`; see the README's "Running on a microcontroller".
+#![no_std]
+
+pub mod bench;
+pub mod clock;
+pub mod cmdline;
+pub mod fault;
+pub mod link;
+pub mod script;
+pub mod serve;
+pub mod stack;
+pub mod systick;
+pub mod uart;
+
+use tether_firmware::Device;
+use tether_firmware::plant::Plant;
+
+use crate::clock::BoardClock;
+use crate::cmdline::Mode;
+use crate::link::BoardLink;
+use crate::uart::{CmsdkUart, UART0_BASE};
+
+/// Policy capacity per buffer, in f32 values: a [64, 64] policy with observation normaliser
+/// on any of the plant models (4,686 values on the qube) fits.
+pub const POLICY_CAPACITY: usize = 4_700;
+
+/// The UART's line rate. QEMU does not pace the bytes, it only wants a valid divisor.
+pub const BAUD: u32 = 115_200;
+
+/// The device type of this board, for any plant.
+pub type BoardDevice<'a, P> = Device<P, BoardLink<'a>, &'a BoardClock, POLICY_CAPACITY>;
+
+/// Brings the board up and runs `plant` as the command line asks; never returns.
+pub fn start<P: Plant + Clone>(plant: P) -> ! {
+    stack::paint();
+    fpu_ieee_defaults();
+    let Some(peripherals) = cortex_m::Peripherals::take() else {
+        fault::fail(format_args!("core peripherals already taken"))
+    };
+    systick::start(peripherals.SYST);
+    // SAFETY: UART0 is used by nothing else in this image.
+    let uart = unsafe { CmsdkUart::new(UART0_BASE, systick::CORE_CLOCK_HZ, BAUD) };
+    let mut buf = [0u8; cmdline::CMDLINE_LEN];
+    match cmdline::parse(cmdline::read(&mut buf)) {
+        Ok(Mode::Bench) => bench::bench(plant, uart),
+        Ok(Mode::RealTime) => serve::serve(plant, uart, true),
+        Ok(Mode::FreeRunning) => serve::serve(plant, uart, false),
+        Err(e) => fault::fail(format_args!(
+            "bad command line ({:?}); words: free, realtime, bench",
+            e
+        )),
+    }
+}
+
+/// Sets the FPU to what the host computes with: round to nearest, subnormals kept
+/// (flush-to-zero off), NaNs propagated (default-NaN off). These are the Cortex-M4's reset
+/// values; writing them makes the policy's bit-exactness with the host independent of a
+/// boot loader that changed them.
+fn fpu_ieee_defaults() {
+    const FZ: u32 = 1 << 24;
+    const DN: u32 = 1 << 25;
+    const RMODE: u32 = 0b11 << 22;
+    let fpscr = cortex_m::register::fpscr::read().bits();
+    let ieee = fpscr & !(FZ | DN | RMODE);
+    // SAFETY: only the rounding and subnormal controls change; no FP state is live yet.
+    unsafe { cortex_m::register::fpscr::write(cortex_m::register::fpscr::Fpscr::from_bits(ieee)) };
+}

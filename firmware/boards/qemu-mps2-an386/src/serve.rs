@@ -1,0 +1,84 @@
+//! Serving a host over UART0: the board's main loop around `Device::poll`.
+//!
+//! Two ways to keep time (chosen on the command line, see [`crate::cmdline`]):
+//!
+//! - **real time**: the device's clock is SysTick, so the control loop runs at the plant's
+//!   rate (under QEMU, in emulated time: with `-icount` that is virtual time that does not
+//!   depend on the host's load). The watchdog is on, as on a real rig.
+//! - **free-running** (the default): the device's clock is virtual and jumps to its next
+//!   deadline as soon as the device has nothing left to do, so episodes run as fast as the
+//!   emulation and the host's reading allow, as the host's simulated devices do in virtual
+//!   time. While the device is idle the clock follows SysTick; while the host has not read
+//!   what was sent (the UART is full), time stops. The watchdog is off: a device's seconds
+//!   pass far faster than the host's, and the host detects a silent device by its own
+//!   clock.
+
+use embedded_io::ReadReady;
+use tether_firmware::plant::Plant;
+use tether_firmware::{Clock, Device, DeviceConfig};
+use tether_shared::message::DeviceState;
+
+use crate::clock::{BoardClock, TimeSource};
+use crate::link::BoardLink;
+use crate::uart::CmsdkUart;
+use crate::{BoardDevice, systick};
+
+/// Runs `plant` as a device on `uart` forever.
+#[inline(never)]
+pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool) -> ! {
+    let (source, config) = if real_time {
+        (TimeSource::SysTick, DeviceConfig::default())
+    } else {
+        let config = DeviceConfig {
+            watchdog_timeout_us: 0,
+            ..DeviceConfig::default()
+        };
+        (TimeSource::Virtual, config)
+    };
+    let clock = BoardClock::new(source);
+    let mut device: BoardDevice<'_, P> = Device::new(plant, BoardLink::uart(uart), &clock, config);
+    let mut free = FreeRunning::new();
+    loop {
+        device.poll();
+        if source == TimeSource::Virtual {
+            free.advance(&mut device, &clock);
+        }
+    }
+}
+
+/// The free-running clock's rules (module documentation).
+struct FreeRunning {
+    /// SysTick time at the last [`FreeRunning::advance`], µs.
+    last_us: u64,
+}
+
+impl FreeRunning {
+    fn new() -> Self {
+        FreeRunning {
+            last_us: systick::now_us(),
+        }
+    }
+
+    /// Moves `clock` after one poll of `device`.
+    fn advance<P: Plant>(&mut self, device: &mut BoardDevice<'_, P>, clock: &BoardClock) {
+        let now_hw = systick::now_us();
+        let elapsed = now_hw.saturating_sub(self.last_us);
+        self.last_us = now_hw;
+        if device.state() != DeviceState::Running {
+            clock.advance_by(elapsed);
+            return;
+        }
+        let Ok(false) = device.link_io_mut().read_ready() else {
+            return; // host input first: handle it before time moves
+        };
+        if device.tx_pending() > 0 {
+            return; // the host has not taken the last output: time stops
+        }
+        let wake = device.next_wakeup_us();
+        if wake > clock.now_us() {
+            clock.advance_to(wake);
+        } else {
+            clock.advance_by(elapsed);
+        }
+    }
+}

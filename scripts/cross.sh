@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds every board image (firmware/boards/<board>/, one binary per plant) in release for
+# its Cortex-M target and prints one line per image:
+#
+#   image <path> text=<bytes> data=<bytes> bss=<bytes>
+#
+# Images are written to target/firmware/<board>/<plant>.elf (the board crates' own build
+# folder is target/boards/<board>/). Any build error fails the script.
+#
+# Offline toolchain (see the README, "Running on a microcontroller"): Debian's Rust
+# (rustc-web, cargo-web) builds `core` for the target from rust-web-src with
+# -Zbuild-std=core (RUSTC_BOOTSTRAP=1: build-std is an unstable cargo feature), and
+# lld-22's ld.lld links. Host builds keep the rustup toolchain; scripts/setup.sh installs
+# the Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+deb_cargo=/usr/bin/cargo
+deb_rustc=/usr/bin/rustc
+linker=/usr/lib/llvm-22/bin/ld.lld
+for tool in "$deb_cargo" "$deb_rustc" "$linker" arm-none-eabi-size; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "cross: $tool is missing; run scripts/setup.sh" >&2
+        exit 1
+    fi
+done
+
+# Flags from the environment would replace the boards' .cargo/config.toml rustflags
+# (-Tlink.x) and rebuild core; builds go to their own folder.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_TARGET_DIR \
+    CARGO_BUILD_TARGET_DIR CARGO_BUILD_TARGET RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
+export PATH="/usr/bin:$PATH" RUSTC="$deb_rustc" RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER="$linker"
+
+# Crate versions the host workspace also uses must be the host's: the board build starts
+# from a copy of the host's lock file, and cargo only adds the board's own crates to it. A
+# crate may appear in a second, semver-incompatible line (cortex-m's build scripts want
+# rustc_version 0.2 where the host has 0.4); a compatible line must be the host's version.
+check_lock() {
+    python3 - "$root/Cargo.lock" "$1/Cargo.lock" <<'PY'
+import sys, tomllib
+def lines(path):
+    with open(path, "rb") as f:
+        lock = tomllib.load(f)
+    out = {}
+    for p in lock.get("package", []):
+        v = p["version"].split("+")[0].split("-")[0].split(".")
+        major, minor = int(v[0]), int(v[1])
+        line = (major,) if major else (0, minor) if minor else (0, 0, int(v[2]))
+        out.setdefault(p["name"], {})[line] = p["version"]
+    return out
+host, board = lines(sys.argv[1]), lines(sys.argv[2])
+bad = [f"{name} {version} (host: {host[name][line]})"
+       for name, found in sorted(board.items()) if name in host
+       for line, version in found.items()
+       if line in host[name] and host[name][line] != version]
+if bad:
+    sys.exit("cross: the board resolved other versions than the host's Cargo.lock: " + "; ".join(bad))
+PY
+}
+
+status=0
+for dir in firmware/boards/*/; do
+    dir=${dir%/}
+    board=$(basename "$dir")
+    target_dir="$root/target/boards/$board"
+    out_dir="$root/target/firmware/$board"
+    mkdir -p "$out_dir" "$target_dir"
+    cp Cargo.lock "$dir/Cargo.lock"
+    echo "cross: building $board" >&2
+    if ! (cd "$dir" && "$deb_cargo" build --release --quiet -Zbuild-std=core \
+        --target-dir "$target_dir" --message-format=json-render-diagnostics \
+        >"$target_dir/messages.json"); then
+        echo "cross: $board failed to build" >&2
+        status=1
+        continue
+    fi
+    check_lock "$dir"
+    # The executables cargo reports, copied to their documented place.
+    python3 - "$target_dir/messages.json" <<'PY' |
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])
+PY
+    while read -r name exe; do
+        image="$out_dir/$name.elf"
+        cp "$exe" "$image"
+        read -r text data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
+        echo "image ${image#"$root"/} text=$text data=$data bss=$bss"
+    done
+done
+exit $status

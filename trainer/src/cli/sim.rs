@@ -1,5 +1,5 @@
 //! `tether sim`: a simulated device on a pseudo-terminal, for trying the chain by hand or
-//! from another program.
+//! from another program: the firmware built for the host, or its board image in QEMU.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,10 +10,10 @@ use anyhow::Context;
 use tether_firmware::sim::TimeMode;
 
 use super::{SimArgs, interrupt_flag};
-use crate::device::simulated::SimDeviceSpec;
+use crate::device::simulated::{SimDeviceSpec, SimMachine};
 
 pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let board = SimDeviceSpec {
+    let spec = SimDeviceSpec {
         plant: &args.plant,
         time: if args.realtime {
             TimeMode::RealTime
@@ -23,18 +23,25 @@ pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         baud: args.baud,
         faults: args.faults.as_deref(),
         seed: args.seed,
-    }
-    .board()?;
+        machine: if args.qemu {
+            SimMachine::Qemu {
+                firmware: args.firmware.as_deref(),
+            }
+        } else {
+            SimMachine::Host
+        },
+    };
     let stop = interrupt_flag();
-    let (path, handle) = board
-        .spawn_pty()
-        .context("cannot create a pseudo-terminal")?;
+    let (path, mut device) = spec
+        .spawn_pty(&format!("qemu:{}", args.plant))
+        .context("cannot start the simulated device")?;
     // The path first, alone on its line, so scripts can read it.
     println!("{}", path.display());
     std::io::stdout().flush()?;
     eprintln!(
-        "simulated {} device on {} ({}); Ctrl-C to stop",
+        "simulated {} device{} on {} ({}); Ctrl-C to stop",
         args.plant,
+        if args.qemu { " in QEMU" } else { "" },
         path.display(),
         if args.realtime {
             "real time"
@@ -42,13 +49,12 @@ pub fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
             "virtual time"
         }
     );
-    while !stop.load(Ordering::SeqCst) && !handle.is_finished() {
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(why) = device.ended() {
+            anyhow::bail!("the device stopped on its own: {why}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let report = handle.stop();
-    eprintln!(
-        "stopped after {} steps, {} episodes, {} resets, {} bad frames",
-        report.steps, report.episodes, report.resets, report.bad_frames
-    );
+    eprintln!("{}", device.stop());
     Ok(ExitCode::SUCCESS)
 }

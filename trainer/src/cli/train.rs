@@ -244,10 +244,12 @@ fn generic_notice(plant: &str) -> String {
 fn describe_devices(config: &RunConfig<TrpoConfig>) -> String {
     let d = &config.devices;
     let mut parts = Vec::new();
-    if d.sim > 0 {
+    if d.sim > 0 && d.link == LinkKind::Qemu {
+        parts.push(format!("{} QEMU devices", d.sim));
+    } else if d.sim > 0 {
         let link = match d.link {
             LinkKind::Memory => "memory",
-            LinkKind::Pty => "pty",
+            LinkKind::Pty | LinkKind::Qemu => "pty",
         };
         parts.push(format!(
             "{} simulated ({link} link{})",

@@ -6,11 +6,13 @@
 //! - [`kill_switch`]: a board link that reports the device's traffic, so a test can kill a
 //!   simulated device in the middle of a collection round;
 //! - [`runs`]: small run configurations and a helper that trains one to the end;
-//! - [`faults`]: the fault-matrix harness (a wire tap compared with what the trainer accepted).
+//! - [`faults`]: the fault-matrix harness (a wire tap compared with what the trainer accepted);
+//! - [`qemu`]: QEMU devices (the board images `scripts/cross.sh` builds) with a client.
 
 pub mod child;
 pub mod faults;
 pub mod kill_switch;
+pub mod qemu;
 pub mod runs;
 pub mod scratch;
 pub mod ser2net;

@@ -12,7 +12,12 @@
 //!   what was sent (the UART is full), time stops. The watchdog is off: a device's seconds
 //!   pass far faster than the host's, and the host detects a silent device by its own
 //!   clock.
+//!
+//! The device answers nothing to a host frame it cannot read (it counts it and the host
+//! retries), so the board says on the host's stderr (semihosting) how many it has refused
+//! whenever that count grows: `tether board: <n> bad frames from the host`.
 
+use cortex_m_semihosting::heprintln;
 use embedded_io::ReadReady;
 use tether_firmware::plant::Plant;
 use tether_firmware::{Clock, Device, DeviceConfig};
@@ -38,11 +43,22 @@ pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool) -> ! {
     let clock = BoardClock::new(source);
     let mut device: BoardDevice<'_, P> = Device::new(plant, BoardLink::uart(uart), &clock, config);
     let mut free = FreeRunning::new();
+    let mut bad_frames = 0;
     loop {
         device.poll();
+        report_bad_frames(&device, &mut bad_frames);
         if source == TimeSource::Virtual {
             free.advance(&mut device, &clock);
         }
+    }
+}
+
+/// Prints the device's count of refused host frames when it differs from `reported`.
+fn report_bad_frames<P: Plant>(device: &BoardDevice<'_, P>, reported: &mut u32) {
+    let bad = device.stats().bad_frames;
+    if bad != *reported {
+        *reported = bad;
+        heprintln!("tether board: {} bad frames from the host", bad);
     }
 }
 

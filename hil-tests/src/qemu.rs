@@ -1,0 +1,75 @@
+//! QEMU devices for the tests: the plant's board image (built by `scripts/cross.sh`) in
+//! `qemu-system-arm`, with a handshaken client on its UART.
+//!
+//! A test that needs an image fails without it, naming `scripts/cross.sh` (`scripts/test.sh`
+//! builds the images before the tests, so none is ever skipped). The [`QemuDevice`] kills
+//! QEMU when dropped, also when the test fails.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tether_trainer::device::qemu::{QemuDevice, QemuTiming, image_for};
+use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink, transport};
+
+/// `plant`'s board image where `scripts/cross.sh` writes it; panics naming the script when
+/// it is missing.
+pub fn image(plant: &str) -> PathBuf {
+    image_for(plant, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts `plant`'s image in QEMU and handshakes with it.
+pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
+    let qemu = QemuDevice::spawn(&image(plant), timing, &format!("qemu:{plant}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address = DeviceAddress::Serial {
+        path: qemu.pty().to_string_lossy().into_owned(),
+        baud: 115_200,
+    };
+    let stream = transport::open(&address).expect("the pty opens");
+    let link = DeviceLink::new(format!("qemu:{plant}"), stream);
+    let client = DeviceClient::connect(link, ClientConfig::default())
+        .unwrap_or_else(|e| panic!("handshake with QEMU: {e}; output: {:?}", qemu.output()));
+    (client, qemu)
+}
+
+/// Panics, with the board's last words, when QEMU has ended: a panic or a fault on the
+/// board stops the emulation with a failure status.
+pub fn assert_running(qemu: &mut QemuDevice) {
+    if let Some(status) = qemu.exit_status() {
+        panic!("QEMU ended with {status}; output: {:?}", qemu.output());
+    }
+    let fatal: Vec<String> = qemu
+        .output()
+        .into_iter()
+        .filter(|line| line.contains("panicked") || line.contains("fault"))
+        .collect();
+    assert!(fatal.is_empty(), "the board reported: {fatal:?}");
+}
+
+/// The board's last report of host frames it refused (see the board's `serve.rs`); 0
+/// before any.
+pub fn reported_bad_frames(qemu: &QemuDevice) -> u32 {
+    qemu.output()
+        .iter()
+        .rev()
+        .find_map(|line| {
+            line.strip_prefix("tether board: ")?
+                .strip_suffix(" bad frames from the host")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits up to `timeout` for the board to report `expected` refused frames; the last
+/// report.
+pub fn wait_for_bad_frames(qemu: &QemuDevice, expected: u32, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reported = reported_bad_frames(qemu);
+        if reported == expected || Instant::now() >= deadline {
+            return reported;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -10,6 +10,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -75,6 +76,16 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("kill runs");
     assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// Sends `signal` to the process group `pgid` (a terminal's Ctrl-C reaches the whole
+/// foreground group).
+fn signal_group(pgid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} -- -{pgid}");
 }
 
 /// Waits up to `timeout` for `pred`.
@@ -146,6 +157,8 @@ impl QemuRun {
             .arg(&out)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Its own process group, as a shell runs a command in the foreground.
+            .process_group(0)
             .spawn()
             .expect("tether starts");
         QemuRun {
@@ -215,18 +228,24 @@ impl QemuRun {
     }
 }
 
-/// `signal` asks for a graceful stop: the iteration finishes, the run is checkpointed,
-/// tether exits 130 and stops its QEMU devices.
+/// `signal` asks for a graceful stop: the iteration under way finishes, the run is
+/// checkpointed, tether exits 130 and stops its QEMU devices. SIGINT goes to tether's
+/// process group, as Ctrl-C in a terminal does: the QEMU devices, in their own group, never
+/// get it (QEMU would say "terminating on signal 2" and quit under the iteration).
 fn graceful_stop_on(signal_name: &str) {
     let mut run = QemuRun::start(&format!("qemu-sig{signal_name}"), "pendulum", 400);
     let qemus = run.wait_for_training();
-    signal(run.pid(), signal_name);
+    match signal_name {
+        "INT" => signal_group(run.pid(), signal_name),
+        _ => signal(run.pid(), signal_name),
+    }
     let (status, text) = run.finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(
         text.contains("interrupted:") && text.contains("tether resume"),
         "{text}"
     );
+    assert!(!text.contains("terminating on signal"), "{text}");
     assert!(run.out.join("checkpoint.bin").is_file());
     run.assert_no_qemu_left(&qemus, &format!("after SIG{signal_name}"));
 }
@@ -250,9 +269,9 @@ fn a_second_ctrl_c_exits_at_once_and_the_qemu_devices_die_with_tether() {
     // the iteration.
     let mut run = QemuRun::start("qemu-sigint2", "pendulum", 20_000);
     let qemus = run.wait_for_start();
-    signal(run.pid(), "INT");
+    signal_group(run.pid(), "INT");
     std::thread::sleep(Duration::from_millis(100));
-    signal(run.pid(), "INT");
+    signal_group(run.pid(), "INT");
     let (status, text) = run.finish(Duration::from_secs(20));
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(text.contains("interrupted twice"), "{text}");

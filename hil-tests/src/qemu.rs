@@ -17,7 +17,10 @@ pub fn image(plant: &str) -> PathBuf {
     image_for(plant, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Starts `plant`'s image in QEMU and handshakes with it.
+/// Starts `plant`'s image in QEMU and handshakes with it. The handshake may take 10 s: in
+/// real-time mode QEMU's clock alignment (`-icount align=on`) often holds the emulated core
+/// for about 2 s after start (measured: 2.1–2.3 s in 5 of 8 starts, never longer), so the
+/// board answers nothing before.
 pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
     let qemu = QemuDevice::spawn(&image(plant), timing, &format!("qemu:{plant}"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -27,7 +30,11 @@ pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
     };
     let stream = transport::open(&address).expect("the pty opens");
     let link = DeviceLink::new(format!("qemu:{plant}"), stream);
-    let client = DeviceClient::connect(link, ClientConfig::default())
+    let config = ClientConfig {
+        handshake_timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let client = DeviceClient::connect(link, config)
         .unwrap_or_else(|e| panic!("handshake with QEMU: {e}; output: {:?}", qemu.output()));
     (client, qemu)
 }

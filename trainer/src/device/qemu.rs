@@ -154,7 +154,8 @@ pub enum QemuTiming {
     /// `-icount shift=`[`REAL_TIME_ICOUNT_SHIFT`]`,align=on`: time is counted in emulated
     /// instructions, so the device's own step times do not depend on the host's load, and
     /// QEMU holds the emulation back to no faster than the host's clock, so the device's
-    /// watchdog sees the host's heartbeats at their real rate.
+    /// watchdog sees the host's heartbeats at their real rate. (That alignment often holds
+    /// the core for about 2 s after start: the board answers its first handshake late.)
     RealTime,
 }
 

@@ -45,12 +45,24 @@ pub fn assert_running(qemu: &mut QemuDevice) {
     if let Some(status) = qemu.exit_status() {
         panic!("QEMU ended with {status}; output: {:?}", qemu.output());
     }
+    // The board's fatal messages (its `fault.rs`) are its only other lines.
     let fatal: Vec<String> = qemu
         .output()
         .into_iter()
-        .filter(|line| line.contains("panicked") || line.contains("fault"))
+        .filter(|line| line.starts_with(BOARD_PREFIX) && bad_frame_report(line).is_none())
         .collect();
     assert!(fatal.is_empty(), "the board reported: {fatal:?}");
+}
+
+/// How the board starts what it prints.
+const BOARD_PREFIX: &str = "tether board: ";
+
+/// The count in the board's `tether board: <n> bad frames from the host`.
+fn bad_frame_report(line: &str) -> Option<u32> {
+    line.strip_prefix(BOARD_PREFIX)?
+        .strip_suffix(" bad frames from the host")?
+        .parse()
+        .ok()
 }
 
 /// The board's last report of host frames it refused (see the board's `serve.rs`); 0
@@ -59,12 +71,7 @@ pub fn reported_bad_frames(qemu: &QemuDevice) -> u32 {
     qemu.output()
         .iter()
         .rev()
-        .find_map(|line| {
-            line.strip_prefix("tether board: ")?
-                .strip_suffix(" bad frames from the host")?
-                .parse()
-                .ok()
-        })
+        .find_map(|line| bad_frame_report(line))
         .unwrap_or(0)
 }
 

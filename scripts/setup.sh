@@ -11,29 +11,37 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # as a remote rig would be; socat is the fallback tool named in its documentation.
 command -v ser2net >/dev/null 2>&1 || need+=(ser2net)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# The export tests compile the generated C header with cc (and as C++ with c++).
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+# TensorBoard's own reader checks tether's event files (below); it needs Python's venv.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# Cortex-M board images (scripts/cross.sh) and their tests and budgets in QEMU: Debian's Rust
+# toolchain with the standard library's sources (it builds `core` for the target offline,
+# where rustup cannot add one), lld to link, binutils for sizes and symbols, QEMU 7.2 for the
+# mps2-an386 machine (it replaces a backported qemu-utils, which nothing here uses).
+for pkg in rustc-web cargo-web rust-web-src lld-22 binutils-arm-none-eabi qemu-system-arm; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+        need+=("$pkg")
+done
 
-# scripts/cross.sh (run by scripts/test.sh) builds the firmware's board images with Debian's
-# Rust (rustc-web, cargo-web, and rust-web-src to build `core`), lld-22 and binutils'
-# arm-none-eabi-size; the QEMU tests and `--link qemu` run them in qemu-system-arm (7.2).
-# Without recommends: QEMU's would pull in a desktop's worth of packages.
-cross=()
-[ -x /usr/bin/rustc ] || cross+=(rustc-web)
-[ -x /usr/bin/cargo ] || cross+=(cargo-web)
-[ -d /usr/lib/rustlib/src/rust/library/core ] || cross+=(rust-web-src)
-[ -x /usr/lib/llvm-22/bin/ld.lld ] || cross+=(lld-22)
-command -v arm-none-eabi-size >/dev/null 2>&1 || cross+=(binutils-arm-none-eabi)
-command -v qemu-system-arm >/dev/null 2>&1 || cross+=(qemu-system-arm)
-
-if ((${#need[@]} + ${#cross[@]})); then
-    echo "setup: installing ${need[*]} ${cross[*]}" >&2
+if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    install=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq)
-    if ((${#need[@]})); then
-        "${install[@]}" "${need[@]}" >/dev/null
-    fi
-    if ((${#cross[@]})); then
-        "${install[@]}" --no-install-recommends "${cross[@]}" >/dev/null
-    fi
+    # `env` keeps DEBIAN_FRONTEND through sudo, which drops the caller's environment.
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${need[@]}" >/dev/null
+fi
+
+# TensorBoard from PyPI in a project-local virtual environment (.venv/, git-ignored):
+# trainer/tests/tensorboard_reader.rs reads a run's event files with its EventAccumulator.
+TENSORBOARD_VERSION=2.21.0
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$VENV/bin/python" -c "import tensorboard, sys; sys.exit(tensorboard.__version__ != '$TENSORBOARD_VERSION')" 2>/dev/null; then
+    echo "setup: installing tensorboard $TENSORBOARD_VERSION into $VENV" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q "tensorboard==$TENSORBOARD_VERSION"
 fi

@@ -19,23 +19,24 @@
 use heapless::Vec;
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    HostMessage, Refusal, RefusalReason, RunCommand, RunMode, TRANSITION_BATCH_VALUES,
-    TransitionBatch,
+    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, TransitionBatch,
+    TransitionRecord,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
-use tether_shared::policy::MAX_LAYER_WIDTH;
+use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
+use tether_shared::seeds::{EpisodeStream, episode_seed};
 use tether_shared::version::FirmwareVersion;
-use tether_shared::{PROTOCOL_VERSION, PlantDescription, PolicyHead};
+use tether_shared::{ActionSpace, PROTOCOL_VERSION, PlantDescription, PolicyHead};
 
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
-use crate::link::{LinkEndpoint, LinkStats, Priority, READ_BUF_LEN};
-use crate::plant::{Action, Plant};
+use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
+use crate::plant::{Action, Plant, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
-use crate::sampler::{Sampler, argmax, episode_seed};
+use crate::sampler::Sampler;
 
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
@@ -107,7 +108,7 @@ pub struct DeviceStats {
 }
 
 /// The episode under way.
-struct Episode {
+struct CurrentEpisode {
     id: u32,
     steps: u32,
     episode_return: f32,
@@ -121,6 +122,8 @@ struct Episode {
 pub struct Device<P, L, C, const CAP: usize> {
     plant: P,
     description: PlantDescription,
+    /// The layout of the records this plant's steps make.
+    layout: RecordLayout,
     link: LinkEndpoint<L>,
     clock: C,
     config: DeviceConfig,
@@ -130,7 +133,7 @@ pub struct Device<P, L, C, const CAP: usize> {
     run: Option<RunCommand>,
     /// Episodes of the current run already ended.
     completed: u32,
-    episode: Option<Episode>,
+    episode: Option<CurrentEpisode>,
     /// An episode end that did not fit the outgoing queue yet; no new episode starts until
     /// it is queued.
     pending_end: Option<EpisodeEnd>,
@@ -158,15 +161,11 @@ where
         plant.safe_state();
         let description = plant.description();
         let now = clock.now_us();
-        let rate = description.control_rate_hz;
-        let period_us = if rate.is_finite() && rate > 0.0 {
-            ((1.0e6 / rate as f64) as u64).max(1)
-        } else {
-            1_000_000
-        };
+        let period_us = description.control_period_us();
         info!("device up, control period {} us", period_us);
         Device {
             plant,
+            layout: RecordLayout::of_plant(&description),
             description,
             link: LinkEndpoint::new(link),
             clock,
@@ -205,11 +204,6 @@ where
     /// Counters.
     pub fn stats(&self) -> DeviceStats {
         self.stats
-    }
-
-    /// Link counters (bytes, errors, dropped control messages).
-    pub fn link_stats(&self) -> LinkStats {
-        self.link.stats()
     }
 
     /// The plant.
@@ -419,7 +413,7 @@ where
     }
 
     fn send_control(&mut self, message: &DeviceMessage) {
-        // A dropped control message is counted and logged by the link; the host retries.
+        // A dropped control message is logged by the link; the host retries.
         let _ = self.link.send(message, Priority::Control);
     }
 
@@ -460,10 +454,12 @@ where
             self.state = DeviceState::Idle;
             return false;
         };
-        self.plant.reset(episode_seed(seed, id, 0));
-        self.sampler.reseed(episode_seed(seed, id, 1));
+        self.plant
+            .reset(episode_seed(seed, id, EpisodeStream::InitialState));
+        self.sampler
+            .reseed(episode_seed(seed, id, EpisodeStream::Exploration));
         self.next_deadline_us = self.next_deadline_us.max(now);
-        self.episode = Some(Episode {
+        self.episode = Some(CurrentEpisode {
             id,
             steps: 0,
             episode_return: 0.0,
@@ -504,10 +500,10 @@ where
         }
     }
 
-    /// Observe → forward → sample → clamp → actuate → reward → record.
+    /// Observe → forward → sample → clamp → actuate → reward → record. The steps are split
+    /// into functions for reading; they are inlined back into one (see `firmware/BENCHMARKS.md`).
     fn step_once(&mut self) -> StepResult {
-        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
-        let Some(obs) = self.obs.get_mut(..obs_dim) else {
+        let Some(obs) = self.obs.get_mut(..self.layout.obs_dim()) else {
             return StepResult::Fault;
         };
         self.plant.observe(obs);
@@ -518,77 +514,59 @@ where
         let Some(view) = self.store.view() else {
             return StepResult::Fault;
         };
-        let out_dim = view.spec().output_dim();
         let head = view.spec().head;
-        let Some(out) = self.output.get_mut(..out_dim) else {
+        let Some(out) = self.output.get_mut(..head.output_dim()) else {
             return StepResult::Fault;
         };
         if view.forward(obs, &mut self.scratch, out).is_err() {
             return StepResult::Fault;
         }
         let mode = self.run.as_ref().map_or(RunMode::Deterministic, |r| r.mode);
-        let space = &self.description.action;
-        let width = space.wire_width();
-
-        // Sample, check, clamp, actuate.
-        let (log_prob, outcome) = match head {
-            PolicyHead::Gaussian { action_dim } => {
-                let dim = action_dim as usize;
-                let (Some(action), Some(mean), Some(log_std)) = (
-                    self.action.get_mut(..dim),
-                    self.output.get(..dim),
-                    view.log_std(),
-                ) else {
-                    return StepResult::Fault;
-                };
-                let log_prob = match mode {
-                    RunMode::Explore => self.sampler.gaussian(mean, log_std, action),
-                    RunMode::Deterministic => {
-                        action.copy_from_slice(mean);
-                        0.0
-                    }
-                };
-                if !all_finite(action) || !log_prob.is_finite() {
-                    warn!("non-finite action");
-                    return StepResult::Fault;
-                }
-                // The record keeps the sampled action (the learner needs the action whose
-                // log-probability it differentiates); the plant gets it clamped.
-                let mut applied = [0.0f32; MAX_ACTION_DIM];
-                let Some(applied) = applied.get_mut(..dim) else {
-                    return StepResult::Fault;
-                };
-                applied.copy_from_slice(action);
-                clamp_continuous(space, applied);
-                (log_prob, self.plant.actuate(Action::Continuous(applied)))
-            }
-            PolicyHead::Categorical { n } => {
-                let Some(logits) = self.output.get(..n as usize) else {
-                    return StepResult::Fault;
-                };
-                let choice = match mode {
-                    RunMode::Explore => self.sampler.categorical(logits),
-                    RunMode::Deterministic => argmax(logits).map(|k| (k, 0.0)),
-                };
-                let Some((index, log_prob)) = choice else {
-                    warn!("non-finite logits");
-                    return StepResult::Fault;
-                };
-                let Some(index) = clamp_discrete(space, index) else {
-                    return StepResult::Fault;
-                };
-                if let Some(slot) = self.action.first_mut() {
-                    *slot = index as f32;
-                }
-                (log_prob, self.plant.actuate(Action::Discrete(index)))
-            }
+        let choice = ActionChoice {
+            head,
+            outputs: out,
+            log_std: view.log_std(),
+            mode,
+            space: &self.description.action,
+        };
+        let Some(log_prob) = choice.choose(&mut self.sampler, &mut self.action) else {
+            warn!("non-finite action");
+            return StepResult::Fault;
+        };
+        let Some(outcome) = self.actuate(head) else {
+            return StepResult::Fault;
         };
         if !outcome.reward.is_finite() {
             warn!("non-finite reward");
             return StepResult::Fault;
         }
+        self.record_step(log_prob, outcome)
+    }
 
-        // Record (obs, sampled action, reward, log-prob).
+    /// Hands the action chosen into `self.action` to the plant: a continuous one clamped to
+    /// the plant's bounds (the record keeps it unclamped), a discrete one as its index.
+    #[inline(always)]
+    fn actuate(&mut self, head: PolicyHead) -> Option<StepOutcome> {
+        match head {
+            PolicyHead::Gaussian { action_dim } => {
+                let dim = action_dim as usize;
+                let mut applied = [0.0f32; MAX_ACTION_DIM];
+                let applied = applied.get_mut(..dim)?;
+                applied.copy_from_slice(self.action.get(..dim)?);
+                clamp_continuous(&self.description.action, applied);
+                Some(self.plant.actuate(Action::Continuous(applied)))
+            }
+            PolicyHead::Categorical { .. } => {
+                let index = *self.action.first()? as usize;
+                Some(self.plant.actuate(Action::Discrete(index)))
+            }
+        }
+    }
+
+    /// Counts the step, records (observation, sampled action, reward, log-probability) —
+    /// sending the batch first when it is full — and says whether the episode goes on.
+    #[inline(always)]
+    fn record_step(&mut self, log_prob: f32, outcome: StepOutcome) -> StepResult {
         let Some(ep) = self.episode.as_mut() else {
             return StepResult::Fault;
         };
@@ -596,24 +574,25 @@ where
         ep.steps = ep.steps.saturating_add(1);
         ep.episode_return += outcome.reward;
         self.stats.steps += 1;
-        let record_width = obs_dim + width + 2;
-        if ep.batch.values.len() + record_width > TRANSITION_BATCH_VALUES
-            && !flush_batch(&mut self.link, ep, step)
-        {
+        if !ep.batch.has_room_for(&self.layout) && !flush_batch(&mut self.link, ep, step) {
             return StepResult::End(EpisodeEndReason::Overrun);
         }
-        let (Some(obs), Some(action)) = (self.obs.get(..obs_dim), self.action.get(..width)) else {
+        let (Some(observation), Some(action)) = (
+            self.obs.get(..self.layout.obs_dim()),
+            self.action.get(..self.layout.action_width()),
+        ) else {
             return StepResult::Fault;
         };
-        let pushed = ep.batch.values.extend_from_slice(obs).is_ok()
-            && ep.batch.values.extend_from_slice(action).is_ok()
-            && ep.batch.values.push(outcome.reward).is_ok()
-            && ep.batch.values.push(log_prob).is_ok();
-        if !pushed {
+        let record = TransitionRecord {
+            observation,
+            action,
+            reward: outcome.reward,
+            log_prob,
+        };
+        if ep.batch.push_record(&self.layout, &record).is_err() {
             // Cannot happen with a valid plant description (a record is far below a batch).
             return StepResult::Fault;
         }
-
         if outcome.terminated {
             StepResult::End(EpisodeEndReason::Terminated)
         } else if ep.steps >= self.description.episode_steps {
@@ -625,8 +604,7 @@ where
 
     /// Reads the plant's observation into `self.obs` for an episode-end report.
     fn observe_final(&mut self) {
-        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
-        if let Some(obs) = self.obs.get_mut(..obs_dim) {
+        if let Some(obs) = self.obs.get_mut(..self.layout.obs_dim()) {
             self.plant.observe(obs);
         }
     }
@@ -656,9 +634,8 @@ where
             reason = EpisodeEndReason::Overrun;
         }
         self.plant.safe_state();
-        let obs_dim = (self.description.obs_dim as usize).min(MAX_OBS_DIM);
         let mut final_obs = Vec::new();
-        let _ = final_obs.extend_from_slice(self.obs.get(..obs_dim).unwrap_or(&[]));
+        let _ = final_obs.extend_from_slice(self.obs.get(..self.layout.obs_dim()).unwrap_or(&[]));
         let end = EpisodeEnd {
             episode: ep.id,
             policy_version: ep.batch.policy_version,
@@ -690,7 +667,7 @@ where
                 self.pending_end = Some(end);
             }
         } else {
-            // Two ends waiting: the older one is kept, this one is lost (counted by the link
+            // Two ends waiting: the older one is kept, this one is lost (logged by the link
             // as a dropped control message). Only a link stalled for a whole episode gets here.
             let _ = self
                 .link
@@ -732,6 +709,48 @@ enum StepResult {
     Fault,
 }
 
+/// What the policy's output and the run mode make of one step's action.
+struct ActionChoice<'a> {
+    head: PolicyHead,
+    /// Gaussian mean or categorical logits.
+    outputs: &'a [f32],
+    /// The Gaussian's log standard deviations.
+    log_std: Option<&'a [f32]>,
+    mode: RunMode,
+    space: &'a ActionSpace,
+}
+
+impl ActionChoice<'_> {
+    /// Writes the action into `action` (a sampled or mean vector, or a choice's index as
+    /// f32) and returns its log-probability (0 in deterministic mode); `None` when the
+    /// outputs give no finite action.
+    #[inline(always)]
+    fn choose(&self, sampler: &mut Sampler, action: &mut [f32]) -> Option<f32> {
+        match self.head {
+            PolicyHead::Gaussian { action_dim } => {
+                let dim = action_dim as usize;
+                let (action, mean) = (action.get_mut(..dim)?, self.outputs.get(..dim)?);
+                let log_prob = match self.mode {
+                    RunMode::Explore => sampler.gaussian(mean, self.log_std?, action),
+                    RunMode::Deterministic => {
+                        action.copy_from_slice(mean);
+                        0.0
+                    }
+                };
+                (all_finite(action) && log_prob.is_finite()).then_some(log_prob)
+            }
+            PolicyHead::Categorical { .. } => {
+                let (index, log_prob) = match self.mode {
+                    RunMode::Explore => sampler.categorical(self.outputs)?,
+                    RunMode::Deterministic => (argmax(self.outputs)?, 0.0),
+                };
+                *action.first_mut()? = clamp_discrete(self.space, index)? as f32;
+                Some(log_prob)
+            }
+        }
+    }
+}
+
 fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> TransitionBatch {
     TransitionBatch {
         episode,
@@ -743,7 +762,7 @@ fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> Transition
 
 /// Queues the episode's records (if any) as one batch and starts a new batch at
 /// `next_step`. False if the outgoing queue could not take it.
-fn flush_batch<L>(link: &mut LinkEndpoint<L>, ep: &mut Episode, next_step: u32) -> bool
+fn flush_batch<L>(link: &mut LinkEndpoint<L>, ep: &mut CurrentEpisode, next_step: u32) -> bool
 where
     L: Read + ReadReady + Write + WriteReady,
 {
@@ -759,12 +778,6 @@ where
     }
     queued
 }
-
-/// Compile-time facts the runtime relies on.
-const _: () = {
-    // A full record always fits in a batch.
-    assert!(MAX_OBS_DIM + MAX_ACTION_DIM + 2 <= TRANSITION_BATCH_VALUES);
-};
 
 #[cfg(test)]
 mod tests;

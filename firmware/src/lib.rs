@@ -11,7 +11,8 @@
 //! Modules, one concept each: [`device`] (the state machine), [`link`] (framing endpoint and
 //! outgoing queue), [`policy_store`] (double-buffered parameters), [`policy_tiles`] (their device-side
 //! layout and the forward pass over it), [`sampler`] (PRNG and
-//! action sampling), [`safety`] (clamping, finiteness, watchdog), [`clock`], [`plant`], and
+//! action sampling), [`safety`] (clamping, finiteness, watchdog), [`clock`], [`plant`],
+//! [`trig`] (single-precision sine and cosine), and
 //! with the `sim` feature the host-side simulated board [`sim`].
 //!
 //! Logging goes through the crate-private `fmt` macros: `defmt` with the `defmt` feature,
@@ -34,6 +35,7 @@ pub mod sampler;
 pub mod sim;
 #[cfg(test)]
 mod testkit;
+pub mod trig;
 
 pub use clock::Clock;
 pub use device::{Device, DeviceConfig, DeviceStats, FIRMWARE_VERSION};

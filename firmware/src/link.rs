@@ -130,27 +130,11 @@ impl<const N: usize> TxQueue<N> {
     }
 }
 
-/// Counts of link trouble, for diagnostics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Bytes read from the link.
-    pub bytes_in: u64,
-    /// Bytes written to the link.
-    pub bytes_out: u64,
-    /// `read`/`read_ready` calls that failed.
-    pub read_errors: u32,
-    /// `write`/`write_ready` calls that failed.
-    pub write_errors: u32,
-    /// Control messages dropped because the outgoing queue was full.
-    pub dropped_control: u32,
-}
-
 /// One end of the framed link over a non-blocking byte stream `L`.
 pub struct LinkEndpoint<L> {
     io: L,
     decoder: FrameDecoder<MAX_FRAME_LEN>,
     tx: TxQueue<TX_CAPACITY>,
-    stats: LinkStats,
 }
 
 impl<L> LinkEndpoint<L>
@@ -163,7 +147,6 @@ where
             io,
             decoder: FrameDecoder::new(),
             tx: TxQueue::new(),
-            stats: LinkStats::default(),
         }
     }
 
@@ -182,24 +165,9 @@ where
         &mut self.io
     }
 
-    /// Trouble counters.
-    pub fn stats(&self) -> LinkStats {
-        self.stats
-    }
-
-    /// Frame decoder counters.
-    pub fn decoder_stats(&self) -> frame::DecoderStats {
-        self.decoder.stats()
-    }
-
     /// Bytes queued but not yet written.
     pub fn tx_pending(&self) -> usize {
         self.tx.len()
-    }
-
-    /// Free bytes in the outgoing queue.
-    pub fn tx_free(&self) -> usize {
-        self.tx.free()
     }
 
     /// Reads what the link has ready (at most `buf.len()` bytes, one `read` call) and
@@ -208,21 +176,11 @@ where
         match self.io.read_ready() {
             Ok(true) => {}
             Ok(false) => return 0,
-            Err(_) => {
-                self.stats.read_errors = self.stats.read_errors.saturating_add(1);
-                return 0;
-            }
+            Err(_) => return 0,
         }
         match self.io.read(buf) {
-            Ok(n) => {
-                let n = n.min(buf.len());
-                self.stats.bytes_in += n as u64;
-                n
-            }
-            Err(_) => {
-                self.stats.read_errors = self.stats.read_errors.saturating_add(1);
-                0
-            }
+            Ok(n) => n.min(buf.len()),
+            Err(_) => 0,
         }
     }
 
@@ -243,7 +201,6 @@ where
         };
         let result = self.tx.push_frame(message, reserve);
         if result.is_err() && priority == Priority::Control {
-            self.stats.dropped_control = self.stats.dropped_control.saturating_add(1);
             warn!("outgoing queue full: control message dropped");
         }
         result
@@ -258,23 +215,12 @@ where
             }
             match self.io.write_ready() {
                 Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => {
-                    self.stats.write_errors = self.stats.write_errors.saturating_add(1);
-                    return;
-                }
+                Ok(false) | Err(_) => return,
             }
             match self.io.write(self.tx.pending()) {
                 Ok(0) => return,
-                Ok(n) => {
-                    let n = n.min(self.tx.len());
-                    self.tx.consume(n);
-                    self.stats.bytes_out += n as u64;
-                }
-                Err(_) => {
-                    self.stats.write_errors = self.stats.write_errors.saturating_add(1);
-                    return;
-                }
+                Ok(n) => self.tx.consume(n.min(self.tx.len())),
+                Err(_) => return,
             }
         }
     }

@@ -14,7 +14,7 @@ use tether_shared::message::{PolicyBegin, PolicyChunk, RefusalReason};
 use tether_shared::policy::SpecError;
 use tether_shared::{PlantDescription, PolicySpec};
 
-use crate::policy_tiles::{self, TiledPolicy};
+use crate::policy_tiles::{TileLayout, TiledPolicy};
 
 /// Largest magnitude of an uploaded log standard deviation (σ between e⁻²⁰ and e²⁰).
 pub const MAX_ABS_LOG_STD: f32 = 20.0;
@@ -146,13 +146,14 @@ impl<const CAP: usize> PolicyStore<CAP> {
                 .buffers
                 .get_mut(inactive)
                 .ok_or(RefusalReason::OverCapacity)?;
-            policy_tiles::scatter(
-                &upload.meta.spec,
-                chunk.offset as usize,
-                &chunk.values,
-                buffer,
-            )
-            .map_err(|_| RefusalReason::OverCapacity)?;
+            TileLayout::TARGET
+                .scatter(
+                    &upload.meta.spec,
+                    chunk.offset as usize,
+                    &chunk.values,
+                    buffer,
+                )
+                .map_err(|_| RefusalReason::OverCapacity)?;
             return Ok(upload.received as u32);
         }
         if chunk.offset as usize != upload.received {
@@ -169,7 +170,8 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .buffers
             .get_mut(inactive)
             .ok_or(RefusalReason::OverCapacity)?;
-        policy_tiles::scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
+        TileLayout::TARGET
+            .scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
             .map_err(|_| RefusalReason::OverCapacity)?;
         upload.received = end;
         Ok(end as u32)
@@ -193,7 +195,7 @@ impl<const CAP: usize> PolicyStore<CAP> {
         // The CRC covers the wire order: read the tiled buffer back in that order.
         let spec = &upload.meta.spec;
         let mut digest = PARAMS_CRC.digest();
-        for position in policy_tiles::wire_order(spec) {
+        for position in TileLayout::TARGET.wire_order(spec) {
             let value = params.get(position).ok_or(RefusalReason::LengthMismatch)?;
             digest.update(&value.to_le_bytes());
         }
@@ -252,4 +254,265 @@ fn check_spec<const CAP: usize>(
                 RefusalReason::BadSpec
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use tether_shared::message::{HostMessage, PolicyUpload};
+    use tether_shared::plant::PlantDescription;
+    use tether_shared::policy::{ForwardError, PolicyView};
+
+    use super::*;
+    use crate::plant::Plant;
+    use crate::testkit::{Integrator, params_for};
+
+    /// Room for a [64] policy of the integrator (258 values: two chunks) but not a [128].
+    const CAP: usize = 300;
+
+    fn plant() -> PlantDescription {
+        Integrator::new(false).description()
+    }
+
+    fn spec(hidden: &[u16]) -> PolicySpec {
+        PolicySpec::for_plant(&plant(), hidden, false)
+    }
+
+    /// Feeds upload messages to the store: the first refusal, or `Ok` once all are taken.
+    fn feed(
+        store: &mut PolicyStore<CAP>,
+        messages: impl IntoIterator<Item = HostMessage>,
+    ) -> Result<(), RefusalReason> {
+        for message in messages {
+            match message {
+                HostMessage::PolicyBegin(begin) => store.begin(&begin, &plant())?,
+                HostMessage::PolicyChunk(chunk) => store.chunk(&chunk).map(|_| ())?,
+                HostMessage::PolicyCommit { version } => store.commit(version, &plant())?,
+                other => panic!("not an upload message: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads and commits `params` as `version`.
+    fn upload(
+        store: &mut PolicyStore<CAP>,
+        version: u32,
+        spec: &PolicySpec,
+        params: &[f32],
+    ) -> Result<(), RefusalReason> {
+        feed(store, PolicyUpload::new(version, spec, params).messages())
+    }
+
+    /// Outputs of a forward pass for a few observations, as bits.
+    fn outputs_of(
+        forward: impl Fn(&[f32], &mut [f32], &mut [f32]) -> Result<(), ForwardError>,
+    ) -> Vec<u32> {
+        let mut scratch = [0.0f32; 512];
+        let mut out = [0.0f32; 1];
+        [[0.3f32, 1.0], [-2.0, 1.0], [0.0, 0.0]]
+            .iter()
+            .flat_map(|obs| {
+                forward(obs, &mut scratch, &mut out).expect("valid shapes");
+                out.map(f32::to_bits)
+            })
+            .collect()
+    }
+
+    /// The running policy's outputs.
+    fn outputs(store: &PolicyStore<CAP>) -> Vec<u32> {
+        let view = store.view().expect("a running policy");
+        outputs_of(|obs, scratch, out| view.forward(obs, scratch, out))
+    }
+
+    /// The shared forward pass's outputs over the wire-order parameters.
+    fn reference_outputs(spec: &PolicySpec, params: &[f32]) -> Vec<u32> {
+        let view = PolicyView::new(spec, params).expect("valid parameters");
+        outputs_of(|obs, scratch, out| view.forward(obs, scratch, out))
+    }
+
+    #[test]
+    fn a_commit_is_staged_until_the_swap_then_runs_exactly_the_upload() {
+        let mut store = PolicyStore::<CAP>::new();
+        assert_eq!(store.capacity(), CAP);
+        assert!(store.running().is_none() && store.staged().is_none());
+        assert!(store.view().is_none());
+        assert!(!store.swap_staged(), "nothing to swap in");
+
+        let spec = spec(&[64]);
+        let params = params_for(&spec, 1, -0.5);
+        assert_eq!(upload(&mut store, 7, &spec, &params), Ok(()));
+        assert_eq!(store.staged().map(|m| m.version), Some(7));
+        assert!(store.running().is_none(), "not before an episode boundary");
+        assert!(store.swap_staged());
+        assert_eq!(
+            store.running().map(|m| (m.version, &m.spec)),
+            Some((7, &spec))
+        );
+        assert!(store.staged().is_none());
+        assert_eq!(outputs(&store), reference_outputs(&spec, &params));
+        assert_eq!(store.view().and_then(|v| v.log_std()), Some(&[-0.5f32][..]));
+
+        // The next upload goes to the other buffer and replaces the policy at its swap.
+        let other = params_for(&spec, 2, -1.0);
+        assert_eq!(upload(&mut store, 8, &spec, &other), Ok(()));
+        assert_eq!(
+            outputs(&store),
+            reference_outputs(&spec, &params),
+            "v7 still runs"
+        );
+        assert!(store.swap_staged());
+        assert_eq!(store.running().map(|m| m.version), Some(8));
+        assert_eq!(outputs(&store), reference_outputs(&spec, &other));
+    }
+
+    #[test]
+    fn refused_uploads_leave_the_running_policy_untouched() {
+        let mut store = PolicyStore::<CAP>::new();
+        let spec = spec(&[64]);
+        let params = params_for(&spec, 1, -0.5);
+        upload(&mut store, 1, &spec, &params).expect("valid upload");
+        store.swap_staged();
+        let before = outputs(&store);
+
+        let too_big = self::spec(&[128]);
+        let mut other_plant = self::spec(&[8]);
+        other_plant.obs_dim = 3;
+        let mut bad_crc = Vec::new();
+        for message in PolicyUpload::new(2, &spec, &params).messages() {
+            bad_crc.push(match message {
+                HostMessage::PolicyBegin(mut begin) => {
+                    begin.crc ^= 1;
+                    HostMessage::PolicyBegin(begin)
+                }
+                other => other,
+            });
+        }
+        let mut nan = params.clone();
+        nan[3] = f32::NAN;
+        let wide_log_std = params_for(&spec, 1, 20.5);
+        let cases: [(&str, Result<(), RefusalReason>); 6] = [
+            (
+                "over capacity",
+                upload(&mut store, 2, &too_big, &params_for(&too_big, 1, 0.0)),
+            ),
+            (
+                "another plant",
+                upload(
+                    &mut store,
+                    2,
+                    &other_plant,
+                    &params_for(&other_plant, 1, 0.0),
+                ),
+            ),
+            ("short", upload(&mut store, 2, &spec, &params[..200])),
+            ("non-finite", upload(&mut store, 2, &spec, &nan)),
+            (
+                "log-std past ±20",
+                upload(&mut store, 2, &spec, &wide_log_std),
+            ),
+            ("bad CRC", feed(&mut store, bad_crc)),
+        ];
+        let expected = [
+            RefusalReason::OverCapacity,
+            RefusalReason::PlantMismatch,
+            RefusalReason::LengthMismatch,
+            RefusalReason::NonFinite,
+            RefusalReason::NonFinite,
+            RefusalReason::BadCrc,
+        ];
+        for ((what, result), reason) in cases.into_iter().zip(expected) {
+            assert_eq!(result, Err(reason), "{what}");
+            assert!(store.staged().is_none(), "{what}: nothing staged");
+            assert!(!store.swap_staged(), "{what}: nothing to swap in");
+            assert_eq!(store.running().map(|m| m.version), Some(1), "{what}");
+            assert_eq!(
+                outputs(&store),
+                before,
+                "{what}: the running policy is untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_follow_in_order_and_a_resent_last_chunk_is_acknowledged_again() {
+        let mut store = PolicyStore::<CAP>::new();
+        let spec = spec(&[64]);
+        let params = params_for(&spec, 3, -0.5);
+        let messages: Vec<HostMessage> = PolicyUpload::new(4, &spec, &params).messages().collect();
+        let [
+            HostMessage::PolicyBegin(begin),
+            HostMessage::PolicyChunk(first),
+            HostMessage::PolicyChunk(last),
+            HostMessage::PolicyCommit { .. },
+        ] = messages.as_slice()
+        else {
+            panic!("begin, two chunks, commit: {messages:?}");
+        };
+        assert_eq!(
+            store.chunk(first),
+            Err(RefusalReason::OutOfOrder),
+            "no upload begun"
+        );
+        store.begin(begin, &plant()).expect("valid begin");
+        assert_eq!(
+            store.chunk(last),
+            Err(RefusalReason::OutOfOrder),
+            "skips a chunk"
+        );
+        let mut wrong_version = first.clone();
+        wrong_version.version = 5;
+        assert_eq!(store.chunk(&wrong_version), Err(RefusalReason::OutOfOrder));
+        assert_eq!(store.chunk(first), Ok(240));
+        assert_eq!(
+            store.chunk(first),
+            Ok(240),
+            "a resent chunk is acknowledged again"
+        );
+        assert_eq!(store.commit(4, &plant()), Err(RefusalReason::Incomplete));
+        // An incomplete commit abandons the upload.
+        assert_eq!(store.chunk(last), Err(RefusalReason::OutOfOrder));
+
+        store.begin(begin, &plant()).expect("valid begin");
+        assert_eq!(store.chunk(first), Ok(240));
+        let mut overlong = last.clone();
+        overlong.values.extend_from_slice(&[0.0; 10]).expect("room");
+        assert_eq!(store.chunk(&overlong), Err(RefusalReason::LengthMismatch));
+        assert_eq!(
+            store.chunk(last),
+            Ok(258),
+            "a refused chunk leaves the upload as it was"
+        );
+        assert_eq!(store.commit(9, &plant()), Err(RefusalReason::OutOfOrder));
+        assert_eq!(
+            store.commit(4, &plant()),
+            Ok(()),
+            "a wrong version does not abandon it"
+        );
+    }
+
+    #[test]
+    fn a_new_begin_drops_a_staged_policy_and_an_abort_keeps_what_runs() {
+        let mut store = PolicyStore::<CAP>::new();
+        let spec = spec(&[64]);
+        let params = params_for(&spec, 1, -0.5);
+        upload(&mut store, 1, &spec, &params).expect("valid upload");
+        store.swap_staged();
+        upload(&mut store, 2, &spec, &params_for(&spec, 2, -0.5)).expect("valid upload");
+        assert_eq!(store.staged().map(|m| m.version), Some(2));
+
+        // The staged policy lives in the buffer a new upload writes to.
+        let begin = match PolicyUpload::new(3, &spec, &params).messages().next() {
+            Some(HostMessage::PolicyBegin(begin)) => begin,
+            other => panic!("begin first: {other:?}"),
+        };
+        store.begin(&begin, &plant()).expect("valid begin");
+        assert!(store.staged().is_none());
+        store.abort_upload();
+        assert_eq!(store.commit(3, &plant()), Err(RefusalReason::OutOfOrder));
+        assert_eq!(store.running().map(|m| m.version), Some(1));
+        assert_eq!(outputs(&store), reference_outputs(&spec, &params));
+    }
 }

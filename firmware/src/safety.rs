@@ -6,10 +6,18 @@ use tether_shared::ActionSpace;
 /// leaves `action` untouched (its index is checked by [`clamp_discrete`]).
 ///
 /// Non-finite values are not "fixed" here: check with [`all_finite`] first and fault.
+///
+/// Written with comparisons rather than `f32::clamp`, which panics when a bound is NaN or
+/// `low > high`: the same results for valid bounds, no panic path in the control loop (and
+/// none of the float formatting a panic message would link into a microcontroller image).
 pub fn clamp_continuous(space: &ActionSpace, action: &mut [f32]) {
     if let ActionSpace::Continuous { low, high } = space {
         for ((a, &lo), &hi) in action.iter_mut().zip(low.iter()).zip(high.iter()) {
-            *a = a.clamp(lo, hi);
+            if *a < lo {
+                *a = lo;
+            } else if *a > hi {
+                *a = hi;
+            }
         }
     }
 }
@@ -72,6 +80,24 @@ mod tests {
     use heapless::Vec;
 
     use super::*;
+
+    #[test]
+    fn clamp_continuous_matches_f32_clamp_and_never_panics() {
+        let space = |low: f32, high: f32| ActionSpace::Continuous {
+            low: Vec::from_slice(&[low]).unwrap(),
+            high: Vec::from_slice(&[high]).unwrap(),
+        };
+        for v in [-3.0f32, -2.0, -0.5, 0.0, -0.0, 1.5, 2.0, 7.0] {
+            let mut a = [v];
+            clamp_continuous(&space(-2.0, 2.0), &mut a);
+            assert_eq!(a[0].to_bits(), v.clamp(-2.0, 2.0).to_bits(), "{v}");
+        }
+        // Broken bounds give some value between them or the input, not a panic.
+        let mut a = [0.5f32];
+        clamp_continuous(&space(1.0, -1.0), &mut a);
+        clamp_continuous(&space(f32::NAN, f32::NAN), &mut a);
+        assert!(a[0].is_finite());
+    }
 
     #[test]
     fn clamps_each_dimension_to_its_bounds() {

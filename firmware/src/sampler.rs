@@ -1,25 +1,11 @@
-//! Exploration noise: a small seeded PRNG, Gaussian and categorical sampling, and the
-//! log-probabilities the device reports beside each action.
+//! Exploration noise: a small seeded PRNG and Gaussian and categorical sampling. The
+//! log-probabilities reported beside each action are the shared definitions
+//! ([`tether_shared::policy::gaussian_log_prob`], [`LogSoftmax`]) the host checks them with.
 
 use core::f32::consts::PI;
 
-/// `ln(2π) / 2`, the constant term of a Gaussian log-density per dimension.
-const HALF_LN_2PI: f32 = 0.918_938_5;
-
-/// Mixes a 64-bit value into a well-distributed one (SplitMix64's finaliser): derives
-/// independent seeds from a run seed and an episode id.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Seed for stream `stream` of episode `episode` in a run seeded with `run_seed` (stream 0:
-/// the plant's initial state, stream 1: the exploration noise).
-pub fn episode_seed(run_seed: u64, episode: u32, stream: u8) -> u64 {
-    mix64(mix64(run_seed ^ ((episode as u64) << 8 | stream as u64)))
-}
+use tether_shared::policy::{LogSoftmax, gaussian_log_prob};
+use tether_shared::seeds::mix64;
 
 /// PCG32 (XSH-RR, 64-bit state): small, fast, and good enough for exploration noise.
 #[derive(Clone, Debug)]
@@ -95,7 +81,7 @@ impl Sampler {
         let u1 = self.rng.next_f32_open0();
         let u2 = self.rng.next_f32();
         let radius = libm::sqrtf(-2.0 * libm::logf(u1));
-        let (sin, cos) = libm::sincosf(2.0 * PI * u2);
+        let (sin, cos) = crate::trig::sin_cos(2.0 * PI * u2);
         self.spare = Some(radius * sin);
         radius * cos
     }
@@ -113,54 +99,19 @@ impl Sampler {
     /// Samples an index from `softmax(logits)` by inverse CDF and returns it with its
     /// log-probability. Returns `None` for empty or non-finite logits.
     pub fn categorical(&mut self, logits: &[f32]) -> Option<(usize, f32)> {
-        let (max, log_sum) = log_sum_exp(logits)?;
+        let distribution = LogSoftmax::new(logits)?;
         let u = self.rng.next_f32();
         let mut cumulative = 0.0f32;
-        let mut chosen = logits.len() - 1;
-        for (k, &z) in logits.iter().enumerate() {
-            cumulative += libm::expf(z - max - log_sum);
+        let mut chosen = distribution.len() - 1;
+        for (k, log_prob) in distribution.log_probs().enumerate() {
+            cumulative += libm::expf(log_prob);
             if u < cumulative {
                 chosen = k;
                 break;
             }
         }
-        let log_prob = logits.get(chosen).map(|&z| z - max - log_sum)?;
-        Some((chosen, log_prob))
+        Some((chosen, distribution.log_prob(chosen)?))
     }
-}
-
-/// Log-density of `action` under a diagonal Gaussian with the given mean and log standard
-/// deviations: `Σ −½((a−μ)/σ)² − ln σ − ½ ln 2π`.
-pub fn gaussian_log_prob(mean: &[f32], log_std: &[f32], action: &[f32]) -> f32 {
-    mean.iter()
-        .zip(log_std)
-        .zip(action)
-        .map(|((&m, &s), &a)| {
-            let z = (a - m) * libm::expf(-s);
-            -0.5 * z * z - s - HALF_LN_2PI
-        })
-        .sum()
-}
-
-/// Index of the largest logit (the first on ties), `None` when empty or non-finite.
-pub fn argmax(logits: &[f32]) -> Option<usize> {
-    if logits.iter().any(|z| !z.is_finite()) {
-        return None;
-    }
-    let mut best: Option<(usize, f32)> = None;
-    for (k, &z) in logits.iter().enumerate() {
-        if best.is_none_or(|(_, b)| z > b) {
-            best = Some((k, z));
-        }
-    }
-    best.map(|(k, _)| k)
-}
-
-/// `(max, ln Σ exp(z − max))` of finite, non-empty logits.
-fn log_sum_exp(logits: &[f32]) -> Option<(f32, f32)> {
-    let max = *logits.get(argmax(logits)?)?;
-    let sum: f32 = logits.iter().map(|&z| libm::expf(z - max)).sum();
-    Some((max, libm::logf(sum)))
 }
 
 #[cfg(test)]
@@ -211,22 +162,6 @@ mod tests {
     }
 
     #[test]
-    fn gaussian_log_prob_matches_closed_form() {
-        let mean = [0.3f32, -1.0];
-        let log_std = [-0.5f32, 0.2];
-        let action = [0.1f32, 0.4];
-        let expected: f64 = (0..2)
-            .map(|i| {
-                let s = (log_std[i] as f64).exp();
-                let z = (action[i] as f64 - mean[i] as f64) / s;
-                -0.5 * z * z - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
-            })
-            .sum();
-        let got = gaussian_log_prob(&mean, &log_std, &action) as f64;
-        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
-    }
-
-    #[test]
     fn categorical_frequencies_follow_softmax() {
         let logits = [0.0f32, 1.0, -1.0, 0.5];
         let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
@@ -251,7 +186,5 @@ mod tests {
         let mut s = Sampler::new(0);
         assert_eq!(s.categorical(&[]), None);
         assert_eq!(s.categorical(&[0.0, f32::NAN]), None);
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), Some(1));
-        assert_eq!(argmax(&[f32::INFINITY, 0.0]), None);
     }
 }

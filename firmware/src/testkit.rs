@@ -9,8 +9,8 @@ use std::vec::Vec;
 
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
 use heapless::Vec as HVec;
-use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN, PARAMS_CRC};
-use tether_shared::message::{HostMessage, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk};
+use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
+use tether_shared::message::{HostMessage, PolicyUpload};
 use tether_shared::{ActionSpace, DeviceMessage, PlantDescription, PolicySpec};
 
 use crate::clock::Clock;
@@ -231,29 +231,9 @@ pub fn params_for(spec: &PolicySpec, seed: u32, log_std: f32) -> Vec<f32> {
     p
 }
 
-pub fn crc_of(params: &[f32]) -> u32 {
-    let mut d = PARAMS_CRC.digest();
-    for v in params {
-        d.update(&v.to_le_bytes());
-    }
-    d.finalize()
-}
-
 /// The messages of a complete upload.
 pub fn upload_messages(version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<HostMessage> {
-    let mut out = std::vec![HostMessage::PolicyBegin(PolicyBegin {
-        version,
-        spec: spec.clone(),
-        len: params.len() as u32,
-        crc: crc_of(params),
-    })];
-    for (i, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-        out.push(HostMessage::PolicyChunk(PolicyChunk {
-            version,
-            offset: (i * POLICY_CHUNK_VALUES) as u32,
-            values: HVec::from_slice(chunk).unwrap(),
-        }));
-    }
-    out.push(HostMessage::PolicyCommit { version });
-    out
+    PolicyUpload::new(version, spec, params)
+        .messages()
+        .collect()
 }

@@ -8,9 +8,9 @@ use heapless::Vec as HVec;
 use tether_firmware::DeviceConfig;
 use tether_firmware::plant::{Action, Plant, StepOutcome};
 use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
-use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN, PARAMS_CRC};
+use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::{
-    DeviceState, EpisodeEnd, EpisodeEndReason, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
+    DeviceState, EpisodeEnd, EpisodeEndReason, PolicyUpload, RecordAction, RecordLayout,
     RunCommand, RunMode,
 };
 use tether_shared::{
@@ -141,24 +141,9 @@ impl<S: Read + Write> Host<S> {
         let params: Vec<f32> = (0..spec.param_count())
             .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.5)
             .collect();
-        let mut crc = PARAMS_CRC.digest();
-        for v in &params {
-            crc.update(&v.to_le_bytes());
+        for message in PolicyUpload::new(version, spec, &params).messages() {
+            self.send(&message);
         }
-        self.send(&HostMessage::PolicyBegin(PolicyBegin {
-            version,
-            spec: spec.clone(),
-            len: params.len() as u32,
-            crc: crc.finalize(),
-        }));
-        for (i, c) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-            self.send(&HostMessage::PolicyChunk(PolicyChunk {
-                version,
-                offset: (i * POLICY_CHUNK_VALUES) as u32,
-                values: HVec::from_slice(c).unwrap(),
-            }));
-        }
-        self.send(&HostMessage::PolicyCommit { version });
         self.wait_for(Duration::from_secs(5), |m| match m {
             DeviceMessage::Ack(tether_shared::message::AckTopic::PolicyCommit { version: v })
                 if *v == version =>
@@ -181,14 +166,16 @@ impl<S: Read + Write> Host<S> {
 
     /// Collects episode ends and checks transitions are contiguous per episode.
     fn collect_episodes(&mut self, count: usize, timeout: Duration) -> Vec<EpisodeEnd> {
-        self.collect_episodes_of_width(count, timeout, 5)
+        // The integrator's records: observation [x, 1], one action value.
+        let layout = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
+        self.collect_episodes_of_layout(count, timeout, layout)
     }
 
-    fn collect_episodes_of_width(
+    fn collect_episodes_of_layout(
         &mut self,
         count: usize,
         timeout: Duration,
-        width: usize,
+        layout: RecordLayout,
     ) -> Vec<EpisodeEnd> {
         let mut ends = Vec::new();
         let mut next_step = std::collections::HashMap::<u32, u32>::new();
@@ -197,7 +184,7 @@ impl<S: Read + Write> Host<S> {
                 DeviceMessage::Transitions(b) => {
                     let expected = next_step.entry(b.episode).or_insert(0);
                     assert_eq!(b.first_step, *expected, "contiguous steps");
-                    *expected += (b.values.len() / width) as u32;
+                    *expected += b.records(layout).expect("valid records").len() as u32;
                 }
                 DeviceMessage::EpisodeEnd(e) => {
                     if e.reason != EpisodeEndReason::Overrun {
@@ -405,8 +392,11 @@ fn pendulum_model_runs_on_the_simulated_board() {
     assert_eq!(host.hello(), None);
     host.upload(1, &spec);
     host.run(2);
-    let ends =
-        host.collect_episodes_of_width(2, Duration::from_secs(10), description.transition_width());
+    let ends = host.collect_episodes_of_layout(
+        2,
+        Duration::from_secs(10),
+        RecordLayout::of_plant(&description),
+    );
     for e in &ends {
         assert_eq!(e.reason, EpisodeEndReason::Truncated);
         assert_eq!(e.length, description.episode_steps);

@@ -1,20 +1,33 @@
 //! QEMU devices for the tests: the plant's board image (built by `scripts/cross.sh`) in
-//! `qemu-system-arm`, with a handshaken client on its UART.
+//! `qemu-system-arm`, started by the trainer's own launcher ([`QemuDevice`]), with a
+//! handshaken client on its UART, and what the board reports over semihosting.
 //!
 //! A test that needs an image fails without it, naming `scripts/cross.sh` (`scripts/test.sh`
 //! builds the images before the tests, so none is ever skipped). The [`QemuDevice`] kills
 //! QEMU when dropped, also when the test fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tether_trainer::device::qemu::{QemuDevice, QemuTiming, image_for};
+use tether_trainer::device::qemu::{
+    QemuDevice, QemuExtras, QemuTiming, checkout_root, default_image, image_for,
+};
 use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink, transport};
 
-/// `plant`'s board image where `scripts/cross.sh` writes it; panics naming the script when
-/// it is missing.
+/// `plant`'s board image where `scripts/cross.sh` writes it in this checkout; panics naming
+/// the script when it is missing.
 pub fn image(plant: &str) -> PathBuf {
-    image_for(plant, None).unwrap_or_else(|e| panic!("{e}"))
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root =
+        checkout_root(here).unwrap_or_else(|| panic!("{} is in no checkout", here.display()));
+    image_for(plant, Some(&default_image(root, plant))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts `plant`'s image in QEMU with `extras` on its command line; panics with QEMU's
+/// words when it does not start.
+pub fn start(plant: &str, timing: QemuTiming, extras: QemuExtras<'_>) -> QemuDevice {
+    QemuDevice::spawn_with(&image(plant), timing, extras, &format!("qemu:{plant}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Starts `plant`'s image in QEMU and handshakes with it. The handshake may take 10 s: in
@@ -22,8 +35,7 @@ pub fn image(plant: &str) -> PathBuf {
 /// for about 2 s after start (measured: 2.1–2.3 s in 5 of 8 starts, never longer), so the
 /// board answers nothing before.
 pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
-    let qemu = QemuDevice::spawn(&image(plant), timing, &format!("qemu:{plant}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let qemu = start(plant, timing, QemuExtras::default());
     let address = DeviceAddress::Serial {
         path: qemu.pty().to_string_lossy().into_owned(),
         baud: 115_200,
@@ -54,8 +66,25 @@ pub fn assert_running(qemu: &mut QemuDevice) {
     assert!(fatal.is_empty(), "the board reported: {fatal:?}");
 }
 
+/// Waits up to `timeout` for a line of QEMU's output that `wanted` accepts (QEMU's output is
+/// read by threads, so a line can arrive after QEMU has ended); the line.
+pub fn wait_for_line(
+    qemu: &QemuDevice,
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let line = qemu.output().into_iter().find(|line| wanted(line));
+        if line.is_some() || Instant::now() >= deadline {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// How the board starts what it prints.
-const BOARD_PREFIX: &str = "tether board: ";
+pub const BOARD_PREFIX: &str = "tether board: ";
 
 /// The count in the board's `tether board: <n> bad frames from the host`.
 fn bad_frame_report(line: &str) -> Option<u32> {

@@ -14,12 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use tether_firmware::plant::{AnyPlant, Plant};
 use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
 use tether_hil_tests::qemu;
-use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN, PARAMS_CRC};
+use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::{
-    DeviceInfo, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk, RefusalReason, RunCommand, RunMode,
+    DeviceInfo, PolicyBegin, PolicyChunk, PolicyUpload, RefusalReason, RunCommand, RunMode,
 };
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
-use tether_trainer::device::client::le_bytes;
 use tether_trainer::device::qemu::QemuTiming;
 use tether_trainer::device::transport::POLL_INTERVAL;
 use tether_trainer::device::{ClientConfig, DeviceClient, DeviceError, DeviceLink};
@@ -87,34 +86,28 @@ fn raw_refusal(client: &mut DeviceClient, messages: &[HostMessage]) -> Option<Re
     None
 }
 
-fn upload_messages(version: u32, spec: &PolicySpec, params: &[f32], crc: u32) -> Vec<HostMessage> {
-    let mut out = vec![HostMessage::PolicyBegin(PolicyBegin {
-        version,
-        spec: spec.clone(),
-        len: params.len() as u32,
-        crc,
-    })];
-    for (i, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-        out.push(HostMessage::PolicyChunk(PolicyChunk {
-            version,
-            offset: (i * POLICY_CHUNK_VALUES) as u32,
-            values: heapless::Vec::from_slice(chunk).expect("chunk fits"),
-        }));
-    }
-    out.push(HostMessage::PolicyCommit { version });
-    out
+/// The messages of an upload whose begin declares a CRC off by one bit.
+fn upload_with_wrong_crc(version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<HostMessage> {
+    PolicyUpload::new(version, spec, params)
+        .messages()
+        .map(|message| match message {
+            HostMessage::PolicyBegin(mut begin) => {
+                begin.crc ^= 1;
+                HostMessage::PolicyBegin(begin)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn assert_same_episode(a: &CollectedEpisode, b: &CollectedEpisode, after: &str) {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(a.len(), b.len(), "after {after}");
     assert_eq!(
-        bits(&a.observations),
-        bits(&b.observations),
-        "after {after}"
+        bits(a.trajectory.records().values()),
+        bits(b.trajectory.records().values()),
+        "after {after}: observations, actions, rewards and log-probabilities"
     );
-    assert_eq!(bits(&a.actions), bits(&b.actions), "after {after}");
-    assert_eq!(bits(&a.rewards), bits(&b.rewards), "after {after}");
 }
 
 #[test]
@@ -177,11 +170,7 @@ fn bad_uploads_are_refused(
     );
 
     // Wrong CRC: raw frames (the driver always computes the right one).
-    let good_crc = PARAMS_CRC.checksum(&le_bytes(&params));
-    let reason = raw_refusal(
-        &mut client,
-        &upload_messages(4, &spec, &params, good_crc ^ 1),
-    );
+    let reason = raw_refusal(&mut client, &upload_with_wrong_crc(4, &spec, &params));
     assert_eq!(reason, Some(RefusalReason::BadCrc));
     assert_same_episode(
         &before,

@@ -21,9 +21,9 @@ use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLi
 use tether_trainer::rollout::collect::collect;
 use tether_trainer::rollout::{CollectRequest, DeviceRollout};
 use tether_trainer::run::LinkKind;
-use tether_trainer::training::session::policy_head;
 use tether_trainer::trpo::Trpo;
 use tether_trainer::trpo::device_format::shared_spec;
+use tether_trainer::trpo::distribution::ActionDistribution;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 
 /// A handshaken pendulum device over a new pty, opened through the trainer's serial
@@ -63,8 +63,13 @@ fn policy_for(client: &DeviceClient, seed: u64) -> (PolicySpec, Arc<Vec<f32>>) {
         value_hidden: vec![16],
         ..TrpoConfig::default()
     };
-    let learner =
-        Trpo::new(plant.obs_dim as usize, policy_head(plant), config, seed).expect("a learner");
+    let learner = Trpo::new(
+        plant.obs_dim as usize,
+        ActionDistribution::of_plant(plant),
+        config,
+        seed,
+    )
+    .expect("a learner");
     let spec = shared_spec(learner.policy(), learner.normalizer().is_some()).expect("a spec");
     (spec, Arc::new(learner.export_f32()))
 }
@@ -127,7 +132,8 @@ fn actions(rollout: &DeviceRollout) -> Vec<u32> {
     rollout
         .episodes
         .iter()
-        .flat_map(|e| e.actions.iter().map(|a| a.to_bits()))
+        .flat_map(|e| e.trajectory.records().iter())
+        .flat_map(|r| r.action.iter().map(|a| a.to_bits()))
         .collect()
 }
 
@@ -158,7 +164,13 @@ fn upload_cycle(mut client: DeviceClient, handle: SimHandle) {
         actions(&third),
         "policy A, re-uploaded, acts exactly as before"
     );
-    let observations = |r: &DeviceRollout| r.episodes[0].observations[..3].to_vec();
+    let observations = |r: &DeviceRollout| {
+        r.episodes[0]
+            .trajectory
+            .records()
+            .get(0)
+            .map(|first| first.observation.to_vec())
+    };
     assert_eq!(
         observations(&first),
         observations(&second),

@@ -22,9 +22,9 @@ use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::DeviceState;
 use tether_shared::message::{
-    EpisodeEnd, EpisodeEndReason, Heartbeat, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk,
-    RunCommand, RunMode, TransitionBatch,
+    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, RunCommand, RunMode, TransitionBatch,
 };
+use tether_shared::seeds::SplitMix64;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
 use tether_trainer::device::DeviceLink;
 
@@ -35,16 +35,15 @@ fn cases() -> u64 {
         .unwrap_or(20_000)
 }
 
-/// SplitMix64: small, seeded, good enough to drive mutations.
-struct Rng(u64);
+/// Seeded draws that drive the mutations (SplitMix64: small, good enough for this).
+struct Rng(SplitMix64);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(SplitMix64::new(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
@@ -149,26 +148,10 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
     let n = spec.param_count();
     let params: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.1 + 0.05).collect();
     let version = rng.next() as u32;
-    let crc = frame::PARAMS_CRC.checksum(&tether_trainer::device::client::le_bytes(&params));
-    let mut out = vec![
-        HostMessage::Hello {
-            protocol_version: tether_shared::PROTOCOL_VERSION,
-        },
-        HostMessage::PolicyBegin(PolicyBegin {
-            version,
-            spec,
-            len: n as u32,
-            crc,
-        }),
-    ];
-    for (i, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-        out.push(HostMessage::PolicyChunk(PolicyChunk {
-            version,
-            offset: (i * POLICY_CHUNK_VALUES) as u32,
-            values: heapless::Vec::from_slice(chunk).expect("fits"),
-        }));
-    }
-    out.push(HostMessage::PolicyCommit { version });
+    let mut out = vec![HostMessage::Hello {
+        protocol_version: tether_shared::PROTOCOL_VERSION,
+    }];
+    out.extend(PolicyUpload::new(version, &spec, &params).messages());
     out.push(HostMessage::Run(RunCommand {
         first_episode: rng.next() as u32,
         episodes: rng.below(3) as u32,
@@ -197,7 +180,7 @@ fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> 
 /// outgoing queue never grows past its fixed capacity, even with the link blocked.
 #[test]
 fn device_poll_survives_arbitrary_input() {
-    let mut rng = Rng(0xDE71CE);
+    let mut rng = Rng::new(0xDE71CE);
     let total = cases();
     let mut done = 0u64;
     while done < total {
@@ -322,7 +305,7 @@ fn host_input(rng: &mut Rng) -> Vec<u8> {
 /// frame it threw away.
 #[test]
 fn host_decoder_survives_arbitrary_input() {
-    let mut rng = Rng(0x4057);
+    let mut rng = Rng::new(0x4057);
     let mut decoder = Box::new(FrameDecoder::<MAX_FRAME_LEN>::new());
     for _ in 0..cases() {
         let bytes = host_input(&mut rng);
@@ -374,7 +357,7 @@ impl io::Write for Playback {
 /// never panics, and its receive buffer keeps its fixed size however much garbage arrives.
 #[test]
 fn host_link_survives_arbitrary_input() {
-    let mut rng = Rng(0x11AC);
+    let mut rng = Rng::new(0x11AC);
     let batches = (cases() / 200).max(20);
     let mut seen = 0u64;
     for _ in 0..batches {
@@ -384,7 +367,7 @@ fn host_link_survives_arbitrary_input() {
         }
         let stream = Playback {
             data,
-            rng: Rng(rng.next()),
+            rng: Rng::new(rng.next()),
         };
         let mut link = DeviceLink::new("fuzz", Box::new(stream));
         let capacity = link.buffer_capacity();

@@ -10,6 +10,7 @@
 //! - [`policy`]: the [`policy::PolicySpec`], its flat parameter layout and the f32 forward
 //!   pass — the single definition of what runs on the device;
 //! - [`plant`]: how a device describes the plant it controls;
+//! - [`seeds`]: the SplitMix64 mix and every derivation of a random stream from the run seed;
 //! - [`version`]: the protocol version and the compatibility check.
 #![no_std]
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod message;
 pub mod plant;
 pub mod policy;
+pub mod seeds;
 pub mod version;
 
 pub use message::{DeviceMessage, HostMessage};

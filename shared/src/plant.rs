@@ -32,17 +32,6 @@ pub enum ActionSpace {
     },
 }
 
-impl ActionSpace {
-    /// Number of f32 values one action occupies on the wire: the dimension of a continuous
-    /// action, one (the index) for a discrete one.
-    pub fn wire_width(&self) -> usize {
-        match self {
-            ActionSpace::Continuous { low, .. } => low.len(),
-            ActionSpace::Discrete { .. } => 1,
-        }
-    }
-}
-
 /// Why a [`PlantDescription`] cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -100,10 +89,16 @@ pub struct PlantDescription {
 }
 
 impl PlantDescription {
-    /// Width in f32 values of one transition record on the wire (see
-    /// [`crate::message::TransitionBatch`]): observation, action, reward, log-probability.
-    pub fn transition_width(&self) -> usize {
-        self.obs_dim as usize + self.action.wire_width() + 2
+    /// The control period in whole microseconds, as a device times its deadlines:
+    /// `1e6 / control_rate_hz` rounded down, at least 1; one second for a rate that is not a
+    /// positive finite number (which [`Self::validate`] refuses).
+    pub fn control_period_us(&self) -> u64 {
+        let rate = self.control_rate_hz;
+        if rate.is_finite() && rate > 0.0 {
+            ((1.0e6 / rate as f64) as u64).max(1)
+        } else {
+            1_000_000
+        }
     }
 
     /// Checks the description is within this protocol's capacities and self-consistent.
@@ -160,7 +155,6 @@ mod tests {
     #[test]
     fn validate_names_each_problem() {
         assert_eq!(pendulum().validate(), Ok(()));
-        assert_eq!(pendulum().transition_width(), 6);
         let mut p = pendulum();
         p.obs_dim = 0;
         assert_eq!(p.validate(), Err(PlantError::ObsDim));
@@ -179,5 +173,19 @@ mod tests {
         let mut p = pendulum();
         p.episode_steps = 0;
         assert_eq!(p.validate(), Err(PlantError::EpisodeSteps));
+    }
+
+    #[test]
+    fn control_period_is_whole_microseconds() {
+        assert_eq!(pendulum().control_period_us(), 20_000);
+        let mut p = pendulum();
+        p.control_rate_hz = 300.0;
+        assert_eq!(p.control_period_us(), 3333);
+        p.control_rate_hz = 1.0e7;
+        assert_eq!(p.control_period_us(), 1);
+        for bad in [0.0, -5.0, f32::NAN, f32::INFINITY] {
+            p.control_rate_hz = bad;
+            assert_eq!(p.control_period_us(), 1_000_000, "{bad}");
+        }
     }
 }

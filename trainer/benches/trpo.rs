@@ -11,9 +11,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tether_shared::message::{RecordAction, RecordLayout, TransitionRecords};
 use tether_trainer::training::preset::Preset;
-use tether_trainer::trpo::batch::{Episode, EpisodeEnd, RolloutBatch};
-use tether_trainer::trpo::distribution::PolicyHead;
+use tether_trainer::trpo::batch::{RolloutBatch, Trajectory};
+use tether_trainer::trpo::distribution::ActionDistribution;
 use tether_trainer::trpo::hyperparams::TrpoConfig;
 use tether_trainer::trpo::mlp::{Mlp, standard_normal};
 use tether_trainer::trpo::{Trpo, UpdateReport, UpdateTimings};
@@ -26,39 +27,38 @@ const TRANSITIONS: usize = 2048;
 /// torque ±2) driven by Gaussian torques, reward −(θ² + 0.1·θ̇² + 0.001·u²), 10 episodes
 /// of 204–205 steps, each truncated (time limit) with its final observation.
 fn pendulum_batch(seed: u64) -> RolloutBatch {
+    let layout = RecordLayout::new(OBS_DIM as u8, RecordAction::Continuous { dim: 1 });
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let observe = |theta: f64, omega: f64| vec![theta.cos(), theta.sin(), omega];
-    let episodes = (0..EPISODES)
-        .map(|e| {
-            let steps = TRANSITIONS / EPISODES + usize::from(e < TRANSITIONS % EPISODES);
-            let mut theta: f64 = rng.random_range(-std::f64::consts::PI..std::f64::consts::PI);
-            let mut omega: f64 = rng.random_range(-1.0..1.0);
-            let mut episode = Episode {
-                observations: Vec::with_capacity(steps),
-                actions: Vec::with_capacity(steps),
-                rewards: Vec::with_capacity(steps),
-                end: EpisodeEnd::Terminated,
-            };
-            for _ in 0..steps {
-                let u = standard_normal(&mut rng);
-                let torque = u.clamp(-2.0, 2.0);
-                let wrapped = (theta + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
-                    - std::f64::consts::PI;
-                episode.observations.push(observe(theta, omega));
-                episode.actions.push(vec![u]);
-                episode
-                    .rewards
-                    .push(-(wrapped.powi(2) + 0.1 * omega.powi(2) + 0.001 * torque.powi(2)));
-                omega = (omega + (15.0 * theta.sin() + 3.0 * torque) * 0.05).clamp(-8.0, 8.0);
-                theta += omega * 0.05;
-            }
-            episode.end = EpisodeEnd::Truncated {
-                final_observation: observe(theta, omega),
-            };
-            episode
-        })
-        .collect();
-    RolloutBatch { episodes }
+    let observe = |theta: f64, omega: f64| [theta.cos() as f32, theta.sin() as f32, omega as f32];
+    let mut batch = RolloutBatch::new(layout);
+    for e in 0..EPISODES {
+        let steps = TRANSITIONS / EPISODES + usize::from(e < TRANSITIONS % EPISODES);
+        let mut theta: f64 = rng.random_range(-std::f64::consts::PI..std::f64::consts::PI);
+        let mut omega: f64 = rng.random_range(-1.0..1.0);
+        // Records: observation, action, reward, log-probability (unused by the learner).
+        let mut values = Vec::with_capacity(steps * layout.width());
+        for _ in 0..steps {
+            let u = standard_normal(&mut rng);
+            let torque = u.clamp(-2.0, 2.0);
+            let wrapped = (theta + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
+                - std::f64::consts::PI;
+            values.extend(observe(theta, omega));
+            values.push(u as f32);
+            values.push(-(wrapped.powi(2) + 0.1 * omega.powi(2) + 0.001 * torque.powi(2)) as f32);
+            values.push(0.0);
+            omega = (omega + (15.0 * theta.sin() + 3.0 * torque) * 0.05).clamp(-8.0, 8.0);
+            theta += omega * 0.05;
+        }
+        let mut episode = Trajectory::new(layout);
+        episode
+            .extend(TransitionRecords::new_checked(layout, &values).expect("finite records"))
+            .expect("same layout");
+        episode
+            .end_truncated(&observe(theta, omega))
+            .expect("finite final observation");
+        batch.push(&episode).expect("same layout");
+    }
+    batch
 }
 
 /// FLOPs of one update from the shapes (multiply-add = 2 FLOPs; tanh, bias, head and
@@ -92,7 +92,7 @@ fn update_flops(config: &TrpoConfig, report: &UpdateReport) -> f64 {
 fn learner(config: &TrpoConfig) -> Trpo {
     Trpo::new(
         OBS_DIM,
-        PolicyHead::DiagGaussian { action_dim: 1 },
+        ActionDistribution::DiagGaussian { action_dim: 1 },
         config.clone(),
         0,
     )

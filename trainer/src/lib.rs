@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod device;
+pub mod interop;
 pub mod rollout;
 pub mod run;
 pub mod training;

@@ -8,8 +8,8 @@ use std::rc::Rc;
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
 use tether_firmware::plant::{Plant, qube::Qube};
 use tether_firmware::{Clock, Device, DeviceConfig};
-use tether_shared::frame::{self, MAX_FRAME_LEN, PARAMS_CRC};
-use tether_shared::message::{POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+use tether_shared::frame::{self, MAX_FRAME_LEN};
+use tether_shared::message::{PolicyUpload, RunCommand, RunMode};
 use tether_shared::{HostMessage, PolicySpec};
 
 /// Parameters of a [64, 64] Gaussian policy with normaliser on the qube (6 → 64 → 64 → 1).
@@ -87,31 +87,10 @@ pub fn running_device() -> (Box<BenchDevice>, HandClock) {
         .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f32 / 1000.0 - 0.5)
         .map(|v| v * 0.3)
         .collect();
-    let mut crc = PARAMS_CRC.digest();
-    for v in &params {
-        crc.update(&v.to_le_bytes());
-    }
     let mut script = Vec::new();
-    frame_into(
-        &mut script,
-        &HostMessage::PolicyBegin(PolicyBegin {
-            version: 1,
-            spec: spec.clone(),
-            len: CAP as u32,
-            crc: crc.finalize(),
-        }),
-    );
-    for (i, c) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-        frame_into(
-            &mut script,
-            &HostMessage::PolicyChunk(PolicyChunk {
-                version: 1,
-                offset: (i * POLICY_CHUNK_VALUES) as u32,
-                values: heapless::Vec::from_slice(c).unwrap(),
-            }),
-        );
+    for message in PolicyUpload::new(1, &spec, &params).messages() {
+        frame_into(&mut script, &message);
     }
-    frame_into(&mut script, &HostMessage::PolicyCommit { version: 1 });
     frame_into(
         &mut script,
         &HostMessage::Run(RunCommand {

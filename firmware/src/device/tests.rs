@@ -6,14 +6,14 @@ use std::vec::Vec;
 use proptest::prelude::*;
 use tether_shared::message::{
     AckTopic, DeviceState, EpisodeEnd, EpisodeEndReason, HostMessage, PolicyBegin, PolicyChunk,
-    RefusalReason, RunCommand, RunMode, TransitionBatch,
+    RefusalReason, RunCommand, RunMode, TransitionBatch, params_crc,
 };
 use tether_shared::policy::PolicyView;
 use tether_shared::{DeviceMessage, PROTOCOL_VERSION, PolicySpec};
 
 use super::*;
-use crate::sampler::gaussian_log_prob;
 use crate::testkit::*;
+use tether_shared::policy::gaussian_log_prob;
 
 const CAP: usize = 512;
 type TestDevice = Device<Integrator, LoopLink, ManualClock, CAP>;
@@ -389,7 +389,7 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
     );
 
     // Out-of-order chunk, then incomplete commit, then chunk with no upload.
-    rig.exchange(&begin(9, &s, n, crc_of(&good)));
+    rig.exchange(&begin(9, &s, n, params_crc(&good)));
     let skip = HostMessage::PolicyChunk(PolicyChunk {
         version: 9,
         offset: 5,
@@ -408,7 +408,7 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
 
     // The last chunk resent (its acknowledgement lost) is acknowledged again with the same
     // total; an earlier part of it is still out of order.
-    rig.exchange(&begin(10, &s, n, crc_of(&good)));
+    rig.exchange(&begin(10, &s, n, params_crc(&good)));
     let first = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,

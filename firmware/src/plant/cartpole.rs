@@ -27,8 +27,8 @@
 use tether_shared::{ActionSpace, PlantDescription};
 
 use super::common::{describe, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Gravity, m/s².
 pub const GRAVITY: f32 = 9.8;
@@ -146,7 +146,7 @@ impl Plant for CartPole {
         let [x, x_dot, theta, theta_dot] = self.state;
         let total_mass = CART_MASS + POLE_MASS;
         let pole_ml = POLE_MASS * POLE_HALF_LENGTH;
-        let (sin, cos) = (libm::sinf(theta), libm::cosf(theta));
+        let (sin, cos) = crate::trig::sin_cos(theta);
 
         let tmp = (force + pole_ml * theta_dot * theta_dot * sin) / total_mass;
         let theta_acc = (GRAVITY * sin - cos * tmp)

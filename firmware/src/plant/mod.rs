@@ -10,7 +10,6 @@ pub mod cartpole;
 mod common;
 pub mod pendulum;
 pub mod qube;
-pub mod rng;
 
 pub use cartpole::CartPole;
 pub use pendulum::Pendulum;

@@ -25,8 +25,8 @@ use core::f32::consts::PI;
 use tether_shared::PlantDescription;
 
 use super::common::{describe, scalar_command, symmetric_1d, wrap_angle, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Largest torque magnitude the motor applies, N·m.
 pub const MAX_TORQUE: f32 = 2.0;
@@ -119,8 +119,8 @@ impl Plant for Pendulum {
         write_obs(
             obs,
             &[
-                libm::cosf(self.theta),
-                libm::sinf(self.theta),
+                crate::trig::cos(self.theta),
+                crate::trig::sin(self.theta),
                 self.theta_dot,
             ],
         );
@@ -135,7 +135,7 @@ impl Plant for Pendulum {
 
         let gravity_gain = 3.0 * GRAVITY / (2.0 * LENGTH);
         let torque_gain = 3.0 / (MASS * LENGTH * LENGTH);
-        let accel = gravity_gain * libm::sinf(th) + torque_gain * u;
+        let accel = gravity_gain * crate::trig::sin(th) + torque_gain * u;
         let new_thdot = (thdot + accel * DT).clamp(-MAX_SPEED, MAX_SPEED);
         self.theta = th + new_thdot * DT;
         self.theta_dot = new_thdot;

@@ -129,9 +129,11 @@ use core::f32::consts::PI;
 
 use tether_shared::PlantDescription;
 
+use crate::trig;
+
 use super::common::{TAU, describe, scalar_command, symmetric_1d, wrap_angle, write_obs};
-use super::rng::SplitMix64;
 use super::{Action, Plant, StepOutcome};
+use tether_shared::seeds::SplitMix64;
 
 /// Motor armature resistance, Ω.
 pub const RM: f32 = 8.4;
@@ -299,7 +301,7 @@ impl Qube {
     /// Total mechanical energy `T + V` of the true state, joules; 0 hanging at rest,
     /// `2 mp g lp` ≈ 0.0304 J upright at rest.
     pub fn energy(&self) -> f32 {
-        let (s, c) = libm::sincosf(self.alpha);
+        let (s, c) = trig::sin_cos(self.alpha);
         let m11 = JR + MP * LR * LR + JP * s * s;
         let m12 = MP * LR * LP_CM * c;
         let (td, ad) = (self.theta_dot, self.alpha_dot);
@@ -308,7 +310,7 @@ impl Qube {
 
     /// `(θ̈, α̈)` in rad/s² at the current state under motor torque `tau` (N·m).
     fn accelerations(&self, tau: f32) -> (f32, f32) {
-        let (s, c) = libm::sincosf(self.alpha);
+        let (s, c) = trig::sin_cos(self.alpha);
         let (td, ad) = (self.theta_dot, self.alpha_dot);
         let m11 = JR + MP * LR * LR + JP * s * s;
         let m12 = MP * LR * LP_CM * c;
@@ -385,8 +387,8 @@ impl Plant for Qube {
 
     fn observe(&mut self, obs: &mut [f32]) {
         let [theta_m, alpha_m, theta_vel, alpha_vel] = self.measured();
-        let (sin_theta, cos_theta) = libm::sincosf(theta_m);
-        let (sin_alpha, cos_alpha) = libm::sincosf(alpha_m);
+        let (sin_theta, cos_theta) = trig::sin_cos(theta_m);
+        let (sin_alpha, cos_alpha) = trig::sin_cos(alpha_m);
         write_obs(
             obs,
             &[
@@ -416,7 +418,7 @@ impl Plant for Qube {
         self.sense();
 
         let [theta_m, alpha_m, _, _] = self.measured();
-        let upright = 0.5 * (1.0 + libm::cosf(alpha_m));
+        let upright = 0.5 * (1.0 + trig::cos(alpha_m));
         let arm = theta_m / ARM_LIMIT;
         let volts = voltage / MAX_VOLTAGE;
         let shaping = 1.0 - REWARD_ARM_WEIGHT * arm * arm - REWARD_VOLTAGE_WEIGHT * volts * volts;

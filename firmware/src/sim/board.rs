@@ -185,88 +185,133 @@ fn run_board<P: Plant, L: BoardLink>(
     let mut device: SimDevice<P, L> = Device::new(plant, link, clock.clone(), config.device);
     let mut resets = config.faults.resets_us.iter().copied().peekable();
     let mut report = SimReport::default();
-    let mut last_host_bytes = 0u64;
-    let mut last_host_real = Instant::now();
-    let mut last_host_virtual = clock.now_us();
-    let watchdog = Duration::from_micros(config.device.watchdog_timeout_us);
-    // (real, virtual) time when the device last became idle in virtual mode.
-    let mut idle_since: Option<(Instant, u64)> = None;
-
+    let mut virtual_time = VirtualTime::new(clock.clone(), config.device.watchdog_timeout_us);
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_us();
         if resets.next_if(|&at| now >= at).is_some() {
             // Power cycle: everything the device knew is lost; plant and wire remain.
-            let stats = device.stats();
-            report.steps += stats.steps;
-            report.episodes += stats.episodes;
-            report.bad_frames += stats.bad_frames;
+            report.add_lifetime(&device);
             report.resets += 1;
             let (plant, link, clock) = device.into_parts();
             device = Device::new(plant, link, clock, config.device);
             crate::fmt::log_reset(now);
         }
-
         device.poll();
-
-        let host_bytes = device.link_io_mut().host_bytes_total();
-        if host_bytes != last_host_bytes {
-            last_host_bytes = host_bytes;
-            last_host_real = Instant::now();
-            last_host_virtual = clock.now_us();
-        }
-
-        let now = clock.now_us();
-        let wake = device.next_wakeup_us();
         match config.time {
-            TimeMode::RealTime => {
-                let wait = Duration::from_micros(wake.saturating_sub(now).min(1_000));
-                if !wait.is_zero() {
-                    let for_room = device.tx_pending() > 0;
-                    device.link_io_mut().wait(wait, for_room);
-                }
-            }
-            TimeMode::Virtual => {
-                let io = device.link_io_mut();
-                if io.read_ready().unwrap_or(false) {
-                    continue; // more host input: handle it before time moves
-                }
-                let pending = device.tx_pending() > 0 || device.link_io_mut().has_staged_output();
-                if pending && device.link_io_mut().host_backpressure() {
-                    device.link_io_mut().wait(Duration::from_millis(1), true);
-                    continue; // a slow host stops virtual time
-                }
-                if device.state() != DeviceState::Running {
-                    // Nothing to simulate: follow real time, wake on host input.
-                    let (real, virt) = *idle_since.get_or_insert((Instant::now(), now));
-                    let wait = wake.saturating_sub(now).min(1_000);
-                    device
-                        .link_io_mut()
-                        .wait(Duration::from_micros(wait.max(50)), false);
-                    clock.advance_to(virt + real.elapsed().as_micros() as u64);
-                    continue;
-                }
-                idle_since = None;
-                let mut target = wake;
-                if pending {
-                    // Rate-limited bytes trickle out: move in small steps.
-                    target = target.min(now + 1_000);
-                }
-                if !watchdog.is_zero()
-                    && target >= last_host_virtual + config.device.watchdog_timeout_us
-                    && last_host_real.elapsed() < watchdog
-                {
-                    // Virtual time must not outrun a host that is alive in real time.
-                    device.link_io_mut().wait(Duration::from_millis(1), false);
-                    continue;
-                }
-                clock.advance_to(target.max(now + 1));
-            }
+            TimeMode::RealTime => sleep_until_due(&mut device, &clock),
+            TimeMode::Virtual => virtual_time.advance(&mut device),
         }
     }
-    let stats = device.stats();
-    report.steps += stats.steps;
-    report.episodes += stats.episodes;
-    report.bad_frames += stats.bad_frames;
+    report.add_lifetime(&device);
     report.clock_us = clock.now_us();
     report
+}
+
+impl SimReport {
+    /// Adds the counters of one device lifetime (they restart at each power cycle).
+    fn add_lifetime<P: Plant, L: BoardLink>(&mut self, device: &SimDevice<P, L>) {
+        let stats = device.stats();
+        self.steps += stats.steps;
+        self.episodes += stats.episodes;
+        self.bad_frames += stats.bad_frames;
+    }
+}
+
+/// Real time: waits (at most 1 ms) until the device has timed work or the link moves.
+fn sleep_until_due<P: Plant, L: BoardLink>(device: &mut SimDevice<P, L>, clock: &SimClock) {
+    let wait = device
+        .next_wakeup_us()
+        .saturating_sub(clock.now_us())
+        .min(1_000);
+    if wait != 0 {
+        let for_room = device.tx_pending() > 0;
+        device
+            .link_io_mut()
+            .wait(Duration::from_micros(wait), for_room);
+    }
+}
+
+/// Moves a virtual clock with the device and the host: straight to the device's next
+/// deadline while it runs, with real time while it is idle; it stops for a host that is
+/// slow to read, and does not let the device's watchdog outrun a host alive in real time.
+struct VirtualTime {
+    clock: SimClock,
+    /// The device's watchdog timeout, µs (0: none).
+    watchdog_us: u64,
+    /// Bytes the host has sent so far, and when (real and board time) that count last
+    /// changed.
+    host_bytes: u64,
+    host_heard: Instant,
+    host_heard_us: u64,
+    /// (real, board) time when the device last became idle.
+    idle_since: Option<(Instant, u64)>,
+}
+
+impl VirtualTime {
+    fn new(clock: SimClock, watchdog_us: u64) -> Self {
+        VirtualTime {
+            host_heard_us: clock.now_us(),
+            clock,
+            watchdog_us,
+            host_bytes: 0,
+            host_heard: Instant::now(),
+            idle_since: None,
+        }
+    }
+
+    /// One step of the clock after a device poll (or a wait on the link instead).
+    fn advance<P: Plant, L: BoardLink>(&mut self, device: &mut SimDevice<P, L>) {
+        self.note_host(device);
+        let now = self.clock.now_us();
+        let wake = device.next_wakeup_us();
+        if device.link_io_mut().read_ready().unwrap_or(false) {
+            return; // more host input: handle it before time moves
+        }
+        let pending = device.tx_pending() > 0 || device.link_io_mut().has_staged_output();
+        if pending && device.link_io_mut().host_backpressure() {
+            device.link_io_mut().wait(Duration::from_millis(1), true);
+            return; // a slow host stops virtual time
+        }
+        if device.state() != DeviceState::Running {
+            // Nothing to simulate: follow real time, wake on host input.
+            let (real, virt) = *self.idle_since.get_or_insert((Instant::now(), now));
+            let wait = wake.saturating_sub(now).min(1_000);
+            device
+                .link_io_mut()
+                .wait(Duration::from_micros(wait.max(50)), false);
+            self.clock
+                .advance_to(virt + real.elapsed().as_micros() as u64);
+            return;
+        }
+        self.idle_since = None;
+        let mut target = wake;
+        if pending {
+            // Rate-limited bytes trickle out: move in small steps.
+            target = target.min(now + 1_000);
+        }
+        if self.outruns_live_host(target) {
+            // Virtual time must not outrun a host that is alive in real time.
+            device.link_io_mut().wait(Duration::from_millis(1), false);
+            return;
+        }
+        self.clock.advance_to(target.max(now + 1));
+    }
+
+    /// Records when the host last sent anything.
+    fn note_host<P: Plant, L: BoardLink>(&mut self, device: &mut SimDevice<P, L>) {
+        let host_bytes = device.link_io_mut().host_bytes_total();
+        if host_bytes != self.host_bytes {
+            self.host_bytes = host_bytes;
+            self.host_heard = Instant::now();
+            self.host_heard_us = self.clock.now_us();
+        }
+    }
+
+    /// Whether moving to board time `target` would fire the device's watchdog although
+    /// the host was heard within the timeout in real time.
+    fn outruns_live_host(&self, target: u64) -> bool {
+        self.watchdog_us != 0
+            && target >= self.host_heard_us + self.watchdog_us
+            && self.host_heard.elapsed() < Duration::from_micros(self.watchdog_us)
+    }
 }

@@ -35,11 +35,6 @@ impl SimClock {
         }
     }
 
-    /// Whether the clock is virtual.
-    pub fn is_virtual(&self) -> bool {
-        matches!(*self.inner, Inner::Virtual(_))
-    }
-
     /// Moves a virtual clock forward to `t_us` (never backward); no effect in real time.
     pub fn advance_to(&self, t_us: u64) {
         if let Inner::Virtual(now) = &*self.inner {

@@ -67,11 +67,6 @@ impl FaultSpec {
         FaultSpec::default()
     }
 
-    /// Whether any byte-level fault or stall is configured (resets are the board's).
-    pub fn touches_bytes(&self) -> bool {
-        self.corrupt > 0.0 || self.drop > 0.0 || self.duplicate > 0.0 || !self.stalls.is_empty()
-    }
-
     /// Whether the link is stalled at board time `now_us`.
     pub fn stalled_at(&self, now_us: u64) -> bool {
         self.stalls
@@ -248,16 +243,6 @@ impl<L: BoardLink> LinkEmulation<L> {
     pub fn with_tap(mut self, tap: Option<WireTap>) -> Self {
         self.tap = tap;
         self
-    }
-
-    /// The wrapped link.
-    pub fn inner_mut(&mut self) -> &mut L {
-        &mut self.inner
-    }
-
-    /// Bytes accepted from the device but not yet passed to the inner link.
-    pub fn tx_staged(&self) -> usize {
-        self.tx.staged.len()
     }
 
     fn stalled(&self) -> bool {

@@ -19,14 +19,17 @@
 mod bridge;
 mod record;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tether_firmware::device::DeviceConfig;
 use tether_firmware::plant::AnyPlant;
-use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, WireTap};
+use tether_firmware::sim::{FaultSpec, HostEnd, SimBoard, SimConfig, SimHandle, WireTap};
+use tether_shared::PlantDescription;
+use tether_shared::message::RecordLayout;
 use tether_trainer::device::transport::{self, POLL_INTERVAL};
 use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink};
 use tether_trainer::rollout::CollectedEpisode;
@@ -223,6 +226,29 @@ fn temp_run_dir(label: &str) -> PathBuf {
 pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
     let started = Instant::now();
     let tap = WireTap::new();
+    let (host, board) = start_board(fault, config, &tap);
+    let (link, bridge) = open_link(fault, host);
+    let folder = temp_run_dir(fault.name());
+    let mut report = CellReport::new(fault);
+    let accepted: Arc<Mutex<Vec<CollectedEpisode>>> = Arc::default();
+    let plant = train(link, config, &folder, &accepted, &mut report);
+    if let Some(b) = bridge {
+        report.cuts = b.stop();
+    }
+    report.resets = board.stop().resets;
+    report.add_metrics(&folder);
+    if let Some(plant) = plant {
+        let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner());
+        report.check_against_device(&plant, &tap, &accepted);
+    }
+    let _ = std::fs::remove_dir_all(&folder);
+    report.wall = started.elapsed();
+    report
+}
+
+/// A pendulum board whose link emulation injects the cell's fault and whose tap records
+/// what the device sent before injection.
+fn start_board(fault: &Fault, config: &CellConfig, tap: &WireTap) -> (HostEnd, SimHandle) {
     let sim = SimConfig {
         faults: fault.spec(),
         seed: config.seed ^ 0x5EED,
@@ -235,137 +261,175 @@ pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
         ..SimConfig::default()
     };
     let plant = AnyPlant::by_name("pendulum").expect("the pendulum model exists");
-    let (mut host, board) = SimBoard::new(plant, sim).spawn_memory();
+    SimBoard::new(plant, sim).spawn_memory()
+}
+
+/// The host's link to the board: the memory pipe itself, or (for a disconnect fault) a TCP
+/// connection through a bridge that cuts it, reopened on demand.
+fn open_link(fault: &Fault, mut host: HostEnd) -> (DeviceLink, Option<TcpBridge>) {
+    match fault {
+        Fault::Disconnect { after_bytes } => {
+            let bridge = TcpBridge::start(host, after_bytes.clone()).expect("bridge starts");
+            let address = DeviceAddress::tcp(&bridge.endpoint).expect("a TCP address");
+            let reopen_address = address.clone();
+            let stream = transport::open(&address).expect("bridge accepts");
+            let link = DeviceLink::new(address.to_string(), stream)
+                .with_reopen(Box::new(move || transport::open(&reopen_address)));
+            (link, Some(bridge))
+        }
+        _ => {
+            host.set_timeout(POLL_INTERVAL);
+            (DeviceLink::new("sim0", Box::new(host)), None)
+        }
+    }
+}
+
+/// Trains the cell through the product's [`Session`], collecting every accepted episode
+/// into `accepted`; the outcome goes into `report`. Returns the plant the device described,
+/// `None` when the handshake failed.
+fn train(
+    link: DeviceLink,
+    config: &CellConfig,
+    folder: &Path,
+    accepted: &Arc<Mutex<Vec<CollectedEpisode>>>,
+    report: &mut CellReport,
+) -> Option<PlantDescription> {
     let client_config = ClientConfig {
         handshake_timeout: Duration::from_secs(2),
         ..ClientConfig::default()
     };
-
-    let mut bridge = None;
-    let link = match fault {
-        Fault::Disconnect { after_bytes } => {
-            let b = TcpBridge::start(host, after_bytes.clone()).expect("bridge starts");
-            let address = DeviceAddress::tcp(&b.endpoint).expect("a TCP address");
-            let again = address.clone();
-            let stream = transport::open(&address).expect("bridge accepts");
-            bridge = Some(b);
-            DeviceLink::new(address.to_string(), stream)
-                .with_reopen(Box::new(move || transport::open(&again)))
-        }
-        _ => {
-            host.set_timeout(POLL_INTERVAL);
-            DeviceLink::new("sim0", Box::new(host))
-        }
-    };
-
-    let folder_path = temp_run_dir(fault.name());
-    let mut report = CellReport {
-        fault: fault.name(),
-        rate: fault.rate(),
-        finished: false,
-        error: None,
-        hung: false,
-        iterations: 0,
-        frames_lost: 0,
-        episodes_discarded: 0,
-        reconnects: 0,
-        final_return: f64::NAN,
-        checked: 0,
-        mismatches: Vec::new(),
-        lost_episodes: 0,
-        resets: 0,
-        cuts: 0,
-        wall: Duration::ZERO,
-    };
-
-    let accepted: Arc<Mutex<Vec<CollectedEpisode>>> = Arc::default();
-    let plant_info = match DeviceClient::connect(link, client_config) {
-        Ok(client) => {
-            let plant = client.info().plant.clone();
-            let fleet = Fleet {
-                clients: vec![client],
-                plant: plant.clone(),
-                boards: Vec::new(),
-            };
-            let mut run_config: RunConfig<TrpoConfig> = RunConfig {
-                plant: plant.name.to_string(),
-                seed: config.seed,
-                total_steps: config.total_steps,
-                steps_per_iteration: config.steps_per_iteration as u64,
-                ..RunConfig::default()
-            };
-            run_config.trpo.policy_hidden = config.hidden.clone();
-            run_config.trpo.value_hidden = config.hidden.clone();
-            let stop = Arc::new(AtomicBool::new(false));
-            let (done_tx, done_rx) = mpsc::channel();
-            let sink = accepted.clone();
-            let flag = stop.clone();
-            let path = folder_path.clone();
-            let worker = std::thread::spawn(move || {
-                let result = RunFolder::create(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|folder| {
-                        Session::start_with_fleet(folder, run_config, fleet)
-                            .map_err(|e| e.to_string())
-                    })
-                    .and_then(|mut session| {
-                        session.observe_rounds(move |results| {
-                            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-                            for r in results {
-                                if let Ok(rollout) = &r.outcome {
-                                    sink.extend(rollout.episodes.iter().cloned());
-                                }
-                            }
-                        });
-                        session.run(&flag, |_| {}).map_err(|e| e.to_string())
-                    });
-                let _ = done_tx.send(result);
-            });
-            match done_rx.recv_timeout(config.deadline) {
-                Ok(Ok(outcome)) => report.finished = outcome.finished,
-                Ok(Err(e)) => report.error = Some(e),
-                Err(_) => {
-                    report.hung = true;
-                    stop.store(true, Ordering::SeqCst);
-                    // Give an iteration in progress a bounded chance to end.
-                    let _ = done_rx.recv_timeout(Duration::from_secs(30));
-                }
-            }
-            if !report.hung {
-                let _ = worker.join();
-            }
-            Some(plant)
-        }
+    let client = match DeviceClient::connect(link, client_config) {
+        Ok(client) => client,
         Err(e) => {
             report.error = Some(format!("cannot start training: {e}"));
-            None
+            return None;
         }
     };
-
-    if let Some(b) = bridge.take() {
-        report.cuts = b.stop();
-    }
-    report.resets = board.stop().resets;
-
-    if let Ok(metrics) = read_metrics(&folder_path.join("metrics.jsonl")) {
-        report.iterations = metrics.len();
-        report.frames_lost = metrics.iter().map(|m| m.rejected_frames).sum();
-        report.episodes_discarded = metrics.iter().map(|m| m.discarded_episodes).sum();
-        report.reconnects = metrics.iter().map(|m| m.reconnects).sum();
-        report.final_return = metrics.last().map_or(f64::NAN, |m| m.mean_return);
-    }
-    if let Some(plant) = plant_info {
-        let obs_dim = plant.obs_dim as usize;
-        let action_width = plant.action.wire_width();
-        let record = DeviceRecord::from_wire(&tap.bytes(), obs_dim + action_width + 2);
-        let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner());
-        match record.verify(&accepted, obs_dim, action_width) {
-            Ok(n) => report.checked = n,
-            Err(bad) => report.mismatches = bad,
+    let plant = client.info().plant.clone();
+    let fleet = Fleet {
+        clients: vec![client],
+        plant: plant.clone(),
+        boards: Vec::new(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (worker, done) = spawn_session(
+        folder.to_path_buf(),
+        run_config(config, &plant),
+        fleet,
+        accepted.clone(),
+        stop.clone(),
+    );
+    match done.recv_timeout(config.deadline) {
+        Ok(Ok(finished)) => report.finished = finished,
+        Ok(Err(e)) => report.error = Some(e),
+        Err(_) => {
+            report.hung = true;
+            stop.store(true, Ordering::SeqCst);
+            // Give an iteration in progress a bounded chance to end.
+            let _ = done.recv_timeout(Duration::from_secs(30));
         }
-        report.lost_episodes = record.lost_episodes(&accepted);
     }
-    let _ = std::fs::remove_dir_all(&folder_path);
-    report.wall = started.elapsed();
-    report
+    if !report.hung {
+        let _ = worker.join();
+    }
+    Some(plant)
+}
+
+/// The run a cell trains on `plant`: the cell's size and seed over the trainer's defaults.
+fn run_config(config: &CellConfig, plant: &PlantDescription) -> RunConfig<TrpoConfig> {
+    let mut run_config: RunConfig<TrpoConfig> = RunConfig {
+        plant: plant.name.to_string(),
+        seed: config.seed,
+        total_steps: config.total_steps,
+        steps_per_iteration: config.steps_per_iteration as u64,
+        ..RunConfig::default()
+    };
+    run_config.trpo.policy_hidden = config.hidden.clone();
+    run_config.trpo.value_hidden = config.hidden.clone();
+    run_config
+}
+
+/// Runs the session in a thread (so the cell can enforce its deadline); the channel gets
+/// whether it finished, or its error.
+fn spawn_session(
+    folder: PathBuf,
+    run_config: RunConfig<TrpoConfig>,
+    fleet: Fleet,
+    sink: Arc<Mutex<Vec<CollectedEpisode>>>,
+    stop: Arc<AtomicBool>,
+) -> (JoinHandle<()>, mpsc::Receiver<Result<bool, String>>) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let result = RunFolder::create(&folder)
+            .map_err(|e| e.to_string())
+            .and_then(|folder| {
+                Session::start_with_fleet(folder, run_config, fleet).map_err(|e| e.to_string())
+            })
+            .and_then(|mut session| {
+                session.observe_rounds(move |results| {
+                    let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    for r in results {
+                        if let Ok(rollout) = &r.outcome {
+                            sink.extend(rollout.episodes.iter().cloned());
+                        }
+                    }
+                });
+                session
+                    .run(&stop, |_| {})
+                    .map(|outcome| outcome.finished)
+                    .map_err(|e| e.to_string())
+            });
+        let _ = done_tx.send(result);
+    });
+    (worker, done_rx)
+}
+
+impl CellReport {
+    /// A report of nothing done yet.
+    fn new(fault: &Fault) -> Self {
+        CellReport {
+            fault: fault.name(),
+            rate: fault.rate(),
+            finished: false,
+            error: None,
+            hung: false,
+            iterations: 0,
+            frames_lost: 0,
+            episodes_discarded: 0,
+            reconnects: 0,
+            final_return: f64::NAN,
+            checked: 0,
+            mismatches: Vec::new(),
+            lost_episodes: 0,
+            resets: 0,
+            cuts: 0,
+            wall: Duration::ZERO,
+        }
+    }
+
+    /// The totals of the run's `metrics.jsonl`, if it wrote one.
+    fn add_metrics(&mut self, folder: &Path) {
+        if let Ok(metrics) = read_metrics(&folder.join("metrics.jsonl")) {
+            self.iterations = metrics.len();
+            self.frames_lost = metrics.iter().map(|m| m.rejected_frames).sum();
+            self.episodes_discarded = metrics.iter().map(|m| m.discarded_episodes).sum();
+            self.reconnects = metrics.iter().map(|m| m.reconnects).sum();
+            self.final_return = metrics.last().map_or(f64::NAN, |m| m.mean_return);
+        }
+    }
+
+    /// Checks the accepted episodes bitwise against what the device sent.
+    fn check_against_device(
+        &mut self,
+        plant: &PlantDescription,
+        tap: &WireTap,
+        accepted: &[CollectedEpisode],
+    ) {
+        let record = DeviceRecord::from_wire(&tap.bytes(), RecordLayout::of_plant(plant));
+        match record.verify(accepted) {
+            Ok(n) => self.checked = n,
+            Err(bad) => self.mismatches = bad,
+        }
+        self.lost_episodes = record.lost_episodes(accepted);
+    }
 }

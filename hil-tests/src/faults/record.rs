@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use tether_shared::DeviceMessage;
 use tether_shared::frame::{FrameDecoder, MAX_FRAME_LEN};
-use tether_shared::message::EpisodeEndReason;
+use tether_shared::message::{EpisodeEndReason, RecordLayout, TransitionRecord};
 use tether_trainer::rollout::CollectedEpisode;
 
 /// Key of one transition: (policy version, episode id, step index).
@@ -25,21 +25,26 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    /// Decodes the device's outgoing bytes; `width` is the plant's record width in f32.
-    pub fn from_wire(bytes: &[u8], width: usize) -> Self {
+    /// Decodes the device's outgoing bytes, records laid out as `layout` (the plant's).
+    /// A batch whose values are not valid records is counted as undecodable.
+    pub fn from_wire(bytes: &[u8], layout: RecordLayout) -> Self {
         let mut record = DeviceRecord::default();
         let mut decoder = Box::new(FrameDecoder::<MAX_FRAME_LEN>::new());
         let mut input = bytes;
         while let Some(result) = decoder.decode_next::<DeviceMessage>(&mut input) {
             match result {
                 Ok(DeviceMessage::Transitions(batch)) => {
-                    for (i, values) in batch.values.chunks_exact(width).enumerate() {
+                    let Ok(records) = batch.records(layout) else {
+                        record.undecodable += 1;
+                        continue;
+                    };
+                    for (i, step) in records.iter().enumerate() {
                         let key = (
                             batch.policy_version,
                             batch.episode,
                             batch.first_step + i as u32,
                         );
-                        let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+                        let bits = record_bits(&step);
                         let slot = record.steps.entry(key).or_default();
                         if !slot.contains(&bits) {
                             slot.push(bits);
@@ -63,23 +68,12 @@ impl DeviceRecord {
 
     /// Checks every step of `accepted` against the record. Returns the number of steps
     /// checked, or a description of the first few that the device never produced.
-    pub fn verify(
-        &self,
-        accepted: &[CollectedEpisode],
-        obs_dim: usize,
-        action_width: usize,
-    ) -> Result<usize, Vec<String>> {
+    pub fn verify(&self, accepted: &[CollectedEpisode]) -> Result<usize, Vec<String>> {
         let mut checked = 0;
         let mut bad = Vec::new();
         for ep in accepted {
-            for step in 0..ep.len() {
-                let mut bits: Vec<u32> = Vec::with_capacity(obs_dim + action_width + 2);
-                let obs = &ep.observations[step * obs_dim..(step + 1) * obs_dim];
-                let act = &ep.actions[step * action_width..(step + 1) * action_width];
-                bits.extend(obs.iter().map(|v| v.to_bits()));
-                bits.extend(act.iter().map(|v| v.to_bits()));
-                bits.push(ep.rewards[step].to_bits());
-                bits.push(ep.device_log_probs[step].to_bits());
+            for (step, transition) in ep.trajectory.records().iter().enumerate() {
+                let bits = record_bits(&transition);
                 let key = (ep.policy_version, ep.episode, step as u32);
                 let known = self.steps.get(&key).is_some_and(|r| r.contains(&bits));
                 if known {
@@ -115,4 +109,15 @@ impl DeviceRecord {
             .filter(|(v, e)| highest.get(v).is_some_and(|h| e < h))
             .count()
     }
+}
+
+/// A record's values as bit patterns, in record order.
+fn record_bits(record: &TransitionRecord<'_>) -> Vec<u32> {
+    record
+        .observation
+        .iter()
+        .chain(record.action)
+        .chain([&record.reward, &record.log_prob])
+        .map(|v| v.to_bits())
+        .collect()
 }

@@ -116,13 +116,11 @@ pub enum RefusalReason {
 
 /// Transitions of one episode, consecutive in step.
 ///
-/// `values` holds `count` records of [`PlantDescription::transition_width`] f32 each:
-/// the observation the policy saw, the action as sampled from the policy (before the
-/// device clamps it to the plant's bounds; a discrete action is its index), the reward that
-/// followed, and the log-probability of that sampled action (0 in deterministic mode). The
-/// host needs the unclamped action: it is the one whose log-probability the learner
-/// differentiates. The flat layout keeps per-value
-/// overhead at zero.
+/// `values` holds records laid out as [`super::RecordLayout`] says (observation, action as
+/// sampled, reward, log-probability; read them through [`TransitionBatch::records`], write
+/// them with [`TransitionBatch::push_record`]). The host needs the unclamped action: it is
+/// the one whose log-probability the learner differentiates. The flat layout keeps
+/// per-value overhead at zero.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TransitionBatch {

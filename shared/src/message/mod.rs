@@ -6,12 +6,16 @@
 
 mod device;
 mod host;
+mod record;
+mod upload;
 
 pub use device::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
     LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
 };
 pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
+pub use upload::{PolicyUpload, UploadStep, params_crc};
 
 /// f32 values carried by one policy upload chunk (960 bytes of payload).
 pub const POLICY_CHUNK_VALUES: usize = 240;

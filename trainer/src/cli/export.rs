@@ -1,30 +1,50 @@
-//! `tether export`: a run's policy as a file to upload or a Rust source to flash.
+//! `tether export`: a run's policy as a file to upload, a Rust source or a C header to
+//! flash, or an ONNX model for inference runtimes.
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{anyhow, bail};
 
 use super::{ExportArgs, ExportFormat};
-use crate::run::atomic_write::write_atomic;
+use crate::interop::{DeployedPolicy, c_header, onnx};
 use crate::run::folder::RunFolder;
-use crate::run::policy_file::PolicyFile;
+use crate::run::{PolicyFile, write_atomic};
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let folder = RunFolder::open(&args.run)?;
+    if !folder.policy_path().exists() {
+        bail!(
+            "{} has no policy yet ({} is written after the first iteration); train or resume \
+             the run first",
+            folder.root().display(),
+            RunFolder::POLICY
+        );
+    }
     let policy = PolicyFile::read_bin(&folder.policy_path())?;
     let out = match (&args.out, args.format) {
         (Some(path), _) => path.clone(),
         (None, ExportFormat::Bin) => folder.root().join("policy-export.bin"),
         (None, ExportFormat::Rust) => folder.root().join("policy.rs"),
+        (None, ExportFormat::Onnx) => folder.root().join("policy.onnx"),
+        (None, ExportFormat::C) => folder.root().join("policy.h"),
     };
-    match args.format {
-        ExportFormat::Bin => policy.write_bin(&out)?,
-        ExportFormat::Rust => {
-            let source = policy.to_rust_source("policy");
-            write_atomic(&out, source.as_bytes())
-                .with_context(|| format!("cannot write {}", out.display()))?;
+    let bytes = match args.format {
+        ExportFormat::Bin => policy.to_bin_bytes(&out)?,
+        ExportFormat::Rust => policy.to_rust_source("policy").into_bytes(),
+        ExportFormat::Onnx => onnx::model_bytes(&DeployedPolicy::for_run(&folder, policy)?),
+        ExportFormat::C => {
+            c_header::header_source(&DeployedPolicy::for_run(&folder, policy)?).into_bytes()
         }
-    }
+    };
+    // Temporary file and rename: an existing file is replaced whole or not at all.
+    // The I/O error alone: the temporary file's name would only confuse.
+    write_atomic(&out, &bytes).map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        anyhow!(
+            "cannot write {}: {cause}; check that its folder exists and is writable",
+            out.display()
+        )
+    })?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }

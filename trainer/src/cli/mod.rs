@@ -38,7 +38,7 @@ pub enum Command {
     Sim(SimArgs),
     /// List serial ports with their USB identifiers.
     Ports,
-    /// Export a run's policy for flashing.
+    /// Export a run's policy for flashing (bin, Rust, C) or for inference runtimes (ONNX).
     Export(ExportArgs),
     /// Continue an interrupted run from its checkpoint.
     Resume(ResumeArgs),
@@ -237,7 +237,8 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Bin)]
     pub format: ExportFormat,
-    /// Output file (default: policy.bin or policy.rs in the run folder).
+    /// Output file (default in the run folder: policy-export.bin, policy.rs, policy.onnx or
+    /// policy.h).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -249,6 +250,10 @@ pub enum ExportFormat {
     Bin,
     /// A Rust source file with a `static` parameter array to build into the firmware.
     Rust,
+    /// An ONNX model (opset 13) of the deterministic policy, for onnxruntime and others.
+    Onnx,
+    /// A self-contained C99 header with the deterministic policy as one function.
+    C,
 }
 
 /// `tether resume`.

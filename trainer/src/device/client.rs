@@ -2,10 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tether_shared::frame::PARAMS_CRC;
-use tether_shared::message::{
-    AckTopic, DeviceInfo, POLICY_CHUNK_VALUES, PolicyBegin, PolicyChunk, RunCommand,
-};
+use tether_shared::message::{AckTopic, DeviceInfo, PolicyUpload, RunCommand};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
@@ -138,39 +135,15 @@ impl DeviceClient {
         spec: &PolicySpec,
         params: &[f32],
     ) -> Result<(), DeviceError> {
-        let crc = PARAMS_CRC.checksum(&le_bytes(params));
-        let begin = HostMessage::PolicyBegin(PolicyBegin {
-            version,
-            spec: spec.clone(),
-            len: params.len() as u32,
-            crc,
-        });
-        self.command(
-            &begin,
-            AckTopic::PolicyBegin { version },
-            "policy upload (begin)",
-        )?;
-        for (index, chunk) in params.chunks(POLICY_CHUNK_VALUES).enumerate() {
-            let offset = (index * POLICY_CHUNK_VALUES) as u32;
-            let values =
-                heapless::Vec::from_slice(chunk).map_err(|_| self.no_ack("policy chunk"))?;
-            let message = HostMessage::PolicyChunk(PolicyChunk {
-                version,
-                offset,
-                values,
-            });
-            let received = offset + chunk.len() as u32;
-            self.command(
-                &message,
-                AckTopic::PolicyChunk { version, received },
-                "policy chunk",
-            )?;
+        for step in PolicyUpload::new(version, spec, params) {
+            let what = match step.message {
+                HostMessage::PolicyBegin(_) => "policy upload (begin)",
+                HostMessage::PolicyChunk(_) => "policy chunk",
+                _ => "policy commit",
+            };
+            self.command(&step.message, step.ack, what)?;
         }
-        self.command(
-            &HostMessage::PolicyCommit { version },
-            AckTopic::PolicyCommit { version },
-            "policy commit",
-        )
+        Ok(())
     }
 
     /// Starts a run of episodes.
@@ -272,11 +245,6 @@ impl DeviceClient {
 /// the offset the device expected, not the one sent).
 fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
     core::mem::discriminant(&refused) == core::mem::discriminant(&expected)
-}
-
-/// The little-endian bytes the upload CRC is computed over.
-pub fn le_bytes(params: &[f32]) -> Vec<u8> {
-    params.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Says `Hello` until the device answers (or the handshake timeout passes) and checks its
@@ -498,10 +466,5 @@ mod tests {
             message.contains("`qube`") && message.contains("`pendulum`"),
             "{message}"
         );
-    }
-
-    #[test]
-    fn upload_crc_covers_little_endian_bytes() {
-        assert_eq!(le_bytes(&[1.0, -2.5]), [0, 0, 128, 63, 0, 0, 32, 192]);
     }
 }

@@ -159,6 +159,20 @@ pub enum QemuTiming {
     RealTime,
 }
 
+/// Additions to a QEMU device's command line beyond what its [`QemuTiming`] sets, for tests
+/// and measurements (tether's own devices take none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QemuExtras<'a> {
+    /// Further words of the board's semihosting command line, after the timing's word. The
+    /// board knows `free`, `realtime` and `bench` (its `cmdline.rs`) and stops, naming the
+    /// word, on any other or on two modes.
+    pub board_words: &'a [&'a str],
+    /// Further QEMU options, after tether's own: e.g. `["-icount", "shift=0"]` (virtual
+    /// time counted in instructions) with [`QemuTiming::FreeRunning`]; the real-time mode
+    /// sets `-icount` itself, and QEMU refuses a second one.
+    pub qemu_options: &'a [&'a str],
+}
+
 /// A running QEMU device, killed and reaped when dropped. Its UART is the pseudo-terminal
 /// at [`QemuDevice::pty`]; what the board prints (semihosting) and QEMU's own messages are
 /// kept ([`QemuDevice::output`]) and logged as warnings under the device's name.
@@ -175,10 +189,20 @@ impl QemuDevice {
     /// QEMU is sent `SIGKILL` when the *thread* that started it ends (Linux's parent-death
     /// signal follows the thread): start it from a thread that outlives the device.
     pub fn spawn(image: &Path, timing: QemuTiming, name: &str) -> Result<Self, QemuError> {
+        Self::spawn_with(image, timing, QemuExtras::default(), name)
+    }
+
+    /// [`QemuDevice::spawn`] with `extras` on the command line.
+    pub fn spawn_with(
+        image: &Path,
+        timing: QemuTiming,
+        extras: QemuExtras<'_>,
+        name: &str,
+    ) -> Result<Self, QemuError> {
         let program = qemu_program()?;
         let mut command = Command::new(program);
         command
-            .args(qemu_args(image, timing))
+            .args(qemu_args(image, timing, extras))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -206,7 +230,7 @@ impl QemuDevice {
                 Ok(device)
             }
             Err(_) => {
-                let why = match device.wait_exit(Duration::from_millis(500)) {
+                let why = match device.wait_for_exit(Duration::from_millis(500)) {
                     Some(status) => format!("it exited with {status}"),
                     None => format!("it named no pseudo-terminal within {START_TIMEOUT:?}"),
                 };
@@ -250,7 +274,9 @@ impl QemuDevice {
         ended
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    /// Waits up to `timeout` for QEMU to end on its own; its exit status, `None` if it
+    /// still runs.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.exit_status() {
@@ -277,7 +303,7 @@ impl Drop for QemuDevice {
 }
 
 /// QEMU's command line for `image` (after the program name).
-fn qemu_args(image: &Path, timing: QemuTiming) -> Vec<OsString> {
+fn qemu_args(image: &Path, timing: QemuTiming, extras: QemuExtras<'_>) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "-M",
         QEMU_MACHINE,
@@ -295,15 +321,23 @@ fn qemu_args(image: &Path, timing: QemuTiming) -> Vec<OsString> {
     .map(OsString::from)
     .collect();
     args.push(image.as_os_str().to_owned());
+    let (word, icount) = match timing {
+        QemuTiming::FreeRunning => ("free", None),
+        QemuTiming::RealTime => (
+            "realtime",
+            Some(format!("shift={REAL_TIME_ICOUNT_SHIFT},align=on")),
+        ),
+    };
+    let words: Vec<&str> = std::iter::once(word)
+        .chain(extras.board_words.iter().copied())
+        .collect();
     args.push("-append".into());
-    match timing {
-        QemuTiming::FreeRunning => args.push("free".into()),
-        QemuTiming::RealTime => {
-            args.push("realtime".into());
-            args.push("-icount".into());
-            args.push(format!("shift={REAL_TIME_ICOUNT_SHIFT},align=on").into());
-        }
+    args.push(words.join(" ").into());
+    if let Some(icount) = icount {
+        args.push("-icount".into());
+        args.push(icount.into());
     }
+    args.extend(extras.qemu_options.iter().map(OsString::from));
     args
 }
 
@@ -396,7 +430,7 @@ mod tests {
     #[test]
     fn the_command_line_chooses_the_board_mode() {
         let text = |timing| {
-            qemu_args(Path::new("/img/qube.elf"), timing)
+            qemu_args(Path::new("/img/qube.elf"), timing, QemuExtras::default())
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
@@ -416,6 +450,23 @@ mod tests {
         assert!(
             real.ends_with("-append realtime -icount shift=4,align=on"),
             "{real}"
+        );
+    }
+
+    #[test]
+    fn extras_follow_the_timing_words_and_options() {
+        let extras = QemuExtras {
+            board_words: &["bench"],
+            qemu_options: &["-icount", "shift=0"],
+        };
+        let image = Path::new("/img/qube.elf");
+        let args: Vec<String> = qemu_args(image, QemuTiming::FreeRunning, extras)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[args.len() - 4..],
+            ["-append", "free bench", "-icount", "shift=0"]
         );
     }
 

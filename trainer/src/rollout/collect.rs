@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{DeviceState, EpisodeEnd, RunCommand, RunMode, TransitionBatch};
+use tether_shared::message::{
+    DeviceState, EpisodeEnd, RecordLayout, RunCommand, RunMode, TransitionBatch,
+};
 use tether_shared::{DeviceMessage, PolicySpec};
 
 use super::crosscheck::log_probs_agree;
@@ -160,10 +162,8 @@ fn run_round(
         mode: request.mode,
     })?;
 
-    let plant = &client.info().plant;
     let mut round = Round {
-        obs_dim: plant.obs_dim as usize,
-        action_width: plant.action.wire_width(),
+        layout: RecordLayout::of_plant(&client.info().plant),
         version: request.version,
         quota: request.steps.unwrap_or(usize::MAX),
         episodes_wanted: request.episodes,
@@ -172,8 +172,10 @@ fn run_round(
         current: None,
         discarded_in_a_row: 0,
         output,
-        check: (request.mode == RunMode::Explore)
-            .then_some((&request.spec, request.params.as_slice())),
+        uploaded: (request.mode == RunMode::Explore).then_some(UploadedPolicy {
+            spec: &request.spec,
+            params: &request.params,
+        }),
     };
     round.current = Some(round.assembler(request.first_episode));
 
@@ -235,10 +237,17 @@ fn receive(
     Ok(())
 }
 
+/// The policy uploaded for a round: what the device's log-probabilities are checked
+/// against.
+struct UploadedPolicy<'a> {
+    spec: &'a PolicySpec,
+    /// Flat f32 parameters in the shared layout.
+    params: &'a [f32],
+}
+
 /// State of one round.
 struct Round<'a> {
-    obs_dim: usize,
-    action_width: usize,
+    layout: RecordLayout,
     version: u32,
     quota: usize,
     episodes_wanted: Option<u32>,
@@ -250,12 +259,12 @@ struct Round<'a> {
     output: &'a mut DeviceRollout,
     /// Policy to cross-check the device's log-probabilities against (exploring rounds only:
     /// deterministic actions carry no log-probability).
-    check: Option<(&'a PolicySpec, &'a [f32])>,
+    uploaded: Option<UploadedPolicy<'a>>,
 }
 
 impl Round<'_> {
     fn assembler(&self, episode: u32) -> EpisodeAssembler {
-        EpisodeAssembler::new(self.obs_dim, self.action_width, self.version, episode)
+        EpisodeAssembler::new(self.layout, self.version, episode)
     }
 
     fn done(&self) -> bool {
@@ -346,8 +355,8 @@ impl Round<'_> {
     }
 
     fn accept(&mut self, episode: CollectedEpisode) {
-        if let Some((spec, params)) = self.check
-            && !log_probs_agree(spec, params, &episode)
+        if let Some(uploaded) = &self.uploaded
+            && !log_probs_agree(uploaded.spec, uploaded.params, &episode)
         {
             self.reject(Rejection::LogProbMismatch);
             return;
@@ -362,7 +371,7 @@ impl Round<'_> {
 mod tests {
     use super::*;
     use crate::device::{ClientConfig, DeviceLink};
-    use crate::rollout::EpisodeEnding;
+    use crate::trpo::batch::EpisodeEnding;
     use tether_firmware::device::DeviceConfig;
     use tether_firmware::plant::AnyPlant;
     use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
@@ -432,7 +441,7 @@ mod tests {
         assert!(rollout.episodes[0].complete_return.is_some());
         assert_eq!(rollout.episodes[2].complete_return, None);
         assert!(
-            matches!(&rollout.episodes[2].ending, EpisodeEnding::Truncated { final_obs } if final_obs.len() == 3)
+            matches!(rollout.episodes[2].trajectory.ending(), EpisodeEnding::Truncated { final_obs } if final_obs.len() == 3)
         );
         assert_eq!(rollout.rejections, RejectionCounts::default());
         // Episode ids are consecutive from the first one requested.
@@ -455,7 +464,7 @@ mod tests {
             first
                 .episodes
                 .iter()
-                .all(|e| e.device_log_probs.iter().all(|lp| *lp < 0.0))
+                .all(|e| e.trajectory.records().iter().all(|r| r.log_prob < 0.0))
         );
     }
 
@@ -478,10 +487,11 @@ mod tests {
         );
         // Deterministic actions carry no log-probability.
         assert!(
-            rollout
-                .episodes
+            rollout.episodes.iter().all(|e| e
+                .trajectory
+                .records()
                 .iter()
-                .all(|e| e.device_log_probs.iter().all(|lp| *lp == 0.0))
+                .all(|r| r.log_prob == 0.0))
         );
     }
 }

@@ -5,8 +5,7 @@
 //! means the device ran something else than what was sent (corrupted parameters, a stale
 //! buffer) and the episode must not be learned from.
 
-use tether_firmware::sampler::gaussian_log_prob;
-use tether_shared::policy::PolicyView;
+use tether_shared::policy::{PolicyView, categorical_log_prob, gaussian_log_prob};
 use tether_shared::{PolicyHead, PolicySpec};
 
 use super::episode::CollectedEpisode;
@@ -22,33 +21,31 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
     let Ok(view) = PolicyView::new(spec, params) else {
         return false;
     };
-    let obs_dim = spec.obs_dim as usize;
-    let out_dim = spec.output_dim();
-    let action_width = match spec.head {
-        PolicyHead::Gaussian { action_dim } => action_dim as usize,
-        PolicyHead::Categorical { .. } => 1,
-    };
     let mut scratch = vec![0.0f32; spec.scratch_len()];
-    let mut out = vec![0.0f32; out_dim];
-    let steps = episode
-        .observations
-        .chunks_exact(obs_dim)
-        .zip(episode.actions.chunks_exact(action_width))
-        .zip(&episode.device_log_probs);
-    for ((obs, action), &device) in steps {
-        if view.forward(obs, &mut scratch, &mut out).is_err() {
+    let mut out = vec![0.0f32; spec.output_dim()];
+    for record in episode.trajectory.records().iter() {
+        if view
+            .forward(record.observation, &mut scratch, &mut out)
+            .is_err()
+        {
             return false;
         }
         let host = match (spec.head, view.log_std()) {
             (PolicyHead::Gaussian { .. }, Some(log_std)) => {
-                gaussian_log_prob(&out, log_std, action)
+                gaussian_log_prob(&out, log_std, record.action)
             }
-            (PolicyHead::Categorical { .. }, _) => match categorical_log_prob(&out, action[0]) {
-                Some(lp) => lp,
-                None => return false,
-            },
+            (PolicyHead::Categorical { .. }, _) => {
+                match record
+                    .action_index()
+                    .and_then(|k| categorical_log_prob(&out, k))
+                {
+                    Some(lp) => lp,
+                    None => return false,
+                }
+            }
             (PolicyHead::Gaussian { .. }, None) => return false,
         };
+        let device = record.log_prob;
         if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
             return false;
         }
@@ -56,21 +53,14 @@ pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpi
     true
 }
 
-/// `log softmax(logits)[index]`, or `None` for an index that is not a valid choice.
-fn categorical_log_prob(logits: &[f32], index: f32) -> Option<f32> {
-    if index < 0.0 || index.fract() != 0.0 {
-        return None;
-    }
-    let chosen = *logits.get(index as usize)?;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&z| (z - max).exp()).sum();
-    Some(chosen - max - sum.ln())
-}
-
 #[cfg(test)]
 mod tests {
+    use tether_shared::message::{RecordAction, RecordLayout, TransitionRecords};
+
     use super::*;
-    use crate::rollout::EpisodeEnding;
+    use crate::trpo::batch::Trajectory;
+
+    const GAUSSIAN: RecordLayout = RecordLayout::new(1, RecordAction::Continuous { dim: 1 });
 
     fn spec(head: PolicyHead) -> PolicySpec {
         PolicySpec {
@@ -81,15 +71,17 @@ mod tests {
         }
     }
 
-    fn episode(obs: f32, action: f32, log_prob: f32) -> CollectedEpisode {
+    /// A one-step episode as the device reported it.
+    fn episode(layout: RecordLayout, obs: f32, action: f32, log_prob: f32) -> CollectedEpisode {
+        let values = [obs, action, 0.0, log_prob];
+        let mut trajectory = Trajectory::new(layout);
+        trajectory
+            .extend(TransitionRecords::new_checked(layout, &values).expect("a valid record"))
+            .expect("same layout");
         CollectedEpisode {
             episode: 0,
             policy_version: 1,
-            observations: vec![obs],
-            actions: vec![action],
-            rewards: vec![0.0],
-            device_log_probs: vec![log_prob],
-            ending: EpisodeEnding::Terminated,
+            trajectory,
             complete_return: None,
             worst_step_us: 0,
             missed_deadlines: 0,
@@ -106,18 +98,13 @@ mod tests {
         let mean = 2.0 * obs + 0.5;
         let z = (action - mean) / 0.5;
         let closed = -0.5 * z * z - log_std - 0.5 * (2.0 * std::f32::consts::PI).ln();
-        assert!(log_probs_agree(&s, &params, &episode(obs, action, closed)));
-        assert!(!log_probs_agree(
-            &s,
-            &params,
-            &episode(obs, action, closed + 0.01)
-        ));
+        let agree = |params: &[f32], log_prob| {
+            log_probs_agree(&s, params, &episode(GAUSSIAN, obs, action, log_prob))
+        };
+        assert!(agree(&params, closed));
+        assert!(!agree(&params, closed + 0.01));
         // The device ran other weights than the host sent.
-        assert!(!log_probs_agree(
-            &s,
-            &[2.1, 0.5, log_std],
-            &episode(obs, action, closed)
-        ));
+        assert!(!agree(&[2.1, 0.5, log_std], closed));
     }
 
     #[test]
@@ -127,14 +114,27 @@ mod tests {
         let params = [1.0, -1.0, 0.0, 1.0];
         let logits = [0.5f32, 0.5];
         let expected = 0.5 - (logits[0].exp() + logits[1].exp()).ln();
-        assert!(log_probs_agree(&s, &params, &episode(0.5, 0.0, expected)));
+        let two = RecordLayout::new(1, RecordAction::Discrete { n: 2 });
+        assert!(log_probs_agree(
+            &s,
+            &params,
+            &episode(two, 0.5, 0.0, expected)
+        ));
+        assert!(log_probs_agree(
+            &s,
+            &params,
+            &episode(two, 0.5, 1.0, expected)
+        ));
+        assert!(!log_probs_agree(
+            &s,
+            &params,
+            &episode(two, 0.5, 1.0, expected + 0.01)
+        ));
+        // A choice the policy does not have (the device claims three).
+        let three = RecordLayout::new(1, RecordAction::Discrete { n: 3 });
         assert!(
-            !log_probs_agree(&s, &params, &episode(0.5, 2.0, expected)),
+            !log_probs_agree(&s, &params, &episode(three, 0.5, 2.0, expected)),
             "index out of range"
-        );
-        assert!(
-            !log_probs_agree(&s, &params, &episode(0.5, 0.5, expected)),
-            "fractional index"
         );
     }
 }

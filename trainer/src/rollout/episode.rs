@@ -1,19 +1,10 @@
 //! Episodes as a device delivers them, assembled from transition batches under the sample
-//! hygiene rules: contiguous steps, the expected policy version, finite values.
+//! hygiene rules: contiguous steps, the expected policy version, checked records
+//! ([`TransitionBatch::records`]).
 
-use tether_shared::message::{EpisodeEnd, EpisodeEndReason, TransitionBatch};
+use tether_shared::message::{EpisodeEnd, EpisodeEndReason, RecordLayout, TransitionBatch};
 
-/// How a collected episode ends, as the learner needs it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum EpisodeEnding {
-    /// Reached a terminal state: no bootstrap.
-    Terminated,
-    /// Cut by the time limit or the batch size: bootstrap from this observation.
-    Truncated {
-        /// Observation after the last kept step.
-        final_obs: Vec<f32>,
-    },
-}
+use crate::trpo::batch::Trajectory;
 
 /// One episode (or the leading part of one, cut at the batch size), checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,17 +13,9 @@ pub struct CollectedEpisode {
     pub episode: u32,
     /// Policy version that produced every step.
     pub policy_version: u32,
-    /// Observations, `len × obs_dim`, row-major.
-    pub observations: Vec<f32>,
-    /// Actions as sampled (before clamping), `len × action_width`; a discrete action is its
-    /// index.
-    pub actions: Vec<f32>,
-    /// Rewards, one per step.
-    pub rewards: Vec<f32>,
-    /// The device's log-probability of each action.
-    pub device_log_probs: Vec<f32>,
-    /// How it ended.
-    pub ending: EpisodeEnding,
+    /// The transitions as the device recorded them (observation, action as sampled before
+    /// clamping, reward, the device's log-probability) and how the episode ended.
+    pub trajectory: Trajectory,
     /// The undiscounted return if the episode ran to its natural end (terminated or time
     /// limit); `None` when the batch cut it short.
     pub complete_return: Option<f32>,
@@ -45,12 +28,12 @@ pub struct CollectedEpisode {
 impl CollectedEpisode {
     /// Steps in the episode.
     pub fn len(&self) -> usize {
-        self.rewards.len()
+        self.trajectory.len()
     }
 
     /// Whether the episode has no steps.
     pub fn is_empty(&self) -> bool {
-        self.rewards.is_empty()
+        self.trajectory.is_empty()
     }
 }
 
@@ -63,7 +46,7 @@ pub enum Rejection {
     StalePolicy,
     /// A batch belonged to an episode other than the one in progress.
     WrongEpisode,
-    /// Values not a whole number of records, or not finite.
+    /// Values not whole records, not finite, or a discrete action that is no valid choice.
     Malformed,
     /// The device reported overrun or fault for the episode.
     DeviceDiscarded,
@@ -76,8 +59,7 @@ pub enum Rejection {
 /// Builds one episode from its batches.
 #[derive(Debug)]
 pub struct EpisodeAssembler {
-    obs_dim: usize,
-    action_width: usize,
+    layout: RecordLayout,
     version: u32,
     episode: u32,
     spoiled: Option<Rejection>,
@@ -96,22 +78,17 @@ pub enum Fed {
 }
 
 impl EpisodeAssembler {
-    /// Starts episode `episode` under policy `version`.
-    pub fn new(obs_dim: usize, action_width: usize, version: u32, episode: u32) -> Self {
+    /// Starts episode `episode` under policy `version`, for records laid out as `layout`.
+    pub fn new(layout: RecordLayout, version: u32, episode: u32) -> Self {
         EpisodeAssembler {
-            obs_dim,
-            action_width,
+            layout,
             version,
             episode,
             spoiled: None,
             data: CollectedEpisode {
                 episode,
                 policy_version: version,
-                observations: Vec::new(),
-                actions: Vec::new(),
-                rewards: Vec::new(),
-                device_log_probs: Vec::new(),
-                ending: EpisodeEnding::Terminated,
+                trajectory: Trajectory::new(layout),
                 complete_return: None,
                 worst_step_us: 0,
                 missed_deadlines: 0,
@@ -139,33 +116,30 @@ impl EpisodeAssembler {
         self.spoiled
     }
 
-    /// Width of one record on the wire.
-    pub fn record_width(&self) -> usize {
-        self.obs_dim + self.action_width + 2
-    }
-
     /// Checks a batch and appends its records, at most `limit` of them.
     pub fn feed(&mut self, batch: &TransitionBatch, limit: usize) -> Fed {
         if self.spoiled.is_some() {
             return Fed::Ignored;
         }
-        let verdict = self.check(batch);
-        if let Err(rejection) = verdict {
-            self.spoiled = Some(rejection);
-            return Fed::Spoiled(rejection);
+        let appended = self
+            .check(batch)
+            .and_then(|()| batch.records(self.layout).map_err(|_| Rejection::Malformed))
+            .and_then(|records| {
+                self.data
+                    .trajectory
+                    .extend(records.take(limit))
+                    .map_err(|_| Rejection::Malformed)
+            });
+        match appended {
+            Ok(()) => Fed::Appended,
+            Err(rejection) => {
+                self.spoiled = Some(rejection);
+                Fed::Spoiled(rejection)
+            }
         }
-        let width = self.record_width();
-        for record in batch.values.chunks_exact(width).take(limit) {
-            let (obs, rest) = record.split_at(self.obs_dim);
-            let (action, rest) = rest.split_at(self.action_width);
-            self.data.observations.extend_from_slice(obs);
-            self.data.actions.extend_from_slice(action);
-            self.data.rewards.push(rest[0]);
-            self.data.device_log_probs.push(rest[1]);
-        }
-        Fed::Appended
     }
 
+    /// The sequencing rules: this episode, the uploaded policy, the next step.
     fn check(&self, batch: &TransitionBatch) -> Result<(), Rejection> {
         if batch.policy_version != self.version {
             return Err(Rejection::StalePolicy);
@@ -176,21 +150,7 @@ impl EpisodeAssembler {
         if batch.first_step as usize != self.data.len() {
             return Err(Rejection::Gap);
         }
-        let width = self.record_width();
-        if batch.values.is_empty()
-            || !batch.values.len().is_multiple_of(width)
-            || batch.values.iter().any(|v| !v.is_finite())
-        {
-            return Err(Rejection::Malformed);
-        }
         Ok(())
-    }
-
-    /// Observation `index` steps into the episode, if received.
-    pub fn observation(&self, index: usize) -> Option<&[f32]> {
-        self.data
-            .observations
-            .get(index * self.obs_dim..(index + 1) * self.obs_dim)
     }
 
     /// Cuts the episode after `keep` steps, bootstrapping from observation `keep` (which
@@ -199,15 +159,17 @@ impl EpisodeAssembler {
         if let Some(rejection) = self.spoiled {
             return Err(rejection);
         }
-        let final_obs = self
-            .observation(keep)
+        let trajectory = &mut self.data.trajectory;
+        let final_obs = trajectory
+            .records()
+            .get(keep)
             .ok_or(Rejection::Inconsistent)?
+            .observation
             .to_vec();
-        self.data.observations.truncate(keep * self.obs_dim);
-        self.data.actions.truncate(keep * self.action_width);
-        self.data.rewards.truncate(keep);
-        self.data.device_log_probs.truncate(keep);
-        self.data.ending = EpisodeEnding::Truncated { final_obs };
+        trajectory.truncate(keep);
+        trajectory
+            .end_truncated(&final_obs)
+            .map_err(|_| Rejection::Malformed)?;
         Ok(self.data)
     }
 
@@ -232,24 +194,19 @@ impl EpisodeAssembler {
         if end.length as usize != self.data.len() {
             return Err(Rejection::Inconsistent);
         }
-        let sum: f64 = self.data.rewards.iter().map(|&r| f64::from(r)).sum();
+        let sum = self.data.trajectory.total_reward();
         let tolerance = 1e-3 * (1.0 + sum.abs());
         if (sum - f64::from(end.episode_return)).abs() > tolerance {
             return Err(Rejection::Inconsistent);
         }
-        self.data.ending = match end.reason {
-            EpisodeEndReason::Terminated => EpisodeEnding::Terminated,
-            _ => {
-                if end.final_obs.len() != self.obs_dim
-                    || end.final_obs.iter().any(|v| !v.is_finite())
-                {
-                    return Err(Rejection::Malformed);
-                }
-                EpisodeEnding::Truncated {
-                    final_obs: end.final_obs.to_vec(),
-                }
-            }
-        };
+        match end.reason {
+            EpisodeEndReason::Terminated => self.data.trajectory.end_terminated(),
+            _ => self
+                .data
+                .trajectory
+                .end_truncated(&end.final_obs)
+                .map_err(|_| Rejection::Malformed)?,
+        }
         if matches!(
             end.reason,
             EpisodeEndReason::Terminated | EpisodeEndReason::Truncated
@@ -265,6 +222,25 @@ impl EpisodeAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trpo::batch::EpisodeEnding;
+    use tether_shared::message::RecordAction;
+
+    /// obs_dim 1, action width 1: [obs, action, reward, logp]
+    const LAYOUT: RecordLayout = RecordLayout::new(1, RecordAction::Continuous { dim: 1 });
+
+    fn assembler() -> EpisodeAssembler {
+        EpisodeAssembler::new(LAYOUT, 3, 7)
+    }
+
+    /// One column of the episode's records.
+    fn column(ep: &CollectedEpisode, part: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+        ep.trajectory
+            .records()
+            .values()
+            .chunks_exact(4)
+            .map(part)
+            .collect()
+    }
 
     fn batch(episode: u32, first_step: u32, version: u32, records: &[[f32; 4]]) -> TransitionBatch {
         // obs_dim 1, action width 1: [obs, action, reward, logp]
@@ -295,7 +271,7 @@ mod tests {
 
     #[test]
     fn contiguous_batches_make_an_episode() {
-        let mut a = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut a = assembler();
         assert_eq!(
             a.feed(
                 &batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5], [1.0, 0.2, 2.0, -0.6]]),
@@ -310,12 +286,13 @@ mod tests {
         let ep = a
             .finish(&end(7, 3, 6.0, EpisodeEndReason::Truncated))
             .unwrap();
-        assert_eq!(ep.observations, vec![0.0, 1.0, 2.0]);
-        assert_eq!(ep.actions, vec![0.1, 0.2, 0.3]);
-        assert_eq!(ep.rewards, vec![1.0, 2.0, 3.0]);
+        assert_eq!(column(&ep, |r| r[0]), vec![0.0, 1.0, 2.0]);
+        assert_eq!(column(&ep, |r| r[1]), vec![0.1, 0.2, 0.3]);
+        assert_eq!(column(&ep, |r| r[2]), vec![1.0, 2.0, 3.0]);
+        assert_eq!(column(&ep, |r| r[3]), vec![-0.5, -0.6, -0.7]);
         assert_eq!(
-            ep.ending,
-            EpisodeEnding::Truncated {
+            ep.trajectory.ending(),
+            &EpisodeEnding::Truncated {
                 final_obs: vec![9.0]
             }
         );
@@ -324,7 +301,7 @@ mod tests {
 
     #[test]
     fn gaps_stale_versions_and_bad_values_spoil_the_episode() {
-        let mut a = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut a = assembler();
         a.feed(&batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX);
         assert_eq!(
             a.feed(&batch(7, 2, 3, &[[2.0, 0.3, 3.0, -0.7]]), usize::MAX),
@@ -339,17 +316,17 @@ mod tests {
             Err(Rejection::Gap)
         );
 
-        let mut b = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut b = assembler();
         assert_eq!(
             b.feed(&batch(7, 0, 2, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX),
             Fed::Spoiled(Rejection::StalePolicy)
         );
-        let mut c = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut c = assembler();
         assert_eq!(
             c.feed(&batch(7, 0, 3, &[[f32::NAN, 0.1, 1.0, -0.5]]), usize::MAX),
             Fed::Spoiled(Rejection::Malformed)
         );
-        let mut d = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut d = assembler();
         assert_eq!(
             d.feed(&batch(8, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX),
             Fed::Spoiled(Rejection::WrongEpisode)
@@ -358,20 +335,20 @@ mod tests {
 
     #[test]
     fn end_summary_must_agree_with_received_steps() {
-        let mut a = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut a = assembler();
         a.feed(&batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX);
         // The device says two steps: the last batch was lost.
         assert_eq!(
             a.finish(&end(7, 2, 1.0, EpisodeEndReason::Terminated)),
             Err(Rejection::Inconsistent)
         );
-        let mut b = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut b = assembler();
         b.feed(&batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX);
         assert_eq!(
             b.finish(&end(7, 1, 5.0, EpisodeEndReason::Terminated)),
             Err(Rejection::Inconsistent)
         );
-        let mut c = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut c = assembler();
         c.feed(&batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX);
         assert_eq!(
             c.finish(&end(7, 1, 1.0, EpisodeEndReason::Overrun)),
@@ -381,7 +358,7 @@ mod tests {
 
     #[test]
     fn cut_bootstraps_from_the_next_observation() {
-        let mut a = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut a = assembler();
         a.feed(
             &batch(
                 7,
@@ -396,15 +373,15 @@ mod tests {
             usize::MAX,
         );
         let ep = a.cut(2).unwrap();
-        assert_eq!(ep.rewards, vec![1.0, 2.0]);
+        assert_eq!(column(&ep, |r| r[2]), vec![1.0, 2.0]);
         assert_eq!(
-            ep.ending,
-            EpisodeEnding::Truncated {
+            ep.trajectory.ending(),
+            &EpisodeEnding::Truncated {
                 final_obs: vec![2.0]
             }
         );
         assert_eq!(ep.complete_return, None);
-        let mut b = EpisodeAssembler::new(1, 1, 3, 7);
+        let mut b = assembler();
         b.feed(&batch(7, 0, 3, &[[0.0, 0.1, 1.0, -0.5]]), usize::MAX);
         assert_eq!(b.cut(1), Err(Rejection::Inconsistent));
     }

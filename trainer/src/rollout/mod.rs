@@ -12,5 +12,5 @@ pub mod episode;
 pub mod pool;
 
 pub use collect::{CollectRequest, DeviceRollout, RejectionCounts};
-pub use episode::{CollectedEpisode, EpisodeEnding};
+pub use episode::CollectedEpisode;
 pub use pool::DevicePool;

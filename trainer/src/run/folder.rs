@@ -69,6 +69,10 @@ impl RunFolder {
     pub const CURVE_SVG: &'static str = "curve.svg";
     /// Learning-curve PNG file name.
     pub const CURVE_PNG: &'static str = "curve.png";
+    /// Plant description file name.
+    pub const PLANT: &'static str = "plant.json";
+    /// TensorBoard event folder name.
+    pub const TENSORBOARD: &'static str = "tb";
 
     /// The default folder for a new run: `<runs_root>/<plant>-<YYYYmmdd-HHMMSS>`, time in
     /// UTC (names sort chronologically and do not jump with daylight saving). Characters of
@@ -191,6 +195,16 @@ impl RunFolder {
     /// `curve.png`: learning curves as a bitmap.
     pub fn curve_png(&self) -> PathBuf {
         self.root.join(Self::CURVE_PNG)
+    }
+
+    /// `plant.json`: the plant description the devices sent.
+    pub fn plant_path(&self) -> PathBuf {
+        self.root.join(Self::PLANT)
+    }
+
+    /// `tb/`: TensorBoard event files.
+    pub fn tensorboard_dir(&self) -> PathBuf {
+        self.root.join(Self::TENSORBOARD)
     }
 }
 
@@ -340,5 +354,7 @@ mod tests {
         assert_eq!(run.config_path(), dir.join("config.toml"));
         assert_eq!(run.curve_svg(), dir.join("curve.svg"));
         assert_eq!(run.curve_png(), dir.join("curve.png"));
+        assert_eq!(run.plant_path(), dir.join("plant.json"));
+        assert_eq!(run.tensorboard_dir(), dir.join("tb"));
     }
 }

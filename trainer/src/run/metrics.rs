@@ -30,6 +30,9 @@ pub struct IterationMetrics {
     /// Mean undiscounted return of this iteration's episodes.
     #[serde(deserialize_with = "nan_if_null")]
     pub mean_return: f64,
+    /// Mean length in steps of this iteration's complete episodes (NaN when none ended).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub mean_episode_length: f64,
     /// Measured mean KL divergence between the old and the accepted policy (nats).
     #[serde(deserialize_with = "nan_if_null")]
     pub kl: f64,
@@ -71,9 +74,50 @@ pub struct IterationMetrics {
     /// Wall-clock seconds of the TRPO update alone.
     #[serde(deserialize_with = "nan_if_null")]
     pub update_s: f64,
+    /// Environment steps of this iteration per wall-clock second of it (collection and
+    /// update).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub steps_per_s: f64,
+    /// Longest control step any device measured in this iteration's episodes, in
+    /// microseconds (0 when no episode ended on the device this iteration).
+    #[serde(default)]
+    pub device_worst_step_us: u32,
+    /// Control steps that started past their deadline, summed over this iteration's
+    /// episodes and devices.
+    #[serde(default)]
+    pub device_missed_deadlines: u64,
+    /// The plant's control period, in microseconds, as the devices time their deadlines.
+    #[serde(default)]
+    pub control_period_us: u64,
     /// Why the update was skipped or the step rejected, if it was.
     #[serde(default)]
     pub skipped_reason: Option<String>,
+}
+
+impl IterationMetrics {
+    /// The devices' real-time health in a few words when a control deadline was missed this
+    /// iteration (for the progress line), e.g. `"3 missed deadlines, worst step 25100 µs of
+    /// 20000 µs"`; `None` when every step started on time.
+    pub fn missed_deadline_note(&self) -> Option<String> {
+        (self.device_missed_deadlines > 0).then(|| {
+            format!(
+                "{} missed deadline{}, worst step {} µs of {} µs",
+                self.device_missed_deadlines,
+                if self.device_missed_deadlines == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                self.device_worst_step_us,
+                self.control_period_us
+            )
+        })
+    }
+}
+
+/// The value of a float field that older `metrics.jsonl` files do not have.
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// Reads a JSON number or `null` (written for NaN and infinities) as `f64`.
@@ -278,6 +322,7 @@ mod tests {
             env_steps: 1000 * (i + 1),
             episodes: 5,
             mean_return: -100.0 + i as f64 * 0.1,
+            mean_episode_length: 200.0,
             kl: 0.009,
             entropy: 1.2,
             expected_improvement: 0.02,
@@ -293,6 +338,10 @@ mod tests {
             devices_active: 2,
             wall_s: 1.5,
             update_s: 0.2,
+            steps_per_s: 1500.0 + i as f64,
+            device_worst_step_us: 40 + i as u32,
+            device_missed_deadlines: i / 2,
+            control_period_us: 20_000,
             skipped_reason: (i % 4 == 3).then(|| "line search failed".to_owned()),
         }
     }
@@ -332,6 +381,44 @@ mod tests {
         assert!(back[0].explained_variance.is_nan());
         assert!(back[0].improvement_ratio.is_nan());
         assert_eq!(back[0].kl, 0.009);
+    }
+
+    #[test]
+    fn lines_from_before_the_timing_fields_still_read() {
+        let dir = TestDir::new("metrics-old");
+        let path = dir.join("metrics.jsonl");
+        let mut line = serde_json::to_value(record(2)).unwrap();
+        let fields = line.as_object_mut().unwrap();
+        for key in [
+            "mean_episode_length",
+            "steps_per_s",
+            "device_worst_step_us",
+            "device_missed_deadlines",
+            "control_period_us",
+        ] {
+            assert!(fields.remove(key).is_some(), "{key}");
+        }
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let back = read_metrics(&path).unwrap();
+        assert!(back[0].mean_episode_length.is_nan() && back[0].steps_per_s.is_nan());
+        assert_eq!(
+            (
+                back[0].device_worst_step_us,
+                back[0].device_missed_deadlines,
+                back[0].control_period_us
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(back[0].mean_return, record(2).mean_return);
+    }
+
+    #[test]
+    fn the_progress_note_appears_only_when_a_deadline_was_missed() {
+        assert_eq!(record(0).missed_deadline_note(), None);
+        assert_eq!(
+            record(3).missed_deadline_note().as_deref(),
+            Some("1 missed deadline, worst step 43 µs of 20000 µs")
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
 //! | `policy.bin` | [`policy_file`] | the exported f32 policy in the device's wire layout |
 //! | `curve.svg`, `curve.png` | [`plot`] | learning curves, on demand or at the end |
+//! | `tb/events.out.tfevents.*` | [`tensorboard`] | the metrics as TensorBoard scalars, each iteration |
+//! | `plant.json` | [`plant_file`] | the devices' plant description, at start and resume |
 //!
 //! [`folder::RunFolder`] creates the folder and names the paths; each file format lives in
 //! its own module with its own error type, and every error names the file it concerns. The
@@ -16,19 +18,23 @@
 //! file written whole is replaced through [`atomic_write`].
 //!
 //! Crash safety, in the order the run loop should write each iteration: append the metrics
-//! line ([`metrics::MetricsLog::append`], durable when it returns), then save the checkpoint
+//! line and its TensorBoard event ([`iteration_log::IterationLog::append`], durable when it
+//! returns), then save the checkpoint
 //! ([`checkpoint::Checkpoint::save`], atomic). A crash at any point leaves a checkpoint for
 //! some iteration `k` and metrics for at least the iterations before it; resuming calls
-//! [`metrics::MetricsLog::open_resume`] with `k` to drop the lines written after it.
+//! [`iteration_log::IterationLog::open_resume`] with `k` to drop what was written after it.
 
 pub mod atomic_write;
 pub mod checkpoint;
 pub mod config;
 pub mod folder;
+pub mod iteration_log;
 pub mod metrics;
+pub mod plant_file;
 pub mod plot;
 pub mod policy_file;
 pub mod sealed;
+pub mod tensorboard;
 
 pub use atomic_write::{AtomicWriteError, write_atomic};
 pub use checkpoint::{Checkpoint, CheckpointError};

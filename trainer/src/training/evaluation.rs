@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tether_shared::message::RunMode;
+use tether_shared::seeds::evaluation_seed;
 
 use super::fleet::{Fleet, FleetError, FleetSpec};
-use super::session::round_seed;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::policy_file::PolicyFile;
 
@@ -77,7 +77,7 @@ pub fn evaluate(
         spec: policy.spec.clone(),
         params: params.clone(),
         first_episode: 0,
-        seed: round_seed(seed, u64::MAX, device as u64),
+        seed: evaluation_seed(seed, device as u64),
         mode: RunMode::Deterministic,
         steps: None,
         episodes: Some(episodes / live + u32::from((rank as u32) < episodes % live)),

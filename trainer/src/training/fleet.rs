@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tether_firmware::sim::TimeMode;
 use tether_shared::PlantDescription;
+use tether_shared::seeds::board_seed;
 
 use super::link_budget::LinkBudget;
 use crate::device::simulated::{
@@ -142,7 +143,7 @@ impl FleetSpec {
             time: TimeMode::Virtual,
             baud: self.emulate_baud.then_some(self.baud),
             faults: self.faults.as_deref(),
-            seed: self.seed ^ (u64::from(index) << 32 | 0x51_u64),
+            seed: board_seed(self.seed, index),
             machine: match self.link {
                 LinkKind::Memory | LinkKind::Pty => SimMachine::Host,
                 LinkKind::Qemu => SimMachine::Qemu {

@@ -3,7 +3,7 @@
 
 use tether_shared::PlantDescription;
 use tether_shared::frame::max_frame_len;
-use tether_shared::message::TRANSITION_BATCH_VALUES;
+use tether_shared::message::{RecordLayout, TRANSITION_BATCH_VALUES};
 
 /// Fraction of a link's byte rate the transition stream may use; the rest carries
 /// heartbeats, acknowledgements and episode ends, and absorbs jitter.
@@ -21,7 +21,7 @@ pub struct LinkBudget {
 impl LinkBudget {
     /// The budget of `plant` on a serial line at `baud` bits per second.
     pub fn serial(plant: &PlantDescription, baud: u32) -> Self {
-        let width = plant.transition_width().max(1);
+        let width = RecordLayout::of_plant(plant).width().max(1);
         let records_per_batch = (TRANSITION_BATCH_VALUES / width).max(1);
         // A full batch: the records' f32 values plus the batch header, CRC and COBS.
         let payload = records_per_batch * width * 4 + 16;

@@ -2,17 +2,19 @@
 //!
 //! - [`fleet`]: connecting the run's devices (simulated boards, serial ports, TCP rigs);
 //! - [`link_budget`]: whether a serial link can carry a plant's transition stream;
-//! - [`batch`]: turning what the devices delivered into the learner's batch;
+//! - [`assembly`]: turning what the devices delivered into the learner's batch;
 //! - [`preset`]: the table of per-plant starting settings;
+//! - [`round_stats`]: episode lengths and device timing of a round, for the metrics;
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
 
-pub mod batch;
+pub mod assembly;
 pub mod evaluation;
 pub mod fleet;
 pub mod link_budget;
 pub mod preset;
+pub mod round_stats;
 pub mod run_state;
 pub mod session;
 

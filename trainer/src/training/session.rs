@@ -2,8 +2,8 @@
 //!
 //! Each iteration: export the policy as f32 → every live device collects its share of the
 //! step budget (uploading the new policy first) → the batch is assembled in device order →
-//! one TRPO update → the metrics line, `policy.bin` and the checkpoint are written, in that
-//! order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
+//! one TRPO update → the metrics line (in `metrics.jsonl` and the TensorBoard events),
+//! `policy.bin` and the checkpoint are written, in that order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
 //! the iteration it was in, which reproduces exactly because every random stream is a
 //! function of (seed, iteration, device).
 
@@ -11,22 +11,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tether_shared::message::RunMode;
-use tether_shared::{ActionSpace, PlantDescription, PolicySpec};
+use tether_shared::message::{RecordLayout, RunMode};
+use tether_shared::seeds::round_seed;
+use tether_shared::{PlantDescription, PolicySpec};
 
-use super::batch::{AssembledBatch, assemble};
+use super::assembly::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
+use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::folder::RunFolder;
-use crate::run::metrics::{IterationMetrics, MetricsError, MetricsLog};
+use crate::run::iteration_log::{IterationLog, IterationLogError};
+use crate::run::metrics::{IterationMetrics, MetricsError};
+use crate::run::plant_file::{PlantFileError, save_plant};
 use crate::run::plot::plot_curves;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
 use crate::trpo::device_format::shared_spec;
-use crate::trpo::distribution::PolicyHead;
+use crate::trpo::distribution::ActionDistribution;
 use crate::trpo::hyperparams::TrpoConfig;
 use crate::trpo::{StateError, Trpo, UpdateError, UpdateReport};
 
@@ -58,6 +62,12 @@ pub enum SessionError {
     /// Writing the metrics failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Writing `metrics.jsonl` or the TensorBoard events failed.
+    #[error(transparent)]
+    IterationLog(#[from] IterationLogError),
+    /// Writing the plant description failed.
+    #[error(transparent)]
+    PlantFile(#[from] PlantFileError),
     /// Writing the policy failed.
     #[error(transparent)]
     PolicyFile(#[from] PolicyFileError),
@@ -93,7 +103,7 @@ pub struct Session {
     spec: PolicySpec,
     learner: Trpo,
     progress: Progress,
-    metrics: MetricsLog,
+    metrics: IterationLog,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
 }
@@ -130,7 +140,7 @@ impl Session {
                 expected: config.plant,
             }));
         }
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::new(
             fleet.plant.obs_dim as usize,
             head,
@@ -139,7 +149,8 @@ impl Session {
         )
         .map_err(|e| SessionError::Learner(e.to_string()))?;
         config.save(&folder.config_path())?;
-        let metrics = MetricsLog::create(&folder.metrics_path())?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
+        let metrics = IterationLog::create(&folder)?;
         Self::assemble(
             folder,
             config,
@@ -166,11 +177,12 @@ impl Session {
             )));
         }
         let fleet = Fleet::connect(&FleetSpec::from_config(&config)?)?;
-        let head = policy_head(&fleet.plant);
+        let head = ActionDistribution::of_plant(&fleet.plant);
         let learner = Trpo::from_state(fleet.plant.obs_dim as usize, head, state.learner)
             .map_err(|e: StateError| SessionError::BadCheckpoint(e.to_string()))?;
+        save_plant(&folder.plant_path(), &fleet.plant)?;
         let (metrics, history) =
-            MetricsLog::open_resume(&folder.metrics_path(), state.progress.iteration)?;
+            IterationLog::open_resume(&folder, state.progress.iteration, state.progress.env_steps)?;
         Self::assemble(
             folder,
             config,
@@ -188,7 +200,7 @@ impl Session {
         fleet: Fleet,
         learner: Trpo,
         progress: Progress,
-        metrics: MetricsLog,
+        metrics: IterationLog,
         history: Vec<IterationMetrics>,
     ) -> Result<Self, SessionError> {
         let spec = shared_spec(learner.policy(), learner.normalizer().is_some())
@@ -287,19 +299,26 @@ impl Session {
         self.progress.env_steps += assembled.steps as u64;
         self.progress.episodes += assembled.complete_returns.len() as u64;
         self.progress.rejections.add(&assembled.rejections);
-        self.progress.wall_s += started.elapsed().as_secs_f64();
+        let iteration_s = started.elapsed().as_secs_f64();
+        self.progress.wall_s += iteration_s;
+        let stats = RoundStats::of(results.iter().filter_map(|r| r.outcome.as_ref().ok()));
 
         let mut metrics = IterationMetrics {
             iteration,
             env_steps: self.progress.env_steps,
             episodes: self.progress.episodes,
             mean_return: assembled.mean_return(),
+            mean_episode_length: stats.mean_episode_length,
             rejected_frames: assembled.rejections.rejected_frames,
             discarded_episodes: assembled.rejections.discarded_episodes,
             reconnects: assembled.rejections.reconnects,
             devices_active: self.pool.live() as u32,
             wall_s: self.progress.wall_s,
             update_s,
+            steps_per_s: assembled.steps as f64 / iteration_s,
+            device_worst_step_us: stats.worst_step_us,
+            device_missed_deadlines: stats.missed_deadlines,
+            control_period_us: self.plant.control_period_us(),
             ..IterationMetrics::default()
         };
         record_update(&mut metrics, report);
@@ -347,8 +366,7 @@ impl Session {
     fn assemble_round(&self, results: &[RoundResult]) -> AssembledBatch {
         let mut assembled = assemble(
             results.iter().filter_map(|r| r.outcome.as_ref().ok()),
-            self.plant.obs_dim as usize,
-            self.plant.action.wire_width(),
+            RecordLayout::of_plant(&self.plant),
         );
         for r in results {
             assembled.rejections.add(&r.lost);
@@ -416,29 +434,6 @@ fn record_update(metrics: &mut IterationMetrics, report: Result<UpdateReport, Up
             metrics.skipped_reason = Some(e.to_string());
         }
     }
-}
-
-/// The learner's policy head for a plant's action space.
-pub fn policy_head(plant: &PlantDescription) -> PolicyHead {
-    match &plant.action {
-        ActionSpace::Continuous { low, .. } => PolicyHead::DiagGaussian {
-            action_dim: low.len(),
-        },
-        ActionSpace::Discrete { n } => PolicyHead::Categorical {
-            n_actions: *n as usize,
-        },
-    }
-}
-
-/// The seed of one device's round: a SplitMix64-style mix of run seed, iteration and device,
-/// so every stream is reproducible and independent of timing.
-pub fn round_seed(seed: u64, iteration: u64, device: u64) -> u64 {
-    let mut z = seed
-        ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ device.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -598,28 +593,6 @@ mod tests {
         assert!(
             matches!(&err, SessionError::AllDevicesLost(names) if names.contains("pendulum")),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn the_policy_head_follows_the_action_space() {
-        let mut plant = test_device::connect("pendulum").client.info().plant.clone();
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::DiagGaussian { action_dim: 1 }
-        );
-        plant.action = ActionSpace::Discrete { n: 3 };
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::Categorical { n_actions: 3 }
-        );
-        plant.action = ActionSpace::Continuous {
-            low: heapless::Vec::from_slice(&[-1.0, -1.0]).expect("fits"),
-            high: heapless::Vec::from_slice(&[1.0, 1.0]).expect("fits"),
-        };
-        assert_eq!(
-            policy_head(&plant),
-            PolicyHead::DiagGaussian { action_dim: 2 }
         );
     }
 }

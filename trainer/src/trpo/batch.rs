@@ -1,297 +1,375 @@
-//! The trajectories a TRPO update learns from, as the rollout workers assemble them, and
-//! their validation (untrusted data from devices is checked once, here).
+//! The trajectories a TRPO update learns from.
+//!
+//! Transitions arrive as the devices' flat records, checked once where they enter
+//! ([`tether_shared::message::TransitionBatch::records`]). A [`Trajectory`] keeps one
+//! episode's checked records as they are; a [`RolloutBatch`] lays the trajectories of an
+//! iteration out once, in the learner's column-major f64 matrices (one column per
+//! transition). Nothing here checks values again: the types only accept checked records,
+//! and the learner only compares the batch's record layout with its own shape.
 
 use nalgebra::DMatrix;
+use tether_shared::message::{RecordAction, RecordError, RecordLayout, TransitionRecords};
 
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 
 /// How an episode ended, which decides whether GAE bootstraps.
 #[derive(Clone, Debug, PartialEq)]
-pub enum EpisodeEnd {
+pub enum EpisodeEnding {
     /// The plant reached a terminal state: the value after the last step is 0.
     Terminated,
-    /// Cut by a time limit or the end of the batch: bootstrap from V(`final_observation`),
-    /// the raw observation after the last action.
+    /// Cut by the time limit, the host, or the end of the batch: bootstrap from
+    /// V(`final_obs`).
     Truncated {
-        /// Raw (unnormalised) observation after the last step.
-        final_observation: Vec<f64>,
+        /// Raw (unnormalised) observation after the last step, checked like a record.
+        final_obs: Vec<f32>,
     },
 }
 
-/// One episode (or episode fragment) of transitions, in time order.
+/// The checked records of one episode (or of its leading part), in time order, and how it
+/// ended.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Episode {
-    /// Raw observation before each action, `obs_dim` values each.
-    pub observations: Vec<Vec<f64>>,
-    /// Action taken at each step: `action_dim` values (Gaussian, before clamping to the
-    /// actuator bounds), or one value holding the index (categorical).
-    pub actions: Vec<Vec<f64>>,
-    /// Reward received after each action.
-    pub rewards: Vec<f64>,
-    /// How the episode ended.
-    pub end: EpisodeEnd,
+pub struct Trajectory {
+    layout: RecordLayout,
+    /// Whole records of `layout`, each from a checked view.
+    values: Vec<f32>,
+    ending: EpisodeEnding,
 }
 
-/// The episodes of one iteration, in a deterministic order (device, then episode).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RolloutBatch {
-    /// Episodes in collection order.
-    pub episodes: Vec<Episode>,
-}
-
-/// Why a batch cannot be learned from.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum BatchError {
-    /// No transitions at all.
-    #[error("the rollout batch has no transitions ({episodes} episodes, all empty)")]
-    Empty {
-        /// Episodes in the batch.
-        episodes: usize,
-    },
-    /// Per-step vectors of different lengths.
-    #[error(
-        "episode {episode}: {observations} observations, {actions} actions and {rewards} rewards; they must match"
-    )]
-    LengthMismatch {
-        /// Episode index in the batch.
-        episode: usize,
-        /// Observations recorded.
-        observations: usize,
-        /// Actions recorded.
-        actions: usize,
-        /// Rewards recorded.
-        rewards: usize,
-    },
-    /// A vector of the wrong width.
-    #[error("episode {episode} step {step}: {what} has {found} values, expected {expected}")]
-    WrongWidth {
-        /// Episode index in the batch.
-        episode: usize,
-        /// Step index in the episode (the final observation counts as step = length).
-        step: usize,
-        /// "observation", "action" or "final observation".
-        what: &'static str,
-        /// Values found.
-        found: usize,
-        /// Values expected.
-        expected: usize,
-    },
-    /// NaN or infinity in the data.
-    #[error("episode {episode} step {step}: {what} is not finite")]
-    NonFinite {
-        /// Episode index in the batch.
-        episode: usize,
-        /// Step index in the episode.
-        step: usize,
-        /// "observation", "action", "reward" or "final observation".
-        what: &'static str,
-    },
-    /// A categorical action that is not an integer in range.
-    #[error(
-        "episode {episode} step {step}: categorical action {value} is not an index below {n_actions}"
-    )]
-    InvalidActionIndex {
-        /// Episode index in the batch.
-        episode: usize,
-        /// Step index in the episode.
-        step: usize,
-        /// The stored value.
-        value: f64,
-        /// Number of discrete actions.
-        n_actions: usize,
-    },
-}
-
-impl RolloutBatch {
-    /// Total transitions over all episodes.
-    pub fn len(&self) -> usize {
-        self.episodes.iter().map(|e| e.rewards.len()).sum()
+impl Trajectory {
+    /// An empty trajectory of records laid out as `layout`, ending terminated until told
+    /// otherwise.
+    pub fn new(layout: RecordLayout) -> Self {
+        Trajectory {
+            layout,
+            values: Vec::new(),
+            ending: EpisodeEnding::Terminated,
+        }
     }
 
-    /// True when there are no transitions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Checks shapes, finiteness and action indices against the policy's spec.
-    pub fn validate(&self, obs_dim: usize, head: PolicyHead) -> Result<(), BatchError> {
-        if self.is_empty() {
-            return Err(BatchError::Empty {
-                episodes: self.episodes.len(),
-            });
+    /// Appends checked records; refuses records of another layout.
+    pub fn extend(&mut self, records: TransitionRecords<'_>) -> Result<(), RecordError> {
+        if records.layout() != self.layout {
+            return Err(RecordError::Width);
         }
-        for (e, episode) in self.episodes.iter().enumerate() {
-            episode.validate(e, obs_dim, head)?;
-        }
+        self.values.extend_from_slice(records.values());
         Ok(())
     }
 
-    /// All observations as columns, `obs_dim × len()`, episodes concatenated in order.
-    pub fn observation_matrix(&self, obs_dim: usize) -> DMatrix<f64> {
-        columns(obs_dim, self.episodes.iter().flat_map(|e| &e.observations))
+    /// The records.
+    pub fn records(&self) -> TransitionRecords<'_> {
+        // Whole records of `layout`, each from a checked view: `extend` is the only way in.
+        TransitionRecords::from_checked(self.layout, &self.values)
     }
 
-    /// All actions as columns, `action_rows × len()`.
-    pub fn action_matrix(&self, action_rows: usize) -> DMatrix<f64> {
-        columns(action_rows, self.episodes.iter().flat_map(|e| &e.actions))
+    /// The record layout.
+    pub fn layout(&self) -> RecordLayout {
+        self.layout
+    }
+
+    /// Transitions kept.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.layout.width().max(1)
+    }
+
+    /// Whether no transition is kept.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Keeps the first `steps` transitions.
+    pub fn truncate(&mut self, steps: usize) {
+        self.values
+            .truncate(steps.saturating_mul(self.layout.width()));
+    }
+
+    /// How the episode ended.
+    pub fn ending(&self) -> &EpisodeEnding {
+        &self.ending
+    }
+
+    /// The episode reached a terminal state.
+    pub fn end_terminated(&mut self) {
+        self.ending = EpisodeEnding::Terminated;
+    }
+
+    /// The episode was cut before a terminal state; `final_obs` (the observation after
+    /// the last kept step) is checked like a record's.
+    pub fn end_truncated(&mut self, final_obs: &[f32]) -> Result<(), RecordError> {
+        self.layout.check_observation(final_obs)?;
+        self.ending = EpisodeEnding::Truncated {
+            final_obs: final_obs.to_vec(),
+        };
+        Ok(())
+    }
+
+    /// Undiscounted sum of the rewards, in f64.
+    pub fn total_reward(&self) -> f64 {
+        self.records().iter().map(|r| f64::from(r.reward)).sum()
     }
 }
 
-impl Episode {
-    /// Number of transitions.
+/// Why a batch cannot be learned from. Nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BatchError {
+    /// No transitions at all.
+    #[error("the rollout batch has no transitions")]
+    Empty,
+    /// The records are not the learner's shape.
+    #[error("the rollout batch holds {found:?} records; the learner takes {expected}")]
+    Shape {
+        /// The batch's record layout.
+        found: RecordLayout,
+        /// The learner's observation width and action distribution.
+        expected: String,
+    },
+}
+
+/// The transitions of one iteration in the learner's layout: every observation and action
+/// a column of a matrix, episodes concatenated in a deterministic order (device, then
+/// episode), with each episode's length and ending for GAE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutBatch {
+    layout: RecordLayout,
+    /// `obs_dim × len()`, column-major.
+    observations: Vec<f64>,
+    /// `action_width × len()`, column-major (a discrete action is its index).
+    actions: Vec<f64>,
+    rewards: Vec<f64>,
+    episodes: Vec<EpisodeSpan>,
+}
+
+/// One episode's place in a [`RolloutBatch`].
+#[derive(Clone, Debug, PartialEq)]
+struct EpisodeSpan {
+    len: usize,
+    ending: EpisodeEnding,
+}
+
+/// One episode of a batch as GAE reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct EpisodeView<'a> {
+    /// The episode's first column in the batch's matrices.
+    pub start: usize,
+    /// Its rewards, in time order.
+    pub rewards: &'a [f64],
+    /// How it ended.
+    pub ending: &'a EpisodeEnding,
+}
+
+impl RolloutBatch {
+    /// An empty batch of records laid out as `layout`.
+    pub fn new(layout: RecordLayout) -> Self {
+        RolloutBatch {
+            layout,
+            observations: Vec::new(),
+            actions: Vec::new(),
+            rewards: Vec::new(),
+            episodes: Vec::new(),
+        }
+    }
+
+    /// Appends a trajectory's transitions as the next episode (an empty one is skipped);
+    /// refuses a trajectory of another layout.
+    pub fn push(&mut self, trajectory: &Trajectory) -> Result<(), RecordError> {
+        if trajectory.layout() != self.layout {
+            return Err(RecordError::Width);
+        }
+        if trajectory.is_empty() {
+            return Ok(());
+        }
+        for record in trajectory.records().iter() {
+            self.observations
+                .extend(record.observation.iter().map(|&v| f64::from(v)));
+            self.actions
+                .extend(record.action.iter().map(|&v| f64::from(v)));
+            self.rewards.push(f64::from(record.reward));
+        }
+        self.episodes.push(EpisodeSpan {
+            len: trajectory.len(),
+            ending: trajectory.ending().clone(),
+        });
+        Ok(())
+    }
+
+    /// The record layout of every transition.
+    pub fn layout(&self) -> RecordLayout {
+        self.layout
+    }
+
+    /// Total transitions over all episodes.
     pub fn len(&self) -> usize {
         self.rewards.len()
     }
 
-    /// True when the episode holds no transition.
+    /// True when there are no transitions.
     pub fn is_empty(&self) -> bool {
         self.rewards.is_empty()
     }
 
-    fn validate(&self, e: usize, obs_dim: usize, head: PolicyHead) -> Result<(), BatchError> {
-        let n = self.rewards.len();
-        if self.observations.len() != n || self.actions.len() != n {
-            return Err(BatchError::LengthMismatch {
-                episode: e,
-                observations: self.observations.len(),
-                actions: self.actions.len(),
-                rewards: n,
-            });
+    /// Checks the batch has transitions and is shaped for a learner reading `obs_dim`
+    /// observations and acting through `distribution`.
+    pub fn check_shape(
+        &self,
+        obs_dim: usize,
+        distribution: ActionDistribution,
+    ) -> Result<(), BatchError> {
+        if self.is_empty() {
+            return Err(BatchError::Empty);
         }
-        let check = |step, what, values: &[f64], expected| {
-            if values.len() != expected {
-                return Err(BatchError::WrongWidth {
-                    episode: e,
-                    step,
-                    what,
-                    found: values.len(),
-                    expected,
-                });
-            }
-            match values.iter().all(|v| v.is_finite()) {
-                true => Ok(()),
-                false => Err(BatchError::NonFinite {
-                    episode: e,
-                    step,
-                    what,
-                }),
-            }
-        };
-        for t in 0..n {
-            check(t, "observation", &self.observations[t], obs_dim)?;
-            check(t, "action", &self.actions[t], head.action_rows())?;
-            check(t, "reward", &self.rewards[t..t + 1], 1)?;
-            if let PolicyHead::Categorical { n_actions } = head {
-                let value = self.actions[t][0];
-                if value < 0.0 || value.fract() != 0.0 || value >= n_actions as f64 {
-                    return Err(BatchError::InvalidActionIndex {
-                        episode: e,
-                        step: t,
-                        value,
-                        n_actions,
-                    });
+        let fits = self.layout.obs_dim() == obs_dim
+            && match (self.layout.action(), distribution) {
+                (
+                    RecordAction::Continuous { dim },
+                    ActionDistribution::DiagGaussian { action_dim },
+                ) => usize::from(dim) == action_dim,
+                (RecordAction::Discrete { n }, ActionDistribution::Categorical { n_actions }) => {
+                    usize::from(n) == n_actions
                 }
-            }
+                _ => false,
+            };
+        match fits {
+            true => Ok(()),
+            false => Err(BatchError::Shape {
+                found: self.layout,
+                expected: format!("{obs_dim} observations and {distribution:?}"),
+            }),
         }
-        if let EpisodeEnd::Truncated { final_observation } = &self.end {
-            check(n, "final observation", final_observation, obs_dim)?;
-        }
-        Ok(())
+    }
+
+    /// All observations as columns, `obs_dim × len()`.
+    pub fn observation_matrix(&self) -> DMatrix<f64> {
+        DMatrix::from_column_slice(self.layout.obs_dim(), self.len(), &self.observations)
+    }
+
+    /// All actions as columns, `action_width × len()`.
+    pub fn action_matrix(&self) -> DMatrix<f64> {
+        DMatrix::from_column_slice(self.layout.action_width(), self.len(), &self.actions)
+    }
+
+    /// The episodes in order.
+    pub fn episodes(&self) -> impl Iterator<Item = EpisodeView<'_>> {
+        self.episodes.iter().scan(0, move |start, span| {
+            let view = EpisodeView {
+                start: *start,
+                rewards: &self.rewards[*start..*start + span.len],
+                ending: &span.ending,
+            };
+            *start += span.len;
+            Some(view)
+        })
     }
 }
 
-fn columns<'a>(rows: usize, vectors: impl Iterator<Item = &'a Vec<f64>>) -> DMatrix<f64> {
-    let data: Vec<f64> = vectors.flat_map(|v| v.iter().copied()).collect();
-    let n = data.len().checked_div(rows).unwrap_or(0);
-    DMatrix::from_vec(rows, n, data)
+/// Test helpers: trajectories from plain steps, through the same checked view a device's
+/// batch goes through.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The trajectory of `(observation, action, reward)` steps; panics on values the
+    /// checked view refuses (a test's own data).
+    pub(crate) fn trajectory(
+        layout: RecordLayout,
+        steps: &[(&[f32], &[f32], f32)],
+        ending: EpisodeEnding,
+    ) -> Trajectory {
+        let values: Vec<f32> = steps
+            .iter()
+            .flat_map(|(obs, action, reward)| {
+                obs.iter()
+                    .chain(action.iter())
+                    .copied()
+                    .chain([*reward, 0.0])
+            })
+            .collect();
+        let mut t = Trajectory::new(layout);
+        t.extend(TransitionRecords::new_checked(layout, &values).expect("valid steps"))
+            .expect("same layout");
+        if let EpisodeEnding::Truncated { final_obs } = ending {
+            t.end_truncated(&final_obs)
+                .expect("valid final observation");
+        }
+        t
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::trajectory;
     use super::*;
 
-    fn episode(n: usize) -> Episode {
-        Episode {
-            observations: vec![vec![0.1, 0.2]; n],
-            actions: vec![vec![0.0]; n],
-            rewards: vec![1.0; n],
-            end: EpisodeEnd::Terminated,
-        }
+    const LAYOUT: RecordLayout = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
+    const GAUSS: ActionDistribution = ActionDistribution::DiagGaussian { action_dim: 1 };
+
+    fn episode(n: usize, first: f32) -> Trajectory {
+        let steps: Vec<([f32; 2], [f32; 1], f32)> = (0..n)
+            .map(|i| ([first + i as f32, 0.5], [i as f32 * 0.25], 1.0))
+            .collect();
+        let steps: Vec<(&[f32], &[f32], f32)> = steps
+            .iter()
+            .map(|(o, a, r)| (o.as_slice(), a.as_slice(), *r))
+            .collect();
+        trajectory(LAYOUT, &steps, EpisodeEnding::Terminated)
     }
 
-    const GAUSS: PolicyHead = PolicyHead::DiagGaussian { action_dim: 1 };
-
     #[test]
-    fn accepts_a_well_formed_batch_and_lays_it_out_as_columns() {
-        let batch = RolloutBatch {
-            episodes: vec![episode(2), episode(3)],
-        };
-        assert_eq!(batch.validate(2, GAUSS), Ok(()));
-        let obs = batch.observation_matrix(2);
+    fn trajectories_become_columns_in_order_with_their_endings() {
+        let mut batch = RolloutBatch::new(LAYOUT);
+        batch.push(&episode(2, 0.0)).expect("same layout");
+        batch.push(&episode(0, 9.0)).expect("empty is skipped");
+        let mut cut = episode(3, 10.0);
+        cut.end_truncated(&[7.0, 8.0]).expect("valid");
+        batch.push(&cut).expect("same layout");
+        assert_eq!(batch.check_shape(2, GAUSS), Ok(()));
+        assert_eq!(batch.len(), 5);
+        let obs = batch.observation_matrix();
         assert_eq!(obs.shape(), (2, 5));
-        assert_eq!(obs[(1, 4)], 0.2);
+        assert_eq!(obs.column(3).as_slice(), &[11.0, 0.5]);
+        let actions = batch.action_matrix();
+        assert_eq!(
+            actions.row(0).iter().copied().collect::<Vec<_>>(),
+            [0.0, 0.25, 0.0, 0.25, 0.5]
+        );
+        let episodes: Vec<EpisodeView<'_>> = batch.episodes().collect();
+        assert_eq!(episodes.len(), 2, "the empty episode is not kept");
+        assert_eq!((episodes[1].start, episodes[1].rewards.len()), (2, 3));
+        assert_eq!(
+            episodes[1].ending,
+            &EpisodeEnding::Truncated {
+                final_obs: vec![7.0, 8.0]
+            }
+        );
     }
 
     #[test]
-    fn rejects_empty_mismatched_non_finite_and_bad_indices_with_context() {
-        let empty = RolloutBatch {
-            episodes: vec![episode(0)],
-        };
+    fn shapes_other_than_the_learners_are_refused_with_context() {
+        let empty = RolloutBatch::new(LAYOUT);
+        assert_eq!(empty.check_shape(2, GAUSS), Err(BatchError::Empty));
+        let mut batch = RolloutBatch::new(LAYOUT);
+        batch.push(&episode(1, 0.0)).expect("same layout");
+        let err = batch.check_shape(3, GAUSS).expect_err("wrong width");
+        assert!(err.to_string().contains("3 observations"), "{err}");
+        assert!(matches!(
+            batch.check_shape(2, ActionDistribution::Categorical { n_actions: 2 }),
+            Err(BatchError::Shape { .. })
+        ));
+        let other = RecordLayout::new(2, RecordAction::Discrete { n: 2 });
         assert_eq!(
-            empty.validate(2, GAUSS),
-            Err(BatchError::Empty { episodes: 1 })
+            RolloutBatch::new(other).push(&episode(1, 0.0)),
+            Err(RecordError::Width)
         );
-        let mut short = episode(3);
-        short.actions.pop();
-        let err = RolloutBatch {
-            episodes: vec![short],
-        }
-        .validate(2, GAUSS);
-        assert!(matches!(
-            err,
-            Err(BatchError::LengthMismatch { actions: 2, .. })
-        ));
-        let mut nan = episode(3);
-        nan.observations[2][1] = f64::NAN;
-        let err = RolloutBatch {
-            episodes: vec![episode(1), nan],
-        }
-        .validate(2, GAUSS);
+    }
+
+    #[test]
+    fn final_observations_are_checked_like_records() {
+        let mut t = episode(1, 0.0);
+        assert_eq!(t.end_truncated(&[0.0]), Err(RecordError::Width));
         assert_eq!(
-            err,
-            Err(BatchError::NonFinite {
-                episode: 1,
-                step: 2,
-                what: "observation"
-            })
+            t.end_truncated(&[0.0, f32::NAN]),
+            Err(RecordError::NonFinite { record: 0 })
         );
-        assert!(
-            err.expect_err("error")
-                .to_string()
-                .contains("episode 1 step 2")
-        );
-        let mut wide = episode(1);
-        wide.end = EpisodeEnd::Truncated {
-            final_observation: vec![0.0; 3],
-        };
-        assert!(matches!(
-            RolloutBatch {
-                episodes: vec![wide]
-            }
-            .validate(2, GAUSS),
-            Err(BatchError::WrongWidth {
-                what: "final observation",
-                ..
-            })
-        ));
-        let mut bad_index = episode(1);
-        bad_index.actions[0][0] = 2.5;
-        assert!(matches!(
-            RolloutBatch {
-                episodes: vec![bad_index]
-            }
-            .validate(2, PolicyHead::Categorical { n_actions: 3 }),
-            Err(BatchError::InvalidActionIndex { .. })
-        ));
+        assert_eq!(t.ending(), &EpisodeEnding::Terminated);
+        t.truncate(0);
+        assert!(t.is_empty());
     }
 }

@@ -6,7 +6,7 @@
 
 use tether_shared::policy::{self as shared, PolicySpec};
 
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 use super::normalizer::ObservationNormalizer;
 use super::policy::Policy;
 
@@ -35,11 +35,11 @@ pub fn shared_spec(policy: &Policy, normalize_obs: bool) -> Result<PolicySpec, D
         })
         .collect::<Result<_, _>>()?;
     let head = match policy.head() {
-        PolicyHead::DiagGaussian { action_dim } => shared::PolicyHead::Gaussian {
+        ActionDistribution::DiagGaussian { action_dim } => shared::PolicyHead::Gaussian {
             action_dim: u8::try_from(action_dim)
                 .map_err(|_| DeviceFormatError::ShapeTooLarge("action dimension > 255"))?,
         },
-        PolicyHead::Categorical { n_actions } => shared::PolicyHead::Categorical {
+        ActionDistribution::Categorical { n_actions } => shared::PolicyHead::Categorical {
             n: u8::try_from(n_actions)
                 .map_err(|_| DeviceFormatError::ShapeTooLarge("more than 255 actions"))?,
         },
@@ -67,7 +67,7 @@ pub fn export_f32(policy: &Policy, normalizer: Option<&ObservationNormalizer>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trpo::distribution::PolicyHead;
+    use crate::trpo::distribution::ActionDistribution;
     use nalgebra::DMatrix;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -78,7 +78,7 @@ mod tests {
         let policy = Policy::new(
             2,
             &[4],
-            PolicyHead::DiagGaussian { action_dim: 1 },
+            ActionDistribution::DiagGaussian { action_dim: 1 },
             -0.7,
             &mut rng,
         );
@@ -102,8 +102,8 @@ mod tests {
         use tether_shared::policy::PolicyView;
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for head in [
-            PolicyHead::DiagGaussian { action_dim: 2 },
-            PolicyHead::Categorical { n_actions: 3 },
+            ActionDistribution::DiagGaussian { action_dim: 2 },
+            ActionDistribution::Categorical { n_actions: 3 },
         ] {
             let mut policy = Policy::new(4, &[64, 64], head, -0.3, &mut rng);
             // Perturb so the outputs are O(1) rather than the 0.01-gain initial ones.
@@ -142,7 +142,7 @@ mod tests {
                         "f32 {out:?} vs f64 {expected}"
                     );
                 }
-                if let PolicyHead::DiagGaussian { .. } = head {
+                if let ActionDistribution::DiagGaussian { .. } = head {
                     let log_std = view.log_std().expect("Gaussian");
                     let expected: Vec<f32> = policy.log_std().iter().map(|&l| l as f32).collect();
                     assert_eq!(log_std, &expected[..]);

@@ -11,12 +11,14 @@
 
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
+use tether_shared::{ActionSpace, PlantDescription};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
-/// Which action distribution the policy outputs.
+/// Which action distribution the policy outputs (the learner's f64 counterpart of the
+/// shared [`tether_shared::PolicyHead`], named by what it computes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PolicyHead {
+pub enum ActionDistribution {
     /// Continuous actions: `N(mean(obs), diag(exp(log_std))²)`.
     DiagGaussian {
         /// Number of action dimensions.
@@ -48,7 +50,19 @@ pub struct HeadGradient {
     pub log_std: DVector<f64>,
 }
 
-impl PolicyHead {
+impl ActionDistribution {
+    /// The distribution over the actions `plant` accepts.
+    pub fn of_plant(plant: &PlantDescription) -> Self {
+        match &plant.action {
+            ActionSpace::Continuous { low, .. } => ActionDistribution::DiagGaussian {
+                action_dim: low.len(),
+            },
+            ActionSpace::Discrete { n } => ActionDistribution::Categorical {
+                n_actions: usize::from(*n),
+            },
+        }
+    }
+
     /// Width of the MLP output layer this head reads.
     pub fn mlp_output_dim(&self) -> usize {
         match *self {
@@ -194,7 +208,9 @@ impl PolicyHead {
         }
     }
 
-    /// Σᵢ wᵢ ∂KL(oldᵢ ‖ newᵢ)/∂(new distribution parameters).
+    /// Σᵢ wᵢ ∂KL(oldᵢ ‖ newᵢ)/∂(new distribution parameters): the reference the Fisher is
+    /// checked against (the update itself never needs it).
+    #[cfg(test)]
     pub fn kl_gradient(
         &self,
         old: DistributionBatch<'_>,
@@ -298,7 +314,7 @@ mod tests {
 
     #[test]
     fn gaussian_log_prob_entropy_kl_match_closed_forms() {
-        let head = PolicyHead::DiagGaussian { action_dim: 1 };
+        let head = ActionDistribution::DiagGaussian { action_dim: 1 };
         let (m, s) = gaussian_1d(0.3, 0.2_f64.ln());
         let dist = DistributionBatch {
             outputs: &m,
@@ -323,7 +339,7 @@ mod tests {
 
     #[test]
     fn categorical_log_prob_entropy_kl_match_closed_forms() {
-        let head = PolicyHead::Categorical { n_actions: 3 };
+        let head = ActionDistribution::Categorical { n_actions: 3 };
         let p = [0.2, 0.3, 0.5];
         let q = [0.6, 0.3, 0.1];
         // Logits up to a constant shift, which softmax must ignore.
@@ -348,7 +364,7 @@ mod tests {
 
     #[test]
     fn categorical_is_stable_for_huge_logits() {
-        let head = PolicyHead::Categorical { n_actions: 2 };
+        let head = ActionDistribution::Categorical { n_actions: 2 };
         let logits = DMatrix::from_column_slice(2, 1, &[1000.0, -1000.0]);
         let d = DistributionBatch {
             outputs: &logits,
@@ -368,7 +384,7 @@ mod tests {
             direction in proptest::collection::vec(-1.0f64..1.0, 4),
             log_std in proptest::collection::vec(-1.0f64..0.5, 4),
         ) {
-            for head in [PolicyHead::Categorical { n_actions: 4 }, PolicyHead::DiagGaussian { action_dim: 4 }] {
+            for head in [ActionDistribution::Categorical { n_actions: 4 }, ActionDistribution::DiagGaussian { action_dim: 4 }] {
                 let ls: &[f64] = if head.own_parameter_count() > 0 { &log_std } else { &[] };
                 let old = DMatrix::from_column_slice(4, 1, &logits);
                 let u = DMatrix::from_column_slice(4, 1, &direction);

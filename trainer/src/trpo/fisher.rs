@@ -87,6 +87,7 @@ impl<'a> FisherVectorProduct<'a> {
     }
 
     /// Number of samples the products average over (after subsampling).
+    #[cfg(test)]
     pub fn samples(&self) -> usize {
         self.samples
     }

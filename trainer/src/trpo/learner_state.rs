@@ -11,10 +11,12 @@
 //!
 //! [`TrpoStateV1`] reads the layout checkpoints had before the run's settings left
 //! [`TrpoConfig`].
+//!
+//! [`update_seed`]: tether_shared::seeds::update_seed
 
 use serde::{Deserialize, Serialize};
 
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 use super::hyperparams::{HyperparamError, TrpoConfig};
 use super::policy::PolicyError;
 
@@ -29,7 +31,7 @@ pub struct TrpoState {
     /// Observation width the policy reads (checked against the caller's on restore).
     pub obs_dim: usize,
     /// Action head (checked against the caller's on restore).
-    pub head: PolicyHead,
+    pub head: ActionDistribution,
     /// Flat policy parameters `[MLP (wire layout), Gaussian log-std]`.
     #[serde(with = "exact_f64s")]
     pub policy_parameters: Vec<f64>,
@@ -135,7 +137,7 @@ pub struct TrpoStateV1 {
     /// As [`TrpoState::obs_dim`].
     pub obs_dim: usize,
     /// As [`TrpoState::head`].
-    pub head: PolicyHead,
+    pub head: ActionDistribution,
     /// As [`TrpoState::policy_parameters`].
     #[serde(with = "exact_f64s")]
     pub policy_parameters: Vec<f64>,
@@ -217,22 +219,6 @@ pub(crate) fn check_vector(
     }
 }
 
-/// Seed of the random stream of update number `update` (0-based) of a run seeded `seed`:
-/// two rounds of SplitMix64, so neighbouring seeds and updates give unrelated streams and
-/// none of them coincides with the initialisation stream `seed_from_u64(seed)` by
-/// construction of the mix (that would need `splitmix(splitmix(seed) ^ update) == seed`).
-pub fn update_seed(seed: u64, update: u64) -> u64 {
-    splitmix64(splitmix64(seed) ^ update)
-}
-
-/// SplitMix64's output function (Steele, Lea & Flood 2014) on `x + golden gamma`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +245,7 @@ mod tests {
         // A sweep of pseudo-random bit patterns, NaN and infinities included.
         let mut x = 0x1234_5678_9abc_def0_u64;
         all.extend((0..20_000).map(|_| {
-            x = splitmix64(x);
+            x = tether_shared::seeds::mix64(x);
             f64::from_bits(x)
         }));
         all.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
@@ -296,18 +282,6 @@ mod tests {
         let back: f64 = serde_json::from_str(&json).expect("parses");
         assert_eq!(v.to_bits(), back.to_bits());
         assert!(serde_json::to_string(&f64::NAN).map_or(true, |s| s == "null"));
-    }
-
-    #[test]
-    fn update_seeds_differ_between_updates_and_runs() {
-        let seeds: Vec<u64> = (0..4)
-            .flat_map(|s| (0..64).map(move |u| update_seed(s, u)))
-            .collect();
-        let mut unique = seeds.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), seeds.len());
-        assert!((0..64).all(|s| update_seed(s, 0) != s));
     }
 
     #[test]

@@ -30,12 +30,8 @@ pub struct CandidateEvaluation {
 pub struct LineSearchResult {
     /// The accepted parameters, or `None` when every candidate failed.
     pub parameters: Option<DVector<f64>>,
-    /// Whether a step was accepted.
-    pub accepted: bool,
     /// Backtracks performed (0 = the full step was taken or tried once).
     pub backtracks: usize,
-    /// Fraction of the full step of the last candidate tried.
-    pub step_fraction: f64,
     /// Linear prediction gᵀ·step of the last candidate tried.
     pub expected_improvement: f64,
     /// Measured surrogate(new) − surrogate(old) of the last candidate tried.
@@ -72,9 +68,7 @@ pub fn line_search(
     let mut fraction = 1.0;
     let mut result = LineSearchResult {
         parameters: None,
-        accepted: false,
         backtracks: 0,
-        step_fraction: 0.0,
         expected_improvement: 0.0,
         actual_improvement: 0.0,
         improvement_ratio: 0.0,
@@ -86,7 +80,6 @@ pub fn line_search(
         let expected = full_expected * fraction;
         let actual = measured.surrogate - surrogate_old;
         result.backtracks = backtracks;
-        result.step_fraction = fraction;
         result.expected_improvement = expected;
         result.actual_improvement = actual;
         result.improvement_ratio = if expected > 0.0 && actual.is_finite() {
@@ -99,7 +92,6 @@ pub fn line_search(
         let improved = actual.is_finite() && actual > 0.0;
         if within_trust_region && improved && candidate.iter().all(|v| v.is_finite()) {
             result.parameters = Some(candidate);
-            result.accepted = true;
             return result;
         }
         fraction *= settings.shrink;
@@ -140,7 +132,7 @@ mod tests {
     fn accepts_a_good_full_step_and_reports_the_ratio() {
         let (old, g, step) = setup();
         let r = line_search(&old, &step, &g, 0.0, settings(), toy(0.0));
-        assert!(r.accepted);
+        assert!(r.parameters.is_some());
         assert_eq!(r.backtracks, 0);
         approx::assert_relative_eq!(r.kl, 0.009, max_relative = 1e-12);
         approx::assert_relative_eq!(r.improvement_ratio, 1.0, max_relative = 1e-12);
@@ -153,7 +145,7 @@ mod tests {
         // Twice too long a step (KL 0.036) on a curved surrogate: accepted after 3
         // backtracks (0.8³ = 0.512 of it: KL 0.0094 ≤ 0.01).
         let r = line_search(&old, &(&step * 2.0), &g, 0.0, settings(), toy(10.0));
-        assert!(r.accepted);
+        assert!(r.parameters.is_some());
         assert_eq!(r.backtracks, 3, "{r:?}");
         assert!(r.kl <= 0.01 && r.actual_improvement > 0.0);
         assert!(r.improvement_ratio < 1.0);
@@ -163,7 +155,6 @@ mod tests {
     fn refuses_a_step_that_never_improves_and_keeps_old_parameters() {
         let (old, g, step) = setup();
         let r = line_search(&old, &(-&step), &g, 0.0, settings(), toy(0.0));
-        assert!(!r.accepted);
         assert!(r.parameters.is_none());
         assert_eq!(r.backtracks, 10);
     }
@@ -175,7 +166,7 @@ mod tests {
             surrogate: f64::NAN,
             kl: f64::NAN,
         });
-        assert!(!r.accepted && r.parameters.is_none());
+        assert!(r.parameters.is_none());
     }
 
     #[test]

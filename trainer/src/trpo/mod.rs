@@ -8,6 +8,7 @@ pub mod distribution;
 pub mod fisher;
 pub mod gae;
 pub mod hyperparams;
+pub mod kernels;
 pub mod learner_state;
 pub mod line_search;
 pub mod mlp;

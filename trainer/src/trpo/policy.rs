@@ -4,8 +4,9 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use super::distribution::{DistributionBatch, HeadGradient, PolicyHead};
-use super::mlp::{ForwardCache, Mlp, Precision};
+use super::distribution::{ActionDistribution, DistributionBatch, HeadGradient};
+use super::kernels::Precision;
+use super::mlp::{ForwardCache, Mlp};
 
 /// Why a parameter vector was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -32,7 +33,7 @@ pub enum PolicyError {
 #[derive(Clone, Debug)]
 pub struct Policy {
     mlp: Mlp,
-    head: PolicyHead,
+    head: ActionDistribution,
     params: DVector<f64>,
 }
 
@@ -65,7 +66,7 @@ impl Policy {
     pub fn new(
         obs_dim: usize,
         hidden: &[usize],
-        head: PolicyHead,
+        head: ActionDistribution,
         log_std_init: f64,
         rng: &mut impl Rng,
     ) -> Self {
@@ -95,7 +96,7 @@ impl Policy {
     }
 
     /// The action distribution family.
-    pub fn head(&self) -> PolicyHead {
+    pub fn head(&self) -> ActionDistribution {
         self.head
     }
 
@@ -158,13 +159,6 @@ impl Policy {
         self.mlp.forward(weights, observations).output().clone()
     }
 
-    /// The deterministic action for one observation: the Gaussian mean, or the logits for a
-    /// categorical head (the caller takes the arg-max).
-    pub fn mean_action(&self, observation: &[f64]) -> DVector<f64> {
-        let x = DMatrix::from_column_slice(observation.len(), 1, observation);
-        self.outputs(&x).column(0).into_owned()
-    }
-
     /// log π(a | s) at the current parameters for a batch.
     pub fn log_probs(&self, observations: &DMatrix<f64>, actions: &DMatrix<f64>) -> DVector<f64> {
         let eval = self.evaluate(self.params.as_slice(), observations);
@@ -203,7 +197,7 @@ mod tests {
         let policy = Policy::new(
             3,
             &[8],
-            PolicyHead::DiagGaussian { action_dim: 2 },
+            ActionDistribution::DiagGaussian { action_dim: 2 },
             -0.5,
             &mut rng,
         );
@@ -217,7 +211,7 @@ mod tests {
         let mut policy = Policy::new(
             2,
             &[4],
-            PolicyHead::Categorical { n_actions: 3 },
+            ActionDistribution::Categorical { n_actions: 3 },
             0.0,
             &mut rng,
         );

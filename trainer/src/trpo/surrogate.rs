@@ -72,7 +72,9 @@ pub fn mean_entropy(policy: &Policy, eval: &PolicyEvaluation) -> f64 {
     h.sum() / h.len().max(1) as f64
 }
 
-/// ∇_θ of the mean KL(π_old ‖ π_θ) at `params` (the parameters `new` was evaluated at).
+/// ∇_θ of the mean KL(π_old ‖ π_θ) at `params` (the parameters `new` was evaluated at): the
+/// reference the exact Fisher-vector products are checked against by finite differences.
+#[cfg(test)]
 pub fn mean_kl_gradient(
     policy: &Policy,
     params: &[f64],
@@ -90,8 +92,9 @@ pub fn mean_kl_gradient(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::trpo::distribution::PolicyHead;
-    use crate::trpo::mlp::{Precision, standard_normal};
+    use crate::trpo::distribution::ActionDistribution;
+    use crate::trpo::kernels::Precision;
+    use crate::trpo::mlp::standard_normal;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -105,7 +108,7 @@ pub(crate) mod tests {
         pub old_log_probs: DVector<f64>,
     }
 
-    pub(crate) fn fixture(head: PolicyHead, n: usize, seed: u64) -> Fixture {
+    pub(crate) fn fixture(head: ActionDistribution, n: usize, seed: u64) -> Fixture {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Double precision: the fixture is checked against finite differences.
         let mut policy =
@@ -116,10 +119,10 @@ pub(crate) mod tests {
         policy.set_parameters(params).expect("finite parameters");
         let observations = DMatrix::from_fn(3, n, |_, _| standard_normal(&mut rng));
         let actions = match head {
-            PolicyHead::DiagGaussian { action_dim } => {
+            ActionDistribution::DiagGaussian { action_dim } => {
                 DMatrix::from_fn(action_dim, n, |_, _| standard_normal(&mut rng))
             }
-            PolicyHead::Categorical { n_actions } => {
+            ActionDistribution::Categorical { n_actions } => {
                 DMatrix::from_fn(1, n, |_, i| ((i * 7 + seed as usize) % n_actions) as f64)
             }
         };
@@ -145,9 +148,9 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) const HEADS: [PolicyHead; 2] = [
-        PolicyHead::DiagGaussian { action_dim: 2 },
-        PolicyHead::Categorical { n_actions: 3 },
+    pub(crate) const HEADS: [ActionDistribution; 2] = [
+        ActionDistribution::DiagGaussian { action_dim: 2 },
+        ActionDistribution::Categorical { n_actions: 3 },
     ];
 
     fn central_difference(f: impl Fn(&DVector<f64>) -> f64, at: &DVector<f64>) -> DVector<f64> {

@@ -9,15 +9,16 @@ use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tether_shared::seeds::update_seed;
 
-use super::batch::{BatchError, EpisodeEnd, RolloutBatch};
+use super::batch::{BatchError, EpisodeEnding, RolloutBatch};
 use super::conjugate_gradient::{CgTermination, conjugate_gradient};
 use super::device_format::export_f32;
-use super::distribution::PolicyHead;
+use super::distribution::ActionDistribution;
 use super::fisher::FisherVectorProduct;
 use super::gae::generalized_advantages;
 use super::hyperparams::{HyperparamError, TrpoConfig};
-use super::learner_state::{StateError, TrpoState, update_seed};
+use super::learner_state::{StateError, TrpoState};
 use super::line_search::{CandidateEvaluation, LineSearchSettings, full_step, line_search};
 use super::normalizer::ObservationNormalizer;
 use super::policy::Policy;
@@ -108,7 +109,7 @@ impl Trpo {
     /// whose random streams (initialisation, minibatch order) all derive from `seed`.
     pub fn new(
         obs_dim: usize,
-        head: PolicyHead,
+        head: ActionDistribution,
         config: TrpoConfig,
         seed: u64,
     ) -> Result<Self, HyperparamError> {
@@ -163,7 +164,7 @@ impl Trpo {
     /// have made.
     pub fn from_state(
         obs_dim: usize,
-        head: PolicyHead,
+        head: ActionDistribution,
         state: TrpoState,
     ) -> Result<Self, StateError> {
         state.config.validate()?;
@@ -250,15 +251,15 @@ impl Trpo {
     /// degenerate curvature, no line-search step within the trust region) leaves the
     /// policy unchanged and says why in `skipped_reason` (the value function is still fit).
     pub fn update(&mut self, batch: &RolloutBatch) -> Result<UpdateReport, UpdateError> {
-        batch.validate(self.policy.obs_dim(), self.policy.head())?;
+        batch.check_shape(self.policy.obs_dim(), self.policy.head())?;
         let mut report = UpdateReport {
             samples: batch.len(),
             ..UpdateReport::default()
         };
         let clock = Instant::now();
-        let raw_observations = batch.observation_matrix(self.policy.obs_dim());
+        let raw_observations = batch.observation_matrix();
         let observations = self.normalize(&raw_observations);
-        let actions = batch.action_matrix(self.policy.head().action_rows());
+        let actions = batch.action_matrix();
         let estimate = self.estimate_advantages(batch, &observations);
         report.timings.gradient_seconds = clock.elapsed().as_secs_f64();
 
@@ -276,14 +277,14 @@ impl Trpo {
         let ((), (fit, value_fit_seconds)) = rayon::join(
             || {
                 match advantages {
-                    Ok(advantages) => policy_step(
-                        policy,
-                        config,
-                        &observations,
-                        &actions,
-                        &advantages,
-                        &mut report,
-                    ),
+                    Ok(advantages) => {
+                        let samples = Samples {
+                            observations: &observations,
+                            actions: &actions,
+                            advantages: &advantages,
+                        };
+                        policy_step(policy, config, samples, &mut report)
+                    }
                     Err(reason) => report.skipped_reason = Some(reason),
                 }
                 let entropy_eval = policy.evaluate(policy.parameters().as_slice(), &observations);
@@ -326,27 +327,28 @@ impl Trpo {
         let values = self.value.predict(observations);
         let mut advantages = Vec::with_capacity(values.len());
         let mut returns = Vec::with_capacity(values.len());
-        let mut start = 0;
-        for episode in batch.episodes.iter().filter(|e| !e.is_empty()) {
-            let end = start + episode.len();
-            let value_after = match &episode.end {
-                EpisodeEnd::Terminated => 0.0,
-                EpisodeEnd::Truncated { final_observation } => {
-                    let x =
-                        DMatrix::from_column_slice(final_observation.len(), 1, final_observation);
+        for episode in batch.episodes() {
+            let span = episode.start..episode.start + episode.rewards.len();
+            let value_after = match episode.ending {
+                EpisodeEnding::Terminated => 0.0,
+                EpisodeEnding::Truncated { final_obs } => {
+                    let x = DMatrix::from_iterator(
+                        final_obs.len(),
+                        1,
+                        final_obs.iter().map(|&v| f64::from(v)),
+                    );
                     self.value.predict(&self.normalize(&x))[0]
                 }
             };
             let estimate = generalized_advantages(
-                &episode.rewards,
-                &values.as_slice()[start..end],
+                episode.rewards,
+                &values.as_slice()[span],
                 value_after,
                 self.config.gamma,
                 self.config.gae_lambda,
             );
             advantages.extend(estimate.advantages);
             returns.extend(estimate.returns);
-            start = end;
         }
         Advantages {
             advantages: DVector::from_vec(advantages),
@@ -376,122 +378,176 @@ impl Trpo {
     }
 }
 
-/// Gradient → conjugate gradient → line search → apply.
+/// What a policy step learns from: observations (normalised), actions and advantages, one
+/// column or entry per transition.
+#[derive(Clone, Copy)]
+struct Samples<'a> {
+    observations: &'a DMatrix<f64>,
+    actions: &'a DMatrix<f64>,
+    advantages: &'a DVector<f64>,
+}
+
+/// Wall-clock seconds of the policy step's phases (added to [`UpdateTimings`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct StepTimings {
+    gradient: f64,
+    conjugate_gradient: f64,
+    line_search: f64,
+}
+
+/// Runs `phase`, adding its wall-clock seconds to `seconds`.
+fn timed<T>(seconds: &mut f64, phase: impl FnOnce() -> T) -> T {
+    let clock = Instant::now();
+    let result = phase();
+    *seconds += clock.elapsed().as_secs_f64();
+    result
+}
+
+/// Gradient → conjugate gradient → step scaling → line search → apply; what it did goes
+/// into `report` (why no step was applied, when none was).
 fn policy_step(
-    policy_mut: &mut Policy,
+    policy: &mut Policy,
     config: &TrpoConfig,
-    observations: &DMatrix<f64>,
-    actions: &DMatrix<f64>,
-    advantages: &DVector<f64>,
+    samples: Samples<'_>,
     report: &mut UpdateReport,
 ) {
-    let clock = Instant::now();
-    let policy: &Policy = policy_mut;
-    let old_params = policy.parameters().clone();
-    let old = policy.evaluate(old_params.as_slice(), observations);
-    let old_log_probs = policy.head().log_prob(old.distribution(), actions);
-    let batch = SurrogateBatch {
-        observations,
-        actions,
-        advantages,
+    let mut timings = StepTimings::default();
+    let proposal = propose_step(policy, config, samples, &mut timings, report);
+    report.timings.gradient_seconds += timings.gradient;
+    report.timings.cg_seconds = timings.conjugate_gradient;
+    report.timings.line_search_seconds = timings.line_search;
+    let applied = proposal.and_then(|(parameters, kl)| {
+        policy
+            .set_parameters(parameters)
+            .map(|()| kl)
+            .map_err(|error| format!("step refused: {error}"))
+    });
+    match applied {
+        Ok(kl) => {
+            report.accepted = true;
+            report.kl = kl;
+        }
+        Err(reason) => report.skipped_reason = Some(reason),
+    }
+}
+
+/// The new parameters and their KL from the old policy, or why there are none.
+fn propose_step(
+    policy: &Policy,
+    config: &TrpoConfig,
+    samples: Samples<'_>,
+    timings: &mut StepTimings,
+    report: &mut UpdateReport,
+) -> Result<(DVector<f64>, f64), String> {
+    let old_params = policy.parameters();
+    let (old, old_log_probs) = timed(&mut timings.gradient, || {
+        let old = policy.evaluate(old_params.as_slice(), samples.observations);
+        let log_probs = policy.head().log_prob(old.distribution(), samples.actions);
+        (old, log_probs)
+    });
+    let batch = &SurrogateBatch {
+        observations: samples.observations,
+        actions: samples.actions,
+        advantages: samples.advantages,
         old_log_probs: &old_log_probs,
     };
-    let gradient = surrogate_gradient(policy, old_params.as_slice(), &old, &batch);
-    report.timings.gradient_seconds += clock.elapsed().as_secs_f64();
-    if let Some(reason) = unusable_gradient(&gradient) {
-        report.skipped_reason = Some(reason);
-        return;
-    }
+    let gradient = timed(&mut timings.gradient, || {
+        surrogate_gradient(policy, old_params.as_slice(), &old, batch)
+    });
+    check_gradient(&gradient)?;
+    let step = timed(&mut timings.conjugate_gradient, || {
+        trust_region_step(policy, config, batch.observations, &gradient, report)
+    })?;
+    let search = timed(&mut timings.line_search, || {
+        let surrogate_old = surrogate(policy, &old, batch);
+        let settings = LineSearchSettings {
+            max_kl: config.target_kl,
+            shrink: config.line_search_shrink,
+            max_backtracks: config.line_search_max_backtracks,
+        };
+        line_search(
+            old_params,
+            &step,
+            &gradient,
+            surrogate_old,
+            settings,
+            |candidate| {
+                let new = policy.evaluate(candidate.as_slice(), batch.observations);
+                CandidateEvaluation {
+                    surrogate: surrogate(policy, &new, batch),
+                    kl: mean_kl(policy, &old, &new),
+                }
+            },
+        )
+    });
+    report.expected_improvement = search.expected_improvement;
+    report.actual_improvement = search.actual_improvement;
+    report.improvement_ratio = search.improvement_ratio;
+    report.line_search_steps = search.backtracks;
+    let kl = search.kl;
+    search.parameters.map(|p| (p, kl)).ok_or_else(|| {
+        format!(
+            "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {kl:.3e}, gain {:.3e})",
+            config.target_kl, search.actual_improvement
+        )
+    })
+}
 
-    let clock = Instant::now();
+/// Conjugate gradient on exact Fisher-vector products for the direction `F⁻¹g`, checked,
+/// then scaled to the trust region's edge.
+fn trust_region_step(
+    policy: &Policy,
+    config: &TrpoConfig,
+    observations: &DMatrix<f64>,
+    gradient: &DVector<f64>,
+    report: &mut UpdateReport,
+) -> Result<DVector<f64>, String> {
     let fisher = FisherVectorProduct::new(
         policy,
-        old_params.as_slice(),
+        policy.parameters().as_slice(),
         observations,
         config.sub_sampling_factor,
         config.cg_damping,
     );
     let solve = conjugate_gradient(
         |v| fisher.apply(v),
-        &gradient,
+        gradient,
         config.cg_max_steps,
         config.cg_tolerance,
     );
     report.cg_iterations = solve.iterations;
+    if matches!(solve.termination, CgTermination::NonFinite) {
+        return Err("conjugate gradient met a non-finite product".into());
+    }
     let direction = solve.solution;
     let curvature = direction.dot(&fisher.apply(&direction));
-    report.timings.cg_seconds = clock.elapsed().as_secs_f64();
-    let Some(step) = full_step(&direction, curvature, config.target_kl) else {
-        report.skipped_reason = Some(format!(
+    full_step(&direction, curvature, config.target_kl).ok_or_else(|| {
+        format!(
             "step curvature sᵀFs = {curvature:e} is not positive (conjugate gradient: {:?} after {} products)",
             solve.termination, solve.iterations
-        ));
-        return;
-    };
-    if matches!(solve.termination, CgTermination::NonFinite) {
-        report.skipped_reason = Some("conjugate gradient met a non-finite product".into());
-        return;
-    }
-
-    let clock = Instant::now();
-    let surrogate_old = surrogate(policy, &old, &batch);
-    let settings = LineSearchSettings {
-        max_kl: config.target_kl,
-        shrink: config.line_search_shrink,
-        max_backtracks: config.line_search_max_backtracks,
-    };
-    let search = line_search(
-        &old_params,
-        &step,
-        &gradient,
-        surrogate_old,
-        settings,
-        |candidate| {
-            let new = policy.evaluate(candidate.as_slice(), observations);
-            CandidateEvaluation {
-                surrogate: surrogate(policy, &new, &batch),
-                kl: mean_kl(policy, &old, &new),
-            }
-        },
-    );
-    report.timings.line_search_seconds = clock.elapsed().as_secs_f64();
-    report.expected_improvement = search.expected_improvement;
-    report.actual_improvement = search.actual_improvement;
-    report.improvement_ratio = search.improvement_ratio;
-    report.line_search_steps = search.backtracks;
-
-    match search.parameters.map(|p| policy_mut.set_parameters(p)) {
-        Some(Ok(())) => {
-            report.accepted = true;
-            report.kl = search.kl;
-        }
-        Some(Err(error)) => report.skipped_reason = Some(format!("step refused: {error}")),
-        None => {
-            report.skipped_reason = Some(format!(
-                "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {:.3e}, gain {:.3e})",
-                config.target_kl, search.kl, search.actual_improvement
-            ))
-        }
-    }
+        )
+    })
 }
 
-/// Why a surrogate gradient cannot drive a step, if it cannot.
-fn unusable_gradient(gradient: &DVector<f64>) -> Option<String> {
+/// Whether a surrogate gradient can drive a step; why not, if it cannot.
+fn check_gradient(gradient: &DVector<f64>) -> Result<(), String> {
     if gradient.iter().any(|g| !g.is_finite()) {
-        Some("surrogate gradient is not finite".into())
+        Err("surrogate gradient is not finite".into())
     } else if gradient.norm() == 0.0 {
-        Some("surrogate gradient is zero".into())
+        Err("surrogate gradient is zero".into())
     } else {
-        None
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trpo::batch::Episode;
+    use crate::trpo::batch::Trajectory;
+    use crate::trpo::batch::fixtures::trajectory;
     use crate::trpo::mlp::standard_normal;
     use rand::Rng;
+    use tether_shared::message::{RecordAction, RecordLayout};
 
     const TARGET: f64 = 0.5;
 
@@ -503,7 +559,13 @@ mod tests {
             normalize_observations,
             ..TrpoConfig::default()
         };
-        Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config, 7).expect("valid config")
+        Trpo::new(
+            1,
+            ActionDistribution::DiagGaussian { action_dim: 1 },
+            config,
+            7,
+        )
+        .expect("valid config")
     }
 
     /// One-step episodes of the task "act 0.5·obs": reward −(a − 0.5·obs)², actions drawn
@@ -511,27 +573,43 @@ mod tests {
     fn bandit_batch(trpo: &Trpo, rng: &mut ChaCha8Rng, n: usize) -> (RolloutBatch, f64) {
         let sigma = trpo.policy().log_std()[0].exp();
         let mut total = 0.0;
-        let episodes = (0..n)
-            .map(|_| {
-                let obs: f64 = rng.random_range(-1.0..1.0);
-                let x = DMatrix::from_element(1, 1, obs);
-                let x = match trpo.normalizer() {
-                    Some(norm) => norm.normalize(&x),
-                    None => x,
-                };
-                let mean = trpo.policy().outputs(&x)[(0, 0)];
-                let action = mean + sigma * standard_normal(rng);
-                let reward = -(action - TARGET * obs).powi(2);
-                total += reward;
-                Episode {
-                    observations: vec![vec![obs]],
-                    actions: vec![vec![action]],
-                    rewards: vec![reward],
-                    end: EpisodeEnd::Terminated,
-                }
-            })
-            .collect();
-        (RolloutBatch { episodes }, total / n as f64)
+        let mut batch = RolloutBatch::new(LAYOUT);
+        for _ in 0..n {
+            let obs: f32 = rng.random_range(-1.0..1.0);
+            let x = DMatrix::from_element(1, 1, f64::from(obs));
+            let x = match trpo.normalizer() {
+                Some(norm) => norm.normalize(&x),
+                None => x,
+            };
+            let mean = trpo.policy().outputs(&x)[(0, 0)];
+            let action = (mean + sigma * standard_normal(rng)) as f32;
+            let reward = -(f64::from(action) - TARGET * f64::from(obs)).powi(2) as f32;
+            total += f64::from(reward);
+            batch
+                .push(&step_episode(obs, action, reward))
+                .expect("same layout");
+        }
+        (batch, total / n as f64)
+    }
+
+    /// The records of a one-observation, one-action plant.
+    const LAYOUT: RecordLayout = RecordLayout::new(1, RecordAction::Continuous { dim: 1 });
+
+    /// An episode of one step.
+    fn step_episode(obs: f32, action: f32, reward: f32) -> Trajectory {
+        trajectory(
+            LAYOUT,
+            &[(&[obs], &[action], reward)],
+            EpisodeEnding::Terminated,
+        )
+    }
+
+    fn batch_of(episodes: &[Trajectory]) -> RolloutBatch {
+        let mut batch = RolloutBatch::new(LAYOUT);
+        for episode in episodes {
+            batch.push(episode).expect("same layout");
+        }
+        batch
     }
 
     #[test]
@@ -580,8 +658,13 @@ mod tests {
             normalize_observations: true,
             ..TrpoConfig::default()
         };
-        let fresh = Trpo::new(1, PolicyHead::DiagGaussian { action_dim: 1 }, config, 3)
-            .expect("valid config");
+        let fresh = Trpo::new(
+            1,
+            ActionDistribution::DiagGaussian { action_dim: 1 },
+            config,
+            3,
+        )
+        .expect("valid config");
         // 1500 samples: three Fisher chunks, products wide enough for the f32 kernel.
         let (batch, _) = bandit_batch(&fresh, &mut ChaCha8Rng::seed_from_u64(4), 1500);
         let run = |threads: usize| {
@@ -620,8 +703,12 @@ mod tests {
                     let json = serde_json::to_string(&trpo.state()).expect("finite state");
                     let state: TrpoState = serde_json::from_str(&json).expect("own output");
                     assert_eq!(state, trpo.state());
-                    trpo = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
-                        .expect("valid state");
+                    trpo = Trpo::from_state(
+                        1,
+                        ActionDistribution::DiagGaussian { action_dim: 1 },
+                        state,
+                    )
+                    .expect("valid state");
                 }
                 let (batch, _) = bandit_batch(&trpo, &mut rng, 256);
                 reports.push(trpo.update(&batch).expect("valid batch"));
@@ -651,8 +738,9 @@ mod tests {
             if update == 1 {
                 let mut state = forgetful.state();
                 state.updates_done = 0;
-                forgetful = Trpo::from_state(1, PolicyHead::DiagGaussian { action_dim: 1 }, state)
-                    .expect("valid state");
+                forgetful =
+                    Trpo::from_state(1, ActionDistribution::DiagGaussian { action_dim: 1 }, state)
+                        .expect("valid state");
             }
             let (batch, _) = bandit_batch(&forgetful, &mut rng, 256);
             forgetful.update(&batch).expect("valid batch");
@@ -663,7 +751,7 @@ mod tests {
     #[test]
     fn from_state_refuses_bad_states_with_the_reason() {
         let trpo = learner(true);
-        let head = PolicyHead::DiagGaussian { action_dim: 1 };
+        let head = ActionDistribution::DiagGaussian { action_dim: 1 };
         let err = |state: TrpoState, obs_dim: usize| {
             Trpo::from_state(obs_dim, head, state)
                 .expect_err("invalid")
@@ -716,13 +804,9 @@ mod tests {
         assert!(serde_json::from_str::<TrpoState>(&with_typo).is_err());
     }
 
-    fn one_episode(observation: f64, reward: f64) -> Episode {
-        Episode {
-            observations: vec![vec![observation]; 4],
-            actions: vec![vec![0.1]; 4],
-            rewards: vec![reward; 4],
-            end: EpisodeEnd::Terminated,
-        }
+    fn one_episode(observation: f32, reward: f32) -> Trajectory {
+        let step: (&[f32], &[f32], f32) = (&[observation], &[0.1], reward);
+        trajectory(LAYOUT, &[step; 4], EpisodeEnding::Terminated)
     }
 
     #[test]
@@ -730,29 +814,25 @@ mod tests {
         let mut trpo = learner(false);
         let before = trpo.policy().parameters().clone();
         let value_before = trpo.value_function().parameters().clone();
-        let err = trpo.update(&RolloutBatch::default()).expect_err("empty");
-        assert_eq!(
-            err,
-            UpdateError::InvalidBatch(BatchError::Empty { episodes: 0 })
-        );
+        let err = trpo.update(&RolloutBatch::new(LAYOUT)).expect_err("empty");
+        assert_eq!(err, UpdateError::InvalidBatch(BatchError::Empty));
         assert_eq!(trpo.policy().parameters(), &before);
         assert_eq!(trpo.value_function().parameters(), &value_before);
     }
 
     #[test]
-    fn non_finite_observations_are_an_error_and_change_nothing() {
+    fn a_batch_of_another_shape_is_an_error_and_changes_nothing() {
         let mut trpo = learner(true);
         let before = trpo.policy().parameters().clone();
-        let mut episode = one_episode(0.3, 1.0);
-        episode.observations[1][0] = f64::INFINITY;
-        let err = trpo
-            .update(&RolloutBatch {
-                episodes: vec![episode],
-            })
-            .expect_err("non-finite");
+        let wide = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
+        let mut batch = RolloutBatch::new(wide);
+        let step: (&[f32], &[f32], f32) = (&[0.3, 0.3], &[0.1], 1.0);
+        batch
+            .push(&trajectory(wide, &[step], EpisodeEnding::Terminated))
+            .expect("same layout");
+        let err = trpo.update(&batch).expect_err("two observations");
         assert!(
-            err.to_string()
-                .contains("episode 0 step 1: observation is not finite"),
+            err.to_string().contains("the learner takes 1 observations"),
             "{err}"
         );
         assert_eq!(trpo.policy().parameters(), &before);
@@ -765,16 +845,7 @@ mod tests {
         let before = trpo.policy().parameters().clone();
         // One-step episodes with identical observation and reward: every advantage is
         // r − V(s), the same number, so normalised advantages carry no signal.
-        let batch = RolloutBatch {
-            episodes: (0..8)
-                .map(|_| Episode {
-                    observations: vec![vec![0.2]],
-                    actions: vec![vec![0.0]],
-                    rewards: vec![0.0],
-                    end: EpisodeEnd::Terminated,
-                })
-                .collect(),
-        };
+        let batch = batch_of(&vec![step_episode(0.2, 0.0, 0.0); 8]);
         let report = trpo.update(&batch).expect("valid batch");
         assert!(!report.accepted);
         let reason = report.skipped_reason.expect("a reason");
@@ -786,26 +857,14 @@ mod tests {
     fn truncated_episodes_bootstrap_from_the_final_observation() {
         let trpo = learner(false);
         let mut truncated = one_episode(0.3, 1.0);
-        truncated.end = EpisodeEnd::Truncated {
-            final_observation: vec![0.9],
-        };
+        truncated.end_truncated(&[0.9]).expect("finite");
         let terminated = one_episode(0.3, 1.0);
         let obs = DMatrix::from_element(1, 4, 0.3);
-        let a = trpo.estimate_advantages(
-            &RolloutBatch {
-                episodes: vec![truncated],
-            },
-            &obs,
-        );
-        let b = trpo.estimate_advantages(
-            &RolloutBatch {
-                episodes: vec![terminated],
-            },
-            &obs,
-        );
-        let v_final = trpo
-            .value_function()
-            .predict(&DMatrix::from_element(1, 1, 0.9))[0];
+        let a = trpo.estimate_advantages(&batch_of(&[truncated]), &obs);
+        let b = trpo.estimate_advantages(&batch_of(&[terminated]), &obs);
+        let v_final =
+            trpo.value_function()
+                .predict(&DMatrix::from_element(1, 1, f64::from(0.9f32)))[0];
         let gamma = trpo.config().gamma;
         approx::assert_relative_eq!(
             a.advantages[3] - b.advantages[3],

@@ -32,7 +32,8 @@ use tether_firmware::plant::{Action, Plant};
 use tether_firmware::sampler::Sampler;
 use tether_firmware::{Device, DeviceConfig};
 use tether_shared::message::{
-    DeviceMessage, DeviceState, RunCommand, RunMode, TRANSITION_BATCH_VALUES, TransitionBatch,
+    DeviceMessage, DeviceState, RecordLayout, RunCommand, RunMode, TRANSITION_BATCH_VALUES,
+    TransitionBatch,
 };
 use tether_shared::plant::MAX_OBS_DIM;
 use tether_shared::policy::MAX_LAYER_WIDTH;
@@ -98,7 +99,7 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart) -> ! {
     });
     let sampling = sampling(&spec, out, policy.log_std());
     let plant_part = plant_steps(plant.clone());
-    let link = link_per_record(&mut device, &spec);
+    let link = link_per_record(&mut device);
 
     let peak_stack = stack::peak_bytes();
     hprintln!(
@@ -236,9 +237,8 @@ fn plant_steps<P: Plant>(mut plant: P) -> u64 {
 
 /// Hundredths of an instruction per record for framing full transition batches of this
 /// plant's records and writing them to the UART.
-fn link_per_record<P: Plant>(device: &mut BoardDevice<'_, P>, spec: &PolicySpec) -> u64 {
-    let width = device.plant().description().action.wire_width();
-    let record = spec.obs_dim as usize + width + 2;
+fn link_per_record<P: Plant>(device: &mut BoardDevice<'_, P>) -> u64 {
+    let record = RecordLayout::of_plant(&device.plant().description()).width();
     let records = TRANSITION_BATCH_VALUES / record;
     let mut batch = TransitionBatch {
         episode: 3,

@@ -1,10 +1,12 @@
 //! From device rollouts to the learner's batch, in device order then episode order.
 
-use crate::rollout::{CollectedEpisode, DeviceRollout, EpisodeEnding, RejectionCounts};
-use crate::trpo::batch::{Episode, EpisodeEnd, RolloutBatch};
+use tether_shared::message::RecordLayout;
+
+use crate::rollout::{DeviceRollout, RejectionCounts};
+use crate::trpo::batch::RolloutBatch;
 
 /// A batch with the bookkeeping the metrics need.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AssembledBatch {
     /// What the learner trains on.
     pub batch: RolloutBatch,
@@ -27,64 +29,59 @@ impl AssembledBatch {
     }
 }
 
-/// Joins rollouts given in device order.
+/// Joins rollouts given in device order; every episode's records are laid out as `layout`
+/// (the plant's). An episode of another layout cannot come from these devices' assemblers;
+/// it would be counted as malformed, not learned from.
 pub fn assemble<'a>(
     rollouts: impl IntoIterator<Item = &'a DeviceRollout>,
-    obs_dim: usize,
-    action_width: usize,
+    layout: RecordLayout,
 ) -> AssembledBatch {
-    let mut out = AssembledBatch::default();
+    let mut out = AssembledBatch {
+        batch: RolloutBatch::new(layout),
+        steps: 0,
+        complete_returns: Vec::new(),
+        rejections: RejectionCounts::default(),
+    };
     for rollout in rollouts {
         out.rejections.add(&rollout.rejections);
-        for episode in &rollout.episodes {
-            if episode.is_empty() {
+        for episode in rollout.episodes.iter().filter(|e| !e.is_empty()) {
+            if out.batch.push(&episode.trajectory).is_err() {
+                out.rejections.discarded_episodes += 1;
+                out.rejections.malformed += 1;
                 continue;
             }
             out.steps += episode.len();
             if let Some(r) = episode.complete_return {
                 out.complete_returns.push(f64::from(r));
             }
-            out.batch
-                .episodes
-                .push(convert(episode, obs_dim, action_width));
         }
     }
     out
 }
 
-fn convert(episode: &CollectedEpisode, obs_dim: usize, action_width: usize) -> Episode {
-    let rows = |values: &[f32], width: usize| -> Vec<Vec<f64>> {
-        values
-            .chunks_exact(width.max(1))
-            .map(|row| row.iter().map(|&v| f64::from(v)).collect())
-            .collect()
-    };
-    Episode {
-        observations: rows(&episode.observations, obs_dim),
-        actions: rows(&episode.actions, action_width),
-        rewards: episode.rewards.iter().map(|&r| f64::from(r)).collect(),
-        end: match &episode.ending {
-            EpisodeEnding::Terminated => EpisodeEnd::Terminated,
-            EpisodeEnding::Truncated { final_obs } => EpisodeEnd::Truncated {
-                final_observation: final_obs.iter().map(|&v| f64::from(v)).collect(),
-            },
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tether_shared::message::RecordAction;
+
     use super::*;
+    use crate::rollout::CollectedEpisode;
+    use crate::trpo::batch::fixtures::trajectory;
+    use crate::trpo::batch::{EpisodeEnding, EpisodeView};
+
+    const LAYOUT: RecordLayout = RecordLayout::new(2, RecordAction::Continuous { dim: 1 });
 
     fn episode(len: usize, complete: Option<f32>, ending: EpisodeEnding) -> CollectedEpisode {
+        let steps: Vec<([f32; 2], [f32; 1])> = (0..len)
+            .map(|i| ([2.0 * i as f32, 2.0 * i as f32 + 1.0], [i as f32 * 0.5]))
+            .collect();
+        let steps: Vec<(&[f32], &[f32], f32)> = steps
+            .iter()
+            .map(|(o, a)| (o.as_slice(), a.as_slice(), 1.0))
+            .collect();
         CollectedEpisode {
             episode: 0,
             policy_version: 1,
-            observations: (0..len * 2).map(|i| i as f32).collect(),
-            actions: (0..len).map(|i| i as f32 * 0.5).collect(),
-            rewards: vec![1.0; len],
-            device_log_probs: vec![0.0; len],
-            ending,
+            trajectory: trajectory(LAYOUT, &steps, ending),
             complete_return: complete,
             worst_step_us: 0,
             missed_deadlines: 0,
@@ -92,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_device_then_episode_order_and_reshapes_rows() {
+    fn keeps_device_then_episode_order_as_columns() {
         let a = DeviceRollout {
             episodes: vec![episode(2, Some(2.0), EpisodeEnding::Terminated)],
             rejections: RejectionCounts {
@@ -114,21 +111,30 @@ mod tests {
             ],
             rejections: RejectionCounts::default(),
         };
-        let out = assemble([&a, &b], 2, 1);
+        let out = assemble([&a, &b], LAYOUT);
         assert_eq!(out.steps, 5);
-        assert_eq!(out.batch.episodes.len(), 2, "empty episodes are dropped");
+        let episodes: Vec<EpisodeView<'_>> = out.batch.episodes().collect();
+        assert_eq!(episodes.len(), 2, "empty episodes are dropped");
+        let obs = out.batch.observation_matrix();
+        assert_eq!(obs.column(1).as_slice(), &[2.0, 3.0]);
         assert_eq!(
-            out.batch.episodes[0].observations,
-            vec![vec![0.0, 1.0], vec![2.0, 3.0]]
+            obs.column(2).as_slice(),
+            &[0.0, 1.0],
+            "device b's first step"
         );
         assert_eq!(
-            out.batch.episodes[1].actions,
-            vec![vec![0.0], vec![0.5], vec![1.0]]
+            out.batch
+                .action_matrix()
+                .row(0)
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            [0.0, 0.5, 0.0, 0.5, 1.0]
         );
         assert_eq!(
-            out.batch.episodes[1].end,
-            EpisodeEnd::Truncated {
-                final_observation: vec![7.0, 8.0]
+            episodes[1].ending,
+            &EpisodeEnding::Truncated {
+                final_obs: vec![7.0, 8.0]
             }
         );
         assert_eq!(out.mean_return(), 2.0);

@@ -46,8 +46,13 @@ pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
         handshake_timeout: Duration::from_secs(10),
         ..ClientConfig::default()
     };
+    let started = Instant::now();
     let client = DeviceClient::connect(link, config)
         .unwrap_or_else(|e| panic!("handshake with QEMU: {e}; output: {:?}", qemu.output()));
+    eprintln!(
+        "qemu:{plant} ({timing:?}) answered its handshake after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     (client, qemu)
 }
 

@@ -13,8 +13,10 @@
 //!   pass far faster than the host's, and the host detects a silent device by its own
 //!   clock.
 //!
-//! The device answers nothing to a host frame it cannot read (it counts it and the host
-//! retries), so the board says on the host's stderr (semihosting) how many it has refused
+//! On the host's stderr (semihosting) the board says when it starts serving (`tether board:
+//! serving free-running` or `… serving in real time`: a host that started QEMU knows the
+//! board reads its UART from then on), and, since the device answers nothing to a host
+//! frame it cannot read (it counts it and the host retries), how many it has refused
 //! whenever that count grows: `tether board: <n> bad frames from the host`.
 
 use cortex_m_semihosting::heprintln;
@@ -44,6 +46,12 @@ pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool) -> ! {
     let mut device: BoardDevice<'_, P> = Device::new(plant, BoardLink::uart(uart), &clock, config);
     let mut free = FreeRunning::new();
     let mut bad_frames = 0;
+    let timing = if real_time {
+        "in real time"
+    } else {
+        "free-running"
+    };
+    heprintln!("tether board: serving {}", timing);
     loop {
         device.poll();
         report_bad_frames(&device, &mut bad_frames);

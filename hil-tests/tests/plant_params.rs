@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tether_firmware::plant::{Action, Plant, Qube};
 use tether_firmware::safety::clamp_continuous;
-use tether_hil_tests::qemu::QemuDevice;
+use tether_hil_tests::qemu;
+use tether_trainer::device::qemu::{QemuExtras, QemuTiming};
 use tether_shared::message::{ParamRange, ParamSetting, PlantParams, RefusalReason, RunMode};
 use tether_shared::policy::PolicyView;
 use tether_shared::seeds::{EpisodeStream, SplitMix64, episode_seed};
@@ -180,7 +181,8 @@ fn memory_devices_draw_every_episode_from_its_seed_and_pty_devices_agree() {
 
 #[test]
 fn qemu_devices_apply_the_same_parameters_bit_for_bit() {
-    let qemu = QemuDevice::start("qube", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let qemu = qemu::start("qube", QemuTiming::FreeRunning, QemuExtras::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     let port = [qemu.pty().to_string_lossy().into_owned()];
     let params = settings();
     let mut on_qemu = fleet(LinkKind::Memory, &port, Some(params.clone()));
@@ -189,7 +191,7 @@ fn qemu_devices_apply_the_same_parameters_bit_for_bit() {
     assert_eq!(
         qemu_bits,
         bits(&episodes(&mut on_host, SEED)),
-        "{}",
+        "{:?}",
         qemu.output()
     );
     let mut nominal = fleet(LinkKind::Memory, &[], None);

@@ -17,7 +17,8 @@
 //!
 //! [devices]
 //! sim = 2
-//! link = "memory"       # or "pty"
+//! link = "memory"       # or "pty", or "qemu" (the board image in QEMU)
+//! # firmware = "target/firmware/qemu-mps2-an386/pendulum.elf"   # link = "qemu" only
 //! ports = []            # serial ports, e.g. ["/dev/ttyACM0"]
 //! tcp = []              # serial-over-TCP rigs, e.g. ["rig1:4000"]
 //! baud = 115200
@@ -108,6 +109,9 @@ pub enum LinkKind {
     Memory,
     /// Pseudo-terminal pairs: exercises the same serial code path as real hardware.
     Pty,
+    /// The firmware's Cortex-M board image in QEMU, over the pseudo-terminal of its UART
+    /// (`trainer/src/device/qemu.rs`): the real instruction set and binary.
+    Qemu,
 }
 
 /// Simulated devices a run gets when it names no devices at all (rl-zoo3 trains with 2
@@ -137,6 +141,9 @@ pub struct DevicesConfig {
     /// Fault injection on simulated links (a spec the device driver parses, e.g.
     /// `"corrupt=0.01,drop=0.001"`); `None` for a clean link.
     pub faults: Option<String>,
+    /// With `link = "qemu"`: the board image (ELF) QEMU runs; `None`: the plant's image where
+    /// `scripts/cross.sh` writes it, found from the current directory.
+    pub firmware: Option<PathBuf>,
 }
 
 impl Default for DevicesConfig {
@@ -149,6 +156,7 @@ impl Default for DevicesConfig {
             baud: 115_200,
             emulate_baud: false,
             faults: None,
+            firmware: None,
         }
     }
 }
@@ -164,6 +172,7 @@ struct RawDevices {
     baud: u32,
     emulate_baud: bool,
     faults: Option<String>,
+    firmware: Option<PathBuf>,
 }
 
 impl Default for RawDevices {
@@ -177,6 +186,7 @@ impl Default for RawDevices {
             baud: d.baud,
             emulate_baud: d.emulate_baud,
             faults: d.faults,
+            firmware: d.firmware,
         }
     }
 }
@@ -194,6 +204,7 @@ impl From<RawDevices> for DevicesConfig {
             baud: raw.baud,
             emulate_baud: raw.emulate_baud,
             faults: raw.faults,
+            firmware: raw.firmware,
         }
     }
 }
@@ -709,6 +720,10 @@ upload_retries = 1
         assert!(err.to_string().contains("pendulum.toml:1:"), "{err}");
         let err = Config::from_toml_str("[devices]\nlink = \"usb\"\n", origin()).unwrap_err();
         assert!(err.to_string().contains("usb"), "{err}");
+        let qemu = "[devices]\nlink = \"qemu\"\nfirmware = \"cart.elf\"\n";
+        let c = Config::from_toml_str(qemu, origin()).unwrap();
+        assert_eq!(c.devices.link, LinkKind::Qemu);
+        assert_eq!(c.devices.firmware, Some(PathBuf::from("cart.elf")));
     }
 
     #[test]
@@ -727,6 +742,8 @@ upload_retries = 1
         };
         c.devices.tcp = vec!["rig:1".into()];
         c.devices.faults = Some("drop=0.1".into());
+        c.devices.link = LinkKind::Qemu;
+        c.devices.firmware = Some("/images/qube.elf".into());
         c.trpo.max_kl = 0.1 + 0.2; // not a short decimal
         c.timeouts.silence_s = 1e-3;
         let text = c.to_toml_string().unwrap();

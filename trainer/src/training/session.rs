@@ -102,7 +102,7 @@ pub struct Session {
     // Field order matters on drop: the pool (which stops the devices) goes before the
     // simulated boards it talks to.
     pool: DevicePool,
-    _fleet_boards: Vec<tether_firmware::sim::SimHandle>,
+    _fleet_boards: Vec<crate::device::simulated::SimDevice>,
     plant: PlantDescription,
     spec: PolicySpec,
     learner: Trpo,

@@ -35,7 +35,10 @@ pub fn start(
 }
 
 /// Starts `plant`'s image in QEMU and handshakes with it, once the board serves (QEMU's
-/// start takes longer on a loaded host; the handshake then takes what any exchange does).
+/// start takes longer on a loaded host). In real time the handshake may take 10 s: QEMU's
+/// clock alignment (`-icount align=on`) often holds the emulated core for about 2 s after
+/// the board has printed its serving line (measured 2.1–2.3 s in 5 of 8 starts), and the
+/// board answers nothing meanwhile.
 pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
     let started = Instant::now();
     let qemu = start(plant, timing, QemuExtras::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -46,7 +49,14 @@ pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
     };
     let stream = transport::open(&address).expect("the pty opens");
     let link = DeviceLink::new(format!("qemu:{plant}"), stream);
-    let client = DeviceClient::connect(link, ClientConfig::default())
+    let config = ClientConfig {
+        handshake_timeout: match timing {
+            QemuTiming::RealTime => Duration::from_secs(10),
+            QemuTiming::FreeRunning => ClientConfig::default().handshake_timeout,
+        },
+        ..ClientConfig::default()
+    };
+    let client = DeviceClient::connect(link, config)
         .unwrap_or_else(|e| panic!("handshake with QEMU: {e}; output: {:?}", qemu.output()));
     eprintln!(
         "qemu:{plant} ({timing:?}): serving after {:.2} s, handshaken after {:.2} s",

@@ -422,6 +422,10 @@ where
             HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
             }
+            HostMessage::PlantParams(params) => {
+                let (topic, result) = crate::plant::params::apply(&mut self.plant, &params);
+                self.answer(topic, result);
+            }
             HostMessage::Release(mark) => self.link.release(&mark),
             HostMessage::Resend(range) => self.resend(&range),
             HostMessage::BatchLimit { values } => {
@@ -530,6 +534,8 @@ where
             self.state = DeviceState::Idle;
             return false;
         };
+        self.plant
+            .vary(episode_seed(seed, id, EpisodeStream::PlantVariation));
         self.plant
             .reset(episode_seed(seed, id, EpisodeStream::InitialState));
         self.sampler

@@ -4,8 +4,8 @@ use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
-use super::POLICY_CHUNK_VALUES;
 use super::recovery::{ReleaseMark, StepRange};
+use super::{POLICY_CHUNK_VALUES, PlantParams};
 use crate::policy::PolicySpec;
 
 /// Everything the host sends.
@@ -39,6 +39,9 @@ pub enum HostMessage {
         /// Increments with every heartbeat; echoed for round-trip measurements.
         sequence: u32,
     },
+    /// Sets a simulated plant's parameters and per-episode ranges (replacing every earlier
+    /// setting); they apply from the next episode on. A physical plant refuses it.
+    PlantParams(PlantParams),
     /// Cumulative acknowledgement of transition data: the device may forget what it keeps
     /// for resending up to this mark.
     Release(ReleaseMark),

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{AckTopic, DeviceInfo, RefusalReason, RunCommand};
+use tether_shared::message::{
+    AckTopic, DeviceInfo, PlantParams, Refusal, RefusalReason, RunCommand,
+};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
@@ -74,12 +76,14 @@ pub struct DeviceClient {
     /// Chunks the device did not acknowledge, per byte sent: the host-to-device line's
     /// damage, for the upload's chunk size.
     uplink: LineErrors,
+    /// The plant parameters set on the device, sent again after every reconnect.
+    plant_params: Option<PlantParams>,
 }
 
 /// What a device's answer to a command was.
 enum Answer {
     Acked,
-    Refused(RefusalReason),
+    Refused(Refusal),
 }
 
 impl DeviceClient {
@@ -95,7 +99,40 @@ impl DeviceClient {
             last_sent: Instant::now(),
             rtt,
             uplink: LineErrors::new(),
+            plant_params: None,
         })
+    }
+
+    /// Sets the simulated plant's parameters and ranges (see [`PlantParams`]), from its next
+    /// episode on, and keeps them to set again after every reconnect. A device whose plant
+    /// takes no parameters (physical hardware) refuses: [`DeviceError::ParamsRefused`].
+    pub fn set_plant_params(&mut self, params: PlantParams) -> Result<(), DeviceError> {
+        self.send_plant_params(&params)?;
+        self.plant_params = Some(params);
+        Ok(())
+    }
+
+    fn send_plant_params(&mut self, params: &PlantParams) -> Result<(), DeviceError> {
+        let count = u8::try_from(params.settings.len()).unwrap_or(u8::MAX);
+        let message = HostMessage::PlantParams(params.clone());
+        let what = "plant parameters";
+        match self.exchange(&message, AckTopic::PlantParams { count }, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => {
+                let index = match refusal.topic {
+                    AckTopic::PlantParams { count } => usize::from(count),
+                    _ => 0,
+                };
+                Err(DeviceError::ParamsRefused {
+                    device: self.name().to_string(),
+                    setting: (refusal.reason != RefusalReason::FixedPhysics)
+                        .then(|| params.settings.get(index))
+                        .flatten()
+                        .map(|s| s.name.to_string()),
+                    reason: refusal.reason,
+                })
+            }
+        }
     }
 
     /// Handshakes again after a failure (a device that reset, went silent or dropped off):
@@ -119,6 +156,9 @@ impl DeviceClient {
         }
         self.info = info;
         self.last_sent = Instant::now();
+        if let Some(params) = self.plant_params.clone() {
+            self.send_plant_params(&params)?;
+        }
         Ok(())
     }
 
@@ -245,28 +285,36 @@ impl DeviceClient {
         expected: AckTopic,
         what: &str,
     ) -> Result<(), DeviceError> {
+        match self.exchange(message, expected, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => Err(DeviceError::Refused {
+                device: self.name().to_string(),
+                what: what.to_string(),
+                reason: refusal.reason,
+            }),
+        }
+    }
+
+    /// Sends `message` until the device answers it (acknowledged as `expected`, or
+    /// refused), with the timeouts and limits of [`DeviceClient::command`].
+    fn exchange(
+        &mut self,
+        message: &HostMessage,
+        expected: AckTopic,
+        what: &str,
+    ) -> Result<Answer, DeviceError> {
         let started = Instant::now();
         let mut sends = 0;
         for attempt in 0..COMMAND_ATTEMPTS {
             sends += 1;
             let sent = Instant::now();
             self.send(message)?;
-            match self.await_answer(expected, self.rtt.timeout(attempt))? {
-                Some(Answer::Acked) => {
-                    if attempt == 0 {
-                        // Karn: only an answer to a single send times the round trip.
-                        self.rtt.sample(sent.elapsed());
-                    }
-                    return Ok(());
+            if let Some(answer) = self.await_answer(expected, self.rtt.timeout(attempt))? {
+                if attempt == 0 {
+                    // Karn: only an answer to a single send times the round trip.
+                    self.rtt.sample(sent.elapsed());
                 }
-                Some(Answer::Refused(reason)) => {
-                    return Err(DeviceError::Refused {
-                        device: self.name().to_string(),
-                        what: what.to_string(),
-                        reason,
-                    });
-                }
-                None => {}
+                return Ok(answer);
             }
             if attempt > 0 && started.elapsed() >= self.config.rto_ceiling {
                 break;
@@ -287,7 +335,7 @@ impl DeviceClient {
                     return Ok(Some(Answer::Acked));
                 }
                 Some(DeviceMessage::Refused(refusal)) if same_command(refusal.topic, expected) => {
-                    return Ok(Some(Answer::Refused(refusal.reason)));
+                    return Ok(Some(Answer::Refused(refusal)));
                 }
                 Some(DeviceMessage::Log(line)) => {
                     tracing::info!(device = %self.name(), "{}", line.text);

@@ -9,13 +9,15 @@
 //! - [`rtt`]: the round-trip estimate and the retransmission timeout it gives;
 //! - [`frame_sizing`]: the frame size a damaging line calls for;
 //! - [`replug`]: reopening a port that vanished, by path or USB serial number;
-//! - [`simulated`]: a simulated device (the firmware with a plant model) set up to run.
+//! - [`simulated`]: a simulated device (the firmware with a plant model) set up to run, in
+//!   this process or, through [`qemu`], as the Cortex-M board image in QEMU.
 
 pub mod address;
 pub mod client;
 pub mod error;
 pub mod frame_sizing;
 pub mod link;
+pub mod qemu;
 pub mod replug;
 pub mod rtt;
 pub mod simulated;

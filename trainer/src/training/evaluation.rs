@@ -46,6 +46,8 @@ pub struct EvaluationReport {
     pub mean_length: f64,
     /// Every episode's return, in device then episode order.
     pub returns: Vec<f64>,
+    /// Every episode's length in steps, in the same order.
+    pub lengths: Vec<u32>,
 }
 
 /// Runs `episodes` deterministic episodes of `policy`, split over the fleet's devices.
@@ -94,8 +96,8 @@ pub fn evaluate(
                 for episode in &rollout.episodes {
                     if let Some(r) = episode.complete_return {
                         returns.push(f64::from(r));
-                        let length = episode.episode_length.map_or(episode.len(), |n| n as usize);
-                        lengths.push(length as f64);
+                        let length = episode.episode_length.unwrap_or(episode.len() as u32);
+                        lengths.push(length);
                     }
                 }
             }
@@ -112,7 +114,8 @@ pub fn evaluate(
         episodes: returns.len(),
         mean_return: mean,
         std_return: var.sqrt(),
-        mean_length: lengths.iter().sum::<f64>() / n,
+        mean_length: lengths.iter().map(|&l| f64::from(l)).sum::<f64>() / n,
         returns,
+        lengths,
     })
 }

@@ -19,8 +19,8 @@
 use heapless::Vec;
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, TransitionBatch,
-    TransitionRecord,
+    HostMessage, LogLine, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode,
+    TransitionBatch, TransitionRecord,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
 use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
@@ -32,7 +32,7 @@ use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
 use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
-use crate::plant::{Action, Plant, StepOutcome};
+use crate::plant::{Action, Plant, Settling, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
@@ -115,6 +115,8 @@ struct CurrentEpisode {
     worst_step_us: u32,
     missed_deadlines: u32,
     batch: TransitionBatch,
+    /// Whether the plant reported itself ready ([`Plant::settle`]); no step runs before.
+    settled: bool,
 }
 
 /// The device runtime for plant `P`, link `L`, clock `C` and a policy capacity of `CAP` f32
@@ -142,6 +144,8 @@ pub struct Device<P, L, C, const CAP: usize> {
     period_us: u64,
     next_deadline_us: u64,
     next_heartbeat_us: u64,
+    /// When to ask an unsettled plant again ([`Plant::settle`]).
+    next_settle_us: u64,
     last_host_sequence: u32,
     obs: [f32; MAX_OBS_DIM],
     output: [f32; MAX_OUTPUT],
@@ -182,6 +186,7 @@ where
             period_us,
             next_deadline_us: now,
             next_heartbeat_us: now,
+            next_settle_us: now,
             last_host_sequence: 0,
             obs: [0.0; MAX_OBS_DIM],
             output: [0.0; MAX_OUTPUT],
@@ -248,7 +253,9 @@ where
     pub fn next_wakeup_us(&self) -> u64 {
         let mut wake = self.next_heartbeat_us;
         if self.state == DeviceState::Running {
-            let step = if self.episode.is_some() || self.pending_end.is_none() {
+            let step = if self.episode.as_ref().is_some_and(|ep| !ep.settled) {
+                self.next_settle_us
+            } else if self.episode.is_some() || self.pending_end.is_none() {
                 self.next_deadline_us
             } else {
                 self.clock.now_us()
@@ -412,6 +419,17 @@ where
         self.send_control(&message);
     }
 
+    /// Tells the host's user something in one line (truncated to fit).
+    fn send_log(&mut self, text: &str) {
+        let mut line = heapless::String::new();
+        for c in text.chars() {
+            if line.push(c).is_err() {
+                break;
+            }
+        }
+        self.send_control(&DeviceMessage::Log(LogLine { text: line }));
+    }
+
     fn send_control(&mut self, message: &DeviceMessage) {
         // A dropped control message is logged by the link; the host retries.
         let _ = self.link.send(message, Priority::Control);
@@ -427,6 +445,9 @@ where
             if !self.start_episode(now) {
                 return;
             }
+        }
+        if !self.plant_settled(now) {
+            return;
         }
         if now >= self.next_deadline_us {
             self.control_step(now);
@@ -466,8 +487,40 @@ where
             worst_step_us: 0,
             missed_deadlines: 0,
             batch: empty_batch(id, 0, version),
+            settled: false,
         });
+        self.next_settle_us = now;
         true
+    }
+
+    /// Whether the episode's plant is ready for its first step; asks it once per settle
+    /// tick while it is not (a real plant centring its arm), and faults when it cannot be.
+    fn plant_settled(&mut self, now: u64) -> bool {
+        let Some(ep) = self.episode.as_mut() else {
+            return false;
+        };
+        if ep.settled {
+            return true;
+        }
+        if now < self.next_settle_us {
+            return false;
+        }
+        match self.plant.settle() {
+            Settling::Ready => {
+                ep.settled = true;
+                // The episode's clock starts when the plant is ready.
+                self.next_deadline_us = now;
+                true
+            }
+            Settling::Busy => {
+                self.next_settle_us = now.saturating_add(self.plant.settle_tick_us().max(1));
+                false
+            }
+            Settling::Failed => {
+                self.fault(EpisodeEndReason::Fault);
+                false
+            }
+        }
     }
 
     fn control_step(&mut self, started: u64) {
@@ -511,6 +564,9 @@ where
             warn!("non-finite observation");
             return StepResult::Fault;
         }
+        if self.plant.fault().is_some() {
+            return StepResult::Fault;
+        }
         let Some(view) = self.store.view() else {
             return StepResult::Fault;
         };
@@ -538,6 +594,9 @@ where
         };
         if !outcome.reward.is_finite() {
             warn!("non-finite reward");
+            return StepResult::Fault;
+        }
+        if self.plant.fault().is_some() {
             return StepResult::Fault;
         }
         self.record_step(log_prob, outcome)
@@ -612,6 +671,10 @@ where
     /// Plant to safe state, episode (if any) ended with `reason`, device in safe stop.
     fn fault(&mut self, reason: EpisodeEndReason) {
         self.plant.safe_state();
+        if let Some(fault) = self.plant.fault() {
+            error!("plant fault: {}", fault.as_str());
+            self.send_log(fault.as_str());
+        }
         if self.episode.is_some() {
             self.end_episode(reason);
         }

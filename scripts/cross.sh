@@ -4,8 +4,13 @@
 #
 #   image <path> text=<bytes> data=<bytes> bss=<bytes>
 #
-# Images are written to target/firmware/<board>/<plant>.elf (the board crates' own build
-# folder is target/boards/<board>/). Any build error fails the script.
+# Images are written to target/firmware/<board>/<name>.elf, with a raw `<name>.bin` beside
+# it for ROM DFU (`dfu-util -a 0 -s 0x08000000:leave -D <name>.bin`); the board crates' own
+# build folder is target/boards/<board>/. A board folder may hold `cross-variants`: one
+# feature list per line, each built again as `<name>-<features>.elf` (the Black Pill's
+# AS5600 pendulum sensor). Any build error fails the script, and so does an image that
+# links a double-precision software floating-point routine (arm-none-eabi-nm): a
+# Cortex-M4F has a single-precision FPU only.
 #
 # Offline toolchain (see the README, "Running on a microcontroller"): Debian's Rust
 # (rustc-web, cargo-web) builds `core` for the target from rust-web-src with
@@ -19,7 +24,7 @@ root=$PWD
 deb_cargo=/usr/bin/cargo
 deb_rustc=/usr/bin/rustc
 linker=/usr/lib/llvm-22/bin/ld.lld
-for tool in "$deb_cargo" "$deb_rustc" "$linker" arm-none-eabi-size; do
+for tool in "$deb_cargo" "$deb_rustc" "$linker" arm-none-eabi-size arm-none-eabi-objcopy arm-none-eabi-nm; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "cross: $tool is missing; run scripts/setup.sh" >&2
         exit 1
@@ -60,21 +65,29 @@ if bad:
 PY
 }
 
-status=0
-for dir in firmware/boards/*/; do
-    dir=${dir%/}
+# Prints the double-precision software routines (__aeabi_d*, __*df*) image $1 links.
+double_routines() {
+    arm-none-eabi-nm "$1" |
+        awk '$3 ~ /^__aeabi_(d|f2d|l2d|ul2d|i2d|ui2d)|^__.*df[0-9]?$|^__.*df[a-z]+[0-9]?$/ {print $3}' |
+        sort -u | tr '\n' ' '
+}
+
+# Builds board folder $1 with cargo features $2 (may be empty); images get suffix $3.
+build_board() {
+    local dir=$1 features=$2 suffix=$3
+    local board target_dir out_dir
     board=$(basename "$dir")
     target_dir="$root/target/boards/$board"
     out_dir="$root/target/firmware/$board"
     mkdir -p "$out_dir" "$target_dir"
     cp Cargo.lock "$dir/Cargo.lock"
-    echo "cross: building $board" >&2
+    echo "cross: building $board${features:+ (features: $features)}" >&2
     if ! (cd "$dir" && "$deb_cargo" build --release --quiet -Zbuild-std=core \
+        ${features:+--features "$features"} \
         --target-dir "$target_dir" --message-format=json-render-diagnostics \
         >"$target_dir/messages.json"); then
         echo "cross: $board failed to build" >&2
-        status=1
-        continue
+        return 1
     fi
     check_lock "$dir"
     # The executables cargo reports, copied to their documented place.
@@ -89,10 +102,28 @@ for line in open(sys.argv[1]):
         print(m["target"]["name"], m["executable"])
 PY
     while read -r name exe; do
-        image="$out_dir/$name.elf"
+        image="$out_dir/$name$suffix.elf"
         cp "$exe" "$image"
+        arm-none-eabi-objcopy -O binary "$image" "${image%.elf}.bin"
         read -r text data bss _ < <(arm-none-eabi-size "$image" | tail -n 1)
         echo "image ${image#"$root"/} text=$text data=$data bss=$bss"
+        doubles=$(double_routines "$image")
+        if [ -n "$doubles" ]; then
+            echo "cross: ${image#"$root"/} links double-precision routines: $doubles" >&2
+            return 1
+        fi
     done
+}
+
+status=0
+for dir in firmware/boards/*/; do
+    dir=${dir%/}
+    build_board "$dir" "" "" || status=1
+    if [ -f "$dir/cross-variants" ]; then
+        while read -r features; do
+            [ -z "$features" ] || [ "${features#\#}" != "$features" ] && continue
+            build_board "$dir" "$features" "-${features//[ ,]/-}" || status=1
+        done <"$dir/cross-variants"
+    fi
 done
 exit $status

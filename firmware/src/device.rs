@@ -38,6 +38,9 @@ use crate::policy_tiles::TiledPolicy;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
 use crate::sampler::Sampler;
 
+mod probe;
+use probe::Probe;
+
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
     major: parse_u8(env!("CARGO_PKG_VERSION_MAJOR")),
@@ -146,6 +149,8 @@ pub struct Device<P, L, C, const CAP: usize> {
     next_heartbeat_us: u64,
     /// When to ask an unsettled plant again ([`Plant::settle`]).
     next_settle_us: u64,
+    /// Observing and test pulses (bring-up).
+    probe: Probe,
     last_host_sequence: u32,
     obs: [f32; MAX_OBS_DIM],
     output: [f32; MAX_OUTPUT],
@@ -187,6 +192,7 @@ where
             next_deadline_us: now,
             next_heartbeat_us: now,
             next_settle_us: now,
+            probe: Probe::default(),
             last_host_sequence: 0,
             obs: [0.0; MAX_OBS_DIM],
             output: [0.0; MAX_OUTPUT],
@@ -270,6 +276,16 @@ where
                 wake = wake.min(expiry);
             }
         }
+        if self.state == DeviceState::Observing {
+            wake = wake.min(self.probe.next_us());
+            if self.watchdog.timeout_us() != 0 {
+                let expiry = self
+                    .watchdog
+                    .last_feed_us()
+                    .saturating_add(self.watchdog.timeout_us());
+                wake = wake.min(expiry.saturating_add(1));
+            }
+        }
         if self.pending_end.is_some() {
             wake = wake.min(self.clock.now_us());
         }
@@ -281,7 +297,8 @@ where
         self.link.poll_write();
         self.receive();
         let now = self.clock.now_us();
-        if self.state == DeviceState::Running && self.watchdog.expired(now) {
+        let watched = matches!(self.state, DeviceState::Running | DeviceState::Observing);
+        if watched && self.watchdog.expired(now) {
             self.stats.watchdog_fired += 1;
             warn!(
                 "watchdog: host silent for more than {} us",
@@ -290,8 +307,10 @@ where
             self.fault(EpisodeEndReason::Fault);
         }
         self.queue_pending_end();
-        if self.state == DeviceState::Running {
-            self.run_due(now);
+        match self.state {
+            DeviceState::Running => self.run_due(now),
+            DeviceState::Observing => self.observe_due(now),
+            DeviceState::Idle | DeviceState::SafeStop => {}
         }
         self.heartbeat();
         self.link.poll_write();
@@ -393,6 +412,14 @@ where
             }
             HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
+            }
+            HostMessage::Observe => {
+                self.start_observing();
+                self.answer(AckTopic::Observe, Ok(()));
+            }
+            HostMessage::Pulse(pulse) => {
+                let result = self.start_pulse(&pulse);
+                self.answer(AckTopic::Pulse, result);
             }
         }
     }

@@ -172,6 +172,20 @@ fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> 
     all.push(HostMessage::Heartbeat {
         sequence: rng.next() as u32,
     });
+    // Bring-up: observing, and test pulses in and out of bounds (any action, any length).
+    all.push(HostMessage::Observe);
+    let mut action = heapless::Vec::new();
+    for _ in 0..rng.below(3) {
+        let value = match rng.below(10) {
+            9 => f32::NAN,
+            k => (k as f32 - 4.0) * 0.5,
+        };
+        let _ = action.push(value);
+    }
+    all.push(HostMessage::Pulse(tether_shared::message::PulseCommand {
+        action,
+        duration_us: rng.below(1_000_000) as u32,
+    }));
     let i = rng.below(all.len());
     all.swap_remove(i)
 }

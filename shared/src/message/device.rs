@@ -31,6 +31,20 @@ pub enum DeviceMessage {
     Heartbeat(Heartbeat),
     /// Free text for the user (never parsed by the host).
     Log(LogLine),
+    /// What the plant measures now, once per control period while observing.
+    Observation(Observation),
+}
+
+/// One observation sent while observing (see [`super::HostMessage::Observe`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Observation {
+    /// Microseconds since the device started (wraps after ~71 minutes).
+    pub uptime_us: u32,
+    /// The observation, in the plant's layout.
+    pub values: Vec<f32, MAX_OBS_DIM>,
+    /// Whether a test pulse was being applied during the period that led here.
+    pub pulsing: bool,
 }
 
 /// What the device tells the host in the handshake.
@@ -74,6 +88,10 @@ pub enum AckTopic {
     Run,
     /// The device is idle, the plant in its safe state.
     Stop,
+    /// The device observes (see [`super::HostMessage::Observe`]).
+    Observe,
+    /// The test pulse started.
+    Pulse,
 }
 
 /// A refused command and why.
@@ -112,6 +130,11 @@ pub enum RefusalReason {
     NoPolicy,
     /// The plant is in its safe state after a fault and refuses to run until reset.
     Faulted,
+    /// A test pulse above a quarter of the plant's bound, longer than 0.5 s, of the wrong
+    /// dimension, or for a plant with discrete actions.
+    PulseOutOfBounds,
+    /// A test pulse while the device runs episodes (stop, then observe, first).
+    Busy,
 }
 
 /// Transitions of one episode, consecutive in step.
@@ -183,6 +206,8 @@ pub enum DeviceState {
     Running,
     /// Plant in its safe state after a fault or watchdog expiry.
     SafeStop,
+    /// Streaming observations with the plant safe (bring-up), test pulses allowed.
+    Observing,
 }
 
 /// Periodic sign of life.

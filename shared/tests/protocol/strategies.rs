@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, PolicyBegin, PolicyChunk, Refusal, RefusalReason, RunCommand, RunMode,
-    TransitionBatch,
+    MAX_LOG_LEN, Observation, PolicyBegin, PolicyChunk, PulseCommand, Refusal, RefusalReason,
+    RunCommand, RunMode, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::version::FirmwareVersion;
@@ -92,10 +92,12 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
         any::<u32>().prop_map(|version| AckTopic::PolicyCommit { version }),
         Just(AckTopic::Run),
         Just(AckTopic::Stop),
+        Just(AckTopic::Observe),
+        Just(AckTopic::Pulse),
     ]
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 11] = [
+pub const REFUSAL_REASONS: [RefusalReason; 13] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -107,6 +109,8 @@ pub const REFUSAL_REASONS: [RefusalReason; 11] = [
     RefusalReason::NonFinite,
     RefusalReason::NoPolicy,
     RefusalReason::Faulted,
+    RefusalReason::PulseOutOfBounds,
+    RefusalReason::Busy,
 ];
 
 const END_REASONS: [EpisodeEndReason; 5] = [
@@ -117,10 +121,11 @@ const END_REASONS: [EpisodeEndReason; 5] = [
     EpisodeEndReason::Fault,
 ];
 
-const STATES: [DeviceState; 3] = [
+const STATES: [DeviceState; 4] = [
     DeviceState::Idle,
     DeviceState::Running,
     DeviceState::SafeStop,
+    DeviceState::Observing,
 ];
 
 pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
@@ -198,6 +203,14 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
             })
         });
     let log = text::<MAX_LOG_LEN>().prop_map(|text| DeviceMessage::Log(LogLine { text }));
+    let observation =
+        (any::<u32>(), floats(), any::<bool>()).prop_map(|(uptime_us, values, pulsing)| {
+            DeviceMessage::Observation(Observation {
+                uptime_us,
+                values,
+                pulsing,
+            })
+        });
     prop_oneof![
         hello,
         ack_topic().prop_map(DeviceMessage::Ack),
@@ -206,6 +219,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         episode_end,
         heartbeat,
         log,
+        observation,
     ]
 }
 
@@ -248,12 +262,19 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         run,
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
+        Just(HostMessage::Observe),
+        (floats(), any::<u32>()).prop_map(|(action, duration_us)| {
+            HostMessage::Pulse(PulseCommand {
+                action,
+                duration_us,
+            })
+        }),
     ]
 }
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 7;
+pub const HOST_KINDS: usize = 9;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -263,11 +284,13 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Run(_) => 4,
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
+        HostMessage::Observe => 7,
+        HostMessage::Pulse(_) => 8,
     }
 }
 
 /// Number of [`DeviceMessage`] kinds (exhaustive, as [`host_kind`]).
-pub const DEVICE_KINDS: usize = 7;
+pub const DEVICE_KINDS: usize = 8;
 pub fn device_kind(m: &DeviceMessage) -> usize {
     match m {
         DeviceMessage::Hello(_) => 0,
@@ -277,6 +300,7 @@ pub fn device_kind(m: &DeviceMessage) -> usize {
         DeviceMessage::EpisodeEnd(_) => 4,
         DeviceMessage::Heartbeat(_) => 5,
         DeviceMessage::Log(_) => 6,
+        DeviceMessage::Observation(_) => 7,
     }
 }
 

@@ -248,6 +248,18 @@ where
         self.period_us
     }
 
+    /// Handles `message` as if it had arrived from the host (a firmware that boots a
+    /// built-in policy uploads and runs it this way, see [`crate::deploy`]). It does not
+    /// feed the watchdog nor count as host traffic.
+    pub fn handle_message(&mut self, message: HostMessage) {
+        self.handle(message);
+    }
+
+    /// Changes the watchdog's timeout (0 disables it); takes effect from now.
+    pub fn set_watchdog_timeout_us(&mut self, timeout_us: u64) {
+        self.watchdog = Watchdog::new(timeout_us, self.clock.now_us());
+    }
+
     /// Outgoing bytes queued but not yet accepted by the link.
     pub fn tx_pending(&self) -> usize {
         self.link.tx_pending()

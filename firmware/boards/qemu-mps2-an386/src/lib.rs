@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod clock;
 pub mod cmdline;
+pub mod deployed;
 pub mod fault;
 pub mod link;
 pub mod script;
@@ -52,12 +53,19 @@ pub fn start<P: Plant + Clone>(plant: P) -> ! {
     // SAFETY: UART0 is used by nothing else in this image.
     let uart = unsafe { CmsdkUart::new(UART0_BASE, systick::CORE_CLOCK_HZ, BAUD) };
     let mut buf = [0u8; cmdline::CMDLINE_LEN];
-    match cmdline::parse(cmdline::read(&mut buf)) {
-        Ok(Mode::Bench) => bench::bench(plant, uart),
-        Ok(Mode::RealTime) => serve::serve(plant, uart, true),
-        Ok(Mode::FreeRunning) => serve::serve(plant, uart, false),
+    match cmdline::parse_request(cmdline::read(&mut buf)) {
+        Ok(request) if request.deploy.is_some() => {
+            let (episodes, seed) = request.deploy.unwrap_or_default();
+            let real_time = request.mode == Mode::RealTime;
+            deployed::serve(plant, uart, real_time, episodes, seed)
+        }
+        Ok(request) => match request.mode {
+            Mode::Bench => bench::bench(plant, uart),
+            Mode::RealTime => serve::serve(plant, uart, true),
+            Mode::FreeRunning => serve::serve(plant, uart, false),
+        },
         Err(e) => fault::fail(format_args!(
-            "bad command line ({:?}); words: free, realtime, bench",
+            "bad command line ({:?}); words: free, realtime, bench, deploy, episodes=N, seed=S",
             e
         )),
     }

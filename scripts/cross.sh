@@ -40,8 +40,9 @@ if [ "${1:-}" = "--deploy" ]; then
         exit 1
     }
     mkdir -p "$root/target/deploy"
-    # With the host toolchain, before this script switches to Debian's.
-    cargo run --quiet --release -p tether-trainer -- export --run "$deploy_run" --format rust \
+    # With the host toolchain (the test build's profile: no release build of the trainer
+    # for an export), before this script switches to Debian's.
+    cargo run --quiet -p tether-trainer --bin tether -- export --run "$deploy_run" --format rust \
         --out "$root/target/deploy/policy.rs"
 fi
 

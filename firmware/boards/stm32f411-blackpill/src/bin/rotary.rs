@@ -4,6 +4,12 @@
 //! task, which polls the `Device` whenever it has timed work (its next control step,
 //! heartbeat, watchdog check or settle tick, from `Device::next_wakeup_us`; embassy-time's
 //! timer on TIM2 wakes it) or host bytes arrive.
+//!
+//! Built with the `deploy` feature (`scripts/cross.sh --deploy RUN`), the image carries a
+//! trained policy and runs it from boot, episode after episode, with no host: the firmware
+//! core's `deploy` module installs it through the device's own upload checks and starts a
+//! deterministic run; each episode's return goes to the defmt log. A host that connects
+//! (`tether probe`, `tether train`) takes the device over as usual.
 #![no_std]
 #![no_main]
 
@@ -65,7 +71,13 @@ type Rig = RotaryPendulum<
     Input<'static>,
     EmbassyClock,
 >;
-type RigDevice = Device<Rig, UsbLink, EmbassyClock, POLICY_CAPACITY>;
+/// The link the device talks through: the USB pipes, read for episode ends in a deploy
+/// image (which reports them without a host).
+#[cfg(not(feature = "deploy"))]
+type RigLink = UsbLink;
+#[cfg(feature = "deploy")]
+type RigLink = tether_firmware::deploy::EpisodeTap<UsbLink>;
+type RigDevice = Device<Rig, RigLink, EmbassyClock, POLICY_CAPACITY>;
 type UsbDriver = Driver<'static, peripherals::USB_OTG_FS>;
 
 /// 96 MHz from the 25 MHz crystal (PLL: /25, ×192, /2), 48 MHz for USB (/4).
@@ -140,9 +152,99 @@ async fn main(spawner: Spawner) {
     spawner.spawn(usb_tx(sender).expect("one send task"));
 
     static DEVICE: StaticCell<RigDevice> = StaticCell::new();
-    let device =
-        DEVICE.init_with(|| Device::new(rig, UsbLink, EmbassyClock, DeviceConfig::default()));
-    control(device).await
+    let device = DEVICE.init_with(|| Device::new(rig, rig_link(), EmbassyClock, device_config()));
+    #[cfg(feature = "deploy")]
+    let deployed = deployed::boot(device);
+    #[cfg(not(feature = "deploy"))]
+    let deployed = NoDeploy;
+    control(device, deployed).await
+}
+
+/// The runtime's settings (watchdog, heartbeat), as for any device.
+fn device_config() -> DeviceConfig {
+    DeviceConfig::default()
+}
+
+#[cfg(not(feature = "deploy"))]
+fn rig_link() -> RigLink {
+    UsbLink
+}
+
+#[cfg(feature = "deploy")]
+fn rig_link() -> RigLink {
+    tether_firmware::deploy::EpisodeTap::new(UsbLink)
+}
+
+/// An image without a built-in policy: nothing to do between polls.
+#[cfg(not(feature = "deploy"))]
+struct NoDeploy;
+
+#[cfg(not(feature = "deploy"))]
+impl NoDeploy {
+    fn after_poll(&mut self, _device: &mut RigDevice) {}
+}
+
+/// The built-in policy (`deploy` feature): boot and per-poll bookkeeping.
+#[cfg(feature = "deploy")]
+mod deployed {
+    use tether_firmware::deploy::{BuiltInPolicy, Standalone};
+
+    use super::{RigDevice, device_config};
+
+    mod built_in {
+        // The wrapper scripts/cross.sh --deploy writes: `SPEC_POSTCARD` and `PARAMS` from
+        // `tether export --format rust`.
+        include!(env!("TETHER_DEPLOY_POLICY"));
+    }
+
+    /// Run seed of the built-in run. A deterministic policy on a real rig draws nothing
+    /// from it (the rig starts where it is); fixed so a log names one run.
+    const SEED: u64 = 0;
+
+    /// The standalone run, or none if the policy was refused (then the device waits for a
+    /// host, as an image without one does).
+    pub struct Deployed(Option<Standalone>);
+
+    /// Installs the built-in policy and starts it for ever (0 episodes: until a host
+    /// speaks).
+    pub fn boot(device: &mut RigDevice) -> Deployed {
+        let policy = BuiltInPolicy {
+            spec_postcard: &built_in::SPEC_POSTCARD,
+            params: &built_in::PARAMS,
+        };
+        match Standalone::boot(
+            device,
+            &policy,
+            0,
+            SEED,
+            device_config().watchdog_timeout_us,
+        ) {
+            Ok(run) => Deployed(Some(run)),
+            Err(e) => {
+                defmt::error!("deploy: the built-in policy cannot run: {}", e);
+                Deployed(None)
+            }
+        }
+    }
+
+    impl Deployed {
+        /// Hands over to a host once one speaks; logs each finished episode's return.
+        pub fn after_poll(&mut self, device: &mut RigDevice) {
+            let Some(run) = self.0.as_mut() else {
+                return;
+            };
+            run.after_poll(device);
+            while let Some(end) = device.link_io_mut().take_end() {
+                defmt::info!(
+                    "deploy: episode {} return {} length {} {}",
+                    end.episode,
+                    end.episode_return,
+                    end.length,
+                    end.reason
+                );
+            }
+        }
+    }
 }
 
 /// The rig's settings (README, "Your own rig": arm limit, speeds, zeroing).
@@ -156,9 +258,14 @@ fn rig_config() -> RotaryConfig {
 }
 
 /// The control loop: poll, then sleep until the device's next timed work or host bytes.
-async fn control(device: &'static mut RigDevice) -> ! {
+async fn control(
+    device: &'static mut RigDevice,
+    #[cfg(feature = "deploy")] mut deployed: deployed::Deployed,
+    #[cfg(not(feature = "deploy"))] mut deployed: NoDeploy,
+) -> ! {
     loop {
         device.poll();
+        deployed.after_poll(device);
         let mut wake = device.next_wakeup_us();
         if device.tx_pending() > 0 {
             // Bytes wait for room in the USB pipe: look again soon.

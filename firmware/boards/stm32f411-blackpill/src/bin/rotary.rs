@@ -34,9 +34,11 @@ use tether_board_stm32f411_blackpill::POLICY_CAPACITY;
 use tether_board_stm32f411_blackpill::clock::EmbassyClock;
 use tether_board_stm32f411_blackpill::encoder::TimerEncoder;
 use tether_board_stm32f411_blackpill::usb_link::{self, RX_ARRIVED, UsbLink};
-use tether_firmware::plant::rotary_hal::{
-    DutyMapping, PwmDirectionBridge, RotaryConfig, RotaryPendulum,
-};
+#[cfg(not(feature = "two-pwm"))]
+use tether_firmware::plant::rotary_hal::PwmDirectionBridge;
+#[cfg(feature = "two-pwm")]
+use tether_firmware::plant::rotary_hal::TwoPwmBridge;
+use tether_firmware::plant::rotary_hal::{DutyMapping, RotaryConfig, RotaryPendulum};
 use tether_firmware::{Device, DeviceConfig};
 
 bind_interrupts!(struct Irqs {
@@ -53,11 +55,13 @@ const MAPPING: DutyMapping = DutyMapping {
 /// PWM frequency on the bridge.
 const PWM_HZ: u32 = 20_000;
 
-type Bridge = PwmDirectionBridge<
-    embassy_stm32::timer::simple_pwm::SimplePwmChannel<'static, peripherals::TIM1>,
-    Output<'static>,
-    Output<'static>,
->;
+type PwmChannel = embassy_stm32::timer::simple_pwm::SimplePwmChannel<'static, peripherals::TIM1>;
+/// PWM/DIR (PH/EN) bridges: PWM on PA8, direction on PB12.
+#[cfg(not(feature = "two-pwm"))]
+type Bridge = PwmDirectionBridge<PwmChannel, Output<'static>, Output<'static>>;
+/// IN1/IN2 bridges (`two-pwm` feature): PWM on PA8 and PA9.
+#[cfg(feature = "two-pwm")]
+type Bridge = TwoPwmBridge<PwmChannel, PwmChannel, Output<'static>>;
 #[cfg(not(feature = "as5600"))]
 type PendulumSensor = TimerEncoder<'static, peripherals::TIM4>;
 #[cfg(feature = "as5600")]
@@ -113,19 +117,38 @@ async fn main(spawner: Spawner) {
 
     // The bridge first, off: enable low before anything else can happen.
     let enable = Output::new(p.PB13, Level::Low, Speed::Low);
-    let direction = Output::new(p.PB12, Level::Low, Speed::Low);
-    let pwm = SimplePwm::new(
-        p.TIM1,
-        Some(PwmPin::new(p.PA8, OutputType::PushPull)),
-        None,
-        None,
-        None,
-        Hertz(PWM_HZ),
-        CountingMode::EdgeAlignedUp,
-    );
-    let mut channels = pwm.split();
-    channels.ch1.enable();
-    let bridge = PwmDirectionBridge::new(channels.ch1, direction, enable, MAPPING);
+    #[cfg(not(feature = "two-pwm"))]
+    let bridge = {
+        let direction = Output::new(p.PB12, Level::Low, Speed::Low);
+        let pwm = SimplePwm::new(
+            p.TIM1,
+            Some(PwmPin::new(p.PA8, OutputType::PushPull)),
+            None,
+            None,
+            None,
+            Hertz(PWM_HZ),
+            CountingMode::EdgeAlignedUp,
+        );
+        let mut channels = pwm.split();
+        channels.ch1.enable();
+        PwmDirectionBridge::new(channels.ch1, direction, enable, MAPPING)
+    };
+    #[cfg(feature = "two-pwm")]
+    let bridge = {
+        let pwm = SimplePwm::new(
+            p.TIM1,
+            Some(PwmPin::new(p.PA8, OutputType::PushPull)),
+            Some(PwmPin::new(p.PA9, OutputType::PushPull)),
+            None,
+            None,
+            Hertz(PWM_HZ),
+            CountingMode::EdgeAlignedUp,
+        );
+        let mut channels = pwm.split();
+        channels.ch1.enable();
+        channels.ch2.enable();
+        TwoPwmBridge::new(channels.ch1, channels.ch2, enable, MAPPING)
+    };
     let arm = TimerEncoder::new(Qei::new(p.TIM3, p.PA6, p.PA7, QeiConfig::default()));
     #[cfg(not(feature = "as5600"))]
     let pendulum = TimerEncoder::new(Qei::new(p.TIM4, p.PB6, p.PB7, QeiConfig::default()));

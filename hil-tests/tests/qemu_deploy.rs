@@ -2,13 +2,15 @@
 //! `pendulum-deploy.elf` from `hil-tests/fixtures/deploy-pendulum/`) boots in QEMU with
 //! nothing on its UART, runs 20 episodes on its own and prints their returns over
 //! semihosting; they are bit for bit the returns `tether eval --sim 1 --seed 1000` gets
-//! from the host build for the same policy.
+//! from the host build for the same policy (the image's `eval-seed=1000` picks those
+//! episodes). Booted with no command line at all, it runs the policy too.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use tether_firmware::deploy::evaluation_run_seed;
 use tether_hil_tests::child::ChildGuard;
 use tether_hil_tests::qemu::{BOARD, image_path};
 use tether_trainer::run::policy_file::PolicyFile;
@@ -46,38 +48,73 @@ fn deployed_returns(output: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
-#[test]
-fn deployed_policy_runs_alone_in_qemu_and_matches_tether_eval() {
+/// The fixture's deploy image (built by scripts/cross.sh).
+fn deploy_image() -> std::path::PathBuf {
     let image = image_path(BOARD, "pendulum-deploy");
     assert!(
         image.is_file(),
         "no {}: run scripts/cross.sh (scripts/test.sh does)",
         image.display()
     );
-    let seed_word = format!("seed={}", evaluation_run_seed(EVAL_SEED));
-    let child = Command::new("qemu-system-arm")
+    image
+}
+
+/// Starts the deploy image in QEMU with nothing on its UART and `extra` arguments; its
+/// semihosting output on stdout and stderr, both piped.
+fn start_qemu(extra: &[&str]) -> Child {
+    Command::new("qemu-system-arm")
+        .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
         .args([
-            "-M",
-            "mps2-an386",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
             "-serial",
             "null",
+            "-semihosting-config",
+            "enable=on,target=native",
         ])
-        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
-        .arg(&image)
-        .args([
-            "-append",
-            &format!("deploy episodes={EPISODES} {seed_word}"),
-        ])
+        .arg("-kernel")
+        .arg(deploy_image())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("qemu-system-arm starts (scripts/setup.sh installs it)");
-    let mut guard = ChildGuard::new(child, "qemu deploy image");
+        .expect("qemu-system-arm starts (scripts/setup.sh installs it)")
+}
+
+/// With no `-append` at all, the deploy image starts its episodes on its own: the first
+/// two episode-return lines arrive (it runs for ever; the guard stops it).
+#[test]
+fn deploy_image_runs_its_policy_from_boot_without_a_command_line() {
+    let mut guard = ChildGuard::new(start_qemu(&[]), "qemu deploy image, no command line");
+    let stdout = guard.stdout.take().expect("piped");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut episodes = Vec::new();
+    let mut seen = Vec::new();
+    while episodes.len() < 2 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no episode line within 60 s ({e}); output: {seen:?}"));
+        episodes.extend(deployed_returns(&line));
+        seen.push(line);
+    }
+    assert_eq!(
+        episodes.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [0, 1],
+        "{seen:?}"
+    );
+    assert!(guard.is_running(), "it keeps running episodes: {seen:?}");
+}
+
+#[test]
+fn deployed_policy_runs_alone_in_qemu_and_matches_tether_eval() {
+    let command_line = format!("deploy episodes={EPISODES} eval-seed={EVAL_SEED}");
+    let mut guard = ChildGuard::new(start_qemu(&["-append", &command_line]), "qemu deploy image");
     let (mut stdout, mut stderr) = (
         guard.stdout.take().expect("piped"),
         guard.stderr.take().expect("piped"),

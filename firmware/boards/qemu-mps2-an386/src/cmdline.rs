@@ -4,10 +4,13 @@
 //! the default runs free), `bench` (run the budget benchmark instead of serving the host,
 //! print one JSON line over semihosting and exit), `deploy` (run the policy built into a
 //! deploy image with no host: `episodes=N` of them, then exit — 0 or none: for ever —
-//! with run seed `seed=S`; each episode's return is printed over semihosting). Unknown
-//! words stop the board with an error naming them, rather than being ignored.
+//! with run seed `seed=S`, or `eval-seed=S` for the episodes `tether eval --sim 1 --seed S`
+//! runs; each episode's return is printed over semihosting; a deploy image does this
+//! without the word too, unless asked for `bench`). Unknown words stop the board with an
+//! error naming them, rather than being ignored.
 
 use cortex_m_semihosting::{nr, syscall1};
+use tether_firmware::deploy::evaluation_run_seed;
 
 /// How the board runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub fn parse_request(cmdline: &str) -> Result<Request, CmdlineError<'_>> {
         } else if let Some(value) = word.strip_prefix("seed=") {
             let seed = value.parse().map_err(|_| CmdlineError::UnknownWord(word))?;
             deploy.get_or_insert((0, 0)).1 = seed;
+        } else if let Some(value) = word.strip_prefix("eval-seed=") {
+            let seed = value.parse().map_err(|_| CmdlineError::UnknownWord(word))?;
+            deploy.get_or_insert((0, 0)).1 = evaluation_run_seed(seed);
         } else {
             let slot = mode_words
                 .get_mut(n)

@@ -7,6 +7,7 @@
 //! ```
 //!
 //! and after `episodes=N` of them (if N > 0) `deploy: done`, then QEMU exits with status 0.
+//! A deploy image does this from boot (for ever) even without the `deploy` word.
 //! A host that connects to the UART takes the device over (handshake, probe, upload, run).
 //!
 //! [`deploy`]: tether_firmware::deploy
@@ -43,6 +44,12 @@ fn built_in_policy() -> Option<BuiltInPolicy> {
     {
         None
     }
+}
+
+/// The run a deploy image starts at boot when its command line names none: episodes for
+/// ever, run seed 0. `None` for an image without a built-in policy.
+pub fn boot_run() -> Option<(u32, u64)> {
+    built_in_policy().map(|_| (0, 0))
 }
 
 /// Runs the built-in policy for `episodes` (0: for ever) with run seed `seed`.

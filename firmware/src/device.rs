@@ -547,8 +547,11 @@ where
         match self.plant.settle() {
             Settling::Ready => {
                 ep.settled = true;
-                // The episode's clock starts when the plant is ready.
-                self.next_deadline_us = now;
+                // The episode's clock starts when the plant is ready, on the control grid
+                // if it was ready at once (a model plant: steps stay one period apart
+                // across episodes), else now (a real reset that took several periods is
+                // no missed deadline).
+                self.next_deadline_us = self.next_deadline_us.max(now);
                 true
             }
             Settling::Busy => {

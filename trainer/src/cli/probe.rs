@@ -23,7 +23,8 @@ use crate::trpo::hyperparams::TrpoConfig;
 
 /// Observations printed per second while streaming (the device sends one per period).
 const PRINTS_PER_SECOND: f64 = 10.0;
-/// Watching before, and settling after, each pulse.
+/// Watching before, and settling after, each pulse (device time: counted in observations,
+/// one per control period, so a slow host or a lagging link reads the same window).
 const QUIET: Duration = Duration::from_millis(300);
 
 pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -57,6 +58,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         .observe()
         .context("the device did not start observing")?;
     let angles = Angles::of(&fleet.plant);
+    let quiet = observations_in(&fleet.plant, QUIET);
     stream(
         client,
         &angles,
@@ -66,7 +68,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         for sign in [1.0f32, -1.0] {
             let mut this = pulse.clone();
             this.action.iter_mut().for_each(|a| *a *= sign);
-            let moved = pulse_and_measure(client, &angles, this.clone())?;
+            let moved = pulse_and_measure(client, &angles, this.clone(), quiet)?;
             report_pulse(&this, &angles, &moved);
         }
     }
@@ -151,8 +153,14 @@ fn stream(client: &mut DeviceClient, angles: &Angles, length: Duration) -> anyho
 /// The next observation within 0.5 s (`None`: something else arrived); an error if the
 /// device faulted or fell silent.
 fn next_observation(client: &mut DeviceClient) -> anyhow::Result<Option<Vec<f32>>> {
+    Ok(next_report(client)?.map(|(values, _)| values))
+}
+
+/// The next observation within 0.5 s and whether a test pulse acted on the period after it
+/// (`None`: something else arrived); an error if the device faulted or fell silent.
+fn next_report(client: &mut DeviceClient) -> anyhow::Result<Option<(Vec<f32>, bool)>> {
     match client.next_message(Duration::from_millis(500))? {
-        Some(DeviceMessage::Observation(o)) => Ok(Some(o.values.to_vec())),
+        Some(DeviceMessage::Observation(o)) => Ok(Some((o.values.to_vec(), o.pulsing))),
         Some(DeviceMessage::Heartbeat(h))
             if h.state == tether_shared::message::DeviceState::SafeStop =>
         {
@@ -165,18 +173,41 @@ fn next_observation(client: &mut DeviceClient) -> anyhow::Result<Option<Vec<f32>
     }
 }
 
-/// Each angle's change over the pulse (from just before it to [`QUIET`] after it ends).
+/// How many observations (one per control period) span `length` of device time.
+fn observations_in(plant: &PlantDescription, length: Duration) -> usize {
+    let period = u128::from(plant.control_period_us().max(1));
+    usize::try_from(length.as_micros() / period).map_or(usize::MAX, |n| n.max(1))
+}
+
+/// Each angle's change over the pulse: from the observation the pulse's first period starts
+/// from to `quiet` observations after its last period, all in device time (the device
+/// marks the observations a pulse acts on), after `quiet` observations of rest first.
 fn pulse_and_measure(
     client: &mut DeviceClient,
     angles: &Angles,
     pulse: PulseCommand,
+    quiet: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let before = last_observation_within(client, QUIET)?;
+    let _ = observations(client, quiet)?;
     let length = Duration::from_micros(u64::from(pulse.duration_us));
     client
         .pulse(pulse)
         .context("the device refused the test pulse")?;
-    let after = last_observation_within(client, length + QUIET)?;
+    // Observations queued before the pulse began come first; the first one marked is the
+    // state the pulse starts from.
+    let started = Instant::now();
+    let before = loop {
+        if let Some((values, true)) = next_report(client)? {
+            break values;
+        }
+        if started.elapsed() > length + Duration::from_secs(2) {
+            bail!(
+                "the device acknowledged the pulse but never applied it (shorter than a control period?)"
+            );
+        }
+    };
+    while let Some((_, true)) | None = next_report(client)? {}
+    let after = observations(client, quiet)?;
     let (a, b) = (angles.read(&before), angles.read(&after));
     Ok(a.iter()
         .zip(&b)
@@ -184,15 +215,14 @@ fn pulse_and_measure(
         .collect())
 }
 
-fn last_observation_within(
-    client: &mut DeviceClient,
-    length: Duration,
-) -> anyhow::Result<Vec<f32>> {
-    let start = Instant::now();
+/// Reads `count` observations (at least one); the last of them.
+fn observations(client: &mut DeviceClient, count: usize) -> anyhow::Result<Vec<f32>> {
     let mut last = None;
-    while start.elapsed() < length || last.is_none() {
+    let mut seen = 0;
+    while seen < count.max(1) {
         if let Some(obs) = next_observation(client)? {
             last = Some(obs);
+            seen += 1;
         }
     }
     Ok(last.unwrap_or_default())

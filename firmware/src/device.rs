@@ -425,6 +425,10 @@ where
             HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
             }
+            HostMessage::PlantParams(params) => {
+                let (topic, result) = crate::plant::params::apply(&mut self.plant, &params);
+                self.answer(topic, result);
+            }
             HostMessage::Observe => {
                 self.start_observing();
                 self.answer(AckTopic::Observe, Ok(()));
@@ -514,6 +518,8 @@ where
             self.state = DeviceState::Idle;
             return false;
         };
+        self.plant
+            .vary(episode_seed(seed, id, EpisodeStream::PlantVariation));
         self.plant
             .reset(episode_seed(seed, id, EpisodeStream::InitialState));
         self.sampler

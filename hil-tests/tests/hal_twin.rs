@@ -20,6 +20,7 @@ use tether_hil_tests::runs;
 use tether_hil_tests::scratch::ScratchDir;
 use tether_shared::PolicySpec;
 use tether_shared::message::RunMode;
+use tether_trainer::device::simulated::SimDevice;
 use tether_trainer::device::transport::POLL_INTERVAL;
 use tether_trainer::device::{ClientConfig, DeviceClient, DeviceLink};
 use tether_trainer::rollout::collect::collect;
@@ -202,7 +203,7 @@ fn training_through_the_twin_learns_like_the_model() {
     for i in 0..2 {
         let (client, handle, _twin) = twin_device(&format!("twin{i}"));
         clients.push(client);
-        boards.push(handle);
+        boards.push(SimDevice::Host(handle));
     }
     let plant = clients[0].info().plant.clone();
     let fleet = Fleet {

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tether_hil_tests::child::ChildGuard;
-use tether_hil_tests::qemu::{BOARD, image_path};
+use tether_hil_tests::qemu::image;
 use tether_trainer::run::policy_file::PolicyFile;
 use tether_trainer::run::{DevicesConfig, TimeoutsConfig};
 use tether_trainer::training::FleetSpec;
@@ -48,15 +48,9 @@ fn deployed_returns(output: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// The fixture's deploy image (built by scripts/cross.sh).
+/// The fixture's deploy image (built by scripts/cross.sh; a missing one fails naming it).
 fn deploy_image() -> std::path::PathBuf {
-    let image = image_path(BOARD, "pendulum-deploy");
-    assert!(
-        image.is_file(),
-        "no {}: run scripts/cross.sh (scripts/test.sh does)",
-        image.display()
-    );
-    image
+    image("pendulum-deploy")
 }
 
 /// Starts the deploy image in QEMU with nothing on its UART and `extra` arguments; its

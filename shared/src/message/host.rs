@@ -4,7 +4,7 @@ use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
-use super::POLICY_CHUNK_VALUES;
+use super::{POLICY_CHUNK_VALUES, PlantParams};
 use crate::plant::{ActionSpace, MAX_ACTION_DIM};
 use crate::policy::PolicySpec;
 
@@ -39,6 +39,9 @@ pub enum HostMessage {
         /// Increments with every heartbeat; echoed for round-trip measurements.
         sequence: u32,
     },
+    /// Sets a simulated plant's parameters and per-episode ranges (replacing every earlier
+    /// setting); they apply from the next episode on. A physical plant refuses it.
+    PlantParams(PlantParams),
     /// Ends any run and starts observing: the plant stays in its safe state and the device
     /// sends a [`super::DeviceMessage::Observation`] every control period until `Stop`,
     /// `Hello` or `Run` (bring-up: `tether probe`). The watchdog stays on.

@@ -6,6 +6,7 @@
 
 mod device;
 mod host;
+mod plant_params;
 mod record;
 mod upload;
 
@@ -17,6 +18,7 @@ pub use host::{
     HostMessage, MAX_PULSE_FRACTION, MAX_PULSE_US, PolicyBegin, PolicyChunk, PulseCommand,
     PulseError, RunCommand, RunMode,
 };
+pub use plant_params::{MAX_PARAM_NAME, MAX_PARAM_SETTINGS, ParamRange, ParamSetting, PlantParams};
 pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
 pub use upload::{PolicyUpload, UploadStep, params_crc};
 

@@ -5,8 +5,9 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, Observation, PolicyBegin, PolicyChunk, PulseCommand, Refusal, RefusalReason,
-    RunCommand, RunMode, TransitionBatch,
+    MAX_LOG_LEN, MAX_PARAM_NAME, MAX_PARAM_SETTINGS, Observation, ParamRange, ParamSetting,
+    PlantParams, PolicyBegin, PolicyChunk, PulseCommand, Refusal, RefusalReason, RunCommand,
+    RunMode, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::version::FirmwareVersion;
@@ -92,12 +93,27 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
         any::<u32>().prop_map(|version| AckTopic::PolicyCommit { version }),
         Just(AckTopic::Run),
         Just(AckTopic::Stop),
+        any::<u8>().prop_map(|count| AckTopic::PlantParams { count }),
         Just(AckTopic::Observe),
         Just(AckTopic::Pulse),
     ]
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 13] = [
+/// Any plant parameters: names of any UTF-8, any values (NaNs included), any ranges.
+pub fn plant_params() -> impl Strategy<Value = PlantParams> {
+    let range = (float(), float()).prop_map(|(low, high)| ParamRange { low, high });
+    let setting = (
+        text::<MAX_PARAM_NAME>(),
+        proptest::option::of(float()),
+        proptest::option::of(range),
+    )
+        .prop_map(|(name, value, range)| ParamSetting { name, value, range });
+    prop::collection::vec(setting, 0..=MAX_PARAM_SETTINGS).prop_map(|settings| PlantParams {
+        settings: Vec::from_slice(&settings).unwrap(),
+    })
+}
+
+pub const REFUSAL_REASONS: [RefusalReason; 16] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -109,6 +125,9 @@ pub const REFUSAL_REASONS: [RefusalReason; 13] = [
     RefusalReason::NonFinite,
     RefusalReason::NoPolicy,
     RefusalReason::Faulted,
+    RefusalReason::UnknownParam,
+    RefusalReason::BadParam,
+    RefusalReason::FixedPhysics,
     RefusalReason::PulseOutOfBounds,
     RefusalReason::Busy,
 ];
@@ -262,6 +281,7 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         run,
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
+        plant_params().prop_map(HostMessage::PlantParams),
         Just(HostMessage::Observe),
         (floats(), any::<u32>()).prop_map(|(action, duration_us)| {
             HostMessage::Pulse(PulseCommand {
@@ -274,7 +294,7 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 9;
+pub const HOST_KINDS: usize = 10;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -284,8 +304,9 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Run(_) => 4,
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
-        HostMessage::Observe => 7,
-        HostMessage::Pulse(_) => 8,
+        HostMessage::PlantParams(_) => 7,
+        HostMessage::Observe => 8,
+        HostMessage::Pulse(_) => 9,
     }
 }
 

@@ -19,7 +19,7 @@
 use heapless::Vec;
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, StepRange,
+    HostMessage, LogLine, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, StepRange,
     TRANSITION_BATCH_VALUES, TransitionBatch, TransitionRecord, episode_before,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
@@ -32,11 +32,14 @@ use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
 use crate::link::{DataKey, LinkEndpoint, Priority, READ_BUF_LEN, RetransmitStats};
-use crate::plant::{Action, Plant, StepOutcome};
+use crate::plant::{Action, Plant, Settling, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
 use crate::sampler::Sampler;
+
+mod probe;
+use probe::Probe;
 
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
@@ -115,6 +118,8 @@ struct CurrentEpisode {
     worst_step_us: u32,
     missed_deadlines: u32,
     batch: TransitionBatch,
+    /// Whether the plant reported itself ready ([`Plant::settle`]); no step runs before.
+    settled: bool,
 }
 
 /// The device runtime for plant `P`, link `L`, clock `C` and a policy capacity of `CAP` f32
@@ -147,6 +152,10 @@ pub struct Device<P, L, C, const CAP: usize> {
     period_us: u64,
     next_deadline_us: u64,
     next_heartbeat_us: u64,
+    /// When to ask an unsettled plant again ([`Plant::settle`]).
+    next_settle_us: u64,
+    /// Observing and test pulses (bring-up).
+    probe: Probe,
     last_host_sequence: u32,
     obs: [f32; MAX_OBS_DIM],
     output: [f32; MAX_OUTPUT],
@@ -189,6 +198,8 @@ where
             period_us,
             next_deadline_us: now,
             next_heartbeat_us: now,
+            next_settle_us: now,
+            probe: Probe::default(),
             last_host_sequence: 0,
             obs: [0.0; MAX_OBS_DIM],
             output: [0.0; MAX_OUTPUT],
@@ -260,6 +271,24 @@ where
         self.period_us
     }
 
+    /// Handles `message` as if it had arrived from the host (a firmware that boots a
+    /// built-in policy uploads and runs it this way, see [`crate::deploy`]). It does not
+    /// feed the watchdog nor count as host traffic.
+    pub fn handle_message(&mut self, message: HostMessage) {
+        self.handle(message);
+    }
+
+    /// Changes the watchdog's timeout (0 disables it); takes effect from now.
+    pub fn set_watchdog_timeout_us(&mut self, timeout_us: u64) {
+        self.watchdog = Watchdog::new(timeout_us, self.clock.now_us());
+    }
+
+    /// Stops keeping the transition batches and episode ends sent so far for resending (a
+    /// run no host watches, see [`crate::deploy`]); bytes not yet written still go out.
+    pub fn forget_sent_data(&mut self) {
+        self.link.forget_kept();
+    }
+
     /// Outgoing bytes queued but not yet accepted by the link.
     pub fn tx_pending(&self) -> usize {
         self.link.tx_pending()
@@ -271,7 +300,9 @@ where
     pub fn next_wakeup_us(&self) -> u64 {
         let mut wake = self.next_heartbeat_us;
         if self.state == DeviceState::Running {
-            let step = if self.episode.is_some() || self.pending_end.is_none() {
+            let step = if self.episode.as_ref().is_some_and(|ep| !ep.settled) {
+                self.next_settle_us
+            } else if self.episode.is_some() || self.pending_end.is_none() {
                 self.next_deadline_us
             } else {
                 self.clock.now_us()
@@ -286,6 +317,16 @@ where
                 wake = wake.min(expiry);
             }
         }
+        if self.state == DeviceState::Observing {
+            wake = wake.min(self.probe.next_us());
+            if self.watchdog.timeout_us() != 0 {
+                let expiry = self
+                    .watchdog
+                    .last_feed_us()
+                    .saturating_add(self.watchdog.timeout_us());
+                wake = wake.min(expiry.saturating_add(1));
+            }
+        }
         if self.pending_end.is_some() {
             wake = wake.min(self.clock.now_us());
         }
@@ -297,7 +338,8 @@ where
         self.link.poll_write();
         self.receive();
         let now = self.clock.now_us();
-        if self.state == DeviceState::Running && self.watchdog.expired(now) {
+        let watched = matches!(self.state, DeviceState::Running | DeviceState::Observing);
+        if watched && self.watchdog.expired(now) {
             self.stats.watchdog_fired += 1;
             warn!(
                 "watchdog: host silent for more than {} us",
@@ -306,8 +348,10 @@ where
             self.fault(EpisodeEndReason::Fault);
         }
         self.queue_pending_end();
-        if self.state == DeviceState::Running {
-            self.run_due(now);
+        match self.state {
+            DeviceState::Running => self.run_due(now),
+            DeviceState::Observing => self.observe_due(now),
+            DeviceState::Idle | DeviceState::SafeStop => {}
         }
         self.heartbeat();
         self.link.poll_write();
@@ -426,6 +470,14 @@ where
                 let (topic, result) = crate::plant::params::apply(&mut self.plant, &params);
                 self.answer(topic, result);
             }
+            HostMessage::Observe => {
+                self.start_observing();
+                self.answer(AckTopic::Observe, Ok(()));
+            }
+            HostMessage::Pulse(pulse) => {
+                let result = self.start_pulse(&pulse);
+                self.answer(AckTopic::Pulse, result);
+            }
             HostMessage::Release(mark) => self.link.release(&mark),
             HostMessage::Resend(range) => self.resend(&range),
             HostMessage::BatchLimit { values } => {
@@ -492,6 +544,17 @@ where
         self.send_control(&message);
     }
 
+    /// Tells the host's user something in one line (truncated to fit).
+    fn send_log(&mut self, text: &str) {
+        let mut line = heapless::String::new();
+        for c in text.chars() {
+            if line.push(c).is_err() {
+                break;
+            }
+        }
+        self.send_control(&DeviceMessage::Log(LogLine { text: line }));
+    }
+
     fn send_control(&mut self, message: &DeviceMessage) {
         // A dropped control message is logged by the link; the host retries.
         let _ = self.link.send(message, Priority::Control);
@@ -507,6 +570,9 @@ where
             if !self.start_episode(now) {
                 return;
             }
+        }
+        if !self.plant_settled(now) {
+            return;
         }
         if now >= self.next_deadline_us {
             self.control_step(now);
@@ -548,8 +614,43 @@ where
             worst_step_us: 0,
             missed_deadlines: 0,
             batch: empty_batch(id, 0, version),
+            settled: false,
         });
+        self.next_settle_us = now;
         true
+    }
+
+    /// Whether the episode's plant is ready for its first step; asks it once per settle
+    /// tick while it is not (a real plant centring its arm), and faults when it cannot be.
+    fn plant_settled(&mut self, now: u64) -> bool {
+        let Some(ep) = self.episode.as_mut() else {
+            return false;
+        };
+        if ep.settled {
+            return true;
+        }
+        if now < self.next_settle_us {
+            return false;
+        }
+        match self.plant.settle() {
+            Settling::Ready => {
+                ep.settled = true;
+                // The episode's clock starts when the plant is ready, on the control grid
+                // if it was ready at once (a model plant: steps stay one period apart
+                // across episodes), else now (a real reset that took several periods is
+                // no missed deadline).
+                self.next_deadline_us = self.next_deadline_us.max(now);
+                true
+            }
+            Settling::Busy => {
+                self.next_settle_us = now.saturating_add(self.plant.settle_tick_us().max(1));
+                false
+            }
+            Settling::Failed => {
+                self.fault(EpisodeEndReason::Fault);
+                false
+            }
+        }
     }
 
     fn control_step(&mut self, started: u64) {
@@ -593,6 +694,9 @@ where
             warn!("non-finite observation");
             return StepResult::Fault;
         }
+        if self.plant.fault().is_some() {
+            return StepResult::Fault;
+        }
         let Some(view) = self.store.view() else {
             return StepResult::Fault;
         };
@@ -620,6 +724,9 @@ where
         };
         if !outcome.reward.is_finite() {
             warn!("non-finite reward");
+            return StepResult::Fault;
+        }
+        if self.plant.fault().is_some() {
             return StepResult::Fault;
         }
         self.record_step(log_prob, outcome)
@@ -697,6 +804,10 @@ where
     /// Plant to safe state, episode (if any) ended with `reason`, device in safe stop.
     fn fault(&mut self, reason: EpisodeEndReason) {
         self.plant.safe_state();
+        if let Some(fault) = self.plant.fault() {
+            error!("plant fault: {}", fault.as_str());
+            self.send_log(fault.as_str());
+        }
         if self.episode.is_some() {
             self.end_episode(reason);
         }

@@ -24,6 +24,7 @@
 mod fmt;
 
 pub mod clock;
+pub mod deploy;
 pub mod device;
 pub mod link;
 pub mod plant;

@@ -12,6 +12,7 @@
 
 pub mod child;
 pub mod faults;
+pub mod hal_twin;
 pub mod kill_switch;
 pub mod qemu;
 pub mod runs;

@@ -3,7 +3,8 @@
 //! valid frames (bit flips, inserted, deleted and duplicated bytes, truncation, splices),
 //! interleaved with valid uploads and runs so the device is fuzzed in every state, and with
 //! the selective-repeat messages (releases, resend requests for real, endless and
-//! never-sent ranges, batch limits; `NotRetained` on the host side), and with plant
+//! never-sent ranges, batch limits; `NotRetained` on the host side), with the bring-up
+//! messages (`Observe`, pulses in and out of bounds; `Observation` on the host side), and with plant
 //! parameters of every kind (valid, extreme, invalid), so simulated plants also run
 //! episodes with whatever physics a valid but strange setting gives them.
 //!
@@ -226,6 +227,20 @@ fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> 
     all.push(HostMessage::Heartbeat {
         sequence: rng.next() as u32,
     });
+    // Bring-up: observing, and test pulses in and out of bounds (any action, any length).
+    all.push(HostMessage::Observe);
+    let mut action = heapless::Vec::new();
+    for _ in 0..rng.below(3) {
+        let value = match rng.below(10) {
+            9 => f32::NAN,
+            k => (k as f32 - 4.0) * 0.5,
+        };
+        let _ = action.push(value);
+    }
+    all.push(HostMessage::Pulse(tether_shared::message::PulseCommand {
+        action,
+        duration_us: rng.below(1_000_000) as u32,
+    }));
     all.extend(recovery_messages(rng));
     let i = rng.below(all.len());
     all.swap_remove(i)
@@ -341,7 +356,7 @@ fn device_poll_survives_arbitrary_input() {
 // ----- host side --------------------------------------------------------------------------
 
 fn some_device_message(rng: &mut Rng) -> DeviceMessage {
-    match rng.below(5) {
+    match rng.below(6) {
         0 => DeviceMessage::Transitions(TransitionBatch {
             episode: rng.next() as u32,
             first_step: rng.below(400) as u32,
@@ -367,6 +382,11 @@ fn some_device_message(rng: &mut Rng) -> DeviceMessage {
             episode: rng.next() as u32,
             from_step: rng.below(400) as u32,
             to_step: rng.next() as u32,
+        }),
+        4 => DeviceMessage::Observation(tether_shared::message::Observation {
+            uptime_us: rng.next() as u32,
+            values: (0..rng.below(17)).map(|i| i as f32 * 0.5).collect(),
+            pulsing: rng.below(2) == 0,
         }),
         _ => DeviceMessage::Ack(tether_shared::message::AckTopic::Run),
     }

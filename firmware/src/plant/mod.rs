@@ -13,6 +13,7 @@ pub mod imperfections;
 pub mod params;
 pub mod pendulum;
 pub mod qube;
+pub mod rotary_hal;
 pub mod variation;
 
 use params::{ParamRefusal, ParamSpec};
@@ -67,6 +68,28 @@ pub trait Plant {
     /// Puts the actuators in their harmless state.
     fn safe_state(&mut self);
 
+    /// Whether the plant is ready to start the episode [`Plant::reset`] began. A model is at
+    /// once (the default); a real plant may still be centring its arm or waiting for its
+    /// pendulum to hang still. The runtime calls it at every poll until it stops answering
+    /// [`Settling::Busy`], serving the link meanwhile, and polls again after at most
+    /// [`Plant::settle_tick_us`]. It must return quickly (no waiting inside).
+    fn settle(&mut self) -> Settling {
+        Settling::Ready
+    }
+
+    /// Microseconds between two [`Plant::settle`] calls while it answers
+    /// [`Settling::Busy`].
+    fn settle_tick_us(&self) -> u64 {
+        1_000
+    }
+
+    /// The fault that stopped the plant, if any: a sensor or actuator that failed, a reset
+    /// that timed out. A faulted plant stays in its safe state; the runtime ends the episode
+    /// as a fault (the host discards it) and goes to its safe stop. Models never fault.
+    fn fault(&self) -> Option<PlantFault> {
+        None
+    }
+
     /// Replaces a model's run-time parameters and their per-episode ranges (see
     /// [`params`]); they apply from the next [`Plant::vary`]. All or nothing: a refused
     /// message changes nothing. A physical plant's physics is its own: the default refuses
@@ -81,6 +104,53 @@ pub trait Plant {
     /// a physical plant has nothing to draw (the default does nothing).
     fn vary(&mut self, seed: u64) {
         let _ = seed;
+    }
+}
+
+/// Where a plant's reset stands (see [`Plant::settle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settling {
+    /// At the episode's start state: the first step may run.
+    Ready,
+    /// Still getting there: call again later.
+    Busy,
+    /// Cannot get there: see [`Plant::fault`].
+    Failed,
+}
+
+/// Why a real plant stopped itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PlantFault {
+    /// The arm's angle sensor did not answer.
+    ArmSensor,
+    /// The pendulum's angle sensor did not answer.
+    PendulumSensor,
+    /// The limit-switch input could not be read.
+    LimitSwitch,
+    /// The motor driver (PWM, direction or enable output) refused a write.
+    Actuator,
+    /// The angles were not still at start-up within the time allowed, so no zero could be
+    /// taken.
+    ZeroingTimeout,
+    /// The arm never reached the limit switch while looking for its zero.
+    HomingTimeout,
+    /// The arm was not centred and still within the reset's time limit.
+    ResetTimeout,
+}
+
+impl PlantFault {
+    /// One line for logs and the host.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlantFault::ArmSensor => "arm angle sensor read failed",
+            PlantFault::PendulumSensor => "pendulum angle sensor read failed",
+            PlantFault::LimitSwitch => "limit switch input read failed",
+            PlantFault::Actuator => "motor driver write failed",
+            PlantFault::ZeroingTimeout => "angles never still at start-up: no zero taken",
+            PlantFault::HomingTimeout => "arm never reached its limit switch while homing",
+            PlantFault::ResetTimeout => "arm not centred and still within the reset time limit",
+        }
     }
 }
 

@@ -576,15 +576,32 @@ impl Qube {
     }
 }
 
+/// The QUBE's description: name `qube`, 6 observations, ±[`MAX_VOLTAGE`], 250 Hz, 1250
+/// steps. A real rig that keeps this layout ([`super::rotary_hal`]) reports the same, so
+/// the qube preset and a policy trained on the model apply to it unchanged.
+pub fn description() -> PlantDescription {
+    describe(
+        "qube",
+        OBS_DIM as u8,
+        symmetric_1d(MAX_VOLTAGE),
+        CONTROL_RATE_HZ,
+        EPISODE_STEPS,
+    )
+}
+
+/// The reward of a step (see the module docs) from the measured arm angle `theta_m` and
+/// pendulum angle `alpha_m` (radians, 0 upright) and the voltage applied (volts).
+pub fn reward(theta_m: f32, alpha_m: f32, voltage: f32) -> f32 {
+    let upright = 0.5 * (1.0 + trig::cos(alpha_m));
+    let arm = theta_m / ARM_LIMIT;
+    let volts = voltage / MAX_VOLTAGE;
+    let shaping = 1.0 - REWARD_ARM_WEIGHT * arm * arm - REWARD_VOLTAGE_WEIGHT * volts * volts;
+    (upright * shaping).clamp(0.0, 1.0)
+}
+
 impl Plant for Qube {
     fn description(&self) -> PlantDescription {
-        describe(
-            "qube",
-            OBS_DIM as u8,
-            symmetric_1d(MAX_VOLTAGE),
-            CONTROL_RATE_HZ,
-            EPISODE_STEPS,
-        )
+        description()
     }
 
     fn reset(&mut self, seed: u64) {
@@ -636,14 +653,10 @@ impl Plant for Qube {
         self.sense();
 
         let [theta_m, alpha_m, _, _] = self.measured();
-        let upright = 0.5 * (1.0 + trig::cos(alpha_m));
-        let arm = theta_m / ARM_LIMIT;
-        let volts = voltage / MAX_VOLTAGE;
-        let shaping = 1.0 - REWARD_ARM_WEIGHT * arm * arm - REWARD_VOLTAGE_WEIGHT * volts * volts;
         let reward = if already {
             0.0
         } else {
-            (upright * shaping).clamp(0.0, 1.0)
+            reward(theta_m, alpha_m, voltage)
         };
         let terminated = already || libm::fabsf(theta_m) > ARM_LIMIT;
         self.terminated = terminated;

@@ -32,9 +32,23 @@ pub enum DeviceMessage {
     Heartbeat(Heartbeat),
     /// Free text for the user (never parsed by the host).
     Log(LogLine),
+    /// What the plant measures now, once per control period while observing.
+    Observation(Observation),
     /// Answers a [`super::HostMessage::Resend`]: the device no longer holds (some of) what
     /// it sent of this range, or the range was never sent; the host stops asking for it.
     NotRetained(StepRange),
+}
+
+/// One observation sent while observing (see [`super::HostMessage::Observe`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Observation {
+    /// Microseconds since the device started (wraps after ~71 minutes).
+    pub uptime_us: u32,
+    /// The observation, in the plant's layout.
+    pub values: Vec<f32, MAX_OBS_DIM>,
+    /// Whether a test pulse was being applied during the period that led here.
+    pub pulsing: bool,
 }
 
 /// What the device tells the host in the handshake.
@@ -85,6 +99,10 @@ pub enum AckTopic {
         /// Settings applied, or the index of the refused one.
         count: u8,
     },
+    /// The device observes (see [`super::HostMessage::Observe`]).
+    Observe,
+    /// The test pulse started.
+    Pulse,
 }
 
 /// A refused command and why.
@@ -131,6 +149,11 @@ pub enum RefusalReason {
     /// The plant takes no parameters: it is physical hardware (or a simulated rig started
     /// with fixed parameters), whose physics is its own.
     FixedPhysics,
+    /// A test pulse above a quarter of the plant's bound, longer than 0.5 s, of the wrong
+    /// dimension, or for a plant with discrete actions.
+    PulseOutOfBounds,
+    /// A test pulse while the device runs episodes (stop, then observe, first).
+    Busy,
 }
 
 /// Transitions of one episode, consecutive in step.
@@ -208,6 +231,8 @@ pub enum DeviceState {
     Running,
     /// Plant in its safe state after a fault or watchdog expiry.
     SafeStop,
+    /// Streaming observations with the plant safe (bring-up), test pulses allowed.
+    Observing,
 }
 
 /// Periodic sign of life.

@@ -5,9 +5,9 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, MAX_PARAM_NAME, MAX_PARAM_SETTINGS, ParamRange, ParamSetting, PlantParams,
-    PolicyBegin, PolicyChunk, Refusal, RefusalReason, ReleaseMark, RunCommand, RunMode, StepRange,
-    TransitionBatch,
+    MAX_LOG_LEN, MAX_PARAM_NAME, MAX_PARAM_SETTINGS, Observation, ParamRange, ParamSetting,
+    PlantParams, PolicyBegin, PolicyChunk, PulseCommand, Refusal, RefusalReason, ReleaseMark,
+    RunCommand, RunMode, StepRange, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::version::FirmwareVersion;
@@ -94,6 +94,8 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
         Just(AckTopic::Run),
         Just(AckTopic::Stop),
         any::<u8>().prop_map(|count| AckTopic::PlantParams { count }),
+        Just(AckTopic::Observe),
+        Just(AckTopic::Pulse),
     ]
 }
 
@@ -111,7 +113,7 @@ pub fn plant_params() -> impl Strategy<Value = PlantParams> {
     })
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 14] = [
+pub const REFUSAL_REASONS: [RefusalReason; 16] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -126,6 +128,8 @@ pub const REFUSAL_REASONS: [RefusalReason; 14] = [
     RefusalReason::UnknownParam,
     RefusalReason::BadParam,
     RefusalReason::FixedPhysics,
+    RefusalReason::PulseOutOfBounds,
+    RefusalReason::Busy,
 ];
 
 const END_REASONS: [EpisodeEndReason; 5] = [
@@ -136,10 +140,11 @@ const END_REASONS: [EpisodeEndReason; 5] = [
     EpisodeEndReason::Fault,
 ];
 
-const STATES: [DeviceState; 3] = [
+const STATES: [DeviceState; 4] = [
     DeviceState::Idle,
     DeviceState::Running,
     DeviceState::SafeStop,
+    DeviceState::Observing,
 ];
 
 pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
@@ -217,6 +222,14 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
             })
         });
     let log = text::<MAX_LOG_LEN>().prop_map(|text| DeviceMessage::Log(LogLine { text }));
+    let observation =
+        (any::<u32>(), floats(), any::<bool>()).prop_map(|(uptime_us, values, pulsing)| {
+            DeviceMessage::Observation(Observation {
+                uptime_us,
+                values,
+                pulsing,
+            })
+        });
     prop_oneof![
         hello,
         ack_topic().prop_map(DeviceMessage::Ack),
@@ -225,6 +238,7 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         episode_end,
         heartbeat,
         log,
+        observation,
         step_range().prop_map(DeviceMessage::NotRetained),
     ]
 }
@@ -277,6 +291,13 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
         plant_params().prop_map(HostMessage::PlantParams),
+        Just(HostMessage::Observe),
+        (floats(), any::<u32>()).prop_map(|(action, duration_us)| {
+            HostMessage::Pulse(PulseCommand {
+                action,
+                duration_us,
+            })
+        }),
         any::<[u32; 2]>()
             .prop_map(|[episode, step]| HostMessage::Release(ReleaseMark { episode, step })),
         step_range().prop_map(HostMessage::Resend),
@@ -286,7 +307,7 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 11;
+pub const HOST_KINDS: usize = 13;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -297,14 +318,16 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
         HostMessage::PlantParams(_) => 7,
-        HostMessage::Release(_) => 8,
-        HostMessage::Resend(_) => 9,
-        HostMessage::BatchLimit { .. } => 10,
+        HostMessage::Observe => 8,
+        HostMessage::Pulse(_) => 9,
+        HostMessage::Release(_) => 10,
+        HostMessage::Resend(_) => 11,
+        HostMessage::BatchLimit { .. } => 12,
     }
 }
 
 /// Number of [`DeviceMessage`] kinds (exhaustive, as [`host_kind`]).
-pub const DEVICE_KINDS: usize = 8;
+pub const DEVICE_KINDS: usize = 9;
 pub fn device_kind(m: &DeviceMessage) -> usize {
     match m {
         DeviceMessage::Hello(_) => 0,
@@ -314,7 +337,8 @@ pub fn device_kind(m: &DeviceMessage) -> usize {
         DeviceMessage::EpisodeEnd(_) => 4,
         DeviceMessage::Heartbeat(_) => 5,
         DeviceMessage::Log(_) => 6,
-        DeviceMessage::NotRetained(_) => 7,
+        DeviceMessage::Observation(_) => 7,
+        DeviceMessage::NotRetained(_) => 8,
     }
 }
 

@@ -5,6 +5,7 @@ mod eval;
 mod export;
 mod plot;
 mod ports;
+mod probe;
 mod sim;
 mod train;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Sim(SimArgs),
     /// List serial ports with their USB identifiers.
     Ports,
+    /// Bring-up: handshake, plant description, live observations, optional test pulses.
+    Probe(ProbeArgs),
     /// Export a run's policy for flashing (bin, Rust, C) or for inference runtimes (ONNX).
     Export(ExportArgs),
     /// Continue an interrupted run from its checkpoint.
@@ -208,6 +211,24 @@ pub struct EvalArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `tether probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The device (one): `--port`, `--tcp`, or a simulated `--plant` (one device by default).
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Seconds of live observations to print (the plant stays safe: move it by hand).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Apply a test pulse of this many volts (action units), +V then −V; at most a quarter
+    /// of the plant's bound.
+    #[arg(long, value_name = "VOLTS", allow_negative_numbers = true)]
+    pub pulse: Option<f64>,
+    /// Length of each test pulse, ms (at most 500).
+    #[arg(long, default_value_t = 300)]
+    pub pulse_ms: u32,
+}
+
 /// `tether sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -299,6 +320,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::eval(args),
         Command::Sim(args) => sim::sim(args),
         Command::Ports => ports::ports(),
+        Command::Probe(args) => probe::probe(args),
         Command::Export(args) => export::export(args),
         Command::Plot(args) => plot::plot(args),
     }

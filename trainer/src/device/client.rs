@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use tether_shared::message::{
-    AckTopic, DeviceInfo, PlantParams, Refusal, RefusalReason, RunCommand,
+    AckTopic, DeviceInfo, PlantParams, PulseCommand, Refusal, RefusalReason, RunCommand,
 };
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
@@ -239,6 +239,17 @@ impl DeviceClient {
     /// Starts a run of episodes.
     pub fn start(&mut self, run: RunCommand) -> Result<(), DeviceError> {
         self.command(&HostMessage::Run(run), AckTopic::Run, "run")
+    }
+
+    /// Puts the device in its observing mode (plant safe, an observation per control
+    /// period; `tether probe`).
+    pub fn observe(&mut self) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Observe, AckTopic::Observe, "observe")
+    }
+
+    /// Starts a bounded test pulse while observing.
+    pub fn pulse(&mut self, pulse: PulseCommand) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Pulse(pulse), AckTopic::Pulse, "test pulse")
     }
 
     /// Stops the device (plant to its safe state), discarding whatever it still streams.

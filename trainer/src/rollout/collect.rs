@@ -341,7 +341,7 @@ fn left_the_run(state: DeviceState, request: &CollectRequest) -> bool {
     match state {
         DeviceState::Running => false,
         DeviceState::Idle => request.episodes.is_none(),
-        DeviceState::SafeStop => true,
+        DeviceState::SafeStop | DeviceState::Observing => true,
     }
 }
 

@@ -21,7 +21,7 @@
 //! whenever that count grows: `tether board: <n> bad frames from the host`.
 
 use cortex_m_semihosting::heprintln;
-use embedded_io::ReadReady;
+use embedded_io::{Read, ReadReady, Write, WriteReady};
 use tether_firmware::plant::Plant;
 use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::message::DeviceState;
@@ -29,7 +29,7 @@ use tether_shared::message::DeviceState;
 use crate::clock::{BoardClock, TimeSource};
 use crate::link::BoardLink;
 use crate::uart::CmsdkUart;
-use crate::{BoardDevice, systick};
+use crate::{BoardDevice, POLICY_CAPACITY, systick};
 
 /// Runs `plant` as a device on `uart` forever.
 #[inline(never)]
@@ -72,20 +72,24 @@ fn report_bad_frames<P: Plant>(device: &BoardDevice<'_, P>, reported: &mut u32) 
 }
 
 /// The free-running clock's rules (module documentation).
-struct FreeRunning {
+pub(crate) struct FreeRunning {
     /// SysTick time at the last [`FreeRunning::advance`], µs.
     last_us: u64,
 }
 
 impl FreeRunning {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         FreeRunning {
             last_us: systick::now_us(),
         }
     }
 
-    /// Moves `clock` after one poll of `device`.
-    fn advance<P: Plant>(&mut self, device: &mut BoardDevice<'_, P>, clock: &BoardClock) {
+    /// Moves `clock` after one poll of `device` (on any link).
+    pub(crate) fn advance<P: Plant, L: Read + ReadReady + Write + WriteReady>(
+        &mut self,
+        device: &mut Device<P, L, &BoardClock, POLICY_CAPACITY>,
+        clock: &BoardClock,
+    ) {
         let now_hw = systick::now_us();
         let elapsed = now_hw.saturating_sub(self.last_us);
         self.last_us = now_hw;

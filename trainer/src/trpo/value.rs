@@ -197,13 +197,8 @@ impl ValueFunction {
                 );
                 let loss = error.iter().map(|e| e * e).sum::<f64>() / n;
                 error.iter_mut().for_each(|e| *e *= 2.0 / n);
-                self.mlp.vjp_into(
-                    self.params.as_slice(),
-                    &cache,
-                    &error,
-                    &mut gradient,
-                    &mut scratch,
-                );
+                self.mlp
+                    .vjp_into(&cache, &error, &mut gradient, &mut scratch);
                 if loss.is_finite() && gradient.iter().all(|g| g.is_finite()) {
                     self.optimizer.step(self.params.as_mut_slice(), &gradient);
                     loss_sum += loss;

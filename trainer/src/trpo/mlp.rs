@@ -43,14 +43,9 @@ impl LayerLayout {
         &params[self.bias_offset..self.bias_offset + self.outputs]
     }
 
-    /// [`LayerLayout::weights`], writable.
-    fn weights_mut<'a, T>(&self, params: &'a mut [T]) -> &'a mut [T] {
-        &mut params[self.weights_offset..self.bias_offset]
-    }
-
-    /// [`LayerLayout::bias`], writable.
-    fn bias_mut<'a, T>(&self, params: &'a mut [T]) -> &'a mut [T] {
-        &mut params[self.bias_offset..self.bias_offset + self.outputs]
+    /// This layer's weights and bias (contiguous) in a flat vector, writable.
+    fn parameters_mut<'a, T>(&self, params: &'a mut [T]) -> &'a mut [T] {
+        &mut params[self.weights_offset..self.bias_offset + self.outputs]
     }
 }
 
@@ -127,7 +122,7 @@ impl ForwardCache {
 struct PassBuffers<T> {
     current: Vec<T>,
     next: Vec<T>,
-    /// A layer's weight gradient (reverse), or the direction (forward mode), in `T`.
+    /// A layer's gradient (reverse), or the direction (forward mode), in `T`.
     parameters: Vec<T>,
     /// Thin products' transposed weights.
     transposed: Vec<T>,
@@ -392,10 +387,12 @@ impl Mlp {
             let below = &pass.activations[k];
             let upstream = &current[..layout.outputs * n];
             let dims = (layout.outputs, layout.inputs, n);
-            let weight_grad = sized(parameters, layout.outputs * layout.inputs);
+            // The layer's gradient in the flat layout, in `T`, then widened.
+            let layer_grad = sized(parameters, layout.outputs * (layout.inputs + 1));
+            let (weight_grad, bias_grad) = layer_grad.split_at_mut(layout.outputs * layout.inputs);
             weight_gradient(weight_grad, upstream, below, dims, transposed);
-            to_f64(layout.weights_mut(gradient), weight_grad);
-            row_sums(layout.bias_mut(gradient), upstream);
+            row_sums(bias_grad, upstream);
+            to_f64(layout.parameters_mut(gradient), layer_grad);
             if k > 0 {
                 let input_grad = sized(next, layout.inputs * n);
                 transpose_product(

@@ -20,16 +20,16 @@ fn add_bias_impl<T: Real>(z: &mut [T], bias: &[T]) {
 
 avx2_dispatch! {
     /// `sums[i] = Σⱼ u[i, j]` over the columns of the column-major `u` (a bias gradient),
-    /// accumulated in f64 whatever the pass's scalar.
-    pub(crate) fn row_sums<T: Real> => row_sums_impl(sums: &mut [f64], u: &[T])
+    /// in the pass's scalar, like the weight gradients' sums over the same columns.
+    pub(crate) fn row_sums<T: Real> => row_sums_impl(sums: &mut [T], u: &[T])
 }
 
 #[inline(always)]
-fn row_sums_impl<T: Real>(sums: &mut [f64], u: &[T]) {
-    sums.fill(0.0);
+fn row_sums_impl<T: Real>(sums: &mut [T], u: &[T]) {
+    sums.fill(T::ZERO);
     for column in u.chunks_exact(sums.len()) {
         for (sum, &x) in sums.iter_mut().zip(column) {
-            *sum += x.widen();
+            *sum += x;
         }
     }
 }

@@ -13,25 +13,27 @@
 /// 2-lane vectors; these loops are the element-wise and thin-product work between the
 /// `matrixmultiply` calls). Results are bit-identical either way: the vectoriser keeps the
 /// scalar code's IEEE operations and their order, and no FMA is enabled. An optional
-/// `<T: Bound>` makes the pair generic over the pass's scalar.
+/// `<T: Bound>` makes the pair generic over the pass's scalar, an optional `-> Type` gives
+/// it a result.
 macro_rules! avx2_dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$t:ident: $bound:path>)? => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$t:ident: $bound:path>)? => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
         $(#[$meta])*
-        $vis fn $name $(<$t: $bound>)? ($($arg: $ty),*) {
+        $vis fn $name $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
-                fn avx2 $(<$t: $bound>)? ($($arg: $ty),*) {
+                fn avx2 $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                     $imp($($arg),*)
                 }
                 // SAFETY: the running CPU supports AVX2, checked just above.
-                unsafe { avx2($($arg),*) };
-                return;
+                return unsafe { avx2($($arg),*) };
             }
             $imp($($arg),*)
         }
     };
 }
+
+pub(crate) use avx2_dispatch;
 
 /// Arithmetic of an MLP's passes (forward, reverse, forward-mode).
 ///

@@ -1,6 +1,6 @@
 //! One full TRPO iteration per plant preset on a batch of the plant model's own
 //! transitions: pendulum (2048 transitions, [64, 64] networks, 15 CG iterations, line
-//! search, 15 value epochs of 128) and qube (10 000 transitions, the qube preset), with the
+//! search, 15 value epochs of 128) and qube (20 000 transitions, the qube preset), with the
 //! achieved GFLOP/s from a FLOP model over the shapes, and nalgebra's throughput on one 512³
 //! matrix product (f64 and f32) in the same run for comparison.
 //!
@@ -36,7 +36,7 @@ const CASES: [Case; 2] = [
     },
     Case {
         plant: "qube",
-        transitions: 10_000,
+        transitions: 20_000,
     },
 ];
 

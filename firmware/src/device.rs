@@ -387,6 +387,10 @@ where
             HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
             }
+            HostMessage::PlantParams(params) => {
+                let (topic, result) = crate::plant::params::apply(&mut self.plant, &params);
+                self.answer(topic, result);
+            }
         }
     }
 
@@ -454,6 +458,8 @@ where
             self.state = DeviceState::Idle;
             return false;
         };
+        self.plant
+            .vary(episode_seed(seed, id, EpisodeStream::PlantVariation));
         self.plant
             .reset(episode_seed(seed, id, EpisodeStream::InitialState));
         self.sampler

@@ -1,5 +1,7 @@
 //! Bad input at the library level: policy uploads the device must refuse (and keep running
-//! its policy), a device speaking another protocol version, a device answering garbage.
+//! its policy), a device speaking another protocol version, a device answering garbage; and
+//! the device's refusals again on the real instruction set, its board image in QEMU, with
+//! broken frames besides.
 //! CLI-level bad input (missing port, bad config) is in `trainer/tests/bad_input_cli.rs`.
 
 use std::collections::VecDeque;
@@ -7,11 +9,17 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tether_firmware::plant::{AnyPlant, Plant};
 use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
+use tether_hil_tests::qemu;
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
-use tether_shared::message::{DeviceInfo, PolicyBegin, PolicyUpload, RefusalReason, RunMode};
+use tether_shared::message::{
+    DeviceInfo, PolicyBegin, PolicyChunk, PolicyUpload, RefusalReason, RunCommand, RunMode,
+};
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
+use tether_trainer::device::qemu::QemuTiming;
 use tether_trainer::device::transport::POLL_INTERVAL;
 use tether_trainer::device::{ClientConfig, DeviceClient, DeviceError, DeviceLink};
 use tether_trainer::rollout::collect::collect;
@@ -102,13 +110,21 @@ fn assert_same_episode(a: &CollectedEpisode, b: &CollectedEpisode, after: &str) 
     );
 }
 
+#[test]
+fn bad_uploads_are_refused_and_the_running_policy_stays() {
+    let (client, board) = pendulum_board();
+    drop(bad_uploads_are_refused(client));
+    board.stop();
+}
+
 /// Every bad upload is refused with its reason, through the host driver where the driver
 /// can send it (NaN weights, a spec for another plant) and as raw frames where the driver
 /// itself would not (a wrong CRC, a spec over the device's capacity); after each one the
 /// device still runs policy 1: a deterministic episode is bit-identical to the one before.
-#[test]
-fn bad_uploads_are_refused_and_the_running_policy_stays() {
-    let (mut client, board) = pendulum_board();
+/// Returns the client, policy 1 and its deterministic episode.
+fn bad_uploads_are_refused(
+    mut client: DeviceClient,
+) -> (DeviceClient, PolicySpec, Vec<f32>, CollectedEpisode) {
     let (spec, params) = small_policy(&client);
     client.upload(1, &spec, &params).expect("a good upload");
     let before = deterministic_episode(&mut client, 1, &spec, &params);
@@ -192,8 +208,7 @@ fn bad_uploads_are_refused_and_the_running_policy_stays() {
     // The device says it still runs policy 1.
     client.reconnect().expect("handshake again");
     assert_eq!(client.info().active_policy, Some(1));
-    drop(client);
-    board.stop();
+    (client, spec, params, before)
 }
 
 /// A fake device as an in-process byte stream: decodes the host's frames and answers each
@@ -324,4 +339,152 @@ fn garbage_device_is_one_clear_error() {
         text.contains("noisy") && text.contains("baud rate"),
         "{text}"
     );
+}
+
+// ----- the same firmware on the real instruction set ----------------------------------------
+
+/// A small valid host message of any kind, for [`broken_frames`] to damage.
+fn some_host_message(rng: &mut ChaCha8Rng, spec: &PolicySpec) -> HostMessage {
+    let version = rng.random_range(1..1000);
+    match rng.random_range(0..7) {
+        0 => HostMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        },
+        1 => HostMessage::Heartbeat {
+            sequence: rng.random(),
+        },
+        2 => HostMessage::Stop,
+        3 => HostMessage::Run(RunCommand {
+            first_episode: rng.random(),
+            episodes: rng.random_range(0..3),
+            seed: rng.random(),
+            mode: RunMode::Explore,
+        }),
+        4 => HostMessage::PolicyBegin(PolicyBegin {
+            version,
+            spec: spec.clone(),
+            len: spec.param_count() as u32,
+            crc: rng.random(),
+        }),
+        5 => {
+            let values: Vec<f32> = (0..rng.random_range(1..9)).map(|_| rng.random()).collect();
+            HostMessage::PolicyChunk(PolicyChunk {
+                version,
+                offset: 0,
+                values: heapless::Vec::from_slice(&values).expect("fits"),
+            })
+        }
+        _ => HostMessage::PolicyCommit { version },
+    }
+}
+
+/// `count` host inputs no device may act on, each ending in `0x00`: random bytes, valid
+/// frames cut short, valid frames with 1–3 bits flipped, and (rarely) runs of bytes longer
+/// than a frame may be.
+fn broken_frames(rng: &mut ChaCha8Rng, spec: &PolicySpec, count: usize) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for _ in 0..count {
+        let mut out = [0u8; MAX_FRAME_LEN];
+        let valid = frame::encode(&some_host_message(rng, spec), &mut out)
+            .expect("encodes")
+            .to_vec();
+        let body = valid.len() - 1; // without the terminator
+        let mut input = match rng.random_range(0..100) {
+            0 => (0..MAX_FRAME_LEN + rng.random_range(1..200))
+                .map(|_| rng.random::<u8>() | 1)
+                .collect(),
+            1..20 => (0..rng.random_range(1..64))
+                .map(|_| rng.random::<u8>())
+                .collect(),
+            20..50 => valid[..rng.random_range(1..body)].to_vec(),
+            _ => {
+                // Distinct bits: two flips of one bit would restore the frame.
+                let mut flipped = valid[..body].to_vec();
+                let flips = rng.random_range(1..4).min(body * 8);
+                for bit in rand::seq::index::sample(rng, body * 8, flips) {
+                    flipped[bit / 8] ^= 1 << (bit % 8);
+                }
+                flipped
+            }
+        };
+        input.push(0);
+        stream.extend(input);
+    }
+    stream
+}
+
+/// The bad-input cases on the real instruction set, against the firmware's Cortex-M4F
+/// image in QEMU: every bad upload is refused with its reason (as on the host build), then
+/// 3000 broken frames — garbage, cut frames, flipped bits (wrong CRC or broken COBS),
+/// overlong runs — are each dropped without an answer: the board counts exactly as many
+/// refused frames as the shared decoder finds in the same bytes, by reason. Afterwards the
+/// device still runs policy 1, its deterministic episode unchanged, and QEMU never stopped
+/// (a panic or fault would end it with a failure status).
+#[test]
+fn a_qemu_device_refuses_bad_input_and_keeps_its_policy() {
+    let (client, mut qemu) = qemu::connect("pendulum", QemuTiming::FreeRunning);
+    let (mut client, spec, params, before) = bad_uploads_are_refused(client);
+    qemu::assert_running(&mut qemu);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(0xBAD_F4A3);
+    let stream = broken_frames(&mut rng, &spec, 3000);
+    let mut reference = Box::new(FrameDecoder::<MAX_FRAME_LEN>::new());
+    let mut rest = stream.as_slice();
+    while let Some(result) = reference.decode_next::<HostMessage>(&mut rest) {
+        assert!(result.is_err(), "a broken frame decoded: {result:?}");
+    }
+    let expected = reference.stats();
+    assert!(
+        expected.crc_errors > 0 && expected.cobs_errors > 0 && expected.overflows > 0,
+        "every kind of damage is exercised: {expected:?}"
+    );
+    let bad_before = qemu::reported_bad_frames(&qemu);
+    let started = Instant::now();
+    let mut raw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(qemu.pty())
+        .expect("the pty opens for writing");
+    raw.write_all(&stream)
+        .expect("the broken frames are written");
+
+    // A marked heartbeat after them: once the device echoes it, it has read everything
+    // before it, and said nothing but heartbeats meanwhile.
+    const MARK: u32 = 0x7E7E_0001;
+    let link = client.link_mut();
+    link.send(&HostMessage::Heartbeat { sequence: MARK })
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the marked heartbeat was not echoed"
+        );
+        match link
+            .recv(Duration::from_millis(100))
+            .expect("the link works")
+        {
+            Some(DeviceMessage::Heartbeat(h)) if h.last_host_sequence == MARK => break,
+            None | Some(DeviceMessage::Heartbeat(_) | DeviceMessage::Log(_)) => {}
+            Some(other) => panic!("the device answered a broken frame: {other:?}"),
+        }
+    }
+    let sent = started.elapsed();
+    let want = bad_before + expected.errors();
+    let reported = qemu::wait_for_bad_frames(&qemu, want, Duration::from_secs(5));
+    eprintln!(
+        "{} bytes of broken frames in {:.1} s: the board refused {} frames ({expected:?})",
+        stream.len(),
+        sent.as_secs_f64(),
+        reported - bad_before
+    );
+    assert_eq!(reported, want, "refused frames: {expected:?}");
+
+    assert_same_episode(
+        &before,
+        &deterministic_episode(&mut client, 1, &spec, &params),
+        "broken frames",
+    );
+    client.reconnect().expect("handshake again");
+    assert_eq!(client.info().active_policy, Some(1));
+    qemu::assert_running(&mut qemu);
 }

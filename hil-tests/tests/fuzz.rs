@@ -1,7 +1,9 @@
 //! Seeded fuzzing of both frame receivers: the firmware's `Device::poll` path (through a mock
 //! link) and the host's `FrameDecoder` / `DeviceLink`. Inputs are random bytes and mutated
 //! valid frames (bit flips, inserted, deleted and duplicated bytes, truncation, splices),
-//! interleaved with valid uploads and runs so the device is fuzzed in every state.
+//! interleaved with valid uploads and runs so the device is fuzzed in every state, and with
+//! plant parameters of every kind (valid, extreme, invalid), so simulated plants also run
+//! episodes with whatever physics a valid but strange setting gives them.
 //!
 //! Properties: no panic; memory stays bounded — the device's outgoing queue never exceeds
 //! `TX_CAPACITY` (the firmware core has no heap, so that queue and the decoder's fixed
@@ -22,7 +24,8 @@ use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::DeviceState;
 use tether_shared::message::{
-    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, RunCommand, RunMode, TransitionBatch,
+    EpisodeEnd, EpisodeEndReason, Heartbeat, ParamRange, ParamSetting, PlantParams, PolicyUpload,
+    RunCommand, RunMode, TransitionBatch,
 };
 use tether_shared::seeds::SplitMix64;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
@@ -165,9 +168,53 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
     out
 }
 
+/// A number a parameter setting might carry: mostly plausible multiples of `nominal`, but
+/// also zero, negatives, huge values, NaN and infinities.
+fn param_number(rng: &mut Rng, nominal: f32) -> f32 {
+    match rng.below(8) {
+        0 => 0.0,
+        1 => -nominal,
+        2 => f32::NAN,
+        3 => f32::INFINITY,
+        4 => f32::from_bits(rng.next() as u32),
+        5 => rng.below(5) as f32,
+        _ => nominal * (0.25 + 2.0 * (rng.below(1000) as f32 / 1000.0)),
+    }
+}
+
+/// Plant parameters for `plant`: up to 8 settings of its own parameters (now and then one
+/// it does not have), values and ranges from [`param_number`] — valid, extreme and invalid
+/// alike, so the device both refuses and runs with strange physics.
+fn plant_params(rng: &mut Rng, plant: &str) -> PlantParams {
+    let table = AnyPlant::params_of(plant).unwrap_or(&[]);
+    let mut params = PlantParams::default();
+    for _ in 0..rng.below(9) {
+        let (name, nominal) = match table.get(rng.below(table.len() + 1)) {
+            Some(spec) => (spec.name, spec.default.max(1.0e-3)),
+            None => ("no_such_parameter", 1.0),
+        };
+        let value = (rng.below(2) == 0).then(|| param_number(rng, nominal));
+        let range = (rng.below(2) == 0).then(|| {
+            let low = param_number(rng, 1.0);
+            ParamRange {
+                low,
+                high: low + param_number(rng, 0.5),
+            }
+        });
+        if let Some(setting) = ParamSetting::new(name, value, range) {
+            let _ = params.settings.push(setting);
+        }
+    }
+    params
+}
+
 /// A random valid host message (to be mutated or sent as is).
 fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> HostMessage {
     let mut all = upload_and_run(rng, plant);
+    all.push(HostMessage::PlantParams(plant_params(
+        rng,
+        plant.name.as_str(),
+    )));
     all.push(HostMessage::Stop);
     all.push(HostMessage::Heartbeat {
         sequence: rng.next() as u32,
@@ -215,8 +262,11 @@ fn device_poll_survives_arbitrary_input() {
                         if zero_free { b | 1 } else { b }
                     }));
                 }
-                // A valid session start, untouched: lets the device run episodes.
+                // A valid session start, untouched: lets the device run episodes (with
+                // whatever physics the parameters it accepts give it).
                 2 => {
+                    let params = plant_params(&mut rng, description.name.as_str());
+                    bytes.extend(encode(&HostMessage::PlantParams(params)));
                     for m in upload_and_run(&mut rng, &description) {
                         bytes.extend(encode(&m));
                     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Version of the wire protocol in this build. Bump it whenever a message's encoding changes:
 /// postcard is not self-describing, so two sides on different versions would misread each
 /// other's bytes rather than fail loudly.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A semantic version of the firmware, reported in the handshake for the user's benefit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]

@@ -296,6 +296,50 @@ fn same_seed_reproduces_and_episodes_get_distinct_seeds() {
     assert_ne!(resets[0], resets[1]);
 }
 
+/// Before each episode's reset the plant draws its variation from the episode's own
+/// seed (`EpisodeStream::PlantVariation`).
+#[test]
+fn every_episode_varies_the_plant_before_its_reset() {
+    let mut rig = Rig::new(Integrator::new(false));
+    let s = spec(false);
+    rig.upload(1, &s, &params_for(&s, 5, -1.0));
+    rig.exchange(&run(2, RunMode::Explore, 77));
+    rig.run_for(120);
+    let expected: Vec<(u64, usize)> = (0..2)
+        .map(|k| {
+            let seed = episode_seed(77, 10 + k, EpisodeStream::PlantVariation);
+            (seed, k as usize)
+        })
+        .collect();
+    assert_eq!(rig.dev.plant().varied, expected);
+    assert_eq!(rig.dev.plant().resets.len(), 2);
+}
+
+/// A plant that takes no parameters (physical hardware) refuses them, naming the reason,
+/// and keeps running its policy.
+#[test]
+fn a_physical_plant_refuses_parameters() {
+    let mut rig = Rig::new(Integrator::new(false));
+    let mut params = tether_shared::message::PlantParams::default();
+    let mass = tether_shared::message::ParamSetting::new("mass", Some(2.0), None).unwrap();
+    params.settings.push(mass).unwrap();
+    let msgs = rig.exchange(&HostMessage::PlantParams(params));
+    assert!(
+        msgs.contains(&DeviceMessage::Refused(tether_shared::message::Refusal {
+            topic: AckTopic::PlantParams { count: 0 },
+            reason: RefusalReason::FixedPhysics,
+        })),
+        "{msgs:?}"
+    );
+    let s = spec(false);
+    rig.upload(1, &s, &params_for(&s, 5, -1.0));
+    let msgs = rig.exchange(&run(1, RunMode::Explore, 1));
+    assert!(
+        msgs.contains(&DeviceMessage::Ack(AckTopic::Run)),
+        "{msgs:?}"
+    );
+}
+
 #[test]
 fn new_policy_waits_for_episode_boundary() {
     let mut rig = Rig::new(Integrator::new(false));

@@ -5,11 +5,17 @@
 //! simulated devices, and on a real MCU as "virtual plants" for bring-up.
 
 use tether_shared::PlantDescription;
+use tether_shared::message::PlantParams;
 
 pub mod cartpole;
 mod common;
+pub mod imperfections;
+pub mod params;
 pub mod pendulum;
 pub mod qube;
+pub mod variation;
+
+use params::{ParamRefusal, ParamSpec};
 
 pub use cartpole::CartPole;
 pub use pendulum::Pendulum;
@@ -60,6 +66,22 @@ pub trait Plant {
 
     /// Puts the actuators in their harmless state.
     fn safe_state(&mut self);
+
+    /// Replaces a model's run-time parameters and their per-episode ranges (see
+    /// [`params`]); they apply from the next [`Plant::vary`]. All or nothing: a refused
+    /// message changes nothing. A physical plant's physics is its own: the default refuses
+    /// with [`ParamRefusal::FIXED_PHYSICS`].
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        let _ = params;
+        Err(ParamRefusal::FIXED_PHYSICS)
+    }
+
+    /// Draws a model's parameter values for the next episode from their ranges, and seeds
+    /// its sensor noise, from `seed`. The runtime calls it before every [`Plant::reset`];
+    /// a physical plant has nothing to draw (the default does nothing).
+    fn vary(&mut self, seed: u64) {
+        let _ = seed;
+    }
 }
 
 /// Names of the plant models, as [`AnyPlant::by_name`] accepts them and as each model's
@@ -68,6 +90,9 @@ pub const PLANT_NAMES: [&str; 3] = ["pendulum", "cartpole", "qube"];
 
 /// Any of the plant models, chosen at run time by name without a heap (the trainer's
 /// `--plant` flag, a simulated device's configuration).
+// No heap to box the larger models into; the QUBE (about 0.5 KiB with its parameter
+// settings) sets the size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyPlant {
     /// Gymnasium `Pendulum-v1` (see [`pendulum`]).
@@ -88,6 +113,29 @@ impl AnyPlant {
             "qube" => Some(AnyPlant::Qube(Qube::new())),
             _ => None,
         }
+    }
+
+    /// The run-time parameters of the model called `name` (physical constants, then
+    /// imperfections), in the order its draws take them; `None` for any other name.
+    pub fn params_of(name: &str) -> Option<&'static [ParamSpec]> {
+        match name {
+            "pendulum" => Some(&pendulum::PARAMS),
+            "cartpole" => Some(&cartpole::PARAMS),
+            "qube" => Some(&qube::PARAMS),
+            _ => None,
+        }
+    }
+
+    /// Sets the model's parameters like [`Plant::set_params`], then refuses any later
+    /// setting as a physical plant does: a simulated rig whose physics the host is not told.
+    pub fn fix_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.set_params(params)?;
+        match self {
+            AnyPlant::Pendulum(p) => p.lock_params(),
+            AnyPlant::CartPole(p) => p.lock_params(),
+            AnyPlant::Qube(p) => p.lock_params(),
+        }
+        Ok(())
     }
 
     /// The model's name, one of [`PLANT_NAMES`].
@@ -132,11 +180,20 @@ impl Plant for AnyPlant {
     fn safe_state(&mut self) {
         self.inner().safe_state();
     }
+
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.inner().set_params(params)
+    }
+
+    fn vary(&mut self, seed: u64) {
+        self.inner().vary(seed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_shared::ActionSpace;
 
     #[test]
     fn by_name_knows_every_name_and_nothing_else() {
@@ -149,6 +206,60 @@ mod tests {
         }
         assert!(AnyPlant::by_name("Pendulum").is_none());
         assert!(AnyPlant::by_name("").is_none());
+    }
+
+    /// FNV-1a over every observation, reward and termination of a few seeded episodes per
+    /// model, driven by seeded actions up to 1.2 × the bounds (so clamping is exercised).
+    fn fingerprint(name: &str) -> u64 {
+        use tether_shared::seeds::SplitMix64;
+        let mut plant = AnyPlant::by_name(name).expect("known name");
+        let description = plant.description();
+        let mut hash = 0xCBF2_9CE4_8422_2325u64;
+        let mut feed = |bits: u32| {
+            for byte in bits.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
+            }
+        };
+        let mut actions = SplitMix64::new(99);
+        let mut obs = [0.0f32; 16];
+        for seed in 0..4 {
+            plant.reset(seed);
+            for _ in 0..description.episode_steps {
+                let obs = &mut obs[..description.obs_dim as usize];
+                plant.observe(obs);
+                obs.iter().for_each(|v| feed(v.to_bits()));
+                let outcome = match &description.action {
+                    ActionSpace::Continuous { high, .. } => {
+                        let bound = high[0] * 1.2;
+                        plant.actuate(Action::Continuous(&[actions.uniform(-bound, bound)]))
+                    }
+                    ActionSpace::Discrete { n } => plant.actuate(Action::Discrete(
+                        (actions.next_u64() % u64::from(*n)) as usize,
+                    )),
+                };
+                feed(outcome.reward.to_bits());
+                feed(u32::from(outcome.terminated));
+                if outcome.terminated {
+                    break;
+                }
+            }
+        }
+        hash
+    }
+
+    /// The models' dynamics, sensing and rewards bit for bit as they were when their
+    /// constants became run-time parameters: nominal parameters must not change a seeded run.
+    #[test]
+    fn nominal_models_keep_their_bits() {
+        let got: [u64; 3] = PLANT_NAMES.map(fingerprint);
+        assert_eq!(
+            got,
+            [
+                2_914_781_553_296_065_347,
+                14_934_920_276_514_037_813,
+                15_068_056_485_779_284_312
+            ]
+        );
     }
 
     #[test]

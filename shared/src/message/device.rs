@@ -74,6 +74,13 @@ pub enum AckTopic {
     Run,
     /// The device is idle, the plant in its safe state.
     Stop,
+    /// The plant's parameters are set: `count` settings, in effect from the next episode.
+    /// In a [`Refusal`], `count` is the index of the first setting refused (0 when the
+    /// plant takes no parameters at all).
+    PlantParams {
+        /// Settings applied, or the index of the refused one.
+        count: u8,
+    },
 }
 
 /// A refused command and why.
@@ -112,6 +119,14 @@ pub enum RefusalReason {
     NoPolicy,
     /// The plant is in its safe state after a fault and refuses to run until reset.
     Faulted,
+    /// A plant parameter the device's plant does not have.
+    UnknownParam,
+    /// A plant parameter's value or range outside what the plant can take (a negative mass,
+    /// a latency beyond the device's buffer, a range with low > high, ...).
+    BadParam,
+    /// The plant takes no parameters: it is physical hardware (or a simulated rig started
+    /// with fixed parameters), whose physics is its own.
+    FixedPhysics,
 }
 
 /// Transitions of one episode, consecutive in step.

@@ -4,7 +4,7 @@ use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
-use super::POLICY_CHUNK_VALUES;
+use super::{POLICY_CHUNK_VALUES, PlantParams};
 use crate::policy::PolicySpec;
 
 /// Everything the host sends.
@@ -38,6 +38,9 @@ pub enum HostMessage {
         /// Increments with every heartbeat; echoed for round-trip measurements.
         sequence: u32,
     },
+    /// Sets a simulated plant's parameters and per-episode ranges (replacing every earlier
+    /// setting); they apply from the next episode on. A physical plant refuses it.
+    PlantParams(PlantParams),
 }
 
 /// Announces a policy upload.

@@ -6,6 +6,7 @@
 
 mod device;
 mod host;
+mod plant_params;
 mod record;
 mod upload;
 
@@ -14,6 +15,7 @@ pub use device::{
     LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
 };
 pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+pub use plant_params::{MAX_PARAM_NAME, MAX_PARAM_SETTINGS, ParamRange, ParamSetting, PlantParams};
 pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
 pub use upload::{PolicyUpload, UploadStep, params_crc};
 

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, PolicyBegin, PolicyChunk, Refusal, RefusalReason, RunCommand, RunMode,
-    TransitionBatch,
+    MAX_LOG_LEN, MAX_PARAM_NAME, MAX_PARAM_SETTINGS, ParamRange, ParamSetting, PlantParams,
+    PolicyBegin, PolicyChunk, Refusal, RefusalReason, RunCommand, RunMode, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::version::FirmwareVersion;
@@ -92,10 +92,25 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
         any::<u32>().prop_map(|version| AckTopic::PolicyCommit { version }),
         Just(AckTopic::Run),
         Just(AckTopic::Stop),
+        any::<u8>().prop_map(|count| AckTopic::PlantParams { count }),
     ]
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 11] = [
+/// Any plant parameters: names of any UTF-8, any values (NaNs included), any ranges.
+pub fn plant_params() -> impl Strategy<Value = PlantParams> {
+    let range = (float(), float()).prop_map(|(low, high)| ParamRange { low, high });
+    let setting = (
+        text::<MAX_PARAM_NAME>(),
+        proptest::option::of(float()),
+        proptest::option::of(range),
+    )
+        .prop_map(|(name, value, range)| ParamSetting { name, value, range });
+    prop::collection::vec(setting, 0..=MAX_PARAM_SETTINGS).prop_map(|settings| PlantParams {
+        settings: Vec::from_slice(&settings).unwrap(),
+    })
+}
+
+pub const REFUSAL_REASONS: [RefusalReason; 14] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -107,6 +122,9 @@ pub const REFUSAL_REASONS: [RefusalReason; 11] = [
     RefusalReason::NonFinite,
     RefusalReason::NoPolicy,
     RefusalReason::Faulted,
+    RefusalReason::UnknownParam,
+    RefusalReason::BadParam,
+    RefusalReason::FixedPhysics,
 ];
 
 const END_REASONS: [EpisodeEndReason; 5] = [
@@ -248,12 +266,13 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         run,
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
+        plant_params().prop_map(HostMessage::PlantParams),
     ]
 }
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 7;
+pub const HOST_KINDS: usize = 8;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -263,6 +282,7 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Run(_) => 4,
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
+        HostMessage::PlantParams(_) => 7,
     }
 }
 

@@ -74,6 +74,11 @@ pub struct DeviceArgs {
     /// Fault injection on simulated links, e.g. "corrupt=0.001,drop=0.0005".
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// With --link qemu: the board image QEMU runs (default: the plant's image where
+    /// scripts/cross.sh writes it, target/firmware/qemu-mps2-an386/<plant>.elf in the
+    /// checkout holding the current directory).
+    #[arg(long, value_name = "ELF")]
+    pub firmware: Option<PathBuf>,
 }
 
 impl DeviceArgs {
@@ -104,6 +109,7 @@ impl DeviceArgs {
             let kind = match link {
                 LinkArg::Memory => "memory",
                 LinkArg::Pty => "pty",
+                LinkArg::Qemu => "qemu",
             };
             devices.insert("link".into(), kind.into());
         }
@@ -115,6 +121,12 @@ impl DeviceArgs {
         }
         if let Some(faults) = &self.faults {
             devices.insert("faults".into(), faults.as_str().into());
+        }
+        if let Some(firmware) = &self.firmware {
+            devices.insert(
+                "firmware".into(),
+                firmware.to_string_lossy().into_owned().into(),
+            );
         }
         let mut table = toml::Table::new();
         if !devices.is_empty() {
@@ -143,6 +155,9 @@ pub enum LinkArg {
     Memory,
     /// Pseudo-terminals, opened like real serial ports.
     Pty,
+    /// The firmware's Cortex-M board image in QEMU (qemu-system-arm), over its UART's
+    /// pseudo-terminal.
+    Qemu,
 }
 
 /// `tether train`.
@@ -163,6 +178,10 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<plant>-<timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Start from a trained policy: a run folder (policy, value function, normaliser with
+    /// its statistics) or a policy.bin (policy and normaliser, fresh value function).
+    #[arg(long, value_name = "RUN|POLICY")]
+    pub init: Option<PathBuf>,
 }
 
 /// `tether eval`.
@@ -183,14 +202,24 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// TOML file whose `[plant_params]` (and `plant`, unless --plant is given) set the
+    /// simulated plant; every other key of the file is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `tether sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Plant model: pendulum, cartpole or qube.
-    #[arg(long, default_value = crate::device::simulated::DEFAULT_SIM_PLANT)]
-    pub plant: String,
+    /// Plant model: pendulum, cartpole or qube (default: the config file's `plant`, else
+    /// pendulum).
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// TOML file whose `[plant_params]` and `[plant_randomize]` set the plant's physics (a
+    /// rig the trainer is not told about: the device then refuses the host's settings);
+    /// every other key but `plant` is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Run at the plant's real control rate instead of as fast as the host reads.
     #[arg(long)]
     pub realtime: bool,
@@ -203,6 +232,14 @@ pub struct SimArgs {
     /// Seed of the fault injector.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run the firmware's Cortex-M board image in QEMU instead of the host build (its UART
+    /// is the pseudo-terminal; no --baud or --faults).
+    #[arg(long, conflicts_with_all = ["baud", "faults"])]
+    pub qemu: bool,
+    /// With --qemu: the board image to run (default: the plant's image where
+    /// scripts/cross.sh writes it).
+    #[arg(long, value_name = "ELF", requires = "qemu")]
+    pub firmware: Option<PathBuf>,
 }
 
 /// `tether export`.
@@ -283,7 +320,8 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// A flag raised by the first Ctrl-C; a second Ctrl-C exits at once.
+/// A flag raised by the first Ctrl-C (or SIGTERM, SIGHUP); a second one exits at once. QEMU
+/// devices do not outlive that exit: they die with tether (see `device::qemu`).
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();

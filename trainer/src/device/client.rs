@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{AckTopic, DeviceInfo, PolicyUpload, RunCommand};
+use tether_shared::message::{
+    AckTopic, DeviceInfo, PlantParams, PolicyUpload, Refusal, RefusalReason, RunCommand,
+};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
@@ -39,12 +41,14 @@ pub struct DeviceClient {
     config: ClientConfig,
     heartbeat_sequence: u32,
     last_sent: Instant,
+    /// The plant parameters set on the device, sent again after every reconnect.
+    plant_params: Option<PlantParams>,
 }
 
 /// What a device's answer to a command was.
 enum Answer {
     Acked,
-    Refused(tether_shared::message::RefusalReason),
+    Refused(Refusal),
 }
 
 impl DeviceClient {
@@ -57,7 +61,40 @@ impl DeviceClient {
             config,
             heartbeat_sequence: 0,
             last_sent: Instant::now(),
+            plant_params: None,
         })
+    }
+
+    /// Sets the simulated plant's parameters and ranges (see [`PlantParams`]), from its next
+    /// episode on, and keeps them to set again after every reconnect. A device whose plant
+    /// takes no parameters (physical hardware) refuses: [`DeviceError::ParamsRefused`].
+    pub fn set_plant_params(&mut self, params: PlantParams) -> Result<(), DeviceError> {
+        self.send_plant_params(&params)?;
+        self.plant_params = Some(params);
+        Ok(())
+    }
+
+    fn send_plant_params(&mut self, params: &PlantParams) -> Result<(), DeviceError> {
+        let count = u8::try_from(params.settings.len()).unwrap_or(u8::MAX);
+        let message = HostMessage::PlantParams(params.clone());
+        let what = "plant parameters";
+        match self.exchange(&message, AckTopic::PlantParams { count }, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => {
+                let index = match refusal.topic {
+                    AckTopic::PlantParams { count } => usize::from(count),
+                    _ => 0,
+                };
+                Err(DeviceError::ParamsRefused {
+                    device: self.name().to_string(),
+                    setting: (refusal.reason != RefusalReason::FixedPhysics)
+                        .then(|| params.settings.get(index))
+                        .flatten()
+                        .map(|s| s.name.to_string()),
+                    reason: refusal.reason,
+                })
+            }
+        }
     }
 
     /// Handshakes again after a failure (a device that reset, went silent or dropped off):
@@ -78,6 +115,9 @@ impl DeviceClient {
         }
         self.info = info;
         self.last_sent = Instant::now();
+        if let Some(params) = self.plant_params.clone() {
+            self.send_plant_params(&params)?;
+        }
         Ok(())
     }
 
@@ -192,18 +232,28 @@ impl DeviceClient {
         expected: AckTopic,
         what: &str,
     ) -> Result<(), DeviceError> {
+        match self.exchange(message, expected, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => Err(DeviceError::Refused {
+                device: self.name().to_string(),
+                what: what.to_string(),
+                reason: refusal.reason,
+            }),
+        }
+    }
+
+    /// Sends `message` until the device answers it (acknowledged as `expected`, or
+    /// refused), at most [`ClientConfig::attempts`] times.
+    fn exchange(
+        &mut self,
+        message: &HostMessage,
+        expected: AckTopic,
+        what: &str,
+    ) -> Result<Answer, DeviceError> {
         for _ in 0..self.config.attempts.max(1) {
             self.send(message)?;
-            match self.await_answer(expected)? {
-                Some(Answer::Acked) => return Ok(()),
-                Some(Answer::Refused(reason)) => {
-                    return Err(DeviceError::Refused {
-                        device: self.name().to_string(),
-                        what: what.to_string(),
-                        reason,
-                    });
-                }
-                None => {}
+            if let Some(answer) = self.await_answer(expected)? {
+                return Ok(answer);
             }
             // A chunk is resent as is: if the first copy was lost the device takes it now; if
             // only its acknowledgement was lost, the device acknowledges the resent last chunk
@@ -220,7 +270,7 @@ impl DeviceClient {
                     return Ok(Some(Answer::Acked));
                 }
                 Some(DeviceMessage::Refused(refusal)) if same_command(refusal.topic, expected) => {
-                    return Ok(Some(Answer::Refused(refusal.reason)));
+                    return Ok(Some(Answer::Refused(refusal)));
                 }
                 Some(DeviceMessage::Log(line)) => {
                     tracing::info!(device = %self.name(), "{}", line.text);

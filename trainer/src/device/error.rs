@@ -102,6 +102,16 @@ pub enum DeviceError {
         /// The device's reason.
         reason: RefusalReason,
     },
+    /// The device refused the run's plant parameters.
+    #[error("{device} refused the plant parameters: {}", explain_params_refusal(*reason, setting.as_deref()))]
+    ParamsRefused {
+        /// The device.
+        device: String,
+        /// The setting it refused, when it named one.
+        setting: Option<String>,
+        /// The device's reason.
+        reason: RefusalReason,
+    },
     /// A command was not acknowledged in time.
     #[error("{device} did not acknowledge {what} within {:.1} s (after {attempts} attempts)", waited.as_secs_f64())]
     NoAck {
@@ -145,6 +155,24 @@ pub enum DeviceError {
         /// What does not fit.
         reason: String,
     },
+}
+
+/// Why a device refuses plant parameters, and what to do about it.
+fn explain_params_refusal(reason: RefusalReason, setting: Option<&str>) -> String {
+    let setting = setting.map_or_else(|| "one of them".to_string(), |s| format!("`{s}`"));
+    match reason {
+        RefusalReason::FixedPhysics => "its plant's physics is its own (physical hardware, or a \
+             simulated rig started with fixed parameters); [plant_params] and [plant_randomize] \
+             apply to simulated devices only: remove them to train on this device"
+            .into(),
+        RefusalReason::UnknownParam => format!(
+            "its plant has no parameter {setting}; is its firmware from another tether release?"
+        ),
+        RefusalReason::BadParam => format!(
+            "{setting} is outside what its plant takes; is its firmware from another tether release?"
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 impl DeviceError {

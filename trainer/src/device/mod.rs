@@ -5,12 +5,14 @@
 //! - [`transport`]: opening that address as a byte stream, with errors a user can act on;
 //! - [`link`]: frames on the byte stream (encode, decode, link-health counters);
 //! - [`client`]: the conversation: handshake, policy upload, run, stop, heartbeats;
-//! - [`simulated`]: a simulated device (the firmware with a plant model) set up to run.
+//! - [`simulated`]: a simulated device (the firmware with a plant model) set up to run, in
+//!   this process or, through [`qemu`], as the Cortex-M board image in QEMU.
 
 pub mod address;
 pub mod client;
 pub mod error;
 pub mod link;
+pub mod qemu;
 pub mod simulated;
 pub mod transport;
 

@@ -46,6 +46,8 @@ pub struct EvaluationReport {
     pub mean_length: f64,
     /// Every episode's return, in device then episode order.
     pub returns: Vec<f64>,
+    /// Every episode's length in steps, in the same order.
+    pub lengths: Vec<u32>,
 }
 
 /// Runs `episodes` deterministic episodes of `policy`, split over the fleet's devices.
@@ -92,7 +94,7 @@ pub fn evaluate(
                 for episode in &rollout.episodes {
                     if let Some(r) = episode.complete_return {
                         returns.push(f64::from(r));
-                        lengths.push(episode.len() as f64);
+                        lengths.push(episode.len() as u32);
                     }
                 }
             }
@@ -109,7 +111,8 @@ pub fn evaluate(
         episodes: returns.len(),
         mean_return: mean,
         std_return: var.sqrt(),
-        mean_length: lengths.iter().sum::<f64>() / n,
+        mean_length: lengths.iter().map(|&l| f64::from(l)).sum::<f64>() / n,
         returns,
+        lengths,
     })
 }

@@ -7,6 +7,7 @@
 //! - [`round_stats`]: episode lengths and device timing of a round, for the metrics;
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
+//! - [`warm_start`]: a new run's learner from a trained run or policy (`--init`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
 
 pub mod assembly;
@@ -17,6 +18,7 @@ pub mod preset;
 pub mod round_stats;
 pub mod run_state;
 pub mod session;
+pub mod warm_start;
 
 pub use fleet::{Fleet, FleetSpec};
 pub use session::{Session, SessionOutcome};

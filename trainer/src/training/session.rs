@@ -19,6 +19,7 @@ use super::assembly::{AssembledBatch, assemble};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
+use super::warm_start::{WarmStart, WarmStartError};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool};
 use crate::run::checkpoint::CheckpointError;
@@ -71,6 +72,9 @@ pub enum SessionError {
     /// Writing the policy failed.
     #[error(transparent)]
     PolicyFile(#[from] PolicyFileError),
+    /// The warm start (`--init`) does not fit the run.
+    #[error(transparent)]
+    WarmStart(#[from] WarmStartError),
     /// Every device was lost.
     #[error(
         "every device was lost ({0}); training cannot continue — the last checkpoint is kept, `tether resume` continues once the devices are back"
@@ -98,7 +102,7 @@ pub struct Session {
     // Field order matters on drop: the pool (which stops the devices) goes before the
     // simulated boards it talks to.
     pool: DevicePool,
-    _fleet_boards: Vec<tether_firmware::sim::SimHandle>,
+    _fleet_boards: Vec<crate::device::simulated::SimDevice>,
     plant: PlantDescription,
     spec: PolicySpec,
     learner: Trpo,
@@ -129,6 +133,17 @@ impl Session {
         config: RunConfig<TrpoConfig>,
         fleet: Fleet,
     ) -> Result<Self, SessionError> {
+        Self::start_warm(folder, config, fleet, None)
+    }
+
+    /// Like [`Session::start_with_fleet`], with the learner starting from `warm` (a trained
+    /// run or policy, see [`super::warm_start`]) instead of random weights.
+    pub fn start_warm(
+        folder: RunFolder,
+        config: RunConfig<TrpoConfig>,
+        fleet: Fleet,
+        warm: Option<&WarmStart>,
+    ) -> Result<Self, SessionError> {
         config.validate(&folder.config_path())?;
         if fleet.plant.name.as_str() != config.plant {
             return Err(SessionError::Fleet(FleetError::PlantMismatch {
@@ -141,13 +156,14 @@ impl Session {
             }));
         }
         let head = ActionDistribution::of_plant(&fleet.plant);
-        let learner = Trpo::new(
-            fleet.plant.obs_dim as usize,
-            head,
-            config.trpo.clone(),
-            config.seed,
-        )
-        .map_err(|e| SessionError::Learner(e.to_string()))?;
+        let obs_dim = fleet.plant.obs_dim as usize;
+        let mut learner = Trpo::new(obs_dim, head, config.trpo.clone(), config.seed)
+            .map_err(|e| SessionError::Learner(e.to_string()))?;
+        if let Some(warm) = warm {
+            let state = warm.apply(&config.plant, learner.state(), config.steps_per_iteration)?;
+            learner = Trpo::from_state(obs_dim, head, state)
+                .map_err(|e| SessionError::BadCheckpoint(format!("--init: {e}")))?;
+        }
         config.save(&folder.config_path())?;
         save_plant(&folder.plant_path(), &fleet.plant)?;
         let metrics = IterationLog::create(&folder)?;

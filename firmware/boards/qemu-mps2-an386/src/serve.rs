@@ -12,7 +12,14 @@
 //!   what was sent (the UART is full), time stops. The watchdog is off: a device's seconds
 //!   pass far faster than the host's, and the host detects a silent device by its own
 //!   clock.
+//!
+//! On the host's stderr (semihosting) the board says when it starts serving (`tether board:
+//! serving free-running` or `… serving in real time`: a host that started QEMU knows the
+//! board reads its UART from then on), and, since the device answers nothing to a host
+//! frame it cannot read (it counts it and the host retries), how many it has refused
+//! whenever that count grows: `tether board: <n> bad frames from the host`.
 
+use cortex_m_semihosting::heprintln;
 use embedded_io::ReadReady;
 use tether_firmware::plant::Plant;
 use tether_firmware::{Clock, Device, DeviceConfig};
@@ -38,11 +45,28 @@ pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool) -> ! {
     let clock = BoardClock::new(source);
     let mut device: BoardDevice<'_, P> = Device::new(plant, BoardLink::uart(uart), &clock, config);
     let mut free = FreeRunning::new();
+    let mut bad_frames = 0;
+    let timing = if real_time {
+        "in real time"
+    } else {
+        "free-running"
+    };
+    heprintln!("tether board: serving {}", timing);
     loop {
         device.poll();
+        report_bad_frames(&device, &mut bad_frames);
         if source == TimeSource::Virtual {
             free.advance(&mut device, &clock);
         }
+    }
+}
+
+/// Prints the device's count of refused host frames when it differs from `reported`.
+fn report_bad_frames<P: Plant>(device: &BoardDevice<'_, P>, reported: &mut u32) {
+    let bad = device.stats().bad_frames;
+    if bad != *reported {
+        *reported = bad;
+        heprintln!("tether board: {} bad frames from the host", bad);
     }
 }
 

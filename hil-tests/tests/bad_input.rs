@@ -495,15 +495,18 @@ fn a_qemu_device_refuses_bad_input_and_keeps_its_policy() {
         .write(true)
         .open(qemu.pty())
         .expect("the pty opens for writing");
-    raw.write_all(&stream)
-        .expect("the broken frames are written");
-
-    // A marked heartbeat after them: once the device echoes it, it has read everything
-    // before it, and said nothing but heartbeats meanwhile.
+    // A marked heartbeat after them, on the same blocking writer: QEMU's UART drains the
+    // pty slower than the host fills it, so the link's timed send could find it still full
+    // under load. Once the device echoes the mark, it has read everything before it, and
+    // said nothing but heartbeats meanwhile.
     const MARK: u32 = 0x7E7E_0001;
+    let mut mark_frame = [0u8; MAX_FRAME_LEN + 8];
+    let mark = frame::encode(&HostMessage::Heartbeat { sequence: MARK }, &mut mark_frame)
+        .expect("a heartbeat encodes");
+    raw.write_all(&stream)
+        .and_then(|()| raw.write_all(mark))
+        .expect("the broken frames and the mark are written");
     let link = client.link_mut();
-    link.send(&HostMessage::Heartbeat { sequence: MARK })
-        .expect("send");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(

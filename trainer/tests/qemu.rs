@@ -184,12 +184,6 @@ impl QemuRun {
         self.wait_for(|out| metrics_lines(out) >= 1, "an iteration")
     }
 
-    /// Waits for the run to start (its folder written, the first round under way); the
-    /// QEMU devices running then.
-    fn wait_for_start(&mut self) -> Vec<u32> {
-        self.wait_for(|out| out.join("config.toml").is_file(), "the run's start")
-    }
-
     fn wait_for(&mut self, done: impl Fn(&Path) -> bool, what: &str) -> Vec<u32> {
         let out = self.out.clone();
         let reached = wait_until(Duration::from_secs(120), || done(&out));
@@ -271,9 +265,11 @@ fn sigterm_stops_the_run_like_ctrl_c() {
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_the_qemu_devices_die_with_tether() {
     // Long iterations, so the second Ctrl-C lands while the first one waits for the end of
-    // the iteration.
+    // the iteration: into the second iteration's collection (one iteration takes about 6 s
+    // here), not between rounds, where a Ctrl-C ends the run at once with nothing to finish.
     let mut run = QemuRun::start("qemu-sigint2", "pendulum", 20_000);
-    let qemus = run.wait_for_start();
+    let qemus = run.wait_for_training();
+    std::thread::sleep(Duration::from_secs(1));
     signal_group(run.pid(), "INT");
     std::thread::sleep(Duration::from_millis(100));
     signal_group(run.pid(), "INT");

@@ -1,11 +1,13 @@
 //! The host's cross-check of the device's log-probabilities.
 //!
 //! The device reports the log-probability of every action it sampled. The host recomputes
-//! it with the same shared f32 forward pass over the parameters it uploaded: a mismatch
-//! means the device ran something else than what was sent (corrupted parameters, a stale
-//! buffer) and the episode must not be learned from.
+//! it from the parameters it uploaded, with the forward pass the device runs (the firmware's
+//! tiled layout and kernels, bit for bit the shared `PolicyView::forward`, at a third of its
+//! cost): a mismatch means the device ran something else than what was sent (corrupted
+//! parameters, a stale buffer) and the episode must not be learned from.
 
-use tether_shared::policy::{PolicyView, categorical_log_prob, gaussian_log_prob};
+use tether_firmware::policy_tiles::{TileLayout, TiledPolicy};
+use tether_shared::policy::{categorical_log_prob, gaussian_log_prob};
 use tether_shared::{PolicyHead, PolicySpec};
 
 use super::episode::CollectedEpisode;
@@ -18,19 +20,26 @@ const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 /// Whether every step's device log-probability matches the host's recomputation.
 pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpisode) -> bool {
-    let Ok(view) = PolicyView::new(spec, params) else {
+    let mut tiled = vec![0.0f32; params.len()];
+    if TileLayout::TARGET
+        .scatter(spec, 0, params, &mut tiled)
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(policy) = TiledPolicy::new(spec, &tiled) else {
         return false;
     };
     let mut scratch = vec![0.0f32; spec.scratch_len()];
     let mut out = vec![0.0f32; spec.output_dim()];
     for record in episode.trajectory.records().iter() {
-        if view
+        if policy
             .forward(record.observation, &mut scratch, &mut out)
             .is_err()
         {
             return false;
         }
-        let host = match (spec.head, view.log_std()) {
+        let host = match (spec.head, policy.log_std()) {
             (PolicyHead::Gaussian { .. }, Some(log_std)) => {
                 gaussian_log_prob(&out, log_std, record.action)
             }

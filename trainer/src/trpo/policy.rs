@@ -173,8 +173,7 @@ impl Policy {
         eval: &PolicyEvaluation,
         head_gradient: &HeadGradient,
     ) -> DVector<f64> {
-        let (weights, _) = self.split(params);
-        let mlp_gradient = self.mlp.vjp(weights, &eval.cache, &head_gradient.outputs);
+        let mlp_gradient = self.mlp.vjp(&eval.cache, &head_gradient.outputs);
         DVector::from_iterator(
             params.len(),
             mlp_gradient

@@ -19,8 +19,8 @@
 use heapless::Vec;
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    HostMessage, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, TransitionBatch,
-    TransitionRecord,
+    HostMessage, LogLine, RecordLayout, Refusal, RefusalReason, RunCommand, RunMode, StepRange,
+    TRANSITION_BATCH_VALUES, TransitionBatch, TransitionRecord, episode_before,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
 use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
@@ -32,13 +32,16 @@ use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
 use crate::gsde::{DEFAULT_NOISE_CAPACITY, SdeNoise};
-use crate::link::{LinkEndpoint, Priority, READ_BUF_LEN};
-use crate::plant::{Action, Plant, StepOutcome};
+use crate::link::{DataKey, LinkEndpoint, Priority, READ_BUF_LEN, RetransmitStats};
+use crate::plant::{Action, Plant, Settling, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
 use crate::rate_limit::{ActionRateLimit, resting_action};
 use crate::safety::{Watchdog, all_finite, clamp_continuous, clamp_discrete};
 use crate::sampler::Sampler;
+
+mod probe;
+use probe::Probe;
 
 /// This firmware's version, from the crate version.
 pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion {
@@ -124,6 +127,8 @@ struct CurrentEpisode {
     /// Steps whose action the rate limit changed.
     rate_limited_steps: u32,
     batch: TransitionBatch,
+    /// Whether the plant reported itself ready ([`Plant::settle`]); no step runs before.
+    settled: bool,
 }
 
 /// The device runtime for plant `P`, link `L`, clock `C`, a policy capacity of `CAP` f32
@@ -143,6 +148,11 @@ pub struct Device<P, L, C, const CAP: usize, const NOISE_CAP: usize = DEFAULT_NO
     noise: SdeNoise<NOISE_CAP>,
     state: DeviceState,
     run: Option<RunCommand>,
+    /// The last run command accepted since the last `Hello` or `Stop`: a repeat of it (its
+    /// acknowledgement was lost) is acknowledged without restarting the run.
+    last_run: Option<RunCommand>,
+    /// Most values per transition batch ([`HostMessage::BatchLimit`]).
+    batch_limit: u16,
     /// Episodes of the current run already ended.
     completed: u32,
     episode: Option<CurrentEpisode>,
@@ -154,6 +164,10 @@ pub struct Device<P, L, C, const CAP: usize, const NOISE_CAP: usize = DEFAULT_NO
     period_us: u64,
     next_deadline_us: u64,
     next_heartbeat_us: u64,
+    /// When to ask an unsettled plant again ([`Plant::settle`]).
+    next_settle_us: u64,
+    /// Observing and test pulses (bring-up).
+    probe: Probe,
     last_host_sequence: u32,
     obs: [f32; MAX_OBS_DIM],
     output: [f32; MAX_OUTPUT],
@@ -189,6 +203,8 @@ where
             noise: SdeNoise::new(),
             state: DeviceState::Idle,
             run: None,
+            last_run: None,
+            batch_limit: TRANSITION_BATCH_VALUES as u16,
             completed: 0,
             episode: None,
             pending_end: None,
@@ -197,6 +213,8 @@ where
             period_us,
             next_deadline_us: now,
             next_heartbeat_us: now,
+            next_settle_us: now,
+            probe: Probe::default(),
             last_host_sequence: 0,
             obs: [0.0; MAX_OBS_DIM],
             output: [0.0; MAX_OUTPUT],
@@ -220,6 +238,22 @@ where
     /// Counters.
     pub fn stats(&self) -> DeviceStats {
         self.stats
+    }
+
+    /// The retransmit ring's counters (resent, evicted, refused).
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.link.retransmit_stats()
+    }
+
+    /// Whether the outgoing queue cannot take another full transition batch without
+    /// evicting data the host has not released, though it could once the host releases
+    /// what was written. A board in virtual time waits for the host then instead of moving
+    /// its clock; a real-time device goes on and evicts. When unwritten bytes fill the
+    /// queue (a link slower than the plant) this is false: the episode overruns, as on a
+    /// real device.
+    pub fn awaiting_release(&self) -> bool {
+        let bound = TransitionBatch::max_frame_len(usize::from(self.batch_limit));
+        self.link.waits_for_release(bound)
     }
 
     /// The plant.
@@ -253,6 +287,24 @@ where
         self.period_us
     }
 
+    /// Handles `message` as if it had arrived from the host (a firmware that boots a
+    /// built-in policy uploads and runs it this way, see [`crate::deploy`]). It does not
+    /// feed the watchdog nor count as host traffic.
+    pub fn handle_message(&mut self, message: HostMessage) {
+        self.handle(&message);
+    }
+
+    /// Changes the watchdog's timeout (0 disables it); takes effect from now.
+    pub fn set_watchdog_timeout_us(&mut self, timeout_us: u64) {
+        self.watchdog = Watchdog::new(timeout_us, self.clock.now_us());
+    }
+
+    /// Stops keeping the transition batches and episode ends sent so far for resending (a
+    /// run no host watches, see [`crate::deploy`]); bytes not yet written still go out.
+    pub fn forget_sent_data(&mut self) {
+        self.link.forget_kept();
+    }
+
     /// Outgoing bytes queued but not yet accepted by the link.
     pub fn tx_pending(&self) -> usize {
         self.link.tx_pending()
@@ -264,7 +316,9 @@ where
     pub fn next_wakeup_us(&self) -> u64 {
         let mut wake = self.next_heartbeat_us;
         if self.state == DeviceState::Running {
-            let step = if self.episode.is_some() || self.pending_end.is_none() {
+            let step = if self.episode.as_ref().is_some_and(|ep| !ep.settled) {
+                self.next_settle_us
+            } else if self.episode.is_some() || self.pending_end.is_none() {
                 self.next_deadline_us
             } else {
                 self.clock.now_us()
@@ -279,6 +333,16 @@ where
                 wake = wake.min(expiry);
             }
         }
+        if self.state == DeviceState::Observing {
+            wake = wake.min(self.probe.next_us());
+            if self.watchdog.timeout_us() != 0 {
+                let expiry = self
+                    .watchdog
+                    .last_feed_us()
+                    .saturating_add(self.watchdog.timeout_us());
+                wake = wake.min(expiry.saturating_add(1));
+            }
+        }
         if self.pending_end.is_some() {
             wake = wake.min(self.clock.now_us());
         }
@@ -290,7 +354,8 @@ where
         self.link.poll_write();
         self.receive();
         let now = self.clock.now_us();
-        if self.state == DeviceState::Running && self.watchdog.expired(now) {
+        let watched = matches!(self.state, DeviceState::Running | DeviceState::Observing);
+        if watched && self.watchdog.expired(now) {
             self.stats.watchdog_fired += 1;
             warn!(
                 "watchdog: host silent for more than {} us",
@@ -299,8 +364,10 @@ where
             self.fault(EpisodeEndReason::Fault);
         }
         self.queue_pending_end();
-        if self.state == DeviceState::Running {
-            self.run_due(now);
+        match self.state {
+            DeviceState::Running => self.run_due(now),
+            DeviceState::Observing => self.observe_due(now),
+            DeviceState::Idle | DeviceState::SafeStop => {}
         }
         self.heartbeat();
         self.link.poll_write();
@@ -308,6 +375,10 @@ where
 
     // ----- incoming -------------------------------------------------------------------
 
+    /// Reads and handles what the host sent. Not inlined: a decoded host message can be
+    /// about 1 KB and is moved on to its handler, and in a frame of its own that space is
+    /// not added to the control step's.
+    #[inline(never)]
     fn receive(&mut self) {
         let mut buf = [0u8; READ_BUF_LEN];
         for _ in 0..MAX_READS_PER_POLL {
@@ -321,7 +392,7 @@ where
                     Ok(message) => {
                         self.stats.messages_in = self.stats.messages_in.wrapping_add(1);
                         self.watchdog.feed(self.clock.now_us());
-                        self.handle(message);
+                        self.handle(&message);
                     }
                     Err(e) => {
                         self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1);
@@ -332,14 +403,21 @@ where
         }
     }
 
-    fn handle(&mut self, message: HostMessage) {
+    /// Answers one host message. By reference and not inlined: the message (up to about
+    /// 1 KB) is not copied again, and the handlers' locals are not added to the receive
+    /// loop's frame.
+    #[inline(never)]
+    fn handle(&mut self, message: &HostMessage) {
         match message {
-            HostMessage::Hello { protocol_version } => {
+            &HostMessage::Hello { protocol_version } => {
                 if protocol_version != PROTOCOL_VERSION {
                     warn!("host speaks protocol v{}", protocol_version);
                 }
                 self.end_session(EpisodeEndReason::Stopped);
                 self.store.abort_upload();
+                self.link.forget_kept();
+                self.last_run = None;
+                self.batch_limit = TRANSITION_BATCH_VALUES as u16;
                 let info = DeviceInfo {
                     protocol_version: PROTOCOL_VERSION,
                     firmware_version: FIRMWARE_VERSION,
@@ -359,10 +437,10 @@ where
                     version: begin.version,
                 };
                 let result = SdeNoise::<NOISE_CAP>::check_spec(&begin.spec)
-                    .and_then(|()| self.store.begin(&begin, &self.description));
+                    .and_then(|()| self.store.begin(begin, &self.description));
                 self.answer(topic, result);
             }
-            HostMessage::PolicyChunk(chunk) => match self.store.chunk(&chunk) {
+            HostMessage::PolicyChunk(chunk) => match self.store.chunk(chunk) {
                 Ok(received) => self.answer(
                     AckTopic::PolicyChunk {
                         version: chunk.version,
@@ -378,7 +456,7 @@ where
                     Err(reason),
                 ),
             },
-            HostMessage::PolicyCommit { version } => {
+            &HostMessage::PolicyCommit { version } => {
                 let result = self.store.commit(version, &self.description);
                 if result.is_ok() && self.episode.is_none() {
                     // Between episodes already: the boundary is now.
@@ -387,17 +465,24 @@ where
                 self.answer(AckTopic::PolicyCommit { version }, result);
             }
             HostMessage::Run(command) => {
+                if self.last_run.as_ref() == Some(command) {
+                    // A repeat (the acknowledgement was lost): the run goes on.
+                    self.answer(AckTopic::Run, Ok(()));
+                    return;
+                }
                 if self.store.running().is_none() && self.store.staged().is_none() {
                     self.answer(AckTopic::Run, Err(RefusalReason::NoPolicy));
                     return;
                 }
                 self.end_session(EpisodeEndReason::Stopped);
+                self.link.forget_kept();
+                self.last_run = Some(command.clone());
                 self.answer(AckTopic::Run, Ok(()));
                 info!(
                     "run: {} episodes from {}",
                     command.episodes, command.first_episode
                 );
-                self.run = Some(command);
+                self.run = Some(command.clone());
                 self.noise.restart();
                 self.completed = 0;
                 self.state = DeviceState::Running;
@@ -405,11 +490,66 @@ where
             }
             HostMessage::Stop => {
                 self.end_session(EpisodeEndReason::Stopped);
+                self.link.forget_kept();
+                self.last_run = None;
                 self.answer(AckTopic::Stop, Ok(()));
             }
-            HostMessage::Heartbeat { sequence } => {
+            &HostMessage::Heartbeat { sequence } => {
                 self.last_host_sequence = sequence;
             }
+            HostMessage::PlantParams(params) => {
+                let (topic, result) = crate::plant::params::apply(&mut self.plant, params);
+                self.answer(topic, result);
+            }
+            HostMessage::Observe => {
+                self.start_observing();
+                self.answer(AckTopic::Observe, Ok(()));
+            }
+            HostMessage::Pulse(pulse) => {
+                let result = self.start_pulse(pulse);
+                self.answer(AckTopic::Pulse, result);
+            }
+            HostMessage::Release(mark) => self.link.release(mark),
+            HostMessage::Resend(range) => self.resend(range),
+            &HostMessage::BatchLimit { values } => {
+                let one_record = self.layout.width() as u16;
+                self.batch_limit = values.clamp(one_record, TRANSITION_BATCH_VALUES as u16);
+            }
+        }
+    }
+
+    /// Serves a resend request from the retransmit ring. A range sent before but no longer
+    /// kept (evicted, or asked for too often) is answered `NotRetained`; a range not sent
+    /// yet (the host probing the episode in progress) needs no answer: it is coming.
+    fn resend(&mut self, range: &StepRange) {
+        let outcome = self.link.resend(range);
+        if outcome.served > 0 {
+            return;
+        }
+        if outcome.exhausted > 0 || self.was_sent(range) {
+            if outcome.exhausted == 0 {
+                self.link.count_refused_resend();
+            }
+            self.send_control(&DeviceMessage::NotRetained(*range));
+        } else {
+            self.link.count_refused_resend();
+        }
+    }
+
+    /// Whether the start of `range` lies before what the run has yet to send (or the range
+    /// is of no episode this device can still produce).
+    fn was_sent(&self, range: &StepRange) -> bool {
+        if let Some(ep) = self.episode.as_ref() {
+            return episode_before(range.episode, ep.id)
+                || (range.episode == ep.id && range.from_step < ep.batch.first_step);
+        }
+        match self.run.as_ref() {
+            // Between two episodes of a run: the next one has not started.
+            Some(run) => episode_before(
+                range.episode,
+                run.first_episode.wrapping_add(self.completed),
+            ),
+            None => true,
         }
     }
 
@@ -435,6 +575,17 @@ where
         self.send_control(&message);
     }
 
+    /// Tells the host's user something in one line (truncated to fit).
+    fn send_log(&mut self, text: &str) {
+        let mut line = heapless::String::new();
+        for c in text.chars() {
+            if line.push(c).is_err() {
+                break;
+            }
+        }
+        self.send_control(&DeviceMessage::Log(LogLine { text: line }));
+    }
+
     fn send_control(&mut self, message: &DeviceMessage) {
         // A dropped control message is logged by the link; the host retries.
         let _ = self.link.send(message, Priority::Control);
@@ -450,6 +601,9 @@ where
             if !self.start_episode(now) {
                 return;
             }
+        }
+        if !self.plant_settled(now) {
+            return;
         }
         if now >= self.next_deadline_us {
             self.control_step(now);
@@ -478,6 +632,8 @@ where
             return false;
         };
         self.plant
+            .vary(episode_seed(seed, id, EpisodeStream::PlantVariation));
+        self.plant
             .reset(episode_seed(seed, id, EpisodeStream::InitialState));
         self.sampler
             .reseed(episode_seed(seed, id, EpisodeStream::Exploration));
@@ -491,8 +647,43 @@ where
             missed_deadlines: 0,
             rate_limited_steps: 0,
             batch: empty_batch(id, 0, version),
+            settled: false,
         });
+        self.next_settle_us = now;
         true
+    }
+
+    /// Whether the episode's plant is ready for its first step; asks it once per settle
+    /// tick while it is not (a real plant centring its arm), and faults when it cannot be.
+    fn plant_settled(&mut self, now: u64) -> bool {
+        let Some(ep) = self.episode.as_mut() else {
+            return false;
+        };
+        if ep.settled {
+            return true;
+        }
+        if now < self.next_settle_us {
+            return false;
+        }
+        match self.plant.settle() {
+            Settling::Ready => {
+                ep.settled = true;
+                // The episode's clock starts when the plant is ready, on the control grid
+                // if it was ready at once (a model plant: steps stay one period apart
+                // across episodes), else now (a real reset that took several periods is
+                // no missed deadline).
+                self.next_deadline_us = self.next_deadline_us.max(now);
+                true
+            }
+            Settling::Busy => {
+                self.next_settle_us = now.saturating_add(self.plant.settle_tick_us().max(1));
+                false
+            }
+            Settling::Failed => {
+                self.fault(EpisodeEndReason::Fault);
+                false
+            }
+        }
     }
 
     fn control_step(&mut self, started: u64) {
@@ -536,6 +727,9 @@ where
             warn!("non-finite observation");
             return StepResult::Fault;
         }
+        if self.plant.fault().is_some() {
+            return StepResult::Fault;
+        }
         let Some(view) = self.store.view() else {
             return StepResult::Fault;
         };
@@ -565,6 +759,9 @@ where
         };
         if !outcome.reward.is_finite() {
             warn!("non-finite reward");
+            return StepResult::Fault;
+        }
+        if self.plant.fault().is_some() {
             return StepResult::Fault;
         }
         self.record_step(log_prob, outcome)
@@ -608,7 +805,10 @@ where
         ep.steps = ep.steps.saturating_add(1);
         ep.episode_return += outcome.reward;
         self.stats.steps += 1;
-        if !ep.batch.has_room_for(&self.layout) && !flush_batch(&mut self.link, ep, step) {
+        let limit = usize::from(self.batch_limit);
+        let full = !ep.batch.has_room_for(&self.layout)
+            || ep.batch.values.len() + self.layout.width() > limit;
+        if full && !flush_batch(&mut self.link, ep, step, &self.layout) {
             return StepResult::End(EpisodeEndReason::Overrun);
         }
         let (Some(observation), Some(action)) = (
@@ -646,10 +846,16 @@ where
     /// Plant to safe state, episode (if any) ended with `reason`, device in safe stop.
     fn fault(&mut self, reason: EpisodeEndReason) {
         self.plant.safe_state();
+        if let Some(fault) = self.plant.fault() {
+            error!("plant fault: {}", fault.as_str());
+            self.send_log(fault.as_str());
+        }
         if self.episode.is_some() {
             self.end_episode(reason);
         }
         self.run = None;
+        // A repeated run command must start the run again after a fault.
+        self.last_run = None;
         self.state = DeviceState::SafeStop;
     }
 
@@ -664,7 +870,7 @@ where
             EpisodeEndReason::Terminated | EpisodeEndReason::Truncated | EpisodeEndReason::Stopped
         );
         let next_step = ep.steps;
-        if keeps_data && !flush_batch(&mut self.link, &mut ep, next_step) {
+        if keeps_data && !flush_batch(&mut self.link, &mut ep, next_step, &self.layout) {
             reason = EpisodeEndReason::Overrun;
         }
         self.plant.safe_state();
@@ -695,18 +901,13 @@ where
         // An older unsent end goes first; this one waits its turn.
         self.queue_pending_end();
         if self.pending_end.is_none() {
-            let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err()
-                && let DeviceMessage::EpisodeEnd(end) = message
-            {
+            if let Err(end) = send_end(&mut self.link, end) {
                 self.pending_end = Some(end);
             }
         } else {
-            // Two ends waiting: the older one is kept, this one is lost (logged by the link
-            // as a dropped control message). Only a link stalled for a whole episode gets here.
-            let _ = self
-                .link
-                .send(&DeviceMessage::EpisodeEnd(end), Priority::Control);
+            // Two ends waiting: the older one is kept, this one is lost. Only a link stalled
+            // for a whole episode gets here.
+            warn!("outgoing queue full: episode end dropped");
         }
     }
 
@@ -726,13 +927,10 @@ where
     }
 
     fn queue_pending_end(&mut self) {
-        if let Some(end) = self.pending_end.take() {
-            let message = DeviceMessage::EpisodeEnd(end);
-            if self.link.send(&message, Priority::Control).is_err()
-                && let DeviceMessage::EpisodeEnd(end) = message
-            {
-                self.pending_end = Some(end);
-            }
+        if let Some(end) = self.pending_end.take()
+            && let Err(end) = send_end(&mut self.link, end)
+        {
+            self.pending_end = Some(end);
         }
     }
 
@@ -829,9 +1027,14 @@ fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> Transition
     }
 }
 
-/// Queues the episode's records (if any) as one batch and starts a new batch at
-/// `next_step`. False if the outgoing queue could not take it.
-fn flush_batch<L>(link: &mut LinkEndpoint<L>, ep: &mut CurrentEpisode, next_step: u32) -> bool
+/// Queues the episode's records (if any) as one batch, kept for resending, and starts a new
+/// batch at `next_step`. False if the outgoing queue could not take it.
+fn flush_batch<L>(
+    link: &mut LinkEndpoint<L>,
+    ep: &mut CurrentEpisode,
+    next_step: u32,
+    layout: &RecordLayout,
+) -> bool
 where
     L: Read + ReadReady + Write + WriteReady,
 {
@@ -839,14 +1042,37 @@ where
         ep.batch.first_step = next_step;
         return true;
     }
+    let values = ep.batch.values.len();
+    let records = (values / layout.width().max(1)) as u16;
+    let key = DataKey::batch(ep.id, ep.batch.first_step, records);
     let fresh = empty_batch(ep.id, next_step, ep.batch.policy_version);
     let message = DeviceMessage::Transitions(core::mem::replace(&mut ep.batch, fresh));
-    let queued = link.send(&message, Priority::Data).is_ok();
+    let bound = TransitionBatch::max_frame_len(values);
+    let queued = link.send_kept(&message, key, bound, Priority::Data).is_ok();
     if !queued {
         debug!("outgoing queue full: episode {} overran", ep.id);
     }
     queued
 }
 
+/// Queues an episode end, kept for resending (it may use the control reserve: an episode
+/// that overran must still say so); gives it back when the queue is full.
+fn send_end<L>(link: &mut LinkEndpoint<L>, end: EpisodeEnd) -> Result<(), EpisodeEnd>
+where
+    L: Read + ReadReady + Write + WriteReady,
+{
+    let key = DataKey::end(end.episode, end.length);
+    let message = DeviceMessage::EpisodeEnd(end);
+    match link.send_kept(&message, key, EpisodeEnd::MAX_FRAME_LEN, Priority::Control) {
+        Ok(_) => Ok(()),
+        Err(_) => match message {
+            DeviceMessage::EpisodeEnd(end) => Err(end),
+            _ => Ok(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

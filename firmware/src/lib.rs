@@ -26,6 +26,7 @@
 mod fmt;
 
 pub mod clock;
+pub mod deploy;
 pub mod device;
 pub mod gsde;
 pub mod link;
@@ -33,6 +34,8 @@ pub mod plant;
 pub mod policy_store;
 pub mod policy_tiles;
 pub mod rate_limit;
+pub mod received_ranges;
+pub mod retransmit;
 pub mod safety;
 pub mod sampler;
 #[cfg(feature = "sim")]

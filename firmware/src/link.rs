@@ -1,22 +1,31 @@
 //! The link endpoint: frames in, frames out, over any non-blocking byte stream.
 //!
 //! Incoming bytes go through a [`FrameDecoder`]; outgoing frames are encoded straight into a
-//! fixed byte queue ([`TxQueue`]) that [`LinkEndpoint::poll_write`] drains whenever the link
-//! says it can take bytes. Nothing here ever blocks: the endpoint reads only after
-//! `read_ready()` and writes only after `write_ready()`.
+//! fixed byte queue ([`RetransmitQueue`]) that [`LinkEndpoint::poll_write`] drains whenever
+//! the link says it can take bytes, and which keeps the data frames it sent until the host
+//! releases them (see [`crate::retransmit`]). Nothing here ever blocks: the endpoint reads
+//! only after `read_ready()` and writes only after `write_ready()`.
 
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 use serde::Serialize;
-use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
-use tether_shared::message::HostMessage;
+use tether_shared::frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+use tether_shared::message::{HostMessage, ReleaseMark, StepRange};
+
+use crate::retransmit::RetransmitQueue;
+pub use crate::retransmit::{DataKey, QueueError, ResendOutcome, RetransmitStats};
 
 /// Bytes of the outgoing queue kept free for control messages (acknowledgements, refusals,
-/// episode ends, heartbeats): transition batches may not use them, so an episode that
+/// heartbeats): transition batches and episode ends may not use them, so an episode that
 /// overran can still report that it did.
 pub const CONTROL_RESERVE: usize = 256;
 
-/// Capacity of the outgoing queue, in bytes: two worst-case frames plus the control reserve.
-pub const TX_CAPACITY: usize = 2 * MAX_FRAME_LEN + CONTROL_RESERVE;
+/// Capacity of the outgoing queue, in bytes: four worst-case frames plus the control
+/// reserve. What is not waiting to be written keeps sent data frames for resending, so
+/// this is also the retransmit ring's size.
+pub const TX_CAPACITY: usize = 4 * MAX_FRAME_LEN + CONTROL_RESERVE;
+
+/// Data frames the outgoing queue keeps for resending at most.
+pub const KEPT_FRAMES: usize = 32;
 
 /// Size of the stack buffer the runtime reads into per `read` call, in bytes.
 pub const READ_BUF_LEN: usize = 64;
@@ -30,102 +39,11 @@ pub enum Priority {
     Control,
 }
 
-/// Why a frame was not queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueError {
-    /// Not enough free space in the outgoing queue right now.
-    Full,
-}
-
-impl core::fmt::Display for QueueError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("outgoing queue full")
-    }
-}
-
-/// A fixed FIFO of outgoing bytes that frames are encoded into in place.
-///
-/// Pending bytes live in `buf[head..tail]`. Before a frame is encoded the pending bytes are
-/// moved to the front, so the free space is one contiguous run; the move is at most
-/// `N` bytes and happens once per frame, not per byte.
-pub struct TxQueue<const N: usize> {
-    buf: [u8; N],
-    head: usize,
-    tail: usize,
-}
-
-impl<const N: usize> Default for TxQueue<N> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<const N: usize> TxQueue<N> {
-    /// An empty queue.
-    pub const fn new() -> Self {
-        TxQueue {
-            buf: [0; N],
-            head: 0,
-            tail: 0,
-        }
-    }
-
-    /// Bytes waiting to be written.
-    pub fn pending(&self) -> &[u8] {
-        self.buf.get(self.head..self.tail).unwrap_or(&[])
-    }
-
-    /// Number of bytes waiting.
-    pub fn len(&self) -> usize {
-        self.tail - self.head
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.head == self.tail
-    }
-
-    /// Free bytes.
-    pub fn free(&self) -> usize {
-        N - self.len()
-    }
-
-    /// Marks `n` pending bytes as written.
-    pub fn consume(&mut self, n: usize) {
-        self.head = (self.head + n).min(self.tail);
-        if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
-        }
-    }
-
-    /// Drops everything pending.
-    pub fn clear(&mut self) {
-        self.head = 0;
-        self.tail = 0;
-    }
-
-    /// Encodes `message` as one frame at the end of the queue, leaving `reserve` bytes free.
-    /// Returns the frame's length in bytes.
-    pub fn push_frame<M: Serialize>(
-        &mut self,
-        message: &M,
-        reserve: usize,
-    ) -> Result<usize, QueueError> {
-        if self.head != 0 {
-            self.buf.copy_within(self.head..self.tail, 0);
-            self.tail -= self.head;
-            self.head = 0;
-        }
-        let limit = N.saturating_sub(reserve);
-        let space = self.buf.get_mut(self.tail..limit).ok_or(QueueError::Full)?;
-        match frame::encode(message, space) {
-            Ok(written) => {
-                let n = written.len();
-                self.tail += n;
-                Ok(n)
-            }
-            Err(_) => Err(QueueError::Full),
+impl Priority {
+    fn reserve(self) -> usize {
+        match self {
+            Priority::Data => CONTROL_RESERVE,
+            Priority::Control => 0,
         }
     }
 }
@@ -134,7 +52,7 @@ impl<const N: usize> TxQueue<N> {
 pub struct LinkEndpoint<L> {
     io: L,
     decoder: FrameDecoder<MAX_FRAME_LEN>,
-    tx: TxQueue<TX_CAPACITY>,
+    tx: RetransmitQueue<TX_CAPACITY, KEPT_FRAMES>,
 }
 
 impl<L> LinkEndpoint<L>
@@ -146,7 +64,7 @@ where
         LinkEndpoint {
             io,
             decoder: FrameDecoder::new(),
-            tx: TxQueue::new(),
+            tx: RetransmitQueue::new(),
         }
     }
 
@@ -189,21 +107,63 @@ where
         self.decoder.decode_next(input)
     }
 
-    /// Queues `message` as one frame.
+    /// Queues `message` as one frame (not kept for resending).
     pub fn send<M: Serialize>(
         &mut self,
         message: &M,
         priority: Priority,
     ) -> Result<usize, QueueError> {
-        let reserve = match priority {
-            Priority::Data => CONTROL_RESERVE,
-            Priority::Control => 0,
-        };
-        let result = self.tx.push_frame(message, reserve);
+        let result = self.tx.push_frame(message, priority.reserve(), None);
         if result.is_err() && priority == Priority::Control {
             warn!("outgoing queue full: control message dropped");
         }
         result
+    }
+
+    /// Queues a data frame (transition batch or episode end) carrying `key`, at most
+    /// `bound` bytes encoded, and keeps it for resending until the host releases it.
+    /// Evicts the least recently sent kept frames when it must.
+    pub fn send_kept<M: Serialize>(
+        &mut self,
+        message: &M,
+        key: DataKey,
+        bound: usize,
+        priority: Priority,
+    ) -> Result<usize, QueueError> {
+        self.tx
+            .push_frame(message, priority.reserve(), Some((key, bound)))
+    }
+
+    /// Whether a data frame of up to `bound` bytes fits only once the host releases frames
+    /// already written: the host's release, not the link, is what it waits for.
+    pub fn waits_for_release(&self, bound: usize) -> bool {
+        let reserve = Priority::Data.reserve();
+        !self.tx.has_room(bound, reserve) && self.tx.fits_once_released(bound, reserve)
+    }
+
+    /// Stops keeping the frames `mark` releases.
+    pub fn release(&mut self, mark: &ReleaseMark) {
+        self.tx.release(mark);
+    }
+
+    /// Queues again the kept frames `range` asks for.
+    pub fn resend(&mut self, range: &StepRange) -> ResendOutcome {
+        self.tx.resend(range)
+    }
+
+    /// Counts a resend request refused outright.
+    pub fn count_refused_resend(&mut self) {
+        self.tx.count_refusal();
+    }
+
+    /// Stops keeping any frame (a new run or session begins).
+    pub fn forget_kept(&mut self) {
+        self.tx.forget();
+    }
+
+    /// The retransmit ring's counters.
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.tx.stats()
     }
 
     /// Writes queued bytes while the link can take them without blocking.
@@ -229,31 +189,5 @@ where
     pub fn reset(&mut self) {
         self.decoder.reset();
         self.tx.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tether_shared::message::{AckTopic, DeviceMessage};
-
-    use super::*;
-
-    #[test]
-    fn queue_respects_reserve_and_compacts() {
-        let mut q = TxQueue::<64>::new();
-        let msg = DeviceMessage::Ack(AckTopic::Run);
-        let n = q.push_frame(&msg, 0).unwrap();
-        assert!(n > 0 && q.len() == n);
-        assert_eq!(q.push_frame(&msg, 64 - n), Err(QueueError::Full));
-        while q.push_frame(&msg, 0).is_ok() {}
-        assert!(q.free() < n);
-        q.consume(n);
-        assert!(
-            q.push_frame(&msg, 0).is_ok(),
-            "space at the front is reused"
-        );
-        let all = q.len();
-        q.consume(all + 10);
-        assert!(q.is_empty());
     }
 }

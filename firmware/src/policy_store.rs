@@ -8,6 +8,12 @@
 //! The buffers hold the parameters in the device's tiled layout ([`crate::policy_tiles`]),
 //! not in the wire order: each uploaded value is written straight to its tiled position,
 //! and the commit reads the values back in wire order to check the CRC.
+//!
+//! Every upload command is idempotent, so a host may repeat any of them when an
+//! acknowledgement does not come: a repeated begin of the upload in progress keeps what
+//! arrived, chunks may come in any order and any number of times (the store keeps the
+//! received stretches, [`ReceivedRanges`]), and a repeated commit of the policy just
+//! committed is acknowledged again.
 
 use tether_shared::frame::PARAMS_CRC;
 use tether_shared::message::{PolicyBegin, PolicyChunk, RefusalReason};
@@ -15,9 +21,14 @@ use tether_shared::policy::SpecError;
 use tether_shared::{PlantDescription, PolicySpec};
 
 use crate::policy_tiles::{TileLayout, TiledPolicy};
+use crate::received_ranges::ReceivedRanges;
 
 /// Largest magnitude of an uploaded log standard deviation (σ between e⁻²⁰ and e²⁰).
 pub const MAX_ABS_LOG_STD: f32 = 20.0;
+
+/// Separate received stretches an upload may have at once (the host's window of chunks in
+/// flight is smaller).
+pub const MAX_UPLOAD_RANGES: usize = 8;
 
 /// A policy's identity: the version the host gave it and its shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +56,7 @@ struct Upload {
     meta: PolicyMeta,
     len: usize,
     crc: u32,
-    received: usize,
+    received: ReceivedRanges<MAX_UPLOAD_RANGES>,
 }
 
 /// Double-buffered policy parameters of capacity `CAP` values per buffer.
@@ -103,7 +114,9 @@ impl<const CAP: usize> PolicyStore<CAP> {
     }
 
     /// Starts an upload into the inactive buffer. Any earlier upload, and any staged but not
-    /// yet running policy (it lives in the same buffer), is dropped.
+    /// yet running policy (it lives in the same buffer), is dropped — except when `begin`
+    /// repeats the upload in progress (same version, spec, length and CRC): then what
+    /// arrived is kept.
     pub fn begin(
         &mut self,
         begin: &PolicyBegin,
@@ -113,6 +126,15 @@ impl<const CAP: usize> PolicyStore<CAP> {
         if begin.len as usize != begin.spec.param_count() {
             return Err(RefusalReason::LengthMismatch);
         }
+        let repeated = self.upload.as_ref().is_some_and(|u| {
+            u.meta.version == begin.version
+                && u.len == begin.len as usize
+                && u.crc == begin.crc
+                && u.meta.spec == begin.spec
+        });
+        if repeated {
+            return Ok(());
+        }
         self.staged = None;
         self.upload = Some(Upload {
             meta: PolicyMeta {
@@ -121,14 +143,14 @@ impl<const CAP: usize> PolicyStore<CAP> {
             },
             len: begin.len as usize,
             crc: begin.crc,
-            received: 0,
+            received: ReceivedRanges::new(),
         });
         Ok(())
     }
 
-    /// Stores a chunk of the upload in progress; returns the number of values received so
-    /// far. A chunk must start exactly where the previous one ended. A refused chunk leaves
-    /// the upload where it was, so the host may resend from the received count.
+    /// Stores a chunk of the upload in progress, at any offset inside the declared length,
+    /// in any order, any number of times; returns the index just past the chunk (the value
+    /// its acknowledgement carries). A refused chunk leaves the upload as it was.
     pub fn chunk(&mut self, chunk: &PolicyChunk) -> Result<u32, RefusalReason> {
         let inactive = 1 - self.active;
         let upload = self
@@ -136,55 +158,45 @@ impl<const CAP: usize> PolicyStore<CAP> {
             .as_mut()
             .filter(|u| u.meta.version == chunk.version)
             .ok_or(RefusalReason::OutOfOrder)?;
-        let resent_last = !chunk.values.is_empty()
-            && (chunk.offset as usize).checked_add(chunk.values.len()) == Some(upload.received);
-        if resent_last {
-            // The host resends the last chunk when its acknowledgement was lost: write it
-            // again (the commit's CRC covers the result) and acknowledge the same total.
-            // Each value goes to the same tiled position as the first time.
-            let buffer = self
-                .buffers
-                .get_mut(inactive)
-                .ok_or(RefusalReason::OverCapacity)?;
-            TileLayout::TARGET
-                .scatter(
-                    &upload.meta.spec,
-                    chunk.offset as usize,
-                    &chunk.values,
-                    buffer,
-                )
-                .map_err(|_| RefusalReason::OverCapacity)?;
-            return Ok(upload.received as u32);
-        }
-        if chunk.offset as usize != upload.received {
-            return Err(RefusalReason::OutOfOrder);
-        }
-        let end = upload
-            .received
+        let start = chunk.offset as usize;
+        let end = start
             .checked_add(chunk.values.len())
             .filter(|&end| end <= upload.len)
             .ok_or(RefusalReason::LengthMismatch)?;
         // `end <= len`, the spec's parameter count, which `begin` checked against `CAP`:
-        // every tiled position is inside the buffer.
+        // every tiled position is inside the buffer. Each value goes to the same tiled
+        // position however often it comes, and the commit's CRC covers the result.
+        let mut received = upload.received.clone();
+        received
+            .insert(start as u32, end as u32)
+            .map_err(|_| RefusalReason::OutOfOrder)?;
         let buffer = self
             .buffers
             .get_mut(inactive)
             .ok_or(RefusalReason::OverCapacity)?;
         TileLayout::TARGET
-            .scatter(&upload.meta.spec, upload.received, &chunk.values, buffer)
+            .scatter(&upload.meta.spec, start, &chunk.values, buffer)
             .map_err(|_| RefusalReason::OverCapacity)?;
-        upload.received = end;
+        upload.received = received;
         Ok(end as u32)
     }
 
     /// Checks the finished upload (completeness, CRC, spec, finiteness and log-std range) and
     /// stages it. Any refusal other than [`RefusalReason::OutOfOrder`] abandons the upload.
+    /// A commit repeated after it succeeded (its acknowledgement was lost), with no upload
+    /// begun since, is accepted again.
     pub fn commit(&mut self, version: u32, plant: &PlantDescription) -> Result<(), RefusalReason> {
-        let upload = self
-            .upload
-            .take_if(|u| u.meta.version == version)
-            .ok_or(RefusalReason::OutOfOrder)?;
-        if upload.received != upload.len {
+        let Some(upload) = self.upload.take_if(|u| u.meta.version == version) else {
+            let is_version = |m: Option<&PolicyMeta>| m.is_some_and(|m| m.version == version);
+            let committed =
+                self.upload.is_none() && (is_version(self.staged()) || is_version(self.running()));
+            return if committed {
+                Ok(())
+            } else {
+                Err(RefusalReason::OutOfOrder)
+            };
+        };
+        if !upload.received.is_complete(upload.len as u32) {
             return Err(RefusalReason::Incomplete);
         }
         let params = self
@@ -437,60 +449,88 @@ mod tests {
     }
 
     #[test]
-    fn chunks_follow_in_order_and_a_resent_last_chunk_is_acknowledged_again() {
+    fn chunks_come_in_any_order_and_every_command_may_be_repeated() {
         let mut store = PolicyStore::<CAP>::new();
         let spec = spec(&[64]);
         let params = params_for(&spec, 3, -0.5);
-        let messages: Vec<HostMessage> = PolicyUpload::new(4, &spec, &params).messages().collect();
-        let [
-            HostMessage::PolicyBegin(begin),
-            HostMessage::PolicyChunk(first),
-            HostMessage::PolicyChunk(last),
-            HostMessage::PolicyCommit { .. },
-        ] = messages.as_slice()
-        else {
-            panic!("begin, two chunks, commit: {messages:?}");
+        let upload = PolicyUpload::new(4, &spec, &params);
+        let HostMessage::PolicyBegin(begin) = upload.begin().message else {
+            panic!("a begin");
         };
+        let chunk = |offset, values| match upload.chunk_of(offset, values).0.message {
+            HostMessage::PolicyChunk(chunk) => chunk,
+            other => panic!("a chunk: {other:?}"),
+        };
+        let (a, b, c) = (chunk(0, 100), chunk(100, 100), chunk(200, 100));
+        assert_eq!(c.values.len(), 58, "258 values in all");
         assert_eq!(
-            store.chunk(first),
+            store.chunk(&a),
             Err(RefusalReason::OutOfOrder),
             "no upload begun"
         );
-        store.begin(begin, &plant()).expect("valid begin");
-        assert_eq!(
-            store.chunk(last),
-            Err(RefusalReason::OutOfOrder),
-            "skips a chunk"
-        );
-        let mut wrong_version = first.clone();
+        store.begin(&begin, &plant()).expect("valid begin");
+        assert_eq!(store.chunk(&c), Ok(258), "the last chunk first");
+        assert_eq!(store.chunk(&a), Ok(100));
+        assert_eq!(store.chunk(&a), Ok(100), "and again");
+        let mut wrong_version = b.clone();
         wrong_version.version = 5;
         assert_eq!(store.chunk(&wrong_version), Err(RefusalReason::OutOfOrder));
-        assert_eq!(store.chunk(first), Ok(240));
-        assert_eq!(
-            store.chunk(first),
-            Ok(240),
-            "a resent chunk is acknowledged again"
-        );
-        assert_eq!(store.commit(4, &plant()), Err(RefusalReason::Incomplete));
-        // An incomplete commit abandons the upload.
-        assert_eq!(store.chunk(last), Err(RefusalReason::OutOfOrder));
-
-        store.begin(begin, &plant()).expect("valid begin");
-        assert_eq!(store.chunk(first), Ok(240));
-        let mut overlong = last.clone();
+        let mut overlong = c.clone();
         overlong.values.extend_from_slice(&[0.0; 10]).expect("room");
         assert_eq!(store.chunk(&overlong), Err(RefusalReason::LengthMismatch));
-        assert_eq!(
-            store.chunk(last),
-            Ok(258),
-            "a refused chunk leaves the upload as it was"
-        );
+        // The begin repeated (its acknowledgement was lost): what arrived is kept.
+        store.begin(&begin, &plant()).expect("valid begin");
         assert_eq!(store.commit(9, &plant()), Err(RefusalReason::OutOfOrder));
+        assert_eq!(store.chunk(&b), Ok(200));
+        assert_eq!(store.commit(4, &plant()), Ok(()));
         assert_eq!(
             store.commit(4, &plant()),
             Ok(()),
-            "a wrong version does not abandon it"
+            "a repeated commit is acknowledged again"
         );
+        assert!(store.swap_staged());
+        assert_eq!(outputs(&store), reference_outputs(&spec, &params));
+        assert_eq!(store.commit(4, &plant()), Ok(()), "and after the swap");
+        assert_eq!(store.commit(3, &plant()), Err(RefusalReason::OutOfOrder));
+
+        // An incomplete commit abandons the upload; chunks of it are refused afterwards.
+        let upload = PolicyUpload::new(5, &spec, &params);
+        let HostMessage::PolicyBegin(begin) = upload.begin().message else {
+            panic!("a begin");
+        };
+        store.begin(&begin, &plant()).expect("valid begin");
+        let HostMessage::PolicyChunk(first) = upload.chunk_of(0, 240).0.message else {
+            panic!("a chunk");
+        };
+        assert_eq!(store.chunk(&first), Ok(240));
+        assert_eq!(store.commit(5, &plant()), Err(RefusalReason::Incomplete));
+        assert_eq!(store.chunk(&first), Err(RefusalReason::OutOfOrder));
+        assert_eq!(store.running().map(|m| m.version), Some(4));
+    }
+
+    /// More separate stretches than the store tracks: the chunk is refused and nothing
+    /// changes; once the stretches join, it is taken.
+    #[test]
+    fn a_chunk_that_would_scatter_the_upload_too_far_waits() {
+        let mut store = PolicyStore::<CAP>::new();
+        let spec = spec(&[64]);
+        let params = params_for(&spec, 3, -0.5);
+        let upload = PolicyUpload::new(4, &spec, &params);
+        let HostMessage::PolicyBegin(begin) = upload.begin().message else {
+            panic!("a begin");
+        };
+        store.begin(&begin, &plant()).expect("valid begin");
+        let chunk = |offset| match upload.chunk_of(offset, 1).0.message {
+            HostMessage::PolicyChunk(chunk) => chunk,
+            other => panic!("a chunk: {other:?}"),
+        };
+        for i in 0..MAX_UPLOAD_RANGES {
+            assert!(store.chunk(&chunk(2 * i + 1)).is_ok());
+        }
+        let far = chunk(2 * MAX_UPLOAD_RANGES + 1);
+        assert_eq!(store.chunk(&far), Err(RefusalReason::OutOfOrder));
+        assert_eq!(store.chunk(&chunk(2)), Ok(3), "joins two stretches");
+        assert_eq!(store.chunk(&far), Ok(2 * MAX_UPLOAD_RANGES as u32 + 2));
     }
 
     #[test]

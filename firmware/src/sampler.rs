@@ -8,7 +8,7 @@ use tether_shared::policy::{LogSoftmax, gaussian_log_prob};
 use tether_shared::seeds::mix64;
 
 /// PCG32 (XSH-RR, 64-bit state): small, fast, and good enough for exploration noise.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pcg32 {
     state: u64,
     increment: u64,
@@ -52,7 +52,7 @@ impl Pcg32 {
 }
 
 /// Draws actions from a policy's output distribution.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sampler {
     rng: Pcg32,
     /// The second value of the last Box–Muller pair, not yet used.

@@ -28,6 +28,8 @@ pub struct Integrator {
     pub safe: bool,
     pub safe_calls: u32,
     pub resets: Vec<u64>,
+    /// Seeds of [`Plant::vary`], each with the number of resets before it.
+    pub varied: Vec<(u64, usize)>,
     pub applied: Vec<f32>,
 }
 
@@ -42,6 +44,7 @@ impl Integrator {
             safe: false,
             safe_calls: 0,
             resets: Vec::new(),
+            varied: Vec::new(),
             applied: Vec::new(),
         }
     }
@@ -95,6 +98,11 @@ impl Plant for Integrator {
     fn safe_state(&mut self) {
         self.safe = true;
         self.safe_calls += 1;
+    }
+
+    // Physical, as far as parameters go: `set_params` keeps the refusing default.
+    fn vary(&mut self, seed: u64) {
+        self.varied.push((seed, self.resets.len()));
     }
 }
 

@@ -11,7 +11,7 @@ use tether_firmware::sim::{FaultSpec, SimBoard, SimConfig, TimeMode};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::{
     DeviceState, EpisodeEnd, EpisodeEndReason, PolicyUpload, RecordAction, RecordLayout,
-    RunCommand, RunMode,
+    ReleaseMark, RunCommand, RunMode,
 };
 use tether_shared::{
     ActionSpace, DeviceMessage, HostMessage, PROTOCOL_VERSION, PlantDescription, PolicySpec,
@@ -95,10 +95,15 @@ impl<S: Read + Write> Host<S> {
                 Err(e) => panic!("read failed: {e}"),
             };
             let mut input = &buf[..n];
+            let mut release = None;
             while let Some(r) = self.decoder.decode_next::<DeviceMessage>(&mut input) {
                 if let Ok(m) = r {
+                    release = release_after(&m).or(release);
                     self.inbox.push_back(m);
                 }
+            }
+            if let Some(mark) = release {
+                self.send(&HostMessage::Release(mark));
             }
         }
     }
@@ -197,6 +202,24 @@ impl<S: Read + Write> Host<S> {
             (ends.len() >= count).then_some(())
         });
         ends
+    }
+}
+
+/// What a host that received `message` may release (protocol 2: the device keeps sent data
+/// until released, and a virtual-time board waits for the release once its retransmit ring
+/// is full): everything before a batch's first step (the batch itself stays kept, which
+/// needs no record count), or the whole episode after its end report.
+fn release_after(message: &DeviceMessage) -> Option<ReleaseMark> {
+    match message {
+        DeviceMessage::Transitions(b) => Some(ReleaseMark {
+            episode: b.episode,
+            step: b.first_step,
+        }),
+        DeviceMessage::EpisodeEnd(e) => Some(ReleaseMark {
+            episode: e.episode.wrapping_add(1),
+            step: 0,
+        }),
+        _ => None,
     }
 }
 

@@ -1,148 +1,108 @@
-//! QEMU devices: a Cortex-M board image (built by `scripts/cross.sh`) running in
-//! `qemu-system-arm`, its UART on a pseudo-terminal that a test opens like a serial port.
+//! QEMU devices for the tests: the plant's board image (built by `scripts/cross.sh`) in
+//! `qemu-system-arm`, started by the trainer's own launcher ([`QemuDevice`]), with a
+//! handshaken client on its UART, and what the board reports over semihosting.
 //!
-//! The child is killed and reaped when the [`QemuDevice`] drops (also when the test
-//! panics). What QEMU prints (its pty announcement, semihosting messages such as a board's
-//! panic report) is collected and shown in failures.
+//! A test that needs an image fails without it, naming `scripts/cross.sh` (`scripts/test.sh`
+//! builds the images before the tests, so none is ever skipped). The [`QemuDevice`] kills
+//! QEMU when dropped, also when the test fails.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::child::ChildGuard;
+use tether_trainer::device::qemu::{
+    BoardLine, QemuDevice, QemuError, QemuExtras, QemuTiming, checkout_root, default_image,
+    image_for,
+};
+use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink, transport};
 
-/// The board the QEMU machine `mps2-an386` runs.
-pub const BOARD: &str = "qemu-mps2-an386";
-
-/// How long QEMU gets to announce its pseudo-terminal.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Where `scripts/cross.sh` writes `plant`'s image for `board`.
-pub fn image_path(board: &str, plant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target/firmware")
-        .join(board)
-        .join(format!("{plant}.elf"))
+/// `plant`'s board image where `scripts/cross.sh` writes it in this checkout; panics naming
+/// the script when it is missing.
+pub fn image(plant: &str) -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root =
+        checkout_root(here).unwrap_or_else(|| panic!("{} is in no checkout", here.display()));
+    image_for(plant, Some(&default_image(root, plant))).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A board image running in QEMU with its UART on a pseudo-terminal.
-pub struct QemuDevice {
-    child: ChildGuard,
-    pty: PathBuf,
-    output: Arc<Mutex<String>>,
+/// Starts `plant`'s image in QEMU with `extras` on its command line, until the board
+/// serves.
+pub fn start(
+    plant: &str,
+    timing: QemuTiming,
+    extras: QemuExtras<'_>,
+) -> Result<QemuDevice, QemuError> {
+    QemuDevice::spawn_with(&image(plant), timing, extras, &format!("qemu:{plant}"))
 }
 
-impl QemuDevice {
-    /// Starts `plant`'s image of the mps2-an386 board with the semihosting command line
-    /// `words` (e.g. `["realtime"]`; none: free-running) and waits for its pty.
-    ///
-    /// A missing image or QEMU is an error naming the command that fixes it.
-    pub fn start(plant: &str, words: &[&str]) -> Result<QemuDevice, String> {
-        Self::start_with(plant, words, &[])
-    }
-
-    /// Like [`QemuDevice::start`] with extra QEMU options, e.g. `["-icount", "shift=0"]`
-    /// for virtual time that does not depend on the host's load.
-    pub fn start_with(
-        plant: &str,
-        words: &[&str],
-        qemu_options: &[&str],
-    ) -> Result<QemuDevice, String> {
-        let image = image_path(BOARD, plant);
-        if !image.is_file() {
-            return Err(format!(
-                "no firmware image at {}: run scripts/cross.sh (scripts/test.sh does)",
-                image.display()
-            ));
-        }
-        let mut command = Command::new("qemu-system-arm");
-        command
-            .args(["-M", "mps2-an386", "-display", "none", "-monitor", "none"])
-            .args([
-                "-serial",
-                "pty",
-                "-semihosting-config",
-                "enable=on,target=native",
-            ])
-            .arg("-kernel")
-            .arg(&image)
-            .args(["-append", &words.join(" ")])
-            .args(qemu_options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| {
-            format!("cannot run qemu-system-arm ({e}): run scripts/setup.sh to install it")
-        })?;
-        let output = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines) = mpsc::channel();
-        let streams: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().ok_or("no stdout pipe")?),
-            Box::new(child.stderr.take().ok_or("no stderr pipe")?),
-        ];
-        for stream in streams {
-            let (output, lines_tx) = (output.clone(), lines_tx.clone());
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(mut all) = output.lock() {
-                        all.push_str(&line);
-                        all.push('\n');
-                    }
-                    let _ = lines_tx.send(line);
-                }
-            });
-        }
-        let mut child = ChildGuard::new(child, format!("qemu {plant}"));
-        let pty = wait_for_pty(&mut child, &lines).map_err(|e| {
-            let all = output.lock().map(|o| o.clone()).unwrap_or_default();
-            format!("{e}; QEMU said:\n{all}")
-        })?;
-        Ok(QemuDevice { child, pty, output })
-    }
-
-    /// The pseudo-terminal the board's UART is connected to.
-    pub fn pty(&self) -> &Path {
-        &self.pty
-    }
-
-    /// Everything QEMU printed so far (its own messages and the board's semihosting output).
-    pub fn output(&self) -> String {
-        self.output.lock().map(|o| o.clone()).unwrap_or_default()
-    }
-
-    /// Whether QEMU still runs (a board that panicked makes it exit).
-    pub fn is_running(&mut self) -> bool {
-        self.child.is_running()
-    }
+/// Starts `plant`'s image in QEMU and handshakes with it, once the board serves (QEMU's
+/// start takes longer on a loaded host). In real time the handshake may take 10 s: QEMU's
+/// clock alignment (`-icount align=on`) often holds the emulated core for about 2 s after
+/// the board has printed its serving line (measured 2.1–2.3 s in 5 of 8 starts), and the
+/// board answers nothing meanwhile.
+pub fn connect(plant: &str, timing: QemuTiming) -> (DeviceClient, QemuDevice) {
+    let started = Instant::now();
+    let qemu = start(plant, timing, QemuExtras::default()).unwrap_or_else(|e| panic!("{e}"));
+    let serving = started.elapsed();
+    let address = DeviceAddress::Serial {
+        path: qemu.pty().to_string_lossy().into_owned(),
+        baud: 115_200,
+    };
+    let stream = transport::open(&address).expect("the pty opens");
+    let link = DeviceLink::new(format!("qemu:{plant}"), stream);
+    let config = ClientConfig {
+        handshake_timeout: match timing {
+            QemuTiming::RealTime => Duration::from_secs(10),
+            QemuTiming::FreeRunning => ClientConfig::default().handshake_timeout,
+        },
+        ..ClientConfig::default()
+    };
+    let client = DeviceClient::connect(link, config)
+        .unwrap_or_else(|e| panic!("handshake with QEMU: {e}; output: {:?}", qemu.output()));
+    eprintln!(
+        "qemu:{plant} ({timing:?}): serving after {:.2} s, handshaken after {:.2} s",
+        serving.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    (client, qemu)
 }
 
-/// Reads QEMU's output until it names the pty (`char device redirected to /dev/pts/N`).
-fn wait_for_pty(child: &mut ChildGuard, lines: &Receiver<String>) -> Result<PathBuf, String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                if let Some(path) = line
-                    .split_whitespace()
-                    .find(|word| word.starts_with("/dev/pts/"))
-                {
-                    return Ok(PathBuf::from(path));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !child.is_running() {
-                    return Err("QEMU exited before opening its pty".into());
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err("QEMU closed its output before naming its pty".into());
-            }
-        }
+/// Panics, with the board's last words, when QEMU has ended: a panic or a fault on the
+/// board stops the emulation with a failure status.
+pub fn assert_running(qemu: &mut QemuDevice) {
+    if let Some(status) = qemu.exit_status() {
+        panic!("QEMU ended with {status}; output: {:?}", qemu.output());
     }
-    Err(format!("QEMU named no pty within {START_TIMEOUT:?}"))
+    let fatal: Vec<String> = qemu
+        .output()
+        .into_iter()
+        .filter(|line| matches!(BoardLine::parse(line), Some(BoardLine::Fatal(_))))
+        .collect();
+    assert!(fatal.is_empty(), "the board reported: {fatal:?}");
+}
+
+/// The board's last report of host frames it refused (see the board's `serve.rs`); 0
+/// before any.
+pub fn reported_bad_frames(qemu: &QemuDevice) -> u32 {
+    qemu.output()
+        .iter()
+        .rev()
+        .find_map(|line| match BoardLine::parse(line) {
+            Some(BoardLine::BadFrames(n)) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Waits up to `timeout` for the board to report `expected` refused frames (QEMU's output
+/// is read by threads, so a report can arrive after the frames were handled); the last
+/// report.
+pub fn wait_for_bad_frames(qemu: &QemuDevice, expected: u32, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reported = reported_bad_frames(qemu);
+        if reported == expected || Instant::now() >= deadline {
+            return reported;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

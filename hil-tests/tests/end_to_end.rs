@@ -19,7 +19,7 @@ use tether_shared::message::RunMode;
 use tether_trainer::device::transport::{self, POLL_INTERVAL};
 use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink};
 use tether_trainer::rollout::collect::collect;
-use tether_trainer::rollout::{CollectRequest, DeviceRollout};
+use tether_trainer::rollout::{CollectRequest, DeviceRollout, Recovery};
 use tether_trainer::run::LinkKind;
 use tether_trainer::trpo::Trpo;
 use tether_trainer::trpo::distribution::ActionDistribution;
@@ -91,6 +91,7 @@ fn run_policy(
         steps: None,
         episodes: Some(2),
         silence_timeout: Duration::from_secs(2),
+        recovery: Recovery::default(),
     };
     let rollout = collect(client, active, &request).expect("a collection round");
     assert_eq!(

@@ -1,7 +1,12 @@
 //! Seeded fuzzing of both frame receivers: the firmware's `Device::poll` path (through a mock
 //! link) and the host's `FrameDecoder` / `DeviceLink`. Inputs are random bytes and mutated
 //! valid frames (bit flips, inserted, deleted and duplicated bytes, truncation, splices),
-//! interleaved with valid uploads and runs so the device is fuzzed in every state.
+//! interleaved with valid uploads and runs so the device is fuzzed in every state, and with
+//! the selective-repeat messages (releases, resend requests for real, endless and
+//! never-sent ranges, batch limits; `NotRetained` on the host side), with the bring-up
+//! messages (`Observe`, pulses in and out of bounds; `Observation` on the host side), and with plant
+//! parameters of every kind (valid, extreme, invalid), so simulated plants also run
+//! episodes with whatever physics a valid but strange setting gives them.
 //!
 //! Properties: no panic; memory stays bounded — the device's outgoing queue never exceeds
 //! `TX_CAPACITY` (the firmware core has no heap, so that queue and the decoder's fixed
@@ -22,7 +27,8 @@ use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::frame::{self, FrameDecoder, MAX_FRAME_LEN};
 use tether_shared::message::DeviceState;
 use tether_shared::message::{
-    EpisodeEnd, EpisodeEndReason, Heartbeat, PolicyUpload, RunCommand, RunMode, TransitionBatch,
+    EpisodeEnd, EpisodeEndReason, Heartbeat, ParamRange, ParamSetting, PlantParams, PolicyUpload,
+    ReleaseMark, RunCommand, RunMode, StepRange, TransitionBatch,
 };
 use tether_shared::seeds::SplitMix64;
 use tether_shared::{DeviceMessage, HostMessage, PolicySpec};
@@ -152,8 +158,13 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
         protocol_version: tether_shared::PROTOCOL_VERSION,
     }];
     out.extend(PolicyUpload::new(version, &spec, &params).messages());
+    // Small episode numbers half the time, so recovery messages can name real frames.
+    let first_episode = match rng.below(2) {
+        0 => rng.below(4) as u32,
+        _ => rng.next() as u32,
+    };
     out.push(HostMessage::Run(RunCommand {
-        first_episode: rng.next() as u32,
+        first_episode,
         episodes: rng.below(3) as u32,
         seed: rng.next(),
         mode: if rng.below(2) == 0 {
@@ -165,15 +176,100 @@ fn upload_and_run(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> Vec
     out
 }
 
+/// A number a parameter setting might carry: mostly plausible multiples of `nominal`, but
+/// also zero, negatives, huge values, NaN and infinities.
+fn param_number(rng: &mut Rng, nominal: f32) -> f32 {
+    match rng.below(8) {
+        0 => 0.0,
+        1 => -nominal,
+        2 => f32::NAN,
+        3 => f32::INFINITY,
+        4 => f32::from_bits(rng.next() as u32),
+        5 => rng.below(5) as f32,
+        _ => nominal * (0.25 + 2.0 * (rng.below(1000) as f32 / 1000.0)),
+    }
+}
+
+/// Plant parameters for `plant`: up to 8 settings of its own parameters (now and then one
+/// it does not have), values and ranges from [`param_number`] — valid, extreme and invalid
+/// alike, so the device both refuses and runs with strange physics.
+fn plant_params(rng: &mut Rng, plant: &str) -> PlantParams {
+    let table = AnyPlant::params_of(plant).unwrap_or(&[]);
+    let mut params = PlantParams::default();
+    for _ in 0..rng.below(9) {
+        let (name, nominal) = match table.get(rng.below(table.len() + 1)) {
+            Some(spec) => (spec.name, spec.default.max(1.0e-3)),
+            None => ("no_such_parameter", 1.0),
+        };
+        let value = (rng.below(2) == 0).then(|| param_number(rng, nominal));
+        let range = (rng.below(2) == 0).then(|| {
+            let low = param_number(rng, 1.0);
+            ParamRange {
+                low,
+                high: low + param_number(rng, 0.5),
+            }
+        });
+        if let Some(setting) = ParamSetting::new(name, value, range) {
+            let _ = params.settings.push(setting);
+        }
+    }
+    params
+}
+
 /// A random valid host message (to be mutated or sent as is).
 fn some_host_message(rng: &mut Rng, plant: &tether_shared::PlantDescription) -> HostMessage {
     let mut all = upload_and_run(rng, plant);
+    all.push(HostMessage::PlantParams(plant_params(
+        rng,
+        plant.name.as_str(),
+    )));
     all.push(HostMessage::Stop);
     all.push(HostMessage::Heartbeat {
         sequence: rng.next() as u32,
     });
+    // Bring-up: observing, and test pulses in and out of bounds (any action, any length).
+    all.push(HostMessage::Observe);
+    let mut action = heapless::Vec::new();
+    for _ in 0..rng.below(3) {
+        let value = match rng.below(10) {
+            9 => f32::NAN,
+            k => (k as f32 - 4.0) * 0.5,
+        };
+        let _ = action.push(value);
+    }
+    all.push(HostMessage::Pulse(tether_shared::message::PulseCommand {
+        action,
+        duration_us: rng.below(1_000_000) as u32,
+    }));
+    all.extend(recovery_messages(rng));
     let i = rng.below(all.len());
     all.swap_remove(i)
+}
+
+/// Selective-repeat messages: releases, resend requests (real-looking ranges, ranges to
+/// the episode's end, ranges that never existed) and batch limits.
+fn recovery_messages(rng: &mut Rng) -> Vec<HostMessage> {
+    let episode = rng.below(8) as u32;
+    let from_step = rng.below(400) as u32;
+    let to_step = match rng.below(3) {
+        0 => StepRange::TO_END,
+        1 => from_step.saturating_add(rng.below(64) as u32),
+        _ => rng.next() as u32,
+    };
+    vec![
+        HostMessage::Release(ReleaseMark {
+            episode,
+            step: rng.below(400) as u32,
+        }),
+        HostMessage::Resend(StepRange {
+            episode,
+            from_step,
+            to_step,
+        }),
+        HostMessage::BatchLimit {
+            values: rng.next() as u16,
+        },
+    ]
 }
 
 /// The device survives arbitrary and mutated input in every state: no panic, and its
@@ -218,8 +314,11 @@ fn device_poll_survives_arbitrary_input() {
                         if zero_free { b | 1 } else { b }
                     }));
                 }
-                // A valid session start, untouched: lets the device run episodes.
+                // A valid session start, untouched: lets the device run episodes (with
+                // whatever physics the parameters it accepts give it).
                 2 => {
+                    let params = plant_params(&mut rng, description.name.as_str());
+                    bytes.extend(encode(&HostMessage::PlantParams(params)));
                     for m in upload_and_run(&mut rng, &description) {
                         bytes.extend(encode(&m));
                     }
@@ -260,7 +359,7 @@ fn device_poll_survives_arbitrary_input() {
 // ----- host side --------------------------------------------------------------------------
 
 fn some_device_message(rng: &mut Rng) -> DeviceMessage {
-    match rng.below(4) {
+    match rng.below(6) {
         0 => DeviceMessage::Transitions(TransitionBatch {
             episode: rng.next() as u32,
             first_step: rng.below(400) as u32,
@@ -282,6 +381,16 @@ fn some_device_message(rng: &mut Rng) -> DeviceMessage {
             uptime_us: rng.next() as u32,
             state: DeviceState::Running,
             last_host_sequence: 4,
+        }),
+        3 => DeviceMessage::NotRetained(StepRange {
+            episode: rng.next() as u32,
+            from_step: rng.below(400) as u32,
+            to_step: rng.next() as u32,
+        }),
+        4 => DeviceMessage::Observation(tether_shared::message::Observation {
+            uptime_us: rng.next() as u32,
+            values: (0..rng.below(17)).map(|i| i as f32 * 0.5).collect(),
+            pulsing: rng.below(2) == 0,
         }),
         _ => DeviceMessage::Ack(tether_shared::message::AckTopic::Run),
     }

@@ -19,28 +19,16 @@ use std::time::Duration;
 
 use tether_firmware::plant::AnyPlant;
 use tether_firmware::sim::{SimBoard, SimConfig, SimHandle};
-use tether_hil_tests::qemu::QemuDevice;
+use tether_hil_tests::qemu;
 use tether_shared::PolicySpec;
 use tether_shared::message::RunMode;
 use tether_shared::seeds::SplitMix64;
-use tether_trainer::device::transport::{self, POLL_INTERVAL};
-use tether_trainer::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceLink};
+use tether_trainer::device::qemu::QemuTiming;
+use tether_trainer::device::transport::POLL_INTERVAL;
+use tether_trainer::device::{ClientConfig, DeviceClient, DeviceLink};
 use tether_trainer::rollout::collect::collect;
-use tether_trainer::rollout::{CollectRequest, CollectedEpisode};
+use tether_trainer::rollout::{CollectRequest, CollectedEpisode, Recovery};
 use tether_trainer::trpo::batch::EpisodeEnding;
-
-/// Line rate asked of the pty (QEMU's UART ignores it).
-const BAUD: u32 = 115_200;
-
-fn qemu_client(device: &QemuDevice) -> DeviceClient {
-    let address = DeviceAddress::Serial {
-        path: device.pty().to_string_lossy().into_owned(),
-        baud: BAUD,
-    };
-    let stream = transport::open(&address).expect("open the QEMU device's pty");
-    DeviceClient::connect(DeviceLink::new("qemu", stream), ClientConfig::default())
-        .unwrap_or_else(|e| panic!("handshake with the QEMU device: {e}\n{}", device.output()))
-}
 
 fn sim_client(plant: &str) -> (DeviceClient, SimHandle) {
     let plant = AnyPlant::by_name(plant).expect("a plant model");
@@ -99,6 +87,7 @@ fn episodes(
         steps: None,
         episodes: Some(episodes),
         silence_timeout: Duration::from_secs(20),
+        recovery: Recovery::default(),
     };
     let rollout = collect(client, active, &request).expect("a round of episodes");
     assert_eq!(
@@ -161,8 +150,7 @@ fn assert_same(label: &str, qemu: &[CollectedEpisode], host: &[CollectedEpisode]
 /// Runs `explore` sampled episodes and one deterministic episode of a `hidden` policy on
 /// `plant` on both devices and compares them.
 fn compare(plant: &str, hidden: &[u16], normalize: bool, gain: f32, explore: u32) {
-    let mut qemu = QemuDevice::start(plant, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let mut q_client = qemu_client(&qemu);
+    let (mut q_client, mut qemu) = qemu::connect(plant, QemuTiming::FreeRunning);
     let (mut h_client, _board) = sim_client(plant);
     assert_eq!(
         q_client.info().plant,
@@ -178,7 +166,7 @@ fn compare(plant: &str, hidden: &[u16], normalize: bool, gain: f32, explore: u32
         let h = episodes(&mut h_client, &spec, &params, mode, count, &mut h_active);
         steps += assert_same(&format!("{plant} {hidden:?} {mode:?}"), &q, &h);
     }
-    assert!(qemu.is_running(), "QEMU stopped:\n{}", qemu.output());
+    qemu::assert_running(&mut qemu);
     println!("{plant} {hidden:?}: {steps} steps bit-identical on QEMU and the host");
 }
 

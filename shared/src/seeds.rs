@@ -3,7 +3,8 @@
 //! Every random stream of a run is a function of its seed, so a seeded run reproduces bit
 //! for bit. This module is the single place that says which function: the trainer derives a
 //! seed per round, per update and per simulated board; the device derives one per episode
-//! for the plant's initial state and one for its exploration noise. Each derivation keeps
+//! for the plant's initial state, one for its exploration noise and one for a simulated
+//! plant's parameter draws and sensor noise. Each derivation keeps
 //! the exact arithmetic it was introduced with (they differ in whether the golden-gamma
 //! increment is added and how many times the mix is applied); changing any of them changes
 //! every seeded run, so the tests below pin their outputs.
@@ -70,6 +71,9 @@ pub enum EpisodeStream {
     InitialState = 0,
     /// The exploration noise of the sampler.
     Exploration = 1,
+    /// A simulated plant's parameter values for the episode (drawn from their ranges) and
+    /// its sensor noise.
+    PlantVariation = 2,
 }
 
 /// Seed of `stream` in episode `episode` of a run the host started with `run_seed` (the
@@ -141,6 +145,10 @@ mod tests {
         assert_eq!(
             episode_seed(7, 3, EpisodeStream::Exploration),
             0x8D8B_53FD_91D8_0673
+        );
+        assert_eq!(
+            episode_seed(7, 3, EpisodeStream::PlantVariation),
+            0x0A23_4456_60EA_459F
         );
         assert_eq!(round_seed(0, 0, 0), 0);
         assert_eq!(round_seed(1, 2, 3), 0x4FFD_E32F_18BC_9A36);

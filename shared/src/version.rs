@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Version of the wire protocol in this build. Bump it whenever a message's encoding changes:
 /// postcard is not self-describing, so two sides on different versions would misread each
 /// other's bytes rather than fail loudly.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// What each protocol version added, newest last: the compatibility message names what a
 /// device on an older version lacks.
@@ -16,6 +16,15 @@ pub const PROTOCOL_CHANGES: &[(u16, &str)] = &[
     (1, "the first protocol"),
     (
         2,
+        "plant parameters (set, randomise and acknowledge a simulated plant's physics)",
+    ),
+    (3, "observing and test pulses for bring-up (tether probe)"),
+    (
+        4,
+        "selective repeat on lossy links (release, resend, batch limit) and idempotent upload and run commands",
+    ),
+    (
+        5,
         "gSDE policy heads (state-dependent exploration sampled on the device) and the device's action rate limit",
     ),
 ];
@@ -111,11 +120,21 @@ mod tests {
         let older = check_compatible(PROTOCOL_VERSION.wrapping_sub(1)).unwrap_err();
         assert!(older.to_string().contains("older firmware"));
         // A device from before gSDE is told what it lacks.
-        let v1 = check_compatible(1).unwrap_err().to_string();
+        let v4 = check_compatible(4).unwrap_err().to_string();
         assert!(
-            v1.starts_with("device speaks tether protocol v1 but this trainer speaks v2 (v2 added gSDE policy heads"),
-            "{v1}"
+            v4.starts_with("device speaks tether protocol v4 but this trainer speaks v5 (v5 added gSDE policy heads"),
+            "{v4}"
         );
+        // An older one hears every version it missed, oldest first.
+        let v1 = check_compatible(1).unwrap_err().to_string();
+        let named: std::vec::Vec<usize> = (2..=5)
+            .map(|v| {
+                v1.find(&std::format!("(v{v} added "))
+                    .expect("every later version named")
+            })
+            .collect();
+        assert!(named.windows(2).all(|w| w[0] < w[1]), "{v1}");
+        assert_eq!(PROTOCOL_CHANGES.len(), usize::from(PROTOCOL_VERSION));
         assert_eq!(protocol_change(PROTOCOL_VERSION).map(|_| ()), Some(()));
         assert_eq!(protocol_change(0), None);
         let newer = check_compatible(PROTOCOL_VERSION + 1).unwrap_err();

@@ -1,17 +1,21 @@
-//! One full TRPO iteration on a recorded-style 2048-transition pendulum batch ([64, 64]
-//! policy and value networks, pendulum preset: 15 CG iterations, line search, 15 value
-//! epochs of 128), its achieved GFLOP/s from a FLOP model over the shapes, and nalgebra's
-//! throughput on one 512³ matrix product (f64 and f32) in the same run for comparison.
+//! One full TRPO iteration per plant preset on a batch of the plant model's own
+//! transitions: pendulum (2048 transitions, [64, 64] networks, 15 CG iterations, line
+//! search, 15 value epochs of 128) and qube (20 000 transitions, the qube preset), with the
+//! achieved GFLOP/s from a FLOP model over the shapes, and nalgebra's throughput on one 512³
+//! matrix product (f64 and f32) in the same run for comparison.
 //!
 //! Run: `cargo bench -p tether-trainer --bench trpo -- --warm-up-time 1 --measurement-time 5`
+//! (`-- qube` or `-- pendulum` selects one plant).
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tether_shared::message::{RecordAction, RecordLayout, TransitionRecords};
+use tether_firmware::plant::{Action, AnyPlant, Plant};
+use tether_shared::message::{RecordLayout, TransitionRecords};
+use tether_shared::plant::ActionSpace;
 use tether_trainer::training::preset::Preset;
 use tether_trainer::trpo::batch::{RolloutBatch, Trajectory};
 use tether_trainer::trpo::distribution::ActionDistribution;
@@ -19,46 +23,73 @@ use tether_trainer::trpo::hyperparams::TrpoConfig;
 use tether_trainer::trpo::mlp::{Mlp, standard_normal};
 use tether_trainer::trpo::{Trpo, UpdateReport, UpdateTimings};
 
-const OBS_DIM: usize = 3;
-const EPISODES: usize = 10;
-const TRANSITIONS: usize = 2048;
+/// A benchmarked plant: its model, its preset, and the batch size of one iteration.
+struct Case {
+    plant: &'static str,
+    transitions: usize,
+}
 
-/// A deterministic pendulum-like batch: Pendulum-v1 dynamics (dt 0.05 s, g 10, m = l = 1,
-/// torque ±2) driven by Gaussian torques, reward −(θ² + 0.1·θ̇² + 0.001·u²), 10 episodes
-/// of 204–205 steps, each truncated (time limit) with its final observation.
-fn pendulum_batch(seed: u64) -> RolloutBatch {
-    let layout = RecordLayout::new(OBS_DIM as u8, RecordAction::Continuous { dim: 1 });
+const CASES: [Case; 2] = [
+    Case {
+        plant: "pendulum",
+        transitions: 2048,
+    },
+    Case {
+        plant: "qube",
+        transitions: 20_000,
+    },
+];
+
+/// `transitions` steps of the plant model driven by Gaussian actions (standard deviation a
+/// sixth of the action range, as an early policy explores), in episodes of the plant's step
+/// limit (or until it terminates), the last one cut by the batch and truncated with its
+/// final observation. Deterministic in `seed`.
+fn plant_batch(name: &str, transitions: usize, seed: u64) -> (RolloutBatch, usize) {
+    let mut plant = AnyPlant::by_name(name).expect("a plant model");
+    let description = plant.description();
+    let ActionSpace::Continuous { low, high } = &description.action else {
+        panic!("the benchmark plants have continuous actions");
+    };
+    let (low, high) = (low[0], high[0]);
+    let layout = RecordLayout::of_plant(&description);
+    let obs_dim = usize::from(description.obs_dim);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let observe = |theta: f64, omega: f64| [theta.cos() as f32, theta.sin() as f32, omega as f32];
     let mut batch = RolloutBatch::new(layout);
-    for e in 0..EPISODES {
-        let steps = TRANSITIONS / EPISODES + usize::from(e < TRANSITIONS % EPISODES);
-        let mut theta: f64 = rng.random_range(-std::f64::consts::PI..std::f64::consts::PI);
-        let mut omega: f64 = rng.random_range(-1.0..1.0);
+    let mut obs = vec![0.0f32; obs_dim];
+    let mut episode_seed = seed;
+    while batch.len() < transitions {
+        plant.reset(episode_seed);
+        episode_seed += 1;
+        let limit = (description.episode_steps as usize).min(transitions - batch.len());
         // Records: observation, action, reward, log-probability (unused by the learner).
-        let mut values = Vec::with_capacity(steps * layout.width());
-        for _ in 0..steps {
-            let u = standard_normal(&mut rng);
-            let torque = u.clamp(-2.0, 2.0);
-            let wrapped = (theta + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
-                - std::f64::consts::PI;
-            values.extend(observe(theta, omega));
-            values.push(u as f32);
-            values.push(-(wrapped.powi(2) + 0.1 * omega.powi(2) + 0.001 * torque.powi(2)) as f32);
-            values.push(0.0);
-            omega = (omega + (15.0 * theta.sin() + 3.0 * torque) * 0.05).clamp(-8.0, 8.0);
-            theta += omega * 0.05;
+        let mut values = Vec::with_capacity(limit * layout.width());
+        let mut terminated = false;
+        for _ in 0..limit {
+            plant.observe(&mut obs);
+            let action = (0.5 * (low + high)
+                + (high - low) / 6.0 * standard_normal(&mut rng) as f32)
+                .clamp(low, high);
+            let outcome = plant.actuate(Action::Continuous(&[action]));
+            values.extend_from_slice(&obs);
+            values.extend([action, outcome.reward, 0.0]);
+            if outcome.terminated {
+                terminated = true;
+                break;
+            }
         }
         let mut episode = Trajectory::new(layout);
         episode
             .extend(TransitionRecords::new_checked(layout, &values).expect("finite records"))
             .expect("same layout");
-        episode
-            .end_truncated(&observe(theta, omega))
-            .expect("finite final observation");
+        if !terminated {
+            plant.observe(&mut obs);
+            episode
+                .end_truncated(&obs)
+                .expect("finite final observation");
+        }
         batch.push(&episode).expect("same layout");
     }
-    batch
+    (batch, obs_dim)
 }
 
 /// FLOPs of one update from the shapes (multiply-add = 2 FLOPs; tanh, bias, head and
@@ -67,36 +98,35 @@ fn pendulum_batch(seed: u64) -> RolloutBatch {
 /// forward 2P; VJP 2P (weight gradients) + 2(P − F) (input gradients); JVP the same.
 /// An update: V(s) and old π forward; the surrogate-gradient VJP; the Fisher's forward
 /// (on N / sub_sampling samples) and one JVP + VJP per CG iteration plus one for sᵀFs;
-/// one forward per line-search candidate and one for the entropy; the value fit's
-/// forward + VJP over every sample per epoch (its explained variance reuses V(s) from the
-/// advantage pass).
-fn update_flops(config: &TrpoConfig, report: &UpdateReport) -> f64 {
-    let policy = Mlp::new(OBS_DIM, &config.policy_hidden, 1);
-    let value = Mlp::new(OBS_DIM, &config.value_hidden, 1);
+/// one forward per line-search candidate; the value fit's forward + VJP over every sample
+/// per epoch (its explained variance reuses V(s) from the advantage pass).
+fn update_flops(obs_dim: usize, config: &TrpoConfig, report: &UpdateReport) -> f64 {
+    let policy = Mlp::new(obs_dim, &config.policy_hidden, 1);
+    let value = Mlp::new(obs_dim, &config.value_hidden, 1);
     let per_sample = |mlp: &Mlp| {
         let p = mlp.multiply_adds_per_sample() as f64;
-        let first = (OBS_DIM * mlp.hidden_sizes()[0]) as f64;
+        let first = (obs_dim * mlp.hidden_sizes()[0]) as f64;
         (2.0 * p, 4.0 * p - 2.0 * first)
     };
     let (pf, pb) = per_sample(&policy);
     let (vf, vb) = per_sample(&value);
     let n = report.samples as f64;
-    let fisher_n = n / config.sub_sampling_factor as f64;
-    let policy_forwards = 2.0 + report.line_search_steps as f64 + 1.0;
+    let fisher_n = (n / config.sub_sampling_factor as f64).ceil();
+    let policy_forwards = 1.0 + (report.line_search_steps as f64 + 1.0);
     let fvps = report.cg_iterations as f64 + 1.0;
     n * (vf + pf * policy_forwards + pb)
         + fisher_n * (pf + fvps * 2.0 * pb)
         + n * config.n_critic_updates as f64 * (vf + vb)
 }
 
-fn learner(config: &TrpoConfig) -> Trpo {
+fn learner(obs_dim: usize, config: &TrpoConfig) -> Trpo {
     Trpo::new(
-        OBS_DIM,
+        obs_dim,
         ActionDistribution::DiagGaussian { action_dim: 1 },
         config.clone(),
         0,
     )
-    .expect("pendulum preset is valid")
+    .expect("the preset is valid")
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
@@ -107,13 +137,19 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 }
 
 /// Average time split over a few updates, printed for the report.
-fn print_time_split(config: &TrpoConfig, batch: &RolloutBatch, threads: usize) -> UpdateReport {
+fn print_time_split(
+    name: &str,
+    obs_dim: usize,
+    config: &TrpoConfig,
+    batch: &RolloutBatch,
+    threads: usize,
+) -> UpdateReport {
     let runs = 10;
     let mut total = UpdateTimings::default();
     let mut last = UpdateReport::default();
     pool(threads).install(|| {
         for _ in 0..runs {
-            let report = learner(config).update(batch).expect("valid batch");
+            let report = learner(obs_dim, config).update(batch).expect("valid batch");
             total.gradient_seconds += report.timings.gradient_seconds / runs as f64;
             total.cg_seconds += report.timings.cg_seconds / runs as f64;
             total.line_search_seconds += report.timings.line_search_seconds / runs as f64;
@@ -121,50 +157,47 @@ fn print_time_split(config: &TrpoConfig, batch: &RolloutBatch, threads: usize) -
             last = report;
         }
     });
-    let sum = total.gradient_seconds
-        + total.cg_seconds
-        + total.line_search_seconds
-        + total.value_fit_seconds;
     eprintln!(
-        "time split ({threads} thread(s)), ms: gradient {:.2}, cg {:.2}, line search {:.2}, value fit {:.2}; total {:.2}",
+        "{name}: time split ({threads} thread(s)), ms: gradient {:.2}, cg {:.2}, line search {:.2}, value fit {:.2} (beside the policy step)",
         1e3 * total.gradient_seconds,
         1e3 * total.cg_seconds,
         1e3 * total.line_search_seconds,
         1e3 * total.value_fit_seconds,
-        1e3 * sum
     );
     eprintln!(
-        "update: cg_iterations {}, line search backtracks {}, accepted {}, kl {:.4}, FLOPs {:.3e}",
+        "{name}: cg_iterations {}, line search backtracks {}, accepted {}, kl {:.4}, FLOPs {:.3e}",
         last.cg_iterations,
         last.line_search_steps,
         last.accepted,
         last.kl,
-        update_flops(config, &last)
+        update_flops(obs_dim, config, &last)
     );
     last
 }
 
 fn trpo_iteration(c: &mut Criterion) {
-    let config = Preset::named("pendulum").expect("known plant").trpo;
-    let batch = pendulum_batch(0);
-    assert_eq!(batch.len(), TRANSITIONS);
-    let report = print_time_split(&config, &batch, 1);
-    print_time_split(&config, &batch, 2);
-    let flops = update_flops(&config, &report);
-
     let mut group = c.benchmark_group("trpo_iteration");
-    group.throughput(Throughput::Elements(flops as u64));
     group.sample_size(10);
-    for threads in [1, 2] {
-        let threads_pool = pool(threads);
-        let fresh = learner(&config);
-        group.bench_function(format!("pendulum_2048_threads_{threads}"), |b| {
-            b.iter_batched(
-                || fresh.clone(),
-                |mut trpo| threads_pool.install(|| black_box(trpo.update(&batch))),
-                BatchSize::LargeInput,
-            )
-        });
+    for case in CASES {
+        let config = Preset::named(case.plant).expect("known plant").trpo;
+        let (batch, obs_dim) = plant_batch(case.plant, case.transitions, 0);
+        let report = print_time_split(case.plant, obs_dim, &config, &batch, 1);
+        print_time_split(case.plant, obs_dim, &config, &batch, 2);
+        group.throughput(Throughput::Elements(
+            update_flops(obs_dim, &config, &report) as u64,
+        ));
+        for threads in [1, 2] {
+            let threads_pool = pool(threads);
+            let fresh = learner(obs_dim, &config);
+            let id = format!("{}_{}_threads_{threads}", case.plant, case.transitions);
+            group.bench_function(id, |b| {
+                b.iter_batched(
+                    || fresh.clone(),
+                    |mut trpo| threads_pool.install(|| black_box(trpo.update(&batch))),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
     }
     group.finish();
 
@@ -178,8 +211,8 @@ fn trpo_iteration(c: &mut Criterion) {
     group.bench_function("nalgebra_dmatrix_f64_512", |bench| {
         bench.iter(|| black_box(&a * &b_matrix))
     });
-    // The update's large products run in f32 (`Precision::Single`): its fair ceiling is the
-    // single-precision kernel, about twice the f64 one.
+    // The update's large products run in f32: its fair ceiling is the single-precision
+    // kernel, about twice the f64 one.
     let (a32, b32) = (a.cast::<f32>(), b_matrix.cast::<f32>());
     group.bench_function("nalgebra_dmatrix_f32_512", |bench| {
         bench.iter(|| black_box(&a32 * &b32))

@@ -21,8 +21,8 @@
 //! `v1-run` wrote the same `policy.bin` as its straight run to 3072 steps.
 //!
 //! `fixtures/v1-resumed-3072-policy.bin` pins what this version writes resuming `v1-run`
-//! to 3072 steps. The single-precision trigonometry and `tanh` that came later changed every
-//! seeded result, so the old version's bytes cannot be reproduced; a resumed current-format
+//! to 3072 steps. The single-precision trigonometry and `tanh`, and the learner's single-precision
+//! passes, that came later changed every seeded result, so the old version's bytes cannot be reproduced; a resumed current-format
 //! run matching a straight one is tested in `training/session.rs`. Regenerate the pin only
 //! when seeded results change on purpose: `tether resume --steps 3072` on a copy of
 //! `v1-run`, then copy its `policy.bin` here.

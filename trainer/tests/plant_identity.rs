@@ -56,7 +56,7 @@ fn a_qube_on_the_line_trains_as_a_qube_without_naming_it() {
     let config = config_of(&folder);
     assert_eq!(config["plant"].as_str(), Some("qube"));
     assert_eq!(config["preset"].as_str(), Some("qube"));
-    assert_eq!(config["steps_per_iteration"].as_integer(), Some(10_000));
+    assert_eq!(config["steps_per_iteration"].as_integer(), Some(20_000));
     let trpo = config["trpo"].as_table().expect("[trpo]");
     assert_eq!(trpo["gamma"].as_float(), Some(0.995));
     assert_eq!(trpo["normalize_observations"].as_bool(), Some(true));

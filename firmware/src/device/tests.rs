@@ -15,22 +15,23 @@ use super::*;
 use crate::testkit::*;
 use tether_shared::policy::gaussian_log_prob;
 
-const CAP: usize = 512;
+pub(super) const CAP: usize = 512;
 /// A device with room for `NOISE` gSDE noise-matrix values.
-type TestDevice<const NOISE: usize> = Device<Integrator, LoopLink, ManualClock, CAP, NOISE>;
+pub(super) type TestDevice<const NOISE: usize> =
+    Device<Integrator, LoopLink, ManualClock, CAP, NOISE>;
 
-struct Rig<const NOISE: usize = DEFAULT_NOISE_CAPACITY> {
-    dev: TestDevice<NOISE>,
-    host: TestHost,
-    clock: ManualClock,
+pub(super) struct Rig<const NOISE: usize = DEFAULT_NOISE_CAPACITY> {
+    pub(super) dev: TestDevice<NOISE>,
+    pub(super) host: TestHost,
+    pub(super) clock: ManualClock,
 }
 
 impl Rig {
-    fn new(plant: Integrator) -> Self {
+    pub(super) fn new(plant: Integrator) -> Self {
         Self::with(plant, 1 << 20, DeviceConfig::default())
     }
 
-    fn with(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
+    pub(super) fn with(plant: Integrator, host_capacity: usize, config: DeviceConfig) -> Self {
         Rig::with_noise_capacity(plant, host_capacity, config)
     }
 }
@@ -59,13 +60,18 @@ impl<const NOISE: usize> Rig<NOISE> {
     }
 
     /// Sends `m`, polls, returns everything the device said.
-    fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
+    pub(super) fn exchange(&mut self, m: &HostMessage) -> Vec<DeviceMessage> {
         self.host.send(m);
         self.dev.poll();
         self.host.receive()
     }
 
-    fn upload(&mut self, version: u32, spec: &PolicySpec, params: &[f32]) -> Vec<DeviceMessage> {
+    pub(super) fn upload(
+        &mut self,
+        version: u32,
+        spec: &PolicySpec,
+        params: &[f32],
+    ) -> Vec<DeviceMessage> {
         let mut out = Vec::new();
         for m in upload_messages(version, spec, params) {
             out.extend(self.exchange(&m));
@@ -75,7 +81,7 @@ impl<const NOISE: usize> Rig<NOISE> {
 
     /// Advances one control period at a time, feeding heartbeats, until `done` or `max`
     /// periods; returns everything received.
-    fn run_for(&mut self, periods: u32) -> Vec<DeviceMessage> {
+    pub(super) fn run_for(&mut self, periods: u32) -> Vec<DeviceMessage> {
         let mut out = Vec::new();
         for i in 0..periods {
             self.host.send(&HostMessage::Heartbeat { sequence: i });
@@ -89,11 +95,11 @@ impl<const NOISE: usize> Rig<NOISE> {
     }
 }
 
-fn spec(discrete: bool) -> PolicySpec {
+pub(super) fn spec(discrete: bool) -> PolicySpec {
     PolicySpec::for_plant(&Integrator::new(discrete).description(), &[8, 8], true)
 }
 
-fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
+pub(super) fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
     HostMessage::Run(RunCommand {
         first_episode: 10,
         episodes,
@@ -102,7 +108,7 @@ fn run(episodes: u32, mode: RunMode, seed: u64) -> HostMessage {
     })
 }
 
-fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
+pub(super) fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::Transitions(b) => Some(b),
@@ -111,7 +117,7 @@ fn batches(msgs: &[DeviceMessage]) -> Vec<&TransitionBatch> {
         .collect()
 }
 
-fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
+pub(super) fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::EpisodeEnd(e) => Some(e),
@@ -120,7 +126,7 @@ fn ends(msgs: &[DeviceMessage]) -> Vec<&EpisodeEnd> {
         .collect()
 }
 
-fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
+pub(super) fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
     msgs.iter()
         .filter_map(|m| match m {
             DeviceMessage::Refused(r) => Some(r.reason),
@@ -130,7 +136,7 @@ fn refusals(msgs: &[DeviceMessage]) -> Vec<RefusalReason> {
 }
 
 /// Records of one episode: (obs, action, reward, log_prob), checking contiguity.
-fn records(batches: &[&TransitionBatch], episode: u32, width: usize) -> Vec<Vec<f32>> {
+pub(super) fn records(batches: &[&TransitionBatch], episode: u32, width: usize) -> Vec<Vec<f32>> {
     let mut out: Vec<Vec<f32>> = Vec::new();
     for b in batches.iter().filter(|b| b.episode == episode) {
         assert_eq!(b.first_step as usize, out.len(), "gap or overlap in steps");
@@ -309,6 +315,50 @@ fn same_seed_reproduces_and_episodes_get_distinct_seeds() {
     assert_ne!(resets[0], resets[1]);
 }
 
+/// Before each episode's reset the plant draws its variation from the episode's own
+/// seed (`EpisodeStream::PlantVariation`).
+#[test]
+fn every_episode_varies_the_plant_before_its_reset() {
+    let mut rig = Rig::new(Integrator::new(false));
+    let s = spec(false);
+    rig.upload(1, &s, &params_for(&s, 5, -1.0));
+    rig.exchange(&run(2, RunMode::Explore, 77));
+    rig.run_for(120);
+    let expected: Vec<(u64, usize)> = (0..2)
+        .map(|k| {
+            let seed = episode_seed(77, 10 + k, EpisodeStream::PlantVariation);
+            (seed, k as usize)
+        })
+        .collect();
+    assert_eq!(rig.dev.plant().varied, expected);
+    assert_eq!(rig.dev.plant().resets.len(), 2);
+}
+
+/// A plant that takes no parameters (physical hardware) refuses them, naming the reason,
+/// and keeps running its policy.
+#[test]
+fn a_physical_plant_refuses_parameters() {
+    let mut rig = Rig::new(Integrator::new(false));
+    let mut params = tether_shared::message::PlantParams::default();
+    let mass = tether_shared::message::ParamSetting::new("mass", Some(2.0), None).unwrap();
+    params.settings.push(mass).unwrap();
+    let msgs = rig.exchange(&HostMessage::PlantParams(params));
+    assert!(
+        msgs.contains(&DeviceMessage::Refused(tether_shared::message::Refusal {
+            topic: AckTopic::PlantParams { count: 0 },
+            reason: RefusalReason::FixedPhysics,
+        })),
+        "{msgs:?}"
+    );
+    let s = spec(false);
+    rig.upload(1, &s, &params_for(&s, 5, -1.0));
+    let msgs = rig.exchange(&run(1, RunMode::Explore, 1));
+    assert!(
+        msgs.contains(&DeviceMessage::Ack(AckTopic::Run)),
+        "{msgs:?}"
+    );
+}
+
 #[test]
 fn new_policy_waits_for_episode_boundary() {
     let mut rig = Rig::new(Integrator::new(false));
@@ -401,14 +451,22 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         [RefusalReason::NonFinite]
     );
 
-    // Out-of-order chunk, then incomplete commit, then chunk with no upload.
+    // A chunk after a gap is taken (selective repeat), but the commit before the gap is
+    // filled is incomplete; then chunks of the abandoned upload are out of order.
     rig.exchange(&begin(9, &s, n, params_crc(&good)));
     let skip = HostMessage::PolicyChunk(PolicyChunk {
         version: 9,
         offset: 5,
         values: heapless::Vec::from_slice(&good[5..10]).unwrap(),
     });
-    assert_eq!(refusals(&rig.exchange(&skip)), [RefusalReason::OutOfOrder]);
+    let acked = |msgs: &[DeviceMessage], version, received| {
+        msgs.iter()
+            .any(|m| *m == DeviceMessage::Ack(AckTopic::PolicyChunk { version, received }))
+    };
+    assert!(
+        acked(&rig.exchange(&skip), 9, 10),
+        "acknowledged with its end"
+    );
     assert_eq!(
         refusals(&rig.exchange(&HostMessage::PolicyCommit { version: 9 })),
         [RefusalReason::Incomplete]
@@ -419,36 +477,34 @@ fn refused_uploads_name_the_reason_and_keep_the_running_policy() {
         [RefusalReason::OutOfOrder]
     );
 
-    // The last chunk resent (its acknowledgement lost) is acknowledged again with the same
-    // total; an earlier part of it is still out of order.
+    // A chunk resent (its acknowledgement lost) is acknowledged again, and so is a part of
+    // it; one past the declared length is refused.
     rig.exchange(&begin(10, &s, n, params_crc(&good)));
     let first = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,
         values: heapless::Vec::from_slice(&good[..5]).unwrap(),
     });
-    let acked = |msgs: &[DeviceMessage]| {
-        msgs.iter().any(|m| {
-            matches!(
-                m,
-                DeviceMessage::Ack(AckTopic::PolicyChunk {
-                    version: 10,
-                    received: 5
-                })
-            )
-        })
-    };
-    assert!(acked(&rig.exchange(&first)));
+    assert!(acked(&rig.exchange(&first), 10, 5));
     assert!(
-        acked(&rig.exchange(&first)),
-        "a resent last chunk is acknowledged"
+        acked(&rig.exchange(&first), 10, 5),
+        "a resent chunk is acknowledged"
     );
     let part = HostMessage::PolicyChunk(PolicyChunk {
         version: 10,
         offset: 0,
         values: heapless::Vec::from_slice(&good[..3]).unwrap(),
     });
-    assert_eq!(refusals(&rig.exchange(&part)), [RefusalReason::OutOfOrder]);
+    assert!(acked(&rig.exchange(&part), 10, 3));
+    let past = HostMessage::PolicyChunk(PolicyChunk {
+        version: 10,
+        offset: n - 2,
+        values: heapless::Vec::from_slice(&good[..5]).unwrap(),
+    });
+    assert_eq!(
+        refusals(&rig.exchange(&past)),
+        [RefusalReason::LengthMismatch]
+    );
 
     // The first policy still runs, unchanged.
     assert_eq!(rig.dev.active_policy(), Some(1));

@@ -23,10 +23,20 @@
 //!
 //! Dynamics, observation, reward and termination agree with gymnasium 1.4 (see
 //! `tests/plant_parity.rs`); initial-state draws use our own generator.
+//!
+//! Run-time parameters ([`PARAMS`]): `cart_mass`, `pole_mass`, `pole_half_length` (gym's
+//! `length`), `force` and `gravity` (defaults gymnasium's constants below) and the
+//! imperfections `latency_steps` (until the first push arrives the cart is not pushed),
+//! `angle_noise_std` (on x in m and θ in rad) and `velocity_noise_std` (on ẋ and θ̇). No
+//! `deadzone`: the action is a choice, not a magnitude.
 
+use tether_shared::message::PlantParams;
 use tether_shared::{ActionSpace, PlantDescription};
 
 use super::common::{describe, write_obs};
+use super::imperfections::{ANGLE_NOISE_STD, LATENCY_STEPS, VELOCITY_NOISE_STD};
+use super::params::{ParamKind, ParamRefusal, ParamSpec};
+use super::variation::Variation;
 use super::{Action, Plant, StepOutcome};
 use tether_shared::seeds::SplitMix64;
 
@@ -51,6 +61,70 @@ pub const EPISODE_STEPS: u32 = 500;
 /// Observation size: `[x, ẋ, θ, θ̇]`.
 pub const OBS_DIM: usize = 4;
 
+/// The cart-pole's run-time parameters, in the order of its draws: physical constants,
+/// then imperfections (see [`super::imperfections`]).
+pub const PARAMS: [ParamSpec; 8] = [
+    ParamSpec {
+        name: "cart_mass",
+        unit: "kg",
+        default: CART_MASS,
+        kind: ParamKind::Positive,
+    },
+    ParamSpec {
+        name: "pole_mass",
+        unit: "kg",
+        default: POLE_MASS,
+        kind: ParamKind::Positive,
+    },
+    ParamSpec {
+        name: "pole_half_length",
+        unit: "m",
+        default: POLE_HALF_LENGTH,
+        kind: ParamKind::Positive,
+    },
+    ParamSpec {
+        name: "force",
+        unit: "N",
+        default: FORCE,
+        kind: ParamKind::Positive,
+    },
+    ParamSpec {
+        name: "gravity",
+        unit: "m/s²",
+        default: GRAVITY,
+        kind: ParamKind::Positive,
+    },
+    LATENCY_STEPS,
+    ANGLE_NOISE_STD,
+    VELOCITY_NOISE_STD,
+];
+
+/// The cart-pole's physical constants for one episode (SI units).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CartPolePhysics {
+    /// Cart mass, kg.
+    pub cart_mass: f32,
+    /// Pole mass, kg.
+    pub pole_mass: f32,
+    /// Hinge to the pole's centre of mass, m.
+    pub pole_half_length: f32,
+    /// Magnitude of a push, N.
+    pub force: f32,
+    /// Gravity, m/s².
+    pub gravity: f32,
+}
+
+impl CartPolePhysics {
+    /// Gymnasium's constants.
+    pub const NOMINAL: CartPolePhysics = CartPolePhysics {
+        cart_mass: CART_MASS,
+        pole_mass: POLE_MASS,
+        pole_half_length: POLE_HALF_LENGTH,
+        force: FORCE,
+        gravity: GRAVITY,
+    };
+}
+
 /// Gymnasium `CartPole-v1`: keep a pole upright by pushing its cart left or right.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CartPole {
@@ -58,6 +132,10 @@ pub struct CartPole {
     state: [f32; 4],
     /// Whether a step has already reported termination since the last reset.
     terminated: bool,
+    /// This episode's physical constants.
+    physics: CartPolePhysics,
+    /// The host's settings of [`PARAMS`] and this episode's imperfections.
+    variation: Variation<8>,
 }
 
 impl Default for CartPole {
@@ -80,7 +158,19 @@ impl CartPole {
         Self {
             state,
             terminated: false,
+            physics: CartPolePhysics::NOMINAL,
+            variation: Variation::new(&PARAMS),
         }
+    }
+
+    /// This episode's physical constants.
+    pub fn physics(&self) -> CartPolePhysics {
+        self.physics
+    }
+
+    /// See [`super::AnyPlant::fix_params`].
+    pub(crate) fn lock_params(&mut self) {
+        self.variation.lock();
     }
 
     /// Sets the state exactly (`[x, ẋ, θ, θ̇]`) and clears the terminated flag.
@@ -131,26 +221,46 @@ impl Plant for CartPole {
             *s = rng.uniform(-0.05, 0.05);
         }
         self.terminated = false;
+        self.variation.imperfections.drop_in_flight();
     }
 
     fn observe(&mut self, obs: &mut [f32]) {
-        write_obs(obs, &self.state);
+        let [x, x_dot, theta, theta_dot] = self.state;
+        let noisy = &mut self.variation.imperfections;
+        let measured = [
+            noisy.angle(x),
+            noisy.velocity(x_dot),
+            noisy.angle(theta),
+            noisy.velocity(theta_dot),
+        ];
+        write_obs(obs, &measured);
     }
 
     fn actuate(&mut self, action: Action<'_>) -> StepOutcome {
-        let force = if Self::push_index(action) == 1 {
-            FORCE
-        } else {
-            -FORCE
+        let CartPolePhysics {
+            cart_mass,
+            pole_mass,
+            pole_half_length,
+            force,
+            gravity,
+        } = self.physics;
+        let push = self
+            .variation
+            .imperfections
+            .delay(Self::push_index(action) as f32);
+        let force = match push {
+            Some(1.0) => force,
+            Some(_) => -force,
+            None => 0.0,
         };
         let [x, x_dot, theta, theta_dot] = self.state;
-        let total_mass = CART_MASS + POLE_MASS;
-        let pole_ml = POLE_MASS * POLE_HALF_LENGTH;
+        let total_mass = cart_mass + pole_mass;
+        let pole_ml = pole_mass * pole_half_length;
         let (sin, cos) = crate::trig::sin_cos(theta);
 
         let tmp = (force + pole_ml * theta_dot * theta_dot * sin) / total_mass;
-        let theta_acc = (GRAVITY * sin - cos * tmp)
-            / (POLE_HALF_LENGTH * (4.0 / 3.0 - POLE_MASS * cos * cos / total_mass));
+        let theta_acc = (gravity * sin - cos * tmp)
+            / (pole_half_length * (4.0 / 3.0 - pole_mass * cos * cos / total_mass));
         let x_acc = tmp - pole_ml * theta_acc * cos / total_mass;
 
         self.state = [
@@ -167,13 +277,33 @@ impl Plant for CartPole {
     }
 
     fn safe_state(&mut self) {
-        // A push lasts one step only; nothing stays energised between steps.
+        // A push lasts one step only; nothing stays energised between steps, and pushes in
+        // flight are dropped.
+        self.variation.imperfections.drop_in_flight();
+    }
+
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.variation.set(params)
+    }
+
+    fn vary(&mut self, seed: u64) {
+        let [cart_mass, pole_mass, pole_half_length, force, gravity, ..] =
+            self.variation.draw(seed);
+        self.physics = CartPolePhysics {
+            cart_mass,
+            pole_mass,
+            pole_half_length,
+            force,
+            gravity,
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plant::params::{TestSetting, plant_params};
+    use tether_shared::message::RefusalReason;
 
     #[test]
     fn description_is_valid() {
@@ -212,6 +342,77 @@ mod tests {
         assert_eq!(after.reward, 0.0);
         c.reset(0);
         assert_eq!(c.actuate(Action::Discrete(0)).reward, 1.0);
+    }
+
+    fn configured(settings: &[TestSetting<'_>]) -> CartPole {
+        let mut c = CartPole::with_state([0.0; 4]);
+        c.set_params(&plant_params(settings))
+            .expect("valid settings");
+        c.vary(0);
+        c
+    }
+
+    #[test]
+    fn parameters_change_the_dynamics() {
+        // From rest, a push accelerates the cart by about F / (M + m); the pole tips back.
+        let push = |c: &mut CartPole| {
+            c.actuate(Action::Discrete(1));
+            c.state()
+        };
+        let nominal = push(&mut CartPole::with_state([0.0; 4]));
+        let heavy = push(&mut configured(&[("cart_mass", Some(2.0), None)]));
+        let strong = push(&mut configured(&[("force", Some(20.0), None)]));
+        assert!(heavy[1] < 0.6 * nominal[1], "{heavy:?} vs {nominal:?}");
+        assert!((strong[1] / nominal[1] - 2.0).abs() < 1e-5);
+        // A longer pole falls more slowly.
+        let fall = |c: &mut CartPole| {
+            c.set_state([0.0, 0.0, 0.1, 0.0]);
+            c.actuate(Action::Discrete(0));
+            c.actuate(Action::Discrete(1));
+            c.state()[3]
+        };
+        let short = fall(&mut CartPole::with_state([0.0; 4]));
+        let long = fall(&mut configured(&[("pole_half_length", Some(1.0), None)]));
+        assert!(long < 0.6 * short, "{long} vs {short}");
+    }
+
+    #[test]
+    fn a_delayed_push_leaves_the_cart_alone_until_it_arrives() {
+        let mut late = configured(&[("latency_steps", Some(1.0), None)]);
+        late.actuate(Action::Discrete(1));
+        assert_eq!(late.state(), [0.0; 4], "no push has arrived yet");
+        late.actuate(Action::Discrete(0));
+        assert!(late.state()[1] > 0.0, "the first push (+x) arrives now");
+        late.actuate(Action::Discrete(1));
+        late.reset(3);
+        late.actuate(Action::Discrete(1));
+        let mut fresh = configured(&[("latency_steps", Some(1.0), None)]);
+        fresh.reset(3);
+        fresh.actuate(Action::Discrete(1));
+        assert_eq!(
+            late.state(),
+            fresh.state(),
+            "a reset drops pushes in flight"
+        );
+    }
+
+    #[test]
+    fn noise_reaches_positions_and_velocities_but_no_deadzone_exists() {
+        let mut noisy = configured(&[
+            ("angle_noise_std", Some(0.01), None),
+            ("velocity_noise_std", Some(0.1), None),
+        ]);
+        noisy.set_state([0.5, 0.2, 0.05, -0.1]);
+        let mut seen = [0.0; 4];
+        noisy.observe(&mut seen);
+        assert!(
+            seen.iter().zip(noisy.state()).all(|(a, b)| *a != b),
+            "{seen:?}"
+        );
+        let err = CartPole::new()
+            .set_params(&plant_params(&[("deadzone", Some(0.1), None)]))
+            .expect_err("a discrete action has no deadzone");
+        assert_eq!(err.reason, RefusalReason::UnknownParam);
     }
 
     #[test]

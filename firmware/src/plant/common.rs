@@ -16,17 +16,29 @@ pub(crate) fn wrap_angle(x: f32) -> f32 {
     y - TAU * libm::floorf(y / TAU) - PI
 }
 
-/// The first value of a continuous action clamped to `[-limit, limit]`.
+/// The first value of a continuous action clamped to `[-limit, limit]` (`limit ≥ 0`).
 ///
 /// Anything that is not a usable command — a discrete action sent to a continuous plant, an
 /// empty slice, NaN or ±∞ — becomes `0.0`, the harmless command.
 pub(crate) fn scalar_command(action: Action<'_>, limit: f32) -> f32 {
     match action {
         Action::Continuous(values) => match values.first() {
-            Some(&v) if v.is_finite() => v.clamp(-limit, limit),
+            Some(&v) if v.is_finite() => within(v, limit),
             _ => 0.0,
         },
         Action::Discrete(_) => 0.0,
+    }
+}
+
+/// `v` limited to `[-limit, limit]`, by comparisons: `f32::clamp` with a run-time limit
+/// keeps a panic path whose message formats floats (20-odd KiB of a microcontroller image).
+pub(crate) fn within(v: f32, limit: f32) -> f32 {
+    if v < -limit {
+        -limit
+    } else if v > limit {
+        limit
+    } else {
+        v
     }
 }
 

@@ -124,14 +124,36 @@
 //! So [`MAX_VOLTAGE`] = 6 V, the smallest whole-volt limit at which the task is shown
 //! feasible: stall current 0.71 A, stall torque 0.030 N·m against the pendulum's largest
 //! gravity torque of 0.015 N·m. A learned policy may well need less; the bound is a const.
+//!
+//! # Run-time parameters
+//!
+//! The constants above are the defaults of [`PARAMS`]: `arm_mass` (`mr`), `arm_length`
+//! (`Lr`), `pendulum_mass` (`mp`), `pendulum_length` (`Lp`), `arm_damping` (`Dr`),
+//! `pendulum_damping` (`Dp`), `arm_coulomb_friction` (new, default 0), `motor_resistance`
+//! (`Rm`), `torque_constant` (`kt`), `back_emf_constant` (`km`), `max_voltage` and
+//! `encoder_counts`; then the imperfections `latency_steps`, `angle_noise_std` (on θm and
+//! αm), `velocity_noise_std` (on θ̇m and α̇m) and `deadzone` (volts). Inertias follow the
+//! masses and lengths by the formulas above. The action bounds the plant describes stay
+//! ±[`MAX_VOLTAGE`] and the reward's voltage term is normalised by it: `max_voltage` is the
+//! amplifier's saturation, a property of the rig rather than of the task.
+//!
+//! Coulomb friction on the arm, magnitude `Fc`, acts in each substep as the torque in
+//! `[-Fc, Fc]` that brings the arm's new velocity closest to zero: an arm at rest sticks
+//! while the other torques stay below `Fc`, a moving arm is braked by `Fc` and stops
+//! instead of reversing. This is the usual time-stepping treatment of dry friction; unlike a
+//! smoothed `sign(θ̇)` it needs no small-velocity constant and cannot chatter.
 
 use core::f32::consts::PI;
 
 use tether_shared::PlantDescription;
+use tether_shared::message::PlantParams;
 
 use crate::trig;
 
-use super::common::{TAU, describe, scalar_command, symmetric_1d, wrap_angle, write_obs};
+use super::common::{TAU, describe, scalar_command, symmetric_1d, within, wrap_angle, write_obs};
+use super::imperfections::{ANGLE_NOISE_STD, LATENCY_STEPS, VELOCITY_NOISE_STD, deadzone};
+use super::params::{ParamKind, ParamRefusal, ParamSpec};
+use super::variation::Variation;
 use super::{Action, Plant, StepOutcome};
 use tether_shared::seeds::SplitMix64;
 
@@ -189,6 +211,148 @@ const REWARD_ARM_WEIGHT: f32 = 0.2;
 /// Weight of the voltage term in the reward (at `|V| = MAX_VOLTAGE`).
 const REWARD_VOLTAGE_WEIGHT: f32 = 0.1;
 
+/// The QUBE's run-time parameters, in the order of its draws: physical constants, then
+/// imperfections (see [`super::imperfections`]).
+pub const PARAMS: [ParamSpec; 16] = [
+    physical("arm_mass", "kg", MR),
+    physical("arm_length", "m", LR),
+    physical("pendulum_mass", "kg", MP),
+    physical("pendulum_length", "m", LP),
+    physical_or_zero("arm_damping", "N·m·s/rad", DR),
+    physical_or_zero("pendulum_damping", "N·m·s/rad", DP),
+    physical_or_zero("arm_coulomb_friction", "N·m", 0.0),
+    physical("motor_resistance", "Ω", RM),
+    physical("torque_constant", "N·m/A", KT),
+    physical("back_emf_constant", "V·s/rad", KM),
+    physical("max_voltage", "V", MAX_VOLTAGE),
+    ParamSpec {
+        name: "encoder_counts",
+        unit: "counts per revolution",
+        default: ENCODER_COUNTS as f32,
+        kind: ParamKind::Count {
+            min: MIN_ENCODER_COUNTS,
+            max: MAX_ENCODER_COUNTS,
+        },
+    },
+    LATENCY_STEPS,
+    ANGLE_NOISE_STD,
+    VELOCITY_NOISE_STD,
+    deadzone("V", MAX_VOLTAGE),
+];
+
+/// Fewest encoder counts per revolution a `encoder_counts` setting may ask for.
+pub const MIN_ENCODER_COUNTS: u32 = 16;
+/// Most encoder counts per revolution (2²⁰: counts of angles within the arm's range stay
+/// far inside `i32`).
+pub const MAX_ENCODER_COUNTS: u32 = 1 << 20;
+
+const fn physical(name: &'static str, unit: &'static str, default: f32) -> ParamSpec {
+    ParamSpec {
+        name,
+        unit,
+        default,
+        kind: ParamKind::Positive,
+    }
+}
+
+const fn physical_or_zero(name: &'static str, unit: &'static str, default: f32) -> ParamSpec {
+    ParamSpec {
+        name,
+        unit,
+        default,
+        kind: ParamKind::NonNegative,
+    }
+}
+
+/// The QUBE's physical constants for one episode (SI units; symbols as in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QubePhysics {
+    /// `mr`, kg.
+    pub arm_mass: f32,
+    /// `Lr`, m.
+    pub arm_length: f32,
+    /// `mp`, kg.
+    pub pendulum_mass: f32,
+    /// `Lp`, m.
+    pub pendulum_length: f32,
+    /// `Dr`, N·m·s/rad.
+    pub arm_damping: f32,
+    /// `Dp`, N·m·s/rad.
+    pub pendulum_damping: f32,
+    /// `Fc`, the arm's dry friction, N·m.
+    pub arm_coulomb_friction: f32,
+    /// `Rm`, Ω.
+    pub motor_resistance: f32,
+    /// `kt`, N·m/A.
+    pub torque_constant: f32,
+    /// `km`, V·s/rad.
+    pub back_emf_constant: f32,
+    /// The amplifier's saturation, V.
+    pub max_voltage: f32,
+    /// Encoder counts per revolution, both angles.
+    pub encoder_counts: i32,
+}
+
+impl QubePhysics {
+    /// The workbook's values (the constants above), no friction.
+    pub const NOMINAL: QubePhysics = QubePhysics {
+        arm_mass: MR,
+        arm_length: LR,
+        pendulum_mass: MP,
+        pendulum_length: LP,
+        arm_damping: DR,
+        pendulum_damping: DP,
+        arm_coulomb_friction: 0.0,
+        motor_resistance: RM,
+        torque_constant: KT,
+        back_emf_constant: KM,
+        max_voltage: MAX_VOLTAGE,
+        encoder_counts: ENCODER_COUNTS,
+    };
+}
+
+/// [`QubePhysics`] with the quantities derived from it, computed once per episode. Every
+/// expression keeps the grouping of the constants it replaced, so the nominal model
+/// computes the same bits as the compile-time constants did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Model {
+    p: QubePhysics,
+    /// `Jr = mr Lr² / 12`, kg·m².
+    jr: f32,
+    /// `lp = Lp / 2`, m.
+    lp_cm: f32,
+    /// `Jp = mp Lp² / 12 + mp lp²`, kg·m².
+    jp: f32,
+    /// One encoder count, radians.
+    count_rad: f32,
+}
+
+impl Model {
+    const fn of(p: QubePhysics) -> Model {
+        let lp_cm = p.pendulum_length / 2.0;
+        Model {
+            jr: p.arm_mass * p.arm_length * p.arm_length / 12.0,
+            lp_cm,
+            jp: p.pendulum_mass * p.pendulum_length * p.pendulum_length / 12.0
+                + p.pendulum_mass * lp_cm * lp_cm,
+            count_rad: TAU / p.encoder_counts as f32,
+            p,
+        }
+    }
+
+    /// Nearest encoder count to `angle` (radians). Saturates instead of overflowing.
+    fn count_of(&self, angle: f32) -> i32 {
+        libm::roundf(angle / self.count_rad) as i32
+    }
+
+    /// Wraps a pendulum count (or count difference) into `[-counts/2, counts/2)`.
+    fn wrap_count(&self, count: i32) -> i32 {
+        let counts = self.p.encoder_counts.max(2);
+        let half = counts / 2;
+        (count.wrapping_add(half)).rem_euclid(counts) - half
+    }
+}
+
 /// The QUBE-Servo 2 rotary pendulum: swing up from hanging and balance (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Qube {
@@ -204,7 +368,7 @@ pub struct Qube {
     voltage: f32,
     /// Last arm encoder reading, counts.
     theta_count: i32,
-    /// Last pendulum encoder reading, counts in `[-1024, 1024)`, 0 upright.
+    /// Last pendulum encoder reading, counts in `[-counts/2, counts/2)`, 0 upright.
     alpha_count: i32,
     /// Filtered arm velocity estimate, rad/s.
     theta_vel: f32,
@@ -215,23 +379,16 @@ pub struct Qube {
     /// The velocity filter's gain `a = 1 − exp(−ωc T)`, computed once (`expf` is not a
     /// `const fn`).
     filter_gain: f32,
+    /// This episode's physical constants and what follows from them.
+    model: Model,
+    /// The host's settings of [`PARAMS`] and this episode's imperfections.
+    variation: Variation<16>,
 }
 
 impl Default for Qube {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Nearest encoder count to `angle` (radians). Saturates instead of overflowing.
-fn to_count(angle: f32) -> i32 {
-    libm::roundf(angle / COUNT_RAD) as i32
-}
-
-/// Wraps a pendulum count (or count difference) into `[-1024, 1024)`.
-fn wrap_count(count: i32) -> i32 {
-    let half = ENCODER_COUNTS / 2;
-    (count.wrapping_add(half)).rem_euclid(ENCODER_COUNTS) - half
 }
 
 impl Qube {
@@ -243,8 +400,9 @@ impl Qube {
     }
 
     /// A QUBE in exactly `state = [θ, α, θ̇, α̇]` (radians, radians with 0 upright, rad/s,
-    /// rad/s), at 0 V. The encoders read this state and the velocity estimates are set to
-    /// the true velocities, as if the filter had been tracking them.
+    /// rad/s), at 0 V, with the nominal parameters. The encoders read this state and the
+    /// velocity estimates are set to the true velocities, as if the filter had been tracking
+    /// them.
     pub fn with_state(state: [f32; 4]) -> Self {
         let mut q = Self {
             theta: 0.0,
@@ -258,6 +416,8 @@ impl Qube {
             alpha_vel: 0.0,
             terminated: false,
             filter_gain: 1.0 - libm::expf(-VELOCITY_CUTOFF * DT),
+            model: Model::of(QubePhysics::NOMINAL),
+            variation: Variation::new(&PARAMS),
         };
         q.set_state(state);
         q
@@ -282,12 +442,22 @@ impl Qube {
         [self.theta, self.alpha, self.theta_dot, self.alpha_dot]
     }
 
-    /// What the device measures: `[θm, αm, θ̇m, α̇m]`, the encoder angles (radians) and the
-    /// filtered finite-difference velocities (rad/s).
+    /// This episode's physical constants.
+    pub fn physics(&self) -> QubePhysics {
+        self.model.p
+    }
+
+    /// See [`super::AnyPlant::fix_params`].
+    pub(crate) fn lock_params(&mut self) {
+        self.variation.lock();
+    }
+
+    /// What the device measures, before any sensor noise: `[θm, αm, θ̇m, α̇m]`, the encoder
+    /// angles (radians) and the filtered finite-difference velocities (rad/s).
     pub fn measured(&self) -> [f32; 4] {
         [
-            self.theta_count as f32 * COUNT_RAD,
-            self.alpha_count as f32 * COUNT_RAD,
+            self.theta_count as f32 * self.model.count_rad,
+            self.alpha_count as f32 * self.model.count_rad,
             self.theta_vel,
             self.alpha_vel,
         ]
@@ -299,34 +469,68 @@ impl Qube {
     }
 
     /// Total mechanical energy `T + V` of the true state, joules; 0 hanging at rest,
-    /// `2 mp g lp` ≈ 0.0304 J upright at rest.
+    /// `2 mp g lp` ≈ 0.0304 J upright at rest (nominal parameters).
     pub fn energy(&self) -> f32 {
+        let Model {
+            p, jr, lp_cm, jp, ..
+        } = self.model;
+        let (mp, lr) = (p.pendulum_mass, p.arm_length);
         let (s, c) = trig::sin_cos(self.alpha);
-        let m11 = JR + MP * LR * LR + JP * s * s;
-        let m12 = MP * LR * LP_CM * c;
+        let m11 = jr + mp * lr * lr + jp * s * s;
+        let m12 = mp * lr * lp_cm * c;
         let (td, ad) = (self.theta_dot, self.alpha_dot);
-        0.5 * m11 * td * td + m12 * td * ad + 0.5 * JP * ad * ad + MP * G * LP_CM * (1.0 + c)
+        0.5 * m11 * td * td + m12 * td * ad + 0.5 * jp * ad * ad + mp * G * lp_cm * (1.0 + c)
     }
 
-    /// `(θ̈, α̈)` in rad/s² at the current state under motor torque `tau` (N·m).
-    fn accelerations(&self, tau: f32) -> (f32, f32) {
+    /// `(θ̈, α̈)` in rad/s² at the current state under motor torque `tau` (N·m), and the
+    /// mass matrix's `(m12, m22, det)` (what an extra torque on the arm does: see
+    /// [`Qube::integrate`]).
+    fn accelerations(&self, tau: f32) -> ((f32, f32), (f32, f32, f32)) {
+        let Model {
+            p, jr, lp_cm, jp, ..
+        } = self.model;
+        let (mp, lr) = (p.pendulum_mass, p.arm_length);
+        let (dr, dp) = (p.arm_damping, p.pendulum_damping);
         let (s, c) = trig::sin_cos(self.alpha);
         let (td, ad) = (self.theta_dot, self.alpha_dot);
-        let m11 = JR + MP * LR * LR + JP * s * s;
-        let m12 = MP * LR * LP_CM * c;
-        let m22 = JP;
-        let b1 = tau - DR * td - 2.0 * JP * s * c * td * ad + MP * LR * LP_CM * s * ad * ad;
-        let b2 = -DP * ad + JP * s * c * td * td + MP * G * LP_CM * s;
+        let m11 = jr + mp * lr * lr + jp * s * s;
+        let m12 = mp * lr * lp_cm * c;
+        let m22 = jp;
+        let b1 = tau - dr * td - 2.0 * jp * s * c * td * ad + mp * lr * lp_cm * s * ad * ad;
+        let b2 = -dp * ad + jp * s * c * td * td + mp * G * lp_cm * s;
         let det = m11 * m22 - m12 * m12;
-        ((m22 * b1 - m12 * b2) / det, (m11 * b2 - m12 * b1) / det)
+        let accelerations = ((m22 * b1 - m12 * b2) / det, (m11 * b2 - m12 * b1) / det);
+        (accelerations, (m12, m22, det))
+    }
+
+    /// The dry-friction torque on the arm over a substep of `h` seconds: the one in
+    /// `[-Fc, Fc]` that brings the new arm velocity `θ̇ + h (θ̈ + f·gain)` closest to zero
+    /// (`gain`: θ̈ per N·m on the arm, positive).
+    fn dry_friction(&self, theta_acc: f32, gain: f32, h: f32) -> f32 {
+        let limit = self.model.p.arm_coulomb_friction;
+        let stopping = -(self.theta_dot / h + theta_acc) / gain;
+        if stopping.is_finite() {
+            within(stopping, limit)
+        } else {
+            0.0
+        }
     }
 
     /// Integrates one control period at `voltage` (volts, already limited).
     fn integrate(&mut self, voltage: f32) {
+        let p = self.model.p;
         let h = DT / SUBSTEPS as f32;
         for _ in 0..SUBSTEPS {
-            let tau = KT * (voltage - KM * self.theta_dot) / RM;
-            let (theta_acc, alpha_acc) = self.accelerations(tau);
+            let tau = p.torque_constant * (voltage - p.back_emf_constant * self.theta_dot)
+                / p.motor_resistance;
+            let ((mut theta_acc, mut alpha_acc), (m12, m22, det)) = self.accelerations(tau);
+            if p.arm_coulomb_friction > 0.0 {
+                // A torque f on the arm adds M⁻¹ [f, 0]ᵀ = f [m22, −m12]ᵀ / det.
+                let (on_theta, on_alpha) = (m22 / det, -m12 / det);
+                let f = self.dry_friction(theta_acc, on_theta, h);
+                theta_acc += f * on_theta;
+                alpha_acc += f * on_alpha;
+            }
             self.theta_dot += h * theta_acc;
             self.alpha_dot += h * alpha_acc;
             self.theta += h * self.theta_dot;
@@ -337,8 +541,8 @@ impl Qube {
 
     /// Reads both encoders from the true state (no velocity update).
     fn read_encoders(&mut self) {
-        self.theta_count = to_count(self.theta);
-        self.alpha_count = wrap_count(to_count(self.alpha));
+        self.theta_count = self.model.count_of(self.theta);
+        self.alpha_count = self.model.wrap_count(self.model.count_of(self.alpha));
     }
 
     /// Reads the encoders and updates the velocity estimates from the count differences.
@@ -346,9 +550,11 @@ impl Qube {
         let (prev_theta, prev_alpha) = (self.theta_count, self.alpha_count);
         self.read_encoders();
         let d_theta = self.theta_count.wrapping_sub(prev_theta);
-        let d_alpha = wrap_count(self.alpha_count.wrapping_sub(prev_alpha));
-        let raw_theta = d_theta as f32 * COUNT_RAD / DT;
-        let raw_alpha = d_alpha as f32 * COUNT_RAD / DT;
+        let d_alpha = self
+            .model
+            .wrap_count(self.alpha_count.wrapping_sub(prev_alpha));
+        let raw_theta = d_theta as f32 * self.model.count_rad / DT;
+        let raw_alpha = d_alpha as f32 * self.model.count_rad / DT;
         let a = self.filter_gain;
         self.theta_vel += a * (raw_theta - self.theta_vel);
         self.alpha_vel += a * (raw_alpha - self.alpha_vel);
@@ -360,17 +566,42 @@ impl Qube {
             && self.theta_dot.is_finite()
             && self.alpha_dot.is_finite()
     }
+
+    /// The voltage reaching the motor for `action`: clamped to the amplifier's range,
+    /// through the deadzone, delayed by the latency (0 V until the first command arrives).
+    fn applied_voltage(&mut self, action: Action<'_>) -> f32 {
+        let commanded = scalar_command(action, self.model.p.max_voltage);
+        let commanded = self.variation.imperfections.through_deadzone(commanded);
+        self.variation.imperfections.delay(commanded).unwrap_or(0.0)
+    }
+}
+
+/// The QUBE's description: name `qube`, 6 observations, ±[`MAX_VOLTAGE`], 250 Hz, 1250
+/// steps. A real rig that keeps this layout ([`super::rotary_hal`]) reports the same, so
+/// the qube preset and a policy trained on the model apply to it unchanged.
+pub fn description() -> PlantDescription {
+    describe(
+        "qube",
+        OBS_DIM as u8,
+        symmetric_1d(MAX_VOLTAGE),
+        CONTROL_RATE_HZ,
+        EPISODE_STEPS,
+    )
+}
+
+/// The reward of a step (see the module docs) from the measured arm angle `theta_m` and
+/// pendulum angle `alpha_m` (radians, 0 upright) and the voltage applied (volts).
+pub fn reward(theta_m: f32, alpha_m: f32, voltage: f32) -> f32 {
+    let upright = 0.5 * (1.0 + trig::cos(alpha_m));
+    let arm = theta_m / ARM_LIMIT;
+    let volts = voltage / MAX_VOLTAGE;
+    let shaping = 1.0 - REWARD_ARM_WEIGHT * arm * arm - REWARD_VOLTAGE_WEIGHT * volts * volts;
+    (upright * shaping).clamp(0.0, 1.0)
 }
 
 impl Plant for Qube {
     fn description(&self) -> PlantDescription {
-        describe(
-            "qube",
-            OBS_DIM as u8,
-            symmetric_1d(MAX_VOLTAGE),
-            CONTROL_RATE_HZ,
-            EPISODE_STEPS,
-        )
+        description()
     }
 
     fn reset(&mut self, seed: u64) {
@@ -383,10 +614,14 @@ impl Plant for Qube {
         // A device that has just started knows nothing of the velocities.
         self.theta_vel = 0.0;
         self.alpha_vel = 0.0;
+        self.variation.imperfections.drop_in_flight();
     }
 
     fn observe(&mut self, obs: &mut [f32]) {
         let [theta_m, alpha_m, theta_vel, alpha_vel] = self.measured();
+        let noisy = &mut self.variation.imperfections;
+        let (theta_m, alpha_m) = (noisy.angle(theta_m), noisy.angle(alpha_m));
+        let (theta_vel, alpha_vel) = (noisy.velocity(theta_vel), noisy.velocity(alpha_vel));
         let (sin_theta, cos_theta) = trig::sin_cos(theta_m);
         let (sin_alpha, cos_alpha) = trig::sin_cos(alpha_m);
         write_obs(
@@ -402,7 +637,7 @@ impl Plant for Qube {
         let voltage = if already {
             0.0
         } else {
-            scalar_command(action, MAX_VOLTAGE)
+            self.applied_voltage(action)
         };
         self.voltage = voltage;
         self.integrate(voltage);
@@ -418,14 +653,10 @@ impl Plant for Qube {
         self.sense();
 
         let [theta_m, alpha_m, _, _] = self.measured();
-        let upright = 0.5 * (1.0 + trig::cos(alpha_m));
-        let arm = theta_m / ARM_LIMIT;
-        let volts = voltage / MAX_VOLTAGE;
-        let shaping = 1.0 - REWARD_ARM_WEIGHT * arm * arm - REWARD_VOLTAGE_WEIGHT * volts * volts;
         let reward = if already {
             0.0
         } else {
-            (upright * shaping).clamp(0.0, 1.0)
+            reward(theta_m, alpha_m, voltage)
         };
         let terminated = already || libm::fabsf(theta_m) > ARM_LIMIT;
         self.terminated = terminated;
@@ -433,8 +664,33 @@ impl Plant for Qube {
     }
 
     fn safe_state(&mut self) {
-        // The model applies a voltage only inside `actuate`; record that the motor is off.
+        // The model applies a voltage only inside `actuate`; record that the motor is off and
+        // drop the commands in flight.
         self.voltage = 0.0;
+        self.variation.imperfections.drop_in_flight();
+    }
+
+    fn set_params(&mut self, params: &PlantParams) -> Result<(), ParamRefusal> {
+        self.variation.set(params)
+    }
+
+    fn vary(&mut self, seed: u64) {
+        // Indices in the order of `PARAMS`.
+        let v = self.variation.draw(seed);
+        self.model = Model::of(QubePhysics {
+            arm_mass: v[0],
+            arm_length: v[1],
+            pendulum_mass: v[2],
+            pendulum_length: v[3],
+            arm_damping: v[4],
+            pendulum_damping: v[5],
+            arm_coulomb_friction: v[6],
+            motor_resistance: v[7],
+            torque_constant: v[8],
+            back_emf_constant: v[9],
+            max_voltage: v[10],
+            encoder_counts: v[11] as i32,
+        });
     }
 }
 

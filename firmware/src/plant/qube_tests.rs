@@ -3,6 +3,7 @@
 extern crate std;
 
 use super::*;
+use crate::plant::params::{TestSetting, plant_params};
 
 /// Pendulum angle measured from hanging down, in `[-π, π)`.
 fn from_hanging(alpha: f32) -> f32 {
@@ -244,4 +245,179 @@ fn reward_is_one_upright_centred_at_zero_volts_and_near_zero_hanging() {
     let mut pushed = Qube::with_state([0.0, 0.0, 0.0, 0.0]);
     let r = pushed.actuate(Action::Continuous(&[MAX_VOLTAGE])).reward;
     assert!((0.85..0.95).contains(&r), "{r}");
+}
+
+/// A QUBE with `settings` drawn for an episode (seed 0), in `state`.
+fn configured(settings: &[TestSetting<'_>], state: [f32; 4]) -> Qube {
+    let mut q = Qube::with_state(state);
+    q.set_params(&plant_params(settings))
+        .expect("valid settings");
+    q.vary(0);
+    q.set_state(state);
+    q
+}
+
+const HANGING: [f32; 4] = [0.0, PI, 0.0, 0.0];
+
+#[test]
+fn masses_lengths_and_motor_constants_change_the_response() {
+    let spin = |settings: &[TestSetting<'_>]| {
+        let mut q = configured(settings, HANGING);
+        for _ in 0..25 {
+            q.actuate(Action::Continuous(&[3.0]));
+        }
+        q.state()[2]
+    };
+    let nominal = spin(&[]);
+    assert!(nominal > 1.0, "{nominal}");
+    for (settings, faster) in [
+        (&[("arm_mass", Some(MR * 2.0), None)][..], false),
+        (&[("arm_length", Some(LR * 1.2), None)][..], false),
+        (&[("pendulum_mass", Some(MP * 0.5), None)][..], true),
+        (&[("torque_constant", Some(KT * 1.1), None)][..], true),
+        (&[("motor_resistance", Some(RM * 1.5), None)][..], false),
+        (&[("arm_damping", Some(DR * 3.0), None)][..], false),
+    ] {
+        let speed = spin(settings);
+        assert_eq!(
+            speed > nominal,
+            faster,
+            "{settings:?}: {speed} vs {nominal}"
+        );
+    }
+    // A longer pendulum swings more slowly (small oscillation after a kick).
+    let period_proxy = |length: f32| {
+        let mut q = configured(&[("pendulum_length", Some(length), None)], HANGING);
+        q.set_state([0.0, PI - 0.1, 0.0, 0.0]);
+        let mut steps = 0;
+        while from_hanging(q.state()[1]) < 0.0 && steps < 1000 {
+            q.actuate(Action::Continuous(&[0.0]));
+            steps += 1;
+        }
+        steps
+    };
+    assert!(period_proxy(LP * 1.2) > period_proxy(LP));
+}
+
+#[test]
+fn the_amplifier_saturates_at_max_voltage() {
+    let mut q = configured(&[("max_voltage", Some(3.0), None)], HANGING);
+    q.actuate(Action::Continuous(&[6.0]));
+    assert_eq!(q.voltage(), 3.0);
+    q.actuate(Action::Continuous(&[-4.0]));
+    assert_eq!(q.voltage(), -3.0);
+}
+
+#[test]
+fn coulomb_friction_holds_a_weak_push_and_stops_a_coasting_arm() {
+    // 1 V stalls at kt V / Rm = 5 mN·m: a 10 mN·m dry friction holds the arm.
+    let mut held = configured(&[("arm_coulomb_friction", Some(0.01), None)], HANGING);
+    let mut free = Qube::with_state(HANGING);
+    for _ in 0..250 {
+        held.actuate(Action::Continuous(&[1.0]));
+        free.actuate(Action::Continuous(&[1.0]));
+    }
+    assert!(held.state()[0].abs() < 1e-4, "{:?}", held.state());
+    assert!(free.state()[0] > 0.1, "{:?}", free.state());
+    // 2 mN·m slows a driven arm, and a coasting arm comes to rest without reversing.
+    let mut rubbing = configured(&[("arm_coulomb_friction", Some(0.002), None)], HANGING);
+    let mut smooth = Qube::with_state(HANGING);
+    for _ in 0..50 {
+        rubbing.actuate(Action::Continuous(&[6.0]));
+        smooth.actuate(Action::Continuous(&[6.0]));
+    }
+    assert!(rubbing.state()[2] < smooth.state()[2]);
+    // Friction stronger than everything else stops a coasting arm within a step, and it
+    // stays stopped: the friction torque never exceeds what stopping takes.
+    let coasting = [0.0, PI, 1.0, 0.0];
+    let mut stuck = configured(&[("arm_coulomb_friction", Some(0.05), None)], coasting);
+    for _ in 0..100 {
+        stuck.actuate(Action::Continuous(&[0.0]));
+        assert!(stuck.state()[2].abs() < 1e-5, "{:?}", stuck.state());
+    }
+    assert!(stuck.state()[0] > 0.0 && stuck.state()[0] < 0.004);
+}
+
+#[test]
+fn encoder_counts_set_the_quantisation() {
+    let mut coarse = configured(&[("encoder_counts", Some(512.0), None)], HANGING);
+    let step = TAU / 512.0;
+    for _ in 0..100 {
+        coarse.actuate(Action::Continuous(&[2.0]));
+        for m in &coarse.measured()[..2] {
+            let counts = m / step;
+            assert!((counts - libm::roundf(counts)).abs() < 1e-3, "{m}");
+        }
+    }
+    // Hanging down reads exactly half a revolution.
+    coarse.set_state(HANGING);
+    assert_eq!(coarse.measured()[1], -256.0 * step);
+}
+
+#[test]
+fn latency_and_deadzone_act_on_the_voltage() {
+    let mut late = configured(&[("latency_steps", Some(1.0), None)], HANGING);
+    let mut applied = [0.0f32; 4];
+    for (slot, v) in applied.iter_mut().zip([1.0, 2.0, -3.0, 4.0]) {
+        late.actuate(Action::Continuous(&[v]));
+        *slot = late.voltage();
+    }
+    assert_eq!(applied, [0.0, 1.0, 2.0, -3.0]);
+    late.safe_state();
+    late.actuate(Action::Continuous(&[5.0]));
+    assert_eq!(
+        late.voltage(),
+        0.0,
+        "the safe state drops commands in flight"
+    );
+
+    let mut dead = configured(&[("deadzone", Some(0.3), None)], HANGING);
+    dead.actuate(Action::Continuous(&[0.29]));
+    assert_eq!(dead.voltage(), 0.0);
+    dead.actuate(Action::Continuous(&[-0.31]));
+    assert_eq!(dead.voltage(), -0.31);
+}
+
+#[test]
+fn sensor_noise_is_seen_by_the_policy_but_not_rewarded() {
+    let settings = [
+        ("angle_noise_std", Some(0.005), None),
+        ("velocity_noise_std", Some(0.2), None),
+    ];
+    let start = [0.1, 0.2, 0.5, -1.0];
+    let mut noisy = configured(&settings, start);
+    let mut clean = Qube::with_state(start);
+    let (mut seen, mut exact) = ([0.0; 6], [0.0; 6]);
+    for _ in 0..50 {
+        noisy.observe(&mut seen);
+        clean.observe(&mut exact);
+        assert!(seen.iter().zip(&exact).all(|(a, b)| a != b), "{seen:?}");
+        let a = noisy.actuate(Action::Continuous(&[1.0]));
+        let b = clean.actuate(Action::Continuous(&[1.0]));
+        assert_eq!(a, b);
+    }
+    assert_eq!(noisy.state(), clean.state());
+}
+
+#[test]
+fn ranges_are_drawn_per_episode_from_the_seed() {
+    let mut q = Qube::new();
+    q.set_params(&plant_params(&[
+        ("arm_mass", None, Some((0.8, 1.2))),
+        ("encoder_counts", None, Some((1024.0, 4096.0))),
+        ("latency_steps", None, Some((0.0, 1.0))),
+    ]))
+    .expect("valid");
+    let mut seen_latency = [false; 2];
+    for seed in 0..40 {
+        q.vary(seed);
+        let p = q.physics();
+        assert!((MR * 0.8..=MR * 1.2).contains(&p.arm_mass), "{p:?}");
+        assert!((1024..=4096).contains(&p.encoder_counts), "{p:?}");
+        seen_latency[q.variation.imperfections.latency_steps()] = true;
+        let mut again = q.clone();
+        again.vary(seed);
+        assert_eq!(again, q);
+    }
+    assert_eq!(seen_latency, [true, true]);
 }

@@ -125,12 +125,27 @@ impl Drop for SimHandle {
 pub struct SimBoard<P> {
     plant: P,
     config: SimConfig,
+    /// A virtual clock the plant shares (a HAL-level twin whose world moves with the
+    /// device's time); `None`: the board makes its own.
+    clock: Option<SimClock>,
 }
 
 impl<P: Plant + Send + 'static> SimBoard<P> {
     /// A board for `plant`.
     pub fn new(plant: P, config: SimConfig) -> Self {
-        SimBoard { plant, config }
+        SimBoard {
+            plant,
+            config,
+            clock: None,
+        }
+    }
+
+    /// Runs the device on `clock` (which must be virtual when [`SimConfig::time`] is
+    /// [`TimeMode::Virtual`]) instead of a clock of its own, so a plant built on the same
+    /// clock sees the device's time.
+    pub fn with_clock(mut self, clock: SimClock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Runs the board over a fresh in-memory pipe; returns the host's end (`std::io::Read +
@@ -155,7 +170,7 @@ impl<P: Plant + Send + 'static> SimBoard<P> {
         let thread = thread::Builder::new()
             .name("tether-sim-board".into())
             .stack_size(BOARD_STACK_BYTES)
-            .spawn(move || run_board(self.plant, link, self.config, &flag))
+            .spawn(move || run_board(self.plant, link, self.config, self.clock, &flag))
             .ok();
         SimHandle { stop, thread }
     }
@@ -167,12 +182,13 @@ fn run_board<P: Plant, L: BoardLink>(
     plant: P,
     link: L,
     config: SimConfig,
+    clock: Option<SimClock>,
     stop: &AtomicBool,
 ) -> SimReport {
-    let clock = match config.time {
+    let clock = clock.unwrap_or_else(|| match config.time {
         TimeMode::Virtual => SimClock::new_virtual(),
         TimeMode::RealTime => SimClock::new_real(),
-    };
+    });
     let link = LinkEmulation::new(
         link,
         clock.clone(),
@@ -271,6 +287,20 @@ impl VirtualTime {
         if pending && device.link_io_mut().host_backpressure() {
             device.link_io_mut().wait(Duration::from_millis(1), true);
             return; // a slow host stops virtual time
+        }
+        let host_bytes_staged = device.link_io_mut().has_staged_input();
+        if device.state() == DeviceState::Running
+            && !pending
+            && !host_bytes_staged
+            && device.awaiting_release()
+        {
+            // The retransmit ring is full of data the host has not confirmed: a real device
+            // would evict some, losing it; in virtual time the clock waits for the host.
+            // Not while bytes still wait to move either way (a rate-limited link passes
+            // them on as the clock moves, the host's release among them): a link slower
+            // than the plant must overrun as it would for real.
+            device.link_io_mut().wait(Duration::from_millis(1), false);
+            return;
         }
         if device.state() != DeviceState::Running {
             // Nothing to simulate: follow real time, wake on host input.

@@ -4,8 +4,9 @@
 //! [`LinkEmulation`] sits between the device and its byte stream and acts on both
 //! directions: bytes are delayed to `baud / 10` bytes per second (8N1 framing) measured on
 //! the board's clock, corrupted (one random bit flipped), dropped or duplicated at the rates
-//! of a [`FaultSpec`], and the whole link stalls during the spec's stall windows. Device
-//! resets in the spec are carried out by the board, which owns the device.
+//! of a [`FaultSpec`], bursts of random bytes are inserted into some transfers (line noise,
+//! a radio module's garbage), and the whole link stalls during the spec's stall windows.
+//! Device resets in the spec are carried out by the board, which owns the device.
 //!
 //! # Fault spec grammar
 //!
@@ -14,6 +15,8 @@
 //! item     := "corrupt=" prob          probability per byte of one flipped bit
 //!           | "drop=" prob             probability per byte of losing it
 //!           | "dup=" prob              probability per byte of sending it twice
+//!           | "garbage=" prob [":" len]   probability per transfer (one read or write of the
+//!                                        device) of `len` random bytes (default 64) before it
 //!           | "stall=" duration "@" time   no byte moves for `duration` from `time` on
 //!           | "reset@" time            the device power-cycles at `time`
 //! prob     := decimal number in [0, 1]
@@ -21,8 +24,8 @@
 //! time     := duration, measured on the board's clock from its start
 //! ```
 //!
-//! Example: `corrupt=0.001,drop=0.0005,dup=0.0001,stall=2s@10s,reset@30s`. `stall` and
-//! `reset` may repeat; a rate given twice keeps the last value.
+//! Example: `corrupt=0.001,drop=0.0005,dup=0.0001,garbage=0.05:64,stall=2s@10s,reset@30s`.
+//! `stall` and `reset` may repeat; a rate given twice keeps the last value.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,7 +50,7 @@ pub struct Stall {
 }
 
 /// Which faults to inject (see the module documentation for the text form).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FaultSpec {
     /// Probability per byte of a flipped bit.
     pub corrupt: f64,
@@ -55,10 +58,34 @@ pub struct FaultSpec {
     pub drop: f64,
     /// Probability per byte of sending it twice.
     pub duplicate: f64,
+    /// Probability per transfer (one device read or write) of a burst of random bytes.
+    pub garbage: f64,
+    /// Bytes per garbage burst.
+    pub garbage_len: usize,
     /// Stall windows.
     pub stalls: Vec<Stall>,
     /// Board times (µs) at which the device power-cycles, ascending.
     pub resets_us: Vec<u64>,
+}
+
+/// Bytes in a garbage burst when the spec does not say.
+pub const DEFAULT_GARBAGE_LEN: usize = 64;
+
+/// Longest garbage burst a spec may ask for, in bytes.
+pub const MAX_GARBAGE_LEN: usize = 4096;
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            corrupt: 0.0,
+            drop: 0.0,
+            duplicate: 0.0,
+            garbage: 0.0,
+            garbage_len: DEFAULT_GARBAGE_LEN,
+            stalls: Vec::new(),
+            resets_us: Vec::new(),
+        }
+    }
 }
 
 impl FaultSpec {
@@ -88,7 +115,7 @@ impl fmt::Display for FaultSpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "bad fault item `{}`: {} (expected e.g. corrupt=0.001,drop=0.0005,dup=0.0001,stall=2s@10s,reset@30s)",
+            "bad fault item `{}`: {} (expected e.g. corrupt=0.001,drop=0.0005,dup=0.0001,garbage=0.05:64,stall=2s@10s,reset@30s)",
             self.item, self.problem
         )
     }
@@ -122,7 +149,11 @@ impl FromStr for FaultSpec {
                     duration_us: parse_duration_us(duration).map_err(err)?,
                 });
             } else if let Some((key, value)) = item.split_once('=') {
-                let p: f64 = value
+                let (rate, len) = match (key.trim(), value.split_once(':')) {
+                    ("garbage", Some((rate, len))) => (rate, Some(len)),
+                    (_, _) => (value, None),
+                };
+                let p: f64 = rate
                     .trim()
                     .parse()
                     .map_err(|_| err("the rate is not a number"))?;
@@ -133,16 +164,29 @@ impl FromStr for FaultSpec {
                     "corrupt" => spec.corrupt = p,
                     "drop" => spec.drop = p,
                     "dup" => spec.duplicate = p,
-                    _ => return Err(err("unknown fault; use corrupt, drop, dup, stall or reset")),
+                    "garbage" => {
+                        spec.garbage = p;
+                        if let Some(len) = len {
+                            spec.garbage_len = len
+                                .trim()
+                                .parse()
+                                .ok()
+                                .filter(|n| (1..=MAX_GARBAGE_LEN).contains(n))
+                                .ok_or(err("a burst length is a number of bytes, 1 to 4096"))?;
+                        }
+                    }
+                    _ => return Err(err(UNKNOWN_FAULT)),
                 }
             } else {
-                return Err(err("unknown fault; use corrupt, drop, dup, stall or reset"));
+                return Err(err(UNKNOWN_FAULT));
             }
         }
         spec.resets_us.sort_unstable();
         Ok(spec)
     }
 }
+
+const UNKNOWN_FAULT: &str = "unknown fault; use corrupt, drop, dup, garbage, stall or reset";
 
 /// Parses `10s`, `250ms`, `1.5s`, `800us` into microseconds.
 fn parse_duration_us(text: &str) -> Result<u64, &'static str> {
@@ -270,6 +314,15 @@ impl<L: BoardLink> LinkEmulation<L> {
         }
     }
 
+    /// Puts a garbage burst into `out`, with the spec's probability (once per transfer).
+    fn inject_garbage(spec: &FaultSpec, rng: &mut Pcg32, out: &mut VecDeque<u8>) {
+        if spec.garbage > 0.0 && f64::from(rng.next_u32()) / f64::from(u32::MAX) < spec.garbage {
+            for _ in 0..spec.garbage_len {
+                out.push_back(rng.next_u32() as u8);
+            }
+        }
+    }
+
     /// Passes `byte` through the fault stage into `out`.
     fn inject(spec: &FaultSpec, rng: &mut Pcg32, byte: u8, out: &mut VecDeque<u8>) {
         let mut roll = || f64::from(rng.next_u32()) / f64::from(u32::MAX);
@@ -316,6 +369,9 @@ impl<L: BoardLink> LinkEmulation<L> {
         let n = self.inner.read(&mut buf[..want]).map_err(kind)?;
         if self.rate.is_some() {
             self.rx.budget -= n as f64;
+        }
+        if n > 0 {
+            Self::inject_garbage(&self.spec, &mut self.rng, &mut self.rx.staged);
         }
         for &byte in &buf[..n] {
             Self::inject(&self.spec, &mut self.rng, byte, &mut self.rx.staged);
@@ -376,6 +432,9 @@ impl<L: BoardLink> Write for LinkEmulation<L> {
         if let Some(tap) = &self.tap {
             tap.record(&buf[..n]);
         }
+        if n > 0 {
+            Self::inject_garbage(&self.spec, &mut self.rng, &mut self.tx.staged);
+        }
         for &byte in &buf[..n] {
             Self::inject(&self.spec, &mut self.rng, byte, &mut self.tx.staged);
         }
@@ -413,6 +472,10 @@ impl<L: BoardLink> BoardLink for LinkEmulation<L> {
     fn has_staged_output(&self) -> bool {
         !self.tx.staged.is_empty()
     }
+
+    fn has_staged_input(&self) -> bool {
+        !self.rx.staged.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +501,13 @@ mod tests {
         assert_eq!(spec.resets_us, [30_000_000]);
         assert!(spec.stalled_at(11_999_999) && !spec.stalled_at(12_000_000));
         assert_eq!("".parse::<FaultSpec>().unwrap(), FaultSpec::none());
+        let garbage: FaultSpec = "garbage=0.05".parse().unwrap();
+        assert_eq!(
+            (garbage.garbage, garbage.garbage_len),
+            (0.05, DEFAULT_GARBAGE_LEN)
+        );
+        let garbage: FaultSpec = "garbage=0.5:8".parse().unwrap();
+        assert_eq!((garbage.garbage, garbage.garbage_len), (0.5, 8));
         assert_eq!(
             "stall=250ms@1.5s".parse::<FaultSpec>().unwrap().stalls[0],
             Stall {
@@ -456,6 +526,9 @@ mod tests {
             ("stall=2s", "DURATION@TIME"),
             ("reset@30", "unit"),
             ("stall=-1s@2s", "non-negative"),
+            ("garbage=0.1:0", "burst length"),
+            ("garbage=0.1:x", "burst length"),
+            ("drop=0.1:8", "not a number"),
         ] {
             let e = text.parse::<FaultSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
@@ -506,6 +579,37 @@ mod tests {
         assert_ne!(a, run(2));
         // Drops and dups cancel in expectation: length within a few hundred of 100 000.
         assert!((a.len() as i64 - 100_000).abs() < 600, "{}", a.len());
+    }
+
+    /// Garbage bursts: about the given share of transfers gets `len` extra bytes in front,
+    /// and every byte sent still arrives, in order, after them.
+    #[test]
+    fn garbage_bursts_come_before_a_share_of_transfers() {
+        let (mut host, dev) = memory_link(1 << 20);
+        let spec: FaultSpec = "garbage=0.25:16".parse().unwrap();
+        let mut link = LinkEmulation::new(dev, SimClock::new_virtual(), None, spec, 3);
+        let transfers = 400;
+        for i in 0..transfers {
+            let payload = [0xA0 | (i % 16) as u8; 8];
+            let mut off = 0;
+            while off < payload.len() {
+                off += link.write(&payload[off..]).unwrap();
+            }
+        }
+        link.flush().unwrap();
+        host.set_timeout(Duration::from_millis(1));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut host, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        let extra = got.len() - transfers * 8;
+        assert_eq!(extra % 16, 0, "whole bursts");
+        let bursts = extra / 16;
+        assert!(
+            (60..=140).contains(&bursts),
+            "{bursts} bursts in {transfers} transfers"
+        );
     }
 
     #[test]

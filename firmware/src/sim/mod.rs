@@ -48,4 +48,10 @@ pub trait BoardLink: Read + ReadReady + Write + WriteReady {
     fn has_staged_output(&self) -> bool {
         false
     }
+
+    /// Whether the link holds host bytes it has not passed on yet (link emulation: a
+    /// rate-limited link delivers them as the board clock moves).
+    fn has_staged_input(&self) -> bool {
+        false
+    }
 }

@@ -10,9 +10,13 @@
 //!   deadline, and a cell that misses it is reported as hung);
 //! - how many accepted transitions were checked bitwise against the device's record, and
 //!   any that do not match (must be none);
-//! - the metrics' totals (`rejected_frames`, `discarded_episodes`, `reconnects`) and how
+//! - the metrics' totals (`rejected_frames`, `discarded_episodes`, `reconnects`, and what
+//!   recovery did: `resend_requests`, `recovered_steps`, `cut_episodes`, `lost_steps`) and how
 //!   many episodes the device completed that the host neither accepted nor could still be
-//!   waiting for (each must be counted as discarded).
+//!   waiting for (each must be counted as discarded);
+//! - how many of the transitions the device produced (up to what the run needed) the
+//!   learner got, and how many it lost inside the episodes it kept (each must be counted in
+//!   `lost_steps`).
 //!
 //! `cargo run --release -p tether-hil-tests --example fault_matrix` prints the README table.
 
@@ -51,6 +55,15 @@ pub enum Fault {
     Drop(f64),
     /// Each byte is sent twice with this probability.
     Duplicate(f64),
+    /// Corruption, drops and duplicates, each at this rate.
+    AllThree(f64),
+    /// A burst of `len` random bytes before a share `probability` of the transfers.
+    Garbage {
+        /// Share of transfers (device reads and writes).
+        probability: f64,
+        /// Bytes per burst.
+        len: usize,
+    },
     /// The link moves no byte from board time `at_s` for `for_s` seconds (board time runs
     /// far faster than wall time while episodes run, so a long stall is needed to outlast
     /// the host's wall-clock timeouts).
@@ -81,6 +94,8 @@ impl Fault {
             Fault::Corrupt(_) => "corrupt",
             Fault::Drop(_) => "drop",
             Fault::Duplicate(_) => "dup",
+            Fault::AllThree(_) => "all three",
+            Fault::Garbage { .. } => "garbage",
             Fault::Stall { .. } => "stall",
             Fault::Reset { .. } => "reset",
             Fault::Disconnect { .. } => "disconnect",
@@ -91,7 +106,10 @@ impl Fault {
     pub fn rate(&self) -> String {
         match self {
             Fault::None => "-".into(),
-            Fault::Corrupt(p) | Fault::Drop(p) | Fault::Duplicate(p) => format!("{p:e}"),
+            Fault::Corrupt(p) | Fault::Drop(p) | Fault::Duplicate(p) | Fault::AllThree(p) => {
+                format!("{p:e}")
+            }
+            Fault::Garbage { probability, len } => format!("{len} B in {}%", probability * 100.0),
             Fault::Stall { at_s, for_s } => format!("{for_s}s@{at_s}s"),
             Fault::Reset { at_s } => format!("@{at_s}s"),
             Fault::Disconnect { after_bytes } => format!("{} cut(s)", after_bytes.len()),
@@ -105,6 +123,8 @@ impl Fault {
             Fault::Corrupt(p) => format!("corrupt={p}"),
             Fault::Drop(p) => format!("drop={p}"),
             Fault::Duplicate(p) => format!("dup={p}"),
+            Fault::AllThree(p) => format!("corrupt={p},drop={p},dup={p}"),
+            Fault::Garbage { probability, len } => format!("garbage={probability}:{len}"),
             Fault::Stall { at_s, for_s } => format!("stall={for_s}s@{at_s}s"),
             Fault::Reset { at_s } => format!("reset@{at_s}s"),
         };
@@ -125,6 +145,9 @@ pub struct CellConfig {
     pub seed: u64,
     /// The cell is reported as hung past this.
     pub deadline: Duration,
+    /// Requests for a lost stretch before its episode is cut (`None`: the default; 0:
+    /// cut at every gap without asking).
+    pub resend_attempts: Option<u32>,
 }
 
 impl CellConfig {
@@ -136,6 +159,7 @@ impl CellConfig {
             hidden: vec![16, 16],
             seed,
             deadline: Duration::from_secs(60),
+            resend_attempts: None,
         }
     }
 }
@@ -161,6 +185,19 @@ pub struct CellReport {
     pub episodes_discarded: u64,
     /// Sum of `reconnects` over metrics.jsonl.
     pub reconnects: u64,
+    /// Sum of `resend_requests` over metrics.jsonl.
+    pub resend_requests: u64,
+    /// Sum of `recovered_steps` over metrics.jsonl.
+    pub recovered_steps: u64,
+    /// Sum of `cut_episodes` over metrics.jsonl.
+    pub cut_episodes: u64,
+    /// Sum of `lost_steps` over metrics.jsonl.
+    pub lost_steps: u64,
+    /// Transitions the device produced up to what the run needed (from its wire tap).
+    pub produced: u64,
+    /// Of the accepted episodes, steps the device produced below a kept step that the host
+    /// did not get (each must be counted in `lost_steps`).
+    pub lost_inside_kept: u64,
     /// `mean_return` of the last iteration.
     pub final_return: f64,
     /// Accepted transitions checked against the device's record.
@@ -178,8 +215,18 @@ pub struct CellReport {
 }
 
 impl CellReport {
-    /// One row of the README table.
-    pub fn table_row(&self) -> String {
+    /// Share of the transitions the device produced (up to what the run needed) that the
+    /// learner got.
+    pub fn used_fraction(&self) -> f64 {
+        if self.produced == 0 {
+            return f64::NAN;
+        }
+        self.checked as f64 / self.produced as f64
+    }
+
+    /// One row of the README table; `clean_wall` is the clean run's wall time (for the
+    /// ratio column).
+    pub fn table_row(&self, clean_wall: Duration) -> String {
         let outcome = if self.hung {
             "HUNG".to_string()
         } else if self.finished {
@@ -191,21 +238,27 @@ impl CellReport {
             )
         };
         format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1} | {:.2} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
             self.fault,
             self.rate,
+            self.wall.as_secs_f64(),
+            self.wall.as_secs_f64() / clean_wall.as_secs_f64().max(1e-9),
+            100.0 * self.used_fraction(),
             self.frames_lost,
+            self.resend_requests,
+            self.recovered_steps,
+            self.cut_episodes,
+            self.lost_steps,
             self.episodes_discarded,
             self.reconnects,
             self.final_return,
-            self.checked,
             outcome
         )
     }
 
     /// The table's header.
     pub fn table_header() -> &'static str {
-        "| fault | rate | frames lost | episodes discarded | reconnects | final return | accepted transitions checked | outcome |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| fault | rate | wall s | × clean | transitions used | frames lost | resend requests | steps recovered | episodes cut | steps lost | episodes discarded | reconnects | final return | outcome |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     }
 }
 
@@ -346,6 +399,9 @@ fn run_config(config: &CellConfig, plant: &PlantDescription) -> RunConfig<TrpoCo
     };
     run_config.trpo.policy_hidden = config.hidden.clone();
     run_config.trpo.value_hidden = config.hidden.clone();
+    if let Some(attempts) = config.resend_attempts {
+        run_config.timeouts.resend_attempts = attempts;
+    }
     run_config
 }
 
@@ -397,6 +453,12 @@ impl CellReport {
             frames_lost: 0,
             episodes_discarded: 0,
             reconnects: 0,
+            resend_requests: 0,
+            recovered_steps: 0,
+            cut_episodes: 0,
+            lost_steps: 0,
+            produced: 0,
+            lost_inside_kept: 0,
             final_return: f64::NAN,
             checked: 0,
             mismatches: Vec::new(),
@@ -414,6 +476,10 @@ impl CellReport {
             self.frames_lost = metrics.iter().map(|m| m.rejected_frames).sum();
             self.episodes_discarded = metrics.iter().map(|m| m.discarded_episodes).sum();
             self.reconnects = metrics.iter().map(|m| m.reconnects).sum();
+            self.resend_requests = metrics.iter().map(|m| m.resend_requests).sum();
+            self.recovered_steps = metrics.iter().map(|m| m.recovered_steps).sum();
+            self.cut_episodes = metrics.iter().map(|m| m.cut_episodes).sum();
+            self.lost_steps = metrics.iter().map(|m| m.lost_steps).sum();
             self.final_return = metrics.last().map_or(f64::NAN, |m| m.mean_return);
         }
     }
@@ -431,5 +497,7 @@ impl CellReport {
             Err(bad) => self.mismatches = bad,
         }
         self.lost_episodes = record.lost_episodes(accepted);
+        self.produced = record.produced_needed(accepted);
+        self.lost_inside_kept = record.lost_inside_kept(accepted);
     }
 }

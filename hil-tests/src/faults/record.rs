@@ -74,7 +74,7 @@ impl DeviceRecord {
         for ep in accepted {
             for (step, transition) in ep.trajectory.records().iter().enumerate() {
                 let bits = record_bits(&transition);
-                let key = (ep.policy_version, ep.episode, step as u32);
+                let key = (ep.policy_version, ep.episode, ep.first_step + step as u32);
                 let known = self.steps.get(&key).is_some_and(|r| r.contains(&bits));
                 if known {
                     checked += 1;
@@ -108,6 +108,43 @@ impl DeviceRecord {
             .filter(|key| !got.contains(key))
             .filter(|(v, e)| highest.get(v).is_some_and(|h| e < h))
             .count()
+    }
+
+    /// Transitions the device produced that a run with nothing lost would have used: for
+    /// each policy version (one round, maybe collected more than once after a reconnect),
+    /// every step up to the last step the host accepted, in episode then step order.
+    pub fn produced_needed(&self, accepted: &[CollectedEpisode]) -> u64 {
+        let mut last: HashMap<u32, (u32, u32)> = HashMap::new();
+        for ep in accepted.iter().filter(|e| !e.is_empty()) {
+            let end = (ep.episode, ep.first_step + ep.len() as u32 - 1);
+            let slot = last.entry(ep.policy_version).or_insert(end);
+            *slot = (*slot).max(end);
+        }
+        self.steps
+            .keys()
+            .filter(|(v, e, s)| last.get(v).is_some_and(|&top| (*e, *s) <= top))
+            .count() as u64
+    }
+
+    /// Steps the host lost inside episodes it kept: produced, not accepted, and below a
+    /// step of the same episode that was accepted (so a gap the link left, which the
+    /// metrics must count as lost).
+    pub fn lost_inside_kept(&self, accepted: &[CollectedEpisode]) -> u64 {
+        let mut kept: HashMap<(u32, u32), (HashSet<u32>, u32)> = HashMap::new();
+        for ep in accepted.iter().filter(|e| !e.is_empty()) {
+            let slot = kept.entry((ep.policy_version, ep.episode)).or_default();
+            for i in 0..ep.len() as u32 {
+                slot.0.insert(ep.first_step + i);
+            }
+            slot.1 = slot.1.max(ep.first_step + ep.len() as u32 - 1);
+        }
+        self.steps
+            .keys()
+            .filter(|(v, e, s)| {
+                kept.get(&(*v, *e))
+                    .is_some_and(|(steps, top)| s < top && !steps.contains(s))
+            })
+            .count() as u64
     }
 }
 

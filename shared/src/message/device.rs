@@ -5,6 +5,7 @@ use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
 use super::TRANSITION_BATCH_VALUES;
+use super::recovery::StepRange;
 use crate::plant::{MAX_ACTION_DIM, MAX_OBS_DIM, PlantDescription};
 use crate::version::FirmwareVersion;
 
@@ -31,6 +32,23 @@ pub enum DeviceMessage {
     Heartbeat(Heartbeat),
     /// Free text for the user (never parsed by the host).
     Log(LogLine),
+    /// What the plant measures now, once per control period while observing.
+    Observation(Observation),
+    /// Answers a [`super::HostMessage::Resend`]: the device no longer holds (some of) what
+    /// it sent of this range, or the range was never sent; the host stops asking for it.
+    NotRetained(StepRange),
+}
+
+/// One observation sent while observing (see [`super::HostMessage::Observe`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Observation {
+    /// Microseconds since the device started (wraps after ~71 minutes).
+    pub uptime_us: u32,
+    /// The observation, in the plant's layout.
+    pub values: Vec<f32, MAX_OBS_DIM>,
+    /// Whether a test pulse was being applied during the period that led here.
+    pub pulsing: bool,
 }
 
 /// What the device tells the host in the handshake.
@@ -78,6 +96,17 @@ pub enum AckTopic {
     Run,
     /// The device is idle, the plant in its safe state.
     Stop,
+    /// The plant's parameters are set: `count` settings, in effect from the next episode.
+    /// In a [`Refusal`], `count` is the index of the first setting refused (0 when the
+    /// plant takes no parameters at all).
+    PlantParams {
+        /// Settings applied, or the index of the refused one.
+        count: u8,
+    },
+    /// The device observes (see [`super::HostMessage::Observe`]).
+    Observe,
+    /// The test pulse started.
+    Pulse,
 }
 
 /// A refused command and why.
@@ -116,6 +145,19 @@ pub enum RefusalReason {
     NoPolicy,
     /// The plant is in its safe state after a fault and refuses to run until reset.
     Faulted,
+    /// A plant parameter the device's plant does not have.
+    UnknownParam,
+    /// A plant parameter's value or range outside what the plant can take (a negative mass,
+    /// a latency beyond the device's buffer, a range with low > high, ...).
+    BadParam,
+    /// The plant takes no parameters: it is physical hardware (or a simulated rig started
+    /// with fixed parameters), whose physics is its own.
+    FixedPhysics,
+    /// A test pulse above a quarter of the plant's bound, longer than 0.5 s, of the wrong
+    /// dimension, or for a plant with discrete actions.
+    PulseOutOfBounds,
+    /// A test pulse while the device runs episodes (stop, then observe, first).
+    Busy,
 }
 
 /// Transitions of one episode, consecutive in step.
@@ -179,6 +221,12 @@ pub struct EpisodeEnd {
     pub rate_limited_steps: u32,
 }
 
+impl EpisodeEnd {
+    /// Worst-case frame length in bytes, terminator included, of an episode end.
+    pub const MAX_FRAME_LEN: usize =
+        crate::frame::max_frame_len(1 + <EpisodeEnd as MaxSize>::POSTCARD_MAX_SIZE);
+}
+
 /// What the device is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -189,6 +237,8 @@ pub enum DeviceState {
     Running,
     /// Plant in its safe state after a fault or watchdog expiry.
     SafeStop,
+    /// Streaming observations with the plant safe (bring-up), test pulses allowed.
+    Observing,
 }
 
 /// Periodic sign of life.

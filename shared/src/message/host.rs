@@ -4,7 +4,9 @@ use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
-use super::POLICY_CHUNK_VALUES;
+use super::recovery::{ReleaseMark, StepRange};
+use super::{POLICY_CHUNK_VALUES, PlantParams};
+use crate::plant::{ActionSpace, MAX_ACTION_DIM};
 use crate::policy::PolicySpec;
 
 /// Everything the host sends.
@@ -38,6 +40,84 @@ pub enum HostMessage {
         /// Increments with every heartbeat; echoed for round-trip measurements.
         sequence: u32,
     },
+    /// Sets a simulated plant's parameters and per-episode ranges (replacing every earlier
+    /// setting); they apply from the next episode on. A physical plant refuses it.
+    PlantParams(PlantParams),
+    /// Ends any run and starts observing: the plant stays in its safe state and the device
+    /// sends a [`super::DeviceMessage::Observation`] every control period until `Stop`,
+    /// `Hello` or `Run` (bring-up: `tether probe`). The watchdog stays on.
+    Observe,
+    /// While observing: applies a constant action for a bounded time, then the safe state
+    /// again (bring-up: which way does each angle move?).
+    Pulse(PulseCommand),
+    /// Cumulative acknowledgement of transition data: the device may forget what it keeps
+    /// for resending up to this mark.
+    Release(ReleaseMark),
+    /// Send again what was sent of this range (selective repeat); the device answers from
+    /// its retransmit ring or with [`super::DeviceMessage::NotRetained`].
+    Resend(StepRange),
+    /// Transition batches carry at most `values` f32 values from now on (whole records; at
+    /// least one record, at most [`super::TRANSITION_BATCH_VALUES`]): smaller frames survive
+    /// a noisy line more often.
+    BatchLimit {
+        /// Most f32 values per batch.
+        values: u16,
+    },
+}
+
+/// The longest test pulse a device accepts, µs.
+pub const MAX_PULSE_US: u32 = 500_000;
+
+/// A test pulse's action may be at most this fraction of the plant's bound in each
+/// dimension (of the larger of `|low|` and `|high|`).
+pub const MAX_PULSE_FRACTION: f32 = 0.25;
+
+/// A bounded test pulse (see [`HostMessage::Pulse`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PulseCommand {
+    /// The action held during the pulse, in the plant's units (volts for the rotary
+    /// pendulum); at most [`MAX_PULSE_FRACTION`] of its bound in each dimension.
+    pub action: Vec<f32, MAX_ACTION_DIM>,
+    /// How long, µs; at most [`MAX_PULSE_US`].
+    pub duration_us: u32,
+}
+
+impl PulseCommand {
+    /// Whether the device may apply this pulse to a plant with action space `space`: a
+    /// continuous space of the same dimension, every value finite and within
+    /// [`MAX_PULSE_FRACTION`] of its bound, and a duration of 1 µs to [`MAX_PULSE_US`].
+    pub fn check(&self, space: &ActionSpace) -> Result<(), PulseError> {
+        let ActionSpace::Continuous { low, high } = space else {
+            return Err(PulseError::Discrete);
+        };
+        if self.action.len() != low.len() {
+            return Err(PulseError::Dimension);
+        }
+        if self.duration_us == 0 || self.duration_us > MAX_PULSE_US {
+            return Err(PulseError::TooLong);
+        }
+        for ((&a, &lo), &hi) in self.action.iter().zip(low).zip(high) {
+            let bound = MAX_PULSE_FRACTION * lo.abs().max(hi.abs());
+            if !a.is_finite() || a.abs() > bound {
+                return Err(PulseError::TooStrong);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`PulseCommand`] cannot be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PulseError {
+    /// The plant's actions are discrete choices, not values to hold.
+    Discrete,
+    /// The action has another dimension than the plant's.
+    Dimension,
+    /// Longer than [`MAX_PULSE_US`], or zero.
+    TooLong,
+    /// Above [`MAX_PULSE_FRACTION`] of the plant's bound, or not finite.
+    TooStrong,
 }
 
 /// Announces a policy upload.
@@ -89,4 +169,49 @@ pub struct RunCommand {
     pub seed: u64,
     /// Sampling or deterministic actions.
     pub mode: RunMode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(bound: f32) -> ActionSpace {
+        ActionSpace::Continuous {
+            low: Vec::from_slice(&[-bound]).unwrap(),
+            high: Vec::from_slice(&[bound]).unwrap(),
+        }
+    }
+
+    fn pulse(volts: f32, duration_us: u32) -> PulseCommand {
+        PulseCommand {
+            action: Vec::from_slice(&[volts]).unwrap(),
+            duration_us,
+        }
+    }
+
+    #[test]
+    fn pulses_are_bounded_by_a_quarter_of_the_plant_and_half_a_second() {
+        let qube = space(6.0);
+        assert_eq!(pulse(1.5, 500_000).check(&qube), Ok(()));
+        assert_eq!(pulse(-1.5, 1).check(&qube), Ok(()));
+        assert_eq!(
+            pulse(1.51, 300_000).check(&qube),
+            Err(PulseError::TooStrong)
+        );
+        assert_eq!(
+            pulse(f32::NAN, 300_000).check(&qube),
+            Err(PulseError::TooStrong)
+        );
+        assert_eq!(pulse(1.0, 500_001).check(&qube), Err(PulseError::TooLong));
+        assert_eq!(pulse(1.0, 0).check(&qube), Err(PulseError::TooLong));
+        assert_eq!(
+            pulse(0.1, 1000).check(&ActionSpace::Discrete { n: 2 }),
+            Err(PulseError::Discrete)
+        );
+        let two_d = PulseCommand {
+            action: Vec::from_slice(&[0.1, 0.1]).unwrap(),
+            duration_us: 1000,
+        };
+        assert_eq!(two_d.check(&qube), Err(PulseError::Dimension));
+    }
 }

@@ -6,15 +6,22 @@
 
 mod device;
 mod host;
+mod plant_params;
 mod record;
+mod recovery;
 mod upload;
 
 pub use device::{
     AckTopic, DeviceInfo, DeviceMessage, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat,
-    LogLine, MAX_LOG_LEN, Refusal, RefusalReason, TransitionBatch,
+    LogLine, MAX_LOG_LEN, Observation, Refusal, RefusalReason, TransitionBatch,
 };
-pub use host::{HostMessage, PolicyBegin, PolicyChunk, RunCommand, RunMode};
+pub use host::{
+    HostMessage, MAX_PULSE_FRACTION, MAX_PULSE_US, PolicyBegin, PolicyChunk, PulseCommand,
+    PulseError, RunCommand, RunMode,
+};
+pub use plant_params::{MAX_PARAM_NAME, MAX_PARAM_SETTINGS, ParamRange, ParamSetting, PlantParams};
 pub use record::{RecordAction, RecordError, RecordLayout, TransitionRecord, TransitionRecords};
+pub use recovery::{ReleaseMark, StepRange, episode_before};
 pub use upload::{PolicyUpload, UploadStep, params_crc};
 
 /// f32 values carried by one policy upload chunk (960 bytes of payload).

@@ -291,6 +291,17 @@ impl TransitionBatch {
         self.values.len() + layout.width() <= TRANSITION_BATCH_VALUES
     }
 
+    /// Worst-case frame length in bytes, terminator included, of a batch carrying up to
+    /// `values` values: the message tag, three ids at their longest varints, the value
+    /// count and the values, then CRC and COBS.
+    pub const fn max_frame_len(values: usize) -> usize {
+        const TAG: usize = 1;
+        const IDS: usize = 3 * 5;
+        // Up to TRANSITION_BATCH_VALUES (< 2^14): two varint bytes.
+        const COUNT: usize = 2;
+        crate::frame::max_frame_len(TAG + IDS + COUNT + 4 * values)
+    }
+
     /// Appends `record` (the write helper): checks its parts' lengths against `layout` and
     /// the room left, writes nothing on error. Values are written as given: the device
     /// checks finiteness before it records a step.

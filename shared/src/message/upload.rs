@@ -2,7 +2,9 @@
 //! each with the acknowledgement that confirms it.
 //!
 //! `PolicyBegin` (version, spec, length, CRC) → `PolicyChunk`s at consecutive offsets, at
-//! most [`POLICY_CHUNK_VALUES`] values each → `PolicyCommit`. See `docs/PROTOCOL.md`.
+//! most [`POLICY_CHUNK_VALUES`] values each → `PolicyCommit`. See `docs/PROTOCOL.md`. The
+//! iterator gives the plain in-order sequence; a host on a lossy line picks chunks with
+//! [`PolicyUpload::chunk_of`] (any size, any order, again if lost).
 
 use heapless::Vec;
 
@@ -67,7 +69,18 @@ impl<'a> PolicyUpload<'a> {
         self.map(|step| step.message)
     }
 
-    fn begin(&self) -> UploadStep {
+    /// Number of parameter values uploaded.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Whether there is no value to upload.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// The begin message and its acknowledgement.
+    pub fn begin(&self) -> UploadStep {
         UploadStep {
             message: HostMessage::PolicyBegin(PolicyBegin {
                 version: self.version,
@@ -83,8 +96,15 @@ impl<'a> PolicyUpload<'a> {
 
     /// The chunk at `offset` (below `params.len()`) and the offset after it.
     fn chunk(&self, offset: usize) -> (UploadStep, usize) {
+        self.chunk_of(offset, POLICY_CHUNK_VALUES)
+    }
+
+    /// The chunk of up to `values` values (at most [`POLICY_CHUNK_VALUES`]) at `offset`,
+    /// and the offset after it. Chunks may be sent in any order and again: the device
+    /// acknowledges each with the offset after it.
+    pub fn chunk_of(&self, offset: usize, values: usize) -> (UploadStep, usize) {
         let end = offset
-            .saturating_add(POLICY_CHUNK_VALUES)
+            .saturating_add(values.min(POLICY_CHUNK_VALUES))
             .min(self.params.len());
         let values = self.params.get(offset..end).unwrap_or(&[]);
         // At most POLICY_CHUNK_VALUES values by construction: the copy always fits.
@@ -104,6 +124,20 @@ impl<'a> PolicyUpload<'a> {
     }
 }
 
+impl PolicyUpload<'_> {
+    /// The commit message and its acknowledgement.
+    pub fn commit(&self) -> UploadStep {
+        UploadStep {
+            message: HostMessage::PolicyCommit {
+                version: self.version,
+            },
+            ack: AckTopic::PolicyCommit {
+                version: self.version,
+            },
+        }
+    }
+}
+
 impl Iterator for PolicyUpload<'_> {
     type Item = UploadStep;
 
@@ -118,17 +152,7 @@ impl Iterator for PolicyUpload<'_> {
                 let (step, end) = self.chunk(offset);
                 (step, after_chunks(end, self.params.len()))
             }
-            Next::Commit => {
-                let step = UploadStep {
-                    message: HostMessage::PolicyCommit {
-                        version: self.version,
-                    },
-                    ack: AckTopic::PolicyCommit {
-                        version: self.version,
-                    },
-                };
-                (step, Next::Done)
-            }
+            Next::Commit => (self.commit(), Next::Done),
             Next::Done => return None,
         };
         self.next = next;

@@ -66,3 +66,37 @@ fn pendulum_transition_example() {
         [Ok(m)]
     );
 }
+
+#[test]
+fn plant_params_example() {
+    // Every episode draws the arm's mass from 0.9-1.1 times 0.1 kg; one period of latency.
+    let mut m = tether_shared::message::PlantParams::default();
+    for setting in [
+        tether_shared::message::ParamSetting::new(
+            "arm_mass",
+            Some(0.1),
+            Some(tether_shared::message::ParamRange {
+                low: 0.9,
+                high: 1.1,
+            }),
+        ),
+        tether_shared::message::ParamSetting::new("latency_steps", Some(1.0), None),
+    ] {
+        m.settings.push(setting.unwrap()).unwrap();
+    }
+    let m = HostMessage::PlantParams(m);
+    let frame = show(
+        "HostMessage::PlantParams (arm_mass 0.1 × [0.9, 1.1], latency 1)",
+        &m,
+    );
+    assert_eq!(
+        hex(&frame),
+        "29 07 02 08 61 72 6D 5F 6D 61 73 73 01 CD CC CC 3D 01 66 66 66 3F CD CC 8C 3F 0D 6C 61 \
+         74 65 6E 63 79 5F 73 74 65 70 73 01 01 03 80 3F 05 13 A2 94 11 00"
+    );
+    let mut d = FrameDecoder::<MAX_FRAME_LEN>::new();
+    assert_eq!(
+        decode_pieces::<HostMessage, MAX_FRAME_LEN>(&mut d, &[&frame]),
+        [Ok(m)]
+    );
+}

@@ -7,8 +7,9 @@ use postcard::experimental::max_size::MaxSize;
 use tether_shared::PolicySpec;
 use tether_shared::frame::{MAX_DEVICE_FRAME, MAX_FRAME_LEN, MAX_HOST_FRAME};
 use tether_shared::message::{
-    DeviceInfo, EpisodeEnd, EpisodeEndReason, LogLine, POLICY_CHUNK_VALUES, PolicyBegin,
-    PolicyChunk, RunCommand, RunMode, TRANSITION_BATCH_VALUES, TransitionBatch,
+    DeviceInfo, EpisodeEnd, EpisodeEndReason, LogLine, MAX_PARAM_NAME, MAX_PARAM_SETTINGS,
+    POLICY_CHUNK_VALUES, ParamRange, ParamSetting, PlantParams, PolicyBegin, PolicyChunk,
+    RunCommand, RunMode, TRANSITION_BATCH_VALUES, TransitionBatch,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_OBS_DIM, MAX_PLANT_NAME};
 use tether_shared::policy::{MAX_HIDDEN_LAYERS, SdeHead};
@@ -31,7 +32,15 @@ fn full<const N: usize>() -> Vec<f32, N> {
     Vec::from_slice(&[NO_ZERO; N]).unwrap()
 }
 
-fn worst_host() -> [HostMessage; 4] {
+fn worst_host() -> [HostMessage; 5] {
+    let setting = ParamSetting {
+        name: core::iter::repeat_n('\u{7f}', MAX_PARAM_NAME).collect(),
+        value: Some(NO_ZERO),
+        range: Some(ParamRange {
+            low: NO_ZERO,
+            high: NO_ZERO,
+        }),
+    };
     [
         HostMessage::PolicyChunk(PolicyChunk {
             version: u32::MAX,
@@ -62,6 +71,9 @@ fn worst_host() -> [HostMessage; 4] {
             mode: RunMode::Deterministic,
         }),
         HostMessage::Heartbeat { sequence: u32::MAX },
+        HostMessage::PlantParams(PlantParams {
+            settings: core::iter::repeat_n(setting, MAX_PARAM_SETTINGS).collect(),
+        }),
     ]
 }
 

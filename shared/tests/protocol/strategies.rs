@@ -5,8 +5,9 @@ use proptest::prelude::*;
 use tether_shared::frame::{self, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{
     AckTopic, DeviceInfo, DeviceState, EpisodeEnd, EpisodeEndReason, Heartbeat, LogLine,
-    MAX_LOG_LEN, PolicyBegin, PolicyChunk, Refusal, RefusalReason, RunCommand, RunMode,
-    TransitionBatch,
+    MAX_LOG_LEN, MAX_PARAM_NAME, MAX_PARAM_SETTINGS, Observation, ParamRange, ParamSetting,
+    PlantParams, PolicyBegin, PolicyChunk, PulseCommand, Refusal, RefusalReason, ReleaseMark,
+    RunCommand, RunMode, StepRange, TransitionBatch,
 };
 use tether_shared::plant::{MAX_PLANT_NAME, PlantDescription};
 use tether_shared::policy::SdeHead;
@@ -103,10 +104,27 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
         any::<u32>().prop_map(|version| AckTopic::PolicyCommit { version }),
         Just(AckTopic::Run),
         Just(AckTopic::Stop),
+        any::<u8>().prop_map(|count| AckTopic::PlantParams { count }),
+        Just(AckTopic::Observe),
+        Just(AckTopic::Pulse),
     ]
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 11] = [
+/// Any plant parameters: names of any UTF-8, any values (NaNs included), any ranges.
+pub fn plant_params() -> impl Strategy<Value = PlantParams> {
+    let range = (float(), float()).prop_map(|(low, high)| ParamRange { low, high });
+    let setting = (
+        text::<MAX_PARAM_NAME>(),
+        proptest::option::of(float()),
+        proptest::option::of(range),
+    )
+        .prop_map(|(name, value, range)| ParamSetting { name, value, range });
+    prop::collection::vec(setting, 0..=MAX_PARAM_SETTINGS).prop_map(|settings| PlantParams {
+        settings: Vec::from_slice(&settings).unwrap(),
+    })
+}
+
+pub const REFUSAL_REASONS: [RefusalReason; 16] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -118,6 +136,11 @@ pub const REFUSAL_REASONS: [RefusalReason; 11] = [
     RefusalReason::NonFinite,
     RefusalReason::NoPolicy,
     RefusalReason::Faulted,
+    RefusalReason::UnknownParam,
+    RefusalReason::BadParam,
+    RefusalReason::FixedPhysics,
+    RefusalReason::PulseOutOfBounds,
+    RefusalReason::Busy,
 ];
 
 const END_REASONS: [EpisodeEndReason; 5] = [
@@ -128,10 +151,11 @@ const END_REASONS: [EpisodeEndReason; 5] = [
     EpisodeEndReason::Fault,
 ];
 
-const STATES: [DeviceState; 3] = [
+const STATES: [DeviceState; 4] = [
     DeviceState::Idle,
     DeviceState::Running,
     DeviceState::SafeStop,
+    DeviceState::Observing,
 ];
 
 pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
@@ -219,6 +243,14 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
             })
         });
     let log = text::<MAX_LOG_LEN>().prop_map(|text| DeviceMessage::Log(LogLine { text }));
+    let observation =
+        (any::<u32>(), floats(), any::<bool>()).prop_map(|(uptime_us, values, pulsing)| {
+            DeviceMessage::Observation(Observation {
+                uptime_us,
+                values,
+                pulsing,
+            })
+        });
     prop_oneof![
         hello,
         ack_topic().prop_map(DeviceMessage::Ack),
@@ -227,7 +259,17 @@ pub fn device_message() -> impl Strategy<Value = DeviceMessage> {
         episode_end,
         heartbeat,
         log,
+        observation,
+        step_range().prop_map(DeviceMessage::NotRetained),
     ]
+}
+
+pub fn step_range() -> impl Strategy<Value = StepRange> {
+    any::<[u32; 3]>().prop_map(|[episode, from_step, to_step]| StepRange {
+        episode,
+        from_step,
+        to_step,
+    })
 }
 
 pub fn host_message() -> impl Strategy<Value = HostMessage> {
@@ -269,12 +311,24 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
         run,
         Just(HostMessage::Stop),
         any::<u32>().prop_map(|sequence| HostMessage::Heartbeat { sequence }),
+        plant_params().prop_map(HostMessage::PlantParams),
+        Just(HostMessage::Observe),
+        (floats(), any::<u32>()).prop_map(|(action, duration_us)| {
+            HostMessage::Pulse(PulseCommand {
+                action,
+                duration_us,
+            })
+        }),
+        any::<[u32; 2]>()
+            .prop_map(|[episode, step]| HostMessage::Release(ReleaseMark { episode, step })),
+        step_range().prop_map(HostMessage::Resend),
+        any::<u16>().prop_map(|values| HostMessage::BatchLimit { values }),
     ]
 }
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 7;
+pub const HOST_KINDS: usize = 13;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -284,11 +338,17 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Run(_) => 4,
         HostMessage::Stop => 5,
         HostMessage::Heartbeat { .. } => 6,
+        HostMessage::PlantParams(_) => 7,
+        HostMessage::Observe => 8,
+        HostMessage::Pulse(_) => 9,
+        HostMessage::Release(_) => 10,
+        HostMessage::Resend(_) => 11,
+        HostMessage::BatchLimit { .. } => 12,
     }
 }
 
 /// Number of [`DeviceMessage`] kinds (exhaustive, as [`host_kind`]).
-pub const DEVICE_KINDS: usize = 7;
+pub const DEVICE_KINDS: usize = 9;
 pub fn device_kind(m: &DeviceMessage) -> usize {
     match m {
         DeviceMessage::Hello(_) => 0,
@@ -298,6 +358,8 @@ pub fn device_kind(m: &DeviceMessage) -> usize {
         DeviceMessage::EpisodeEnd(_) => 4,
         DeviceMessage::Heartbeat(_) => 5,
         DeviceMessage::Log(_) => 6,
+        DeviceMessage::Observation(_) => 7,
+        DeviceMessage::NotRetained(_) => 8,
     }
 }
 

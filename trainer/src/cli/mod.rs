@@ -5,6 +5,7 @@ mod eval;
 mod export;
 mod plot;
 mod ports;
+mod probe;
 mod sim;
 mod train;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Sim(SimArgs),
     /// List serial ports with their USB identifiers.
     Ports,
+    /// Bring-up: handshake, plant description, live observations, optional test pulses.
+    Probe(ProbeArgs),
     /// Export a run's policy for flashing (bin, Rust, C) or for inference runtimes (ONNX).
     Export(ExportArgs),
     /// Continue an interrupted run from its checkpoint.
@@ -74,6 +77,11 @@ pub struct DeviceArgs {
     /// Fault injection on simulated links, e.g. "corrupt=0.001,drop=0.0005".
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// With --link qemu: the board image QEMU runs (default: the plant's image where
+    /// scripts/cross.sh writes it, target/firmware/qemu-mps2-an386/<plant>.elf in the
+    /// checkout holding the current directory).
+    #[arg(long, value_name = "ELF")]
+    pub firmware: Option<PathBuf>,
 }
 
 impl DeviceArgs {
@@ -104,6 +112,7 @@ impl DeviceArgs {
             let kind = match link {
                 LinkArg::Memory => "memory",
                 LinkArg::Pty => "pty",
+                LinkArg::Qemu => "qemu",
             };
             devices.insert("link".into(), kind.into());
         }
@@ -115,6 +124,12 @@ impl DeviceArgs {
         }
         if let Some(faults) = &self.faults {
             devices.insert("faults".into(), faults.as_str().into());
+        }
+        if let Some(firmware) = &self.firmware {
+            devices.insert(
+                "firmware".into(),
+                firmware.to_string_lossy().into_owned().into(),
+            );
         }
         let mut table = toml::Table::new();
         if !devices.is_empty() {
@@ -143,6 +158,9 @@ pub enum LinkArg {
     Memory,
     /// Pseudo-terminals, opened like real serial ports.
     Pty,
+    /// The firmware's Cortex-M board image in QEMU (qemu-system-arm), over its UART's
+    /// pseudo-terminal.
+    Qemu,
 }
 
 /// `tether train`.
@@ -163,6 +181,10 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<plant>-<timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Start from a trained policy: a run folder (policy, value function, normaliser with
+    /// its statistics) or a policy.bin (policy and normaliser, fresh value function).
+    #[arg(long, value_name = "RUN|POLICY")]
+    pub init: Option<PathBuf>,
 }
 
 /// `tether eval`.
@@ -183,14 +205,42 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// TOML file whose `[plant_params]` (and `plant`, unless --plant is given) set the
+    /// simulated plant; every other key of the file is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `tether probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The device (one): `--port`, `--tcp`, or a simulated `--plant` (one device by default).
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Seconds of live observations to print (the plant stays safe: move it by hand).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Apply a test pulse of this many volts (action units), +V then −V; at most a quarter
+    /// of the plant's bound.
+    #[arg(long, value_name = "VOLTS", allow_negative_numbers = true)]
+    pub pulse: Option<f64>,
+    /// Length of each test pulse, ms (at most 500).
+    #[arg(long, default_value_t = 300)]
+    pub pulse_ms: u32,
 }
 
 /// `tether sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Plant model: pendulum, cartpole or qube.
-    #[arg(long, default_value = crate::device::simulated::DEFAULT_SIM_PLANT)]
-    pub plant: String,
+    /// Plant model: pendulum, cartpole or qube (default: the config file's `plant`, else
+    /// pendulum).
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// TOML file whose `[plant_params]` and `[plant_randomize]` set the plant's physics (a
+    /// rig the trainer is not told about: the device then refuses the host's settings);
+    /// every other key but `plant` is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Run at the plant's real control rate instead of as fast as the host reads.
     #[arg(long)]
     pub realtime: bool,
@@ -203,6 +253,14 @@ pub struct SimArgs {
     /// Seed of the fault injector.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run the firmware's Cortex-M board image in QEMU instead of the host build (its UART
+    /// is the pseudo-terminal; no --baud or --faults).
+    #[arg(long, conflicts_with_all = ["baud", "faults"])]
+    pub qemu: bool,
+    /// With --qemu: the board image to run (default: the plant's image where
+    /// scripts/cross.sh writes it).
+    #[arg(long, value_name = "ELF", requires = "qemu")]
+    pub firmware: Option<PathBuf>,
 }
 
 /// `tether export`.
@@ -262,6 +320,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::eval(args),
         Command::Sim(args) => sim::sim(args),
         Command::Ports => ports::ports(),
+        Command::Probe(args) => probe::probe(args),
         Command::Export(args) => export::export(args),
         Command::Plot(args) => plot::plot(args),
     }
@@ -283,7 +342,8 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// A flag raised by the first Ctrl-C; a second Ctrl-C exits at once.
+/// A flag raised by the first Ctrl-C (or SIGTERM, SIGHUP); a second one exits at once. QEMU
+/// devices do not outlive that exit: they die with tether (see `device::qemu`).
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,11 +17,16 @@ use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
 use crate::training::fleet::{Fleet, FleetError, FleetSpec};
 use crate::training::preset::{GENERIC, Preset};
+use crate::training::warm_start::WarmStart;
 use crate::training::{Session, SessionOutcome};
 use crate::trpo::hyperparams::TrpoConfig;
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let request = TrainRequest::read(&args)?;
+    let warm = request.warm_start()?;
+    // Caught from here on: connecting devices (starting QEMU ones) takes seconds, and a
+    // Ctrl-C meanwhile must stop them, not kill tether on the spot.
+    let stop = interrupt_flag();
     let fleet = Fleet::connect(&request.fleet_spec()?).map_err(|e| match e {
         FleetError::PlantMismatch { .. } => anyhow!(
             "{e}; drop --plant (and `plant` from the config file) to train the plant the \
@@ -29,6 +35,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         other => anyhow::Error::new(other),
     });
     let fleet = fleet.context("cannot start training")?;
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("interrupted before training started; no run folder was made");
+        return Ok(ExitCode::from(130)); // dropping the fleet stops the devices
+    }
     let resolved = request.config_for(fleet.plant.name.as_str())?;
     if let Some(notice) = &resolved.notice {
         eprintln!("{notice}");
@@ -45,8 +55,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         describe_devices(&config),
         folder.root().display()
     );
+    if let Some(warm) = &warm {
+        eprintln!("starting from {}", warm.path().display());
+    }
     let root = folder.root().to_path_buf();
-    let session = match Session::start_with_fleet(folder, config, fleet) {
+    let session = match Session::start_warm(folder, config, fleet, warm.as_ref()) {
         Ok(session) => session,
         Err(e) => {
             // Leave no empty run folder behind a run that never started (remove_dir only
@@ -55,10 +68,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e).context("cannot start training"));
         }
     };
-    drive(session)
+    drive(session, &stop)
 }
 
 pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let stop = interrupt_flag();
     let folder = RunFolder::open(&args.dir)?;
     let session = Session::resume(folder, args.steps).context("cannot resume the run")?;
     eprintln!(
@@ -68,12 +82,11 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         session.progress().env_steps,
         session.config().total_steps
     );
-    drive(session)
+    drive(session, &stop)
 }
 
 /// Runs the session with a progress bar and prints the one-line summary.
-fn drive(mut session: Session) -> anyhow::Result<ExitCode> {
-    let stop = interrupt_flag();
+fn drive(mut session: Session, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
     let total = session.config().total_steps;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -82,7 +95,7 @@ fn drive(mut session: Session) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     bar.set_position(session.progress().env_steps);
-    let result = session.run(&stop, |m: &IterationMetrics| {
+    let result = session.run(stop, |m: &IterationMetrics| {
         bar.set_position(m.env_steps.min(total));
         bar.set_message(format!(
             "iter {}  return {:.1}  KL {:.4}{}{}{}",
@@ -133,7 +146,9 @@ fn print_summary(outcome: &SessionOutcome, folder: &Path) {
     for (device, why) in &outcome.lost_devices {
         eprintln!("lost device {device}: {why}");
     }
-    if !outcome.finished {
+    // A checkpoint is written at the end of every iteration: a run interrupted before
+    // its first one has nothing to resume.
+    if !outcome.finished && p.iteration > 0 {
         eprintln!("continue with: tether resume {}", folder.display());
     }
 }
@@ -147,6 +162,8 @@ pub struct TrainRequest {
     devices: DeviceArgs,
     steps: Option<u64>,
     seed: Option<u64>,
+    /// `--init`, which overrides the file's `init`.
+    init: Option<PathBuf>,
     /// Labels configuration errors: the file, or "command line".
     origin: PathBuf,
 }
@@ -175,6 +192,7 @@ impl TrainRequest {
             devices: args.devices.clone(),
             steps: args.steps,
             seed: args.seed,
+            init: args.init.clone(),
             origin: args
                 .config
                 .clone()
@@ -192,7 +210,19 @@ impl TrainRequest {
             &config.timeouts,
             config.seed,
             self.named_plant.as_deref(),
-        )?)
+        )?
+        .with_plant_params(config.plant_params_message(&self.origin)?))
+    }
+
+    /// The trained starting point (`--init`, else the file's `init`), read before any
+    /// device is touched; `None`: a fresh learner.
+    pub fn warm_start(&self) -> anyhow::Result<Option<WarmStart>> {
+        let provisional = self.config_for(self.named_plant.as_deref().unwrap_or(GENERIC))?;
+        Ok(provisional
+            .config
+            .init
+            .map(|path| WarmStart::load(Path::new(&path)))
+            .transpose()?)
     }
 
     /// The run's configuration for `plant`: the preset (the file's `preset`, else the
@@ -229,6 +259,9 @@ impl TrainRequest {
         if let Some(seed) = self.seed {
             config.seed = seed;
         }
+        if let Some(init) = &self.init {
+            config.init = Some(init.display().to_string());
+        }
         config.validate(&self.origin)?;
         Ok(ResolvedConfig { config, notice })
     }
@@ -248,10 +281,12 @@ fn generic_notice(plant: &str) -> String {
 fn describe_devices(config: &RunConfig<TrpoConfig>) -> String {
     let d = &config.devices;
     let mut parts = Vec::new();
-    if d.sim > 0 {
+    if d.sim > 0 && d.link == LinkKind::Qemu {
+        parts.push(format!("{} QEMU devices", d.sim));
+    } else if d.sim > 0 {
         let link = match d.link {
             LinkKind::Memory => "memory",
-            LinkKind::Pty => "pty",
+            LinkKind::Pty | LinkKind::Qemu => "pty",
         };
         parts.push(format!(
             "{} simulated ({link} link{})",

@@ -1,23 +1,42 @@
 //! The host's side of the conversation with one device.
+//!
+//! Every command waits for its acknowledgement for the retransmission timeout of the link
+//! ([`super::rtt`]: measured round trips, doubled on each resend) and is sent again until
+//! it is answered; commands are idempotent on the device, so a duplicate or a late
+//! acknowledgement is harmless. Policies go up through [`super::upload`].
 
 use std::time::{Duration, Instant};
 
-use tether_shared::message::{AckTopic, DeviceInfo, PolicyUpload, RunCommand};
+use tether_shared::message::{
+    AckTopic, DeviceInfo, PlantParams, PulseCommand, Refusal, RefusalReason, RunCommand,
+};
 use tether_shared::version::check_compatible;
 use tether_shared::{DeviceMessage, HostMessage, PROTOCOL_VERSION, PolicySpec};
 
 use tether_firmware::rate_limit::ActionRateLimit;
 
+use super::frame_sizing::LineErrors;
+use super::rtt::{RtoBounds, RttEstimator};
+use super::upload::upload_policy;
 use super::{DeviceError, DeviceLink};
+
+/// Sends of one command before the device is called unresponsive (each waits the
+/// retransmission timeout, doubled every time, within the ceiling).
+pub const COMMAND_ATTEMPTS: u32 = 8;
 
 /// Timeouts and retries for talking to a device.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// How long the handshake may take before the device is called silent.
     pub handshake_timeout: Duration,
-    /// How long to wait for each acknowledgement.
+    /// The acknowledgement timeout before the link's round-trip time is measured.
     pub ack_timeout: Duration,
-    /// How often a failed upload or command is tried before giving up.
+    /// The shortest retransmission timeout, however fast the link answers.
+    pub rto_floor: Duration,
+    /// The longest retransmission timeout, backoff included; also the longest a command is
+    /// retried before the device is called unresponsive.
+    pub rto_ceiling: Duration,
+    /// How often a failed upload is begun again before giving up.
     pub attempts: u32,
     /// Interval between host heartbeats while a device runs (keeps its watchdog fed).
     pub heartbeat_interval: Duration,
@@ -25,11 +44,25 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
+        let rto = RtoBounds::default();
         ClientConfig {
             handshake_timeout: Duration::from_secs(2),
-            ack_timeout: Duration::from_secs(1),
+            ack_timeout: rto.initial,
+            rto_floor: rto.floor,
+            rto_ceiling: rto.ceiling,
             attempts: 3,
             heartbeat_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The retransmission timeout's bounds.
+    pub fn rto_bounds(&self) -> RtoBounds {
+        RtoBounds {
+            floor: self.rto_floor,
+            ceiling: self.rto_ceiling,
+            initial: self.ack_timeout,
         }
     }
 }
@@ -41,25 +74,67 @@ pub struct DeviceClient {
     config: ClientConfig,
     heartbeat_sequence: u32,
     last_sent: Instant,
+    rtt: RttEstimator,
+    /// Chunks the device did not acknowledge, per byte sent: the host-to-device line's
+    /// damage, for the upload's chunk size.
+    uplink: LineErrors,
+    /// The plant parameters set on the device, sent again after every reconnect.
+    plant_params: Option<PlantParams>,
 }
 
 /// What a device's answer to a command was.
 enum Answer {
     Acked,
-    Refused(tether_shared::message::RefusalReason),
+    Refused(Refusal),
 }
 
 impl DeviceClient {
     /// Performs the handshake: checks the protocol version and the plant description.
     pub fn connect(mut link: DeviceLink, config: ClientConfig) -> Result<Self, DeviceError> {
-        let info = handshake(&mut link, &config)?;
+        let mut rtt = RttEstimator::new(config.rto_bounds());
+        let info = handshake(&mut link, &config, &mut rtt)?;
         Ok(DeviceClient {
             link,
             info,
             config,
             heartbeat_sequence: 0,
             last_sent: Instant::now(),
+            rtt,
+            uplink: LineErrors::new(),
+            plant_params: None,
         })
+    }
+
+    /// Sets the simulated plant's parameters and ranges (see [`PlantParams`]), from its next
+    /// episode on, and keeps them to set again after every reconnect. A device whose plant
+    /// takes no parameters (physical hardware) refuses: [`DeviceError::ParamsRefused`].
+    pub fn set_plant_params(&mut self, params: PlantParams) -> Result<(), DeviceError> {
+        self.send_plant_params(&params)?;
+        self.plant_params = Some(params);
+        Ok(())
+    }
+
+    fn send_plant_params(&mut self, params: &PlantParams) -> Result<(), DeviceError> {
+        let count = u8::try_from(params.settings.len()).unwrap_or(u8::MAX);
+        let message = HostMessage::PlantParams(params.clone());
+        let what = "plant parameters";
+        match self.exchange(&message, AckTopic::PlantParams { count }, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => {
+                let index = match refusal.topic {
+                    AckTopic::PlantParams { count } => usize::from(count),
+                    _ => 0,
+                };
+                Err(DeviceError::ParamsRefused {
+                    device: self.name().to_string(),
+                    setting: (refusal.reason != RefusalReason::FixedPhysics)
+                        .then(|| params.settings.get(index))
+                        .flatten()
+                        .map(|s| s.name.to_string()),
+                    reason: refusal.reason,
+                })
+            }
+        }
     }
 
     /// Handshakes again after a failure (a device that reset, went silent or dropped off):
@@ -68,7 +143,10 @@ impl DeviceClient {
     /// whatever policy it reports in [`DeviceClient::info`] (none after a reset).
     pub fn reconnect(&mut self) -> Result<(), DeviceError> {
         self.link.reopen()?;
-        let info = handshake(&mut self.link, &self.config)?;
+        // Another cable, another device perhaps: measure again.
+        self.rtt = RttEstimator::new(self.config.rto_bounds());
+        self.uplink = LineErrors::new();
+        let info = handshake(&mut self.link, &self.config, &mut self.rtt)?;
         if info.plant != self.info.plant {
             return Err(DeviceError::Incompatible {
                 device: self.name().to_string(),
@@ -80,6 +158,9 @@ impl DeviceClient {
         }
         self.info = info;
         self.last_sent = Instant::now();
+        if let Some(params) = self.plant_params.clone() {
+            self.send_plant_params(&params)?;
+        }
         Ok(())
     }
 
@@ -103,9 +184,35 @@ impl DeviceClient {
         &mut self.link
     }
 
+    /// The link's round-trip estimate.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// The link's round-trip estimate, to add samples (the rollout's resend requests).
+    pub fn rtt_mut(&mut self) -> &mut RttEstimator {
+        &mut self.rtt
+    }
+
+    /// The retransmission timeout for send number `attempt` (0: the first) of a request.
+    pub fn timeout(&self, attempt: u32) -> Duration {
+        self.rtt.timeout(attempt)
+    }
+
+    /// The host-to-device line's damage seen so far (chunks unacknowledged per byte).
+    pub fn uplink_errors(&mut self) -> &mut LineErrors {
+        &mut self.uplink
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// Uploads a policy and commits it; the device runs it from its next episode on.
-    /// A lost or corrupted frame makes the device refuse the rest; the whole upload is then
-    /// tried again, up to [`ClientConfig::attempts`] times.
+    /// Chunks go out a few at a time and only the unacknowledged ones are sent again,
+    /// smaller on a damaging line (see [`super::upload`]); a refused upload is begun again,
+    /// up to [`ClientConfig::attempts`] times.
     pub fn upload(
         &mut self,
         version: u32,
@@ -119,7 +226,7 @@ impl DeviceClient {
             })?;
         let mut last_error = None;
         for _ in 0..self.config.attempts.max(1) {
-            match self.try_upload(version, spec, params) {
+            match upload_policy(self, version, spec, params) {
                 Ok(()) => return Ok(()),
                 Err(e @ (DeviceError::NoAck { .. } | DeviceError::Refused { .. })) => {
                     tracing::warn!(device = %self.name(), "policy upload failed, retrying: {e}");
@@ -128,29 +235,23 @@ impl DeviceClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload")))
-    }
-
-    fn try_upload(
-        &mut self,
-        version: u32,
-        spec: &PolicySpec,
-        params: &[f32],
-    ) -> Result<(), DeviceError> {
-        for step in PolicyUpload::new(version, spec, params) {
-            let what = match step.message {
-                HostMessage::PolicyBegin(_) => "policy upload (begin)",
-                HostMessage::PolicyChunk(_) => "policy chunk",
-                _ => "policy commit",
-            };
-            self.command(&step.message, step.ack, what)?;
-        }
-        Ok(())
+        Err(last_error.unwrap_or_else(|| self.no_ack("policy upload", Duration::ZERO, 0)))
     }
 
     /// Starts a run of episodes.
     pub fn start(&mut self, run: RunCommand) -> Result<(), DeviceError> {
         self.command(&HostMessage::Run(run), AckTopic::Run, "run")
+    }
+
+    /// Puts the device in its observing mode (plant safe, an observation per control
+    /// period; `tether probe`).
+    pub fn observe(&mut self) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Observe, AckTopic::Observe, "observe")
+    }
+
+    /// Starts a bounded test pulse while observing.
+    pub fn pulse(&mut self, pulse: PulseCommand) -> Result<(), DeviceError> {
+        self.command(&HostMessage::Pulse(pulse), AckTopic::Pulse, "test pulse")
     }
 
     /// Stops the device (plant to its safe state), discarding whatever it still streams.
@@ -182,47 +283,72 @@ impl DeviceClient {
         Ok(())
     }
 
-    fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
+    /// Sends one message (it also feeds the device's watchdog).
+    pub fn send(&mut self, message: &HostMessage) -> Result<(), DeviceError> {
         self.last_sent = Instant::now();
         self.link.send(message)
     }
 
-    /// Sends `message` and waits for the acknowledgement `expected`, retrying on silence.
-    fn command(
+    /// Sends `message` and waits for the acknowledgement `expected`, sending it again each
+    /// time the (doubling) retransmission timeout passes, up to [`COMMAND_ATTEMPTS`] sends
+    /// or the ceiling's worth of waiting.
+    pub(super) fn command(
         &mut self,
         message: &HostMessage,
         expected: AckTopic,
         what: &str,
     ) -> Result<(), DeviceError> {
-        for _ in 0..self.config.attempts.max(1) {
-            self.send(message)?;
-            match self.await_answer(expected)? {
-                Some(Answer::Acked) => return Ok(()),
-                Some(Answer::Refused(reason)) => {
-                    return Err(DeviceError::Refused {
-                        device: self.name().to_string(),
-                        what: what.to_string(),
-                        reason,
-                    });
-                }
-                None => {}
-            }
-            // A chunk is resent as is: if the first copy was lost the device takes it now; if
-            // only its acknowledgement was lost, the device acknowledges the resent last chunk
-            // again (see `PolicyStore::chunk`).
+        match self.exchange(message, expected, what)? {
+            Answer::Acked => Ok(()),
+            Answer::Refused(refusal) => Err(DeviceError::Refused {
+                device: self.name().to_string(),
+                what: what.to_string(),
+                reason: refusal.reason,
+            }),
         }
-        Err(self.no_ack(what))
     }
 
-    fn await_answer(&mut self, expected: AckTopic) -> Result<Option<Answer>, DeviceError> {
-        let deadline = Instant::now() + self.config.ack_timeout;
+    /// Sends `message` until the device answers it (acknowledged as `expected`, or
+    /// refused), with the timeouts and limits of [`DeviceClient::command`].
+    fn exchange(
+        &mut self,
+        message: &HostMessage,
+        expected: AckTopic,
+        what: &str,
+    ) -> Result<Answer, DeviceError> {
+        let started = Instant::now();
+        let mut sends = 0;
+        for attempt in 0..COMMAND_ATTEMPTS {
+            sends += 1;
+            let sent = Instant::now();
+            self.send(message)?;
+            if let Some(answer) = self.await_answer(expected, self.rtt.timeout(attempt))? {
+                if attempt == 0 {
+                    // Karn: only an answer to a single send times the round trip.
+                    self.rtt.sample(sent.elapsed());
+                }
+                return Ok(answer);
+            }
+            if attempt > 0 && started.elapsed() >= self.config.rto_ceiling {
+                break;
+            }
+        }
+        Err(self.no_ack(what, started.elapsed(), sends))
+    }
+
+    fn await_answer(
+        &mut self,
+        expected: AckTopic,
+        timeout: Duration,
+    ) -> Result<Option<Answer>, DeviceError> {
+        let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.link.recv(left)? {
                 Some(DeviceMessage::Ack(topic)) if topic == expected => {
                     return Ok(Some(Answer::Acked));
                 }
                 Some(DeviceMessage::Refused(refusal)) if same_command(refusal.topic, expected) => {
-                    return Ok(Some(Answer::Refused(refusal.reason)));
+                    return Ok(Some(Answer::Refused(refusal)));
                 }
                 Some(DeviceMessage::Log(line)) => {
                     tracing::info!(device = %self.name(), "{}", line.text);
@@ -233,12 +359,14 @@ impl DeviceClient {
         Ok(None)
     }
 
-    fn no_ack(&self, what: &str) -> DeviceError {
+    /// The error for a command `what` nobody acknowledged after `waited` and `attempts`
+    /// sends.
+    pub(super) fn no_ack(&self, what: &str, waited: Duration, attempts: u32) -> DeviceError {
         DeviceError::NoAck {
             device: self.name().to_string(),
             what: what.to_string(),
-            waited: self.config.ack_timeout,
-            attempts: self.config.attempts,
+            waited,
+            attempts,
         }
     }
 }
@@ -250,13 +378,18 @@ fn same_command(refused: AckTopic, expected: AckTopic) -> bool {
 }
 
 /// Says `Hello` until the device answers (or the handshake timeout passes) and checks its
-/// protocol version and plant description.
-fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo, DeviceError> {
+/// protocol version and plant description. The answer times the round trip.
+fn handshake(
+    link: &mut DeviceLink,
+    config: &ClientConfig,
+    rtt: &mut RttEstimator,
+) -> Result<DeviceInfo, DeviceError> {
     let deadline = Instant::now() + config.handshake_timeout;
     // Say hello a few times: the first may land while the device is still booting or
     // while the decoder resynchronises on line noise.
     let per_try = config.handshake_timeout / 4;
     let info = loop {
+        let sent = Instant::now();
         link.send(&HostMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
         })?;
@@ -269,6 +402,9 @@ fn handshake(link: &mut DeviceLink, config: &ClientConfig) -> Result<DeviceInfo,
             }
         }
         if let Some(info) = found {
+            // An answer to an earlier `Hello` would have come long before this one was
+            // sent (each try waits a quarter of the handshake timeout): time the last.
+            rtt.sample(sent.elapsed());
             break info;
         }
         // A device on another protocol version may answer with a Hello this build cannot

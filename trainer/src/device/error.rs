@@ -102,6 +102,16 @@ pub enum DeviceError {
         /// The device's reason.
         reason: RefusalReason,
     },
+    /// The device refused the run's plant parameters.
+    #[error("{device} refused the plant parameters: {}", explain_params_refusal(*reason, setting.as_deref()))]
+    ParamsRefused {
+        /// The device.
+        device: String,
+        /// The setting it refused, when it named one.
+        setting: Option<String>,
+        /// The device's reason.
+        reason: RefusalReason,
+    },
     /// A command was not acknowledged in time.
     #[error("{device} did not acknowledge {what} within {:.1} s (after {attempts} attempts)", waited.as_secs_f64())]
     NoAck {
@@ -113,6 +123,17 @@ pub enum DeviceError {
         waited: Duration,
         /// Attempts made.
         attempts: u32,
+    },
+    /// The device keeps answering (heartbeats) but sends no transition data for longer
+    /// than an episode can take.
+    #[error(
+        "{device} sent no transition data for {:.1} s although it should be running episodes; it is stuck — reconnecting resets its session", waited.as_secs_f64()
+    )]
+    NoData {
+        /// The device.
+        device: String,
+        /// How long no data came.
+        waited: Duration,
     },
     /// The device left the run it was given (it reset, or its safety logic stopped it).
     #[error(
@@ -147,6 +168,24 @@ pub enum DeviceError {
     },
 }
 
+/// Why a device refuses plant parameters, and what to do about it.
+fn explain_params_refusal(reason: RefusalReason, setting: Option<&str>) -> String {
+    let setting = setting.map_or_else(|| "one of them".to_string(), |s| format!("`{s}`"));
+    match reason {
+        RefusalReason::FixedPhysics => "its plant's physics is its own (physical hardware, or a \
+             simulated rig started with fixed parameters); [plant_params] and [plant_randomize] \
+             apply to simulated devices only: remove them to train on this device"
+            .into(),
+        RefusalReason::UnknownParam => format!(
+            "its plant has no parameter {setting}; is its firmware from another tether release?"
+        ),
+        RefusalReason::BadParam => format!(
+            "{setting} is outside what its plant takes; is its firmware from another tether release?"
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 impl DeviceError {
     /// Whether a new handshake on the same address may cure it: the device went silent,
     /// reset, dropped off the bus or stopped acknowledging (as opposed to a refusal, an
@@ -155,6 +194,7 @@ impl DeviceError {
         matches!(
             self,
             DeviceError::Silent { .. }
+                | DeviceError::NoData { .. }
                 | DeviceError::NotRunning { .. }
                 | DeviceError::Disconnected { .. }
                 | DeviceError::NoAck { .. }

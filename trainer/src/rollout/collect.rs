@@ -1,18 +1,30 @@
 //! One collection round on one device: upload the policy if needed, run, receive until the
 //! step quota (or episode count) is met, stop.
+//!
+//! What the link loses is recovered while the round runs: a missing stretch of steps (a
+//! later step or episode arrived first) is asked for again from the device's retransmit
+//! ring ([`super::resend`]), received data is released so the device can forget it, and a
+//! stretch that cannot be had cuts its episode there ([`super::gap`]). Episodes are handed
+//! to the learner in id order, each once nothing more of it is awaited, so a round whose
+//! losses were all recovered gives the learner exactly what a clean link would have.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether_firmware::rate_limit::ActionRateLimit;
 
 use tether_shared::message::{
-    DeviceState, EpisodeEnd, RecordLayout, RunCommand, RunMode, TransitionBatch,
+    DeviceState, EpisodeEnd, RecordLayout, ReleaseMark, RunCommand, RunMode, StepRange,
+    TRANSITION_BATCH_VALUES, TransitionBatch, episode_before,
 };
-use tether_shared::{DeviceMessage, PolicySpec};
+use tether_shared::{DeviceMessage, HostMessage, PlantDescription, PolicySpec};
 
 use super::crosscheck::log_probs_agree;
-use super::episode::{CollectedEpisode, EpisodeAssembler, Fed, Rejection};
+use super::episode::{CollectedEpisode, EpisodeAssembler, Fed, Finished, Rejection};
+use super::resend::ResendTracker;
+use crate::device::frame_sizing::LineErrors;
 use crate::device::{DeviceClient, DeviceError};
+use crate::run::config::TimeoutsConfig;
 
 /// What a worker is asked to collect.
 #[derive(Clone, Debug)]
@@ -35,9 +47,45 @@ pub struct CollectRequest {
     pub episodes: Option<u32>,
     /// Give up on a device silent for this long.
     pub silence_timeout: Duration,
+    /// How lost data is recovered.
+    pub recovery: Recovery,
 }
 
-/// Counts of samples refused during a round, by rule.
+/// How a round recovers what the link loses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recovery {
+    /// Requests for one lost stretch before its episode is cut there (0: cut at once).
+    pub resend_attempts: u32,
+    /// A device that sends no transition data for this long (heartbeats or not) is
+    /// stalled: the round fails and the device is reconnected.
+    pub data_timeout: Duration,
+}
+
+impl Default for Recovery {
+    /// The default `[timeouts]` resend attempts, and a minute without data.
+    fn default() -> Self {
+        Recovery {
+            resend_attempts: TimeoutsConfig::default().resend_attempts,
+            data_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Recovery {
+    /// The recovery the `[timeouts]` table configures for devices of `plant`: the data
+    /// timeout is the longest an episode can take in real time plus the silence timeout.
+    pub fn for_plant(timeouts: &TimeoutsConfig, plant: &PlantDescription) -> Self {
+        let episode_s = f64::from(plant.episode_steps) * plant.control_period_us() as f64 * 1e-6;
+        Recovery {
+            resend_attempts: timeouts.resend_attempts,
+            data_timeout: Duration::from_secs_f64(
+                (episode_s + timeouts.silence_s).clamp(0.01, 1e6),
+            ),
+        }
+    }
+}
+
+/// Counts of samples refused or lost during a round, by rule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RejectionCounts {
     /// Frames the decoder threw away (CRC, overflow, undecodable).
@@ -59,13 +107,26 @@ pub struct RejectionCounts {
     /// ...because the round they belonged to failed (device reset, link lost, device
     /// dropped).
     ///
-    /// Not serialized (like `reconnects`): the checkpoint's postcard layout of these counts
-    /// stays that of format version 1; `metrics.jsonl` keeps both per iteration.
+    /// Not serialized (like the counts below): the checkpoint's postcard layout of these
+    /// counts stays that of format version 1; `metrics.jsonl` keeps them per iteration.
     #[serde(skip)]
     pub interrupted: u64,
     /// Times the device was re-handshaken (and the round restarted) after a failure.
     #[serde(skip)]
     pub reconnects: u64,
+    /// Stretches of lost steps the host asked the device to send again.
+    #[serde(skip)]
+    pub resend_requests: u64,
+    /// Steps that arrived only because they were asked for again (salvaged).
+    #[serde(skip)]
+    pub recovered_steps: u64,
+    /// Episodes cut into segments at a gap that could not be recovered.
+    #[serde(skip)]
+    pub cut_episodes: u64,
+    /// Steps of kept episodes the learner did not get: the unrecovered gaps, and the step
+    /// before each (it has no next observation to bootstrap from).
+    #[serde(skip)]
+    pub lost_steps: u64,
 }
 
 impl RejectionCounts {
@@ -93,13 +154,17 @@ impl RejectionCounts {
         self.log_prob_mismatch += other.log_prob_mismatch;
         self.interrupted += other.interrupted;
         self.reconnects += other.reconnects;
+        self.resend_requests += other.resend_requests;
+        self.recovered_steps += other.recovered_steps;
+        self.cut_episodes += other.cut_episodes;
+        self.lost_steps += other.lost_steps;
     }
 }
 
 /// What one device delivered in a round.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceRollout {
-    /// Accepted episodes in the order the device ran them.
+    /// Accepted episodes (and segments of cut ones) in the order the device ran them.
     pub episodes: Vec<CollectedEpisode>,
     /// What was refused.
     pub rejections: RejectionCounts,
@@ -119,9 +184,13 @@ impl DeviceRollout {
 /// unreliable to deliver a whole episode, and waiting longer would never meet the quota.
 pub const MAX_DISCARDS_IN_A_ROW: u32 = 50;
 
-/// Most episodes counted as lost for one jump in episode ids (ids are CRC-protected, so a
-/// jump is real; the bound only keeps a pathological device from stalling the count loop).
-const MAX_COUNTED_GAP: u32 = 1 << 16;
+/// Episodes awaiting data at once, at most; a device further ahead makes the host settle
+/// the oldest with what it has (bounds the host's state whatever the device sends).
+pub const MAX_OPEN_EPISODES: usize = 64;
+
+/// The device's batch size is changed only when the recommendation moves by more than
+/// this fraction of it (the error-rate estimate wanders a little with every frame).
+const BATCH_LIMIT_HYSTERESIS: f64 = 0.2;
 
 /// Runs one collection round on `client`.
 pub fn collect(
@@ -174,17 +243,20 @@ fn run_round(
         episodes_wanted: request.episodes,
         kept: 0,
         episodes_ended: 0,
-        current: None,
+        open: VecDeque::new(),
+        next_episode: request.first_episode,
         discarded_in_a_row: 0,
+        tracker: ResendTracker::new(request.recovery.resend_attempts),
         output,
         uploaded: (request.mode == RunMode::Explore).then_some(UploadedPolicy {
             spec: &request.spec,
             params: &request.params,
         }),
     };
-    round.current = Some(round.assembler(request.first_episode));
 
-    if let Err(e) = receive(client, &mut round, request) {
+    let result = receive(client, &mut round, request);
+    round.output.rejections.resend_requests += round.tracker.requests();
+    if let Err(e) = result {
         round.interrupt();
         return Err(e);
     }
@@ -194,24 +266,60 @@ fn run_round(
     Ok(())
 }
 
+/// The link-level bookkeeping of a round's receive loop: when the device was last heard,
+/// what was released, which batch size it was told.
+struct LinkState {
+    last_frame: Instant,
+    last_data: Instant,
+    /// Tail probes (with the release mark repeated) sent since data last arrived, and when
+    /// the next is due.
+    probes: u32,
+    next_probe: Instant,
+    released: Option<ReleaseMark>,
+    batch_limit: usize,
+}
+
+impl LinkState {
+    fn data_arrived(&mut self, now: Instant, client: &DeviceClient) {
+        self.last_data = now;
+        self.probes = 0;
+        self.next_probe = now + client.timeout(0);
+    }
+}
+
 /// Receives until the round is done.
 fn receive(
     client: &mut DeviceClient,
     round: &mut Round<'_>,
     request: &CollectRequest,
 ) -> Result<(), DeviceError> {
-    let mut last_heard = Instant::now();
+    let now = Instant::now();
+    let mut link = LinkState {
+        last_frame: now,
+        last_data: now,
+        probes: 0,
+        next_probe: now + client.timeout(0),
+        released: None,
+        batch_limit: TRANSITION_BATCH_VALUES,
+    };
     while !round.done() {
-        match client.next_message(request.silence_timeout)? {
+        let wait = client.timeout(0).min(request.silence_timeout);
+        let message = client.next_message(wait)?;
+        let now = Instant::now();
+        if message.is_some() {
+            link.last_frame = now;
+        }
+        match message {
             Some(DeviceMessage::Transitions(batch)) => {
-                last_heard = Instant::now();
-                round.on_batch(&batch);
+                link.data_arrived(now, client);
+                round.on_batch(&batch, client, now);
             }
             Some(DeviceMessage::EpisodeEnd(end)) => {
-                last_heard = Instant::now();
+                link.data_arrived(now, client);
                 round.on_end(&end);
             }
-            Some(DeviceMessage::Heartbeat(beat)) if beat.state != DeviceState::Running => {
+            Some(DeviceMessage::NotRetained(range)) => round.on_not_retained(&range),
+            Some(DeviceMessage::Heartbeat(beat)) if left_the_run(beat.state, request) => {
                 // The device left the run (it reset, or faulted into its safe state): it
                 // sends nothing more until it is told again, so waiting is pointless.
                 return Err(DeviceError::NotRunning {
@@ -219,25 +327,98 @@ fn receive(
                     state: beat.state,
                 });
             }
-            Some(_) => last_heard = Instant::now(),
-            None => {
-                if last_heard.elapsed() >= request.silence_timeout {
-                    return Err(DeviceError::Silent {
-                        device: client.name().to_string(),
-                        waited: request.silence_timeout,
-                    });
-                }
-            }
+            _ => {}
         }
-        if round.discarded_in_a_row >= MAX_DISCARDS_IN_A_ROW {
-            // Leave the plant safe; the link is the problem, not the device.
-            let _ = client.stop();
-            return Err(DeviceError::Unreliable {
-                device: client.name().to_string(),
-                discarded: round.discarded_in_a_row,
-                rejected_frames: client.link().rejected_frames(),
-            });
+        round.advance();
+        if round.done() {
+            break;
         }
+        keep_the_link_going(client, round, &mut link, now)?;
+        check_timeouts(client, round, &link, request, now)?;
+    }
+    Ok(())
+}
+
+/// Whether a heartbeat's state means the device stopped running the round: any state but
+/// running, except idle after a run of a fixed number of episodes (it finished; the host
+/// may still be recovering what the link lost of it).
+fn left_the_run(state: DeviceState, request: &CollectRequest) -> bool {
+    match state {
+        DeviceState::Running => false,
+        DeviceState::Idle => request.episodes.is_none(),
+        DeviceState::SafeStop | DeviceState::Observing => true,
+    }
+}
+
+/// Sends what the round needs of the device now: requests for lost stretches, the release
+/// mark, the batch size the line calls for, and — when no data came for a timeout — a probe
+/// for the tail of the newest episode (its last frames may all have been lost).
+fn keep_the_link_going(
+    client: &mut DeviceClient,
+    round: &mut Round<'_>,
+    link: &mut LinkState,
+    now: Instant,
+) -> Result<(), DeviceError> {
+    for range in round.requests_due(client, now) {
+        client.send(&HostMessage::Resend(range))?;
+    }
+    let probe_due = now >= link.next_probe;
+    let mark = round.release_mark();
+    if link.released != Some(mark) || probe_due {
+        client.send(&HostMessage::Release(mark))?;
+        link.released = Some(mark);
+    }
+    if probe_due {
+        client.send(&HostMessage::Resend(round.tail_probe()))?;
+        link.probes += 1;
+        link.next_probe = now + client.timeout(link.probes);
+    }
+    let mut downlink = LineErrors::new();
+    downlink.set_totals(
+        client.link().bytes_received(),
+        client.link().rejected_frames(),
+    );
+    let width = round.layout.width().max(1);
+    let best = downlink.best_values(width, TRANSITION_BATCH_VALUES) / width * width;
+    let change = (best as f64 - link.batch_limit as f64).abs() / link.batch_limit as f64;
+    if change > BATCH_LIMIT_HYSTERESIS {
+        client.send(&HostMessage::BatchLimit {
+            values: best as u16,
+        })?;
+        link.batch_limit = best;
+    }
+    Ok(())
+}
+
+/// The round fails on a silent device, a device that sends no data, and a link that spoils
+/// episode after episode.
+fn check_timeouts(
+    client: &mut DeviceClient,
+    round: &Round<'_>,
+    link: &LinkState,
+    request: &CollectRequest,
+    now: Instant,
+) -> Result<(), DeviceError> {
+    if now.duration_since(link.last_frame) >= request.silence_timeout {
+        return Err(DeviceError::Silent {
+            device: client.name().to_string(),
+            waited: request.silence_timeout,
+        });
+    }
+    if now.duration_since(link.last_data) >= request.recovery.data_timeout {
+        return Err(DeviceError::NoData {
+            device: client.name().to_string(),
+            waited: request.recovery.data_timeout,
+        });
+    }
+    if round.discarded_in_a_row >= MAX_DISCARDS_IN_A_ROW {
+        // Leave the plant safe; the link is the problem, not the device.
+        let _ = client.stop();
+        return Err(DeviceError::Unreliable {
+            device: client.name().to_string(),
+            discarded: round.discarded_in_a_row,
+            rejected_frames: client.link().rejected_frames(),
+        });
     }
     Ok(())
 }
@@ -258,9 +439,13 @@ struct Round<'a> {
     episodes_wanted: Option<u32>,
     kept: usize,
     episodes_ended: u32,
-    current: Option<EpisodeAssembler>,
+    /// Episodes awaiting data, consecutive ids from `next_episode` on.
+    open: VecDeque<EpisodeAssembler>,
+    /// Id of the oldest episode not handed on yet.
+    next_episode: u32,
     /// Episodes discarded since the last accepted one.
     discarded_in_a_row: u32,
+    tracker: ResendTracker,
     output: &'a mut DeviceRollout,
     /// Policy to cross-check the device's log-probabilities against (exploring rounds only:
     /// deterministic actions carry no log-probability).
@@ -268,10 +453,6 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    fn assembler(&self, episode: u32) -> EpisodeAssembler {
-        EpisodeAssembler::new(self.layout, self.version, episode)
-    }
-
     fn done(&self) -> bool {
         self.kept >= self.quota
             || self
@@ -279,78 +460,183 @@ impl Round<'_> {
                 .is_some_and(|n| self.episodes_ended >= n)
     }
 
-    fn on_batch(&mut self, batch: &TransitionBatch) {
-        let Some(current) = self.current.as_mut() else {
-            return;
+    /// The assembler of `episode`, opening it (and those before it) if needed; `None` for
+    /// an episode handed on already.
+    fn assembler(&mut self, episode: u32) -> Option<&mut EpisodeAssembler> {
+        if episode_before(episode, self.next_episode) {
+            return None;
+        }
+        let mut offset = episode.wrapping_sub(self.next_episode) as usize;
+        while offset >= MAX_OPEN_EPISODES {
+            // Far ahead: the oldest is settled with what it has.
+            self.settle_front();
+            offset = episode.wrapping_sub(self.next_episode) as usize;
+        }
+        while self.open.len() <= offset {
+            let id = self.next_episode.wrapping_add(self.open.len() as u32);
+            self.open
+                .push_back(EpisodeAssembler::new(self.layout, self.version, id));
+        }
+        self.open.get_mut(offset)
+    }
+
+    fn on_batch(&mut self, batch: &TransitionBatch, client: &mut DeviceClient, now: Instant) {
+        if let Some(rtt) = self.tracker.answered(batch.episode, batch.first_step, now) {
+            client.rtt_mut().sample(rtt);
+        }
+        let Some(assembler) = self.assembler(batch.episode) else {
+            return; // a straggler from an episode already handed on
         };
-        if batch.episode < current.episode() {
-            return; // a straggler from an episode already closed
-        }
-        if batch.episode > current.episode() {
-            // The end of the current episode (and maybe whole episodes) went missing: each
-            // one is counted.
-            let lost = batch.episode - current.episode();
-            for _ in 0..lost.min(MAX_COUNTED_GAP) {
-                self.reject(Rejection::Inconsistent);
-            }
-            self.current = Some(self.assembler(batch.episode));
-        }
-        let Some(current) = self.current.as_mut() else {
-            return;
-        };
-        if let Fed::Spoiled(_) = current.feed(batch, usize::MAX) {
-            return;
-        }
-        // Past the quota: the record at index `room` supplies the bootstrap observation.
-        let room = self.quota - self.kept;
-        if current.spoiled().is_none()
-            && current.len() > room
-            && let Some(assembler) = self.current.take()
-        {
-            let episode = assembler.episode();
-            match assembler.cut(room) {
-                Ok(cut) => self.accept(cut),
-                Err(rejection) => self.reject(rejection),
-            }
-            self.current = Some(self.assembler(episode + 1));
+        if let Fed::Appended { filled, .. } = assembler.feed(batch) {
+            self.output.rejections.recovered_steps += filled as u64;
         }
     }
 
     fn on_end(&mut self, end: &EpisodeEnd) {
-        let Some(current) = self.current.take() else {
-            return;
-        };
-        if end.episode < current.episode() {
-            self.current = Some(current);
-            return;
+        if let Some(assembler) = self.assembler(end.episode) {
+            // A refused end spoils its episode; it is counted when handed on.
+            let _ = assembler.set_end(end);
         }
-        if end.episode > current.episode() {
-            // Nothing of this episode arrived, nor the ends of those before it back to the
-            // current one: all of them are lost.
-            let lost = (end.episode - current.episode()).saturating_add(1);
-            self.episodes_ended = self.episodes_ended.saturating_add(lost);
-            for _ in 0..lost.min(MAX_COUNTED_GAP) {
-                self.reject(Rejection::Inconsistent);
-            }
-        } else {
-            self.episodes_ended += 1;
-            match current.finish(end) {
-                Ok(episode) => self.accept(episode),
-                Err(rejection) => self.reject(rejection),
-            }
-        }
-        self.current = Some(self.assembler(end.episode + 1));
     }
 
-    /// The round failed: the episode in progress (if anything of it arrived) is lost.
+    fn on_not_retained(&mut self, range: &StepRange) {
+        if let Some(assembler) = self.assembler(range.episode) {
+            assembler.give_up(range.from_step, range.to_step);
+        }
+    }
+
+    /// Hands on every settled episode at the front, and cuts at the step quota as soon as
+    /// the front episode's first steps reach it.
+    fn advance(&mut self) {
+        while !self.done() {
+            let room = self.quota - self.kept;
+            let Some(front) = self.open.front() else {
+                return;
+            };
+            if front.spoiled().is_none() && front.prefix() as usize > room {
+                match front.cut_at(room) {
+                    Ok(cut) => self.accept(cut),
+                    Err(rejection) => self.reject(rejection),
+                }
+                return;
+            }
+            let ended = self.open.len() > 1;
+            if !front.is_settled(ended) {
+                return;
+            }
+            self.settle_front();
+        }
+    }
+
+    /// Hands on the front episode with what it has (giving up whatever is missing).
+    fn settle_front(&mut self) {
+        let Some(mut front) = self.open.pop_front() else {
+            return;
+        };
+        self.next_episode = self.next_episode.wrapping_add(1);
+        for range in front.missing(true) {
+            front.give_up(range.from_step, range.to_step);
+        }
+        self.episodes_ended = self.episodes_ended.saturating_add(1);
+        if front.is_empty() && !front.has_end() && front.spoiled().is_none() {
+            // Nothing of it ever came.
+            self.reject(Rejection::Inconsistent);
+            return;
+        }
+        match front.finish() {
+            Ok(finished) => self.accept_finished(finished),
+            Err(rejection) => self.reject(rejection),
+        }
+    }
+
+    fn accept_finished(&mut self, finished: Finished) {
+        let Finished {
+            segments,
+            lost_steps,
+            cut,
+        } = finished;
+        if cut {
+            self.output.rejections.cut_episodes += 1;
+            self.output.rejections.lost_steps += lost_steps;
+        }
+        for segment in segments {
+            if self.kept >= self.quota {
+                return; // past the step quota: not lost, just not needed
+            }
+            let room = self.quota - self.kept;
+            match segment.len() > room {
+                true => match cut_segment(segment, room) {
+                    Some(cut) => self.accept(cut),
+                    None => self.reject(Rejection::Inconsistent),
+                },
+                false => self.accept(segment),
+            }
+        }
+    }
+
+    /// The stretches to ask the device for now, and those given up.
+    fn requests_due(&mut self, client: &DeviceClient, now: Instant) -> Vec<StepRange> {
+        let newest = self.open.len().saturating_sub(1);
+        let missing: Vec<StepRange> = self
+            .open
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.missing(i < newest))
+            .collect();
+        let due = self
+            .tracker
+            .due(&missing, now, |sends| client.timeout(sends));
+        for range in &due.give_up {
+            if let Some(assembler) = self.assembler(range.episode) {
+                assembler.give_up(range.from_step, range.to_step);
+            }
+        }
+        due.send
+    }
+
+    /// The host holds (or gave up) everything before this: every settled open episode,
+    /// then the settled first steps of the oldest one that is not.
+    fn release_mark(&self) -> ReleaseMark {
+        let last = self.open.len().saturating_sub(1);
+        for (i, episode) in self.open.iter().enumerate() {
+            if episode.is_settled(i < last) {
+                continue;
+            }
+            if let Some(step) = episode.settled_prefix() {
+                return ReleaseMark {
+                    episode: episode.episode(),
+                    step,
+                };
+            }
+        }
+        ReleaseMark {
+            episode: self.next_episode.wrapping_add(self.open.len() as u32),
+            step: 0,
+        }
+    }
+
+    /// A request for what may follow the last thing received (all of the last frames may
+    /// have been lost): the rest of the newest episode, or the episode after it.
+    fn tail_probe(&self) -> StepRange {
+        let (episode, from_step) = match self.open.back() {
+            Some(newest) if !newest.has_end() => (newest.episode(), newest.end_step()),
+            Some(newest) => (newest.episode().wrapping_add(1), 0),
+            None => (self.next_episode, 0),
+        };
+        StepRange {
+            episode,
+            from_step,
+            to_step: StepRange::TO_END,
+        }
+    }
+
+    /// The round failed: each episode in progress with data is lost.
     fn interrupt(&mut self) {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| !c.is_empty() || c.spoiled().is_some())
-        {
-            self.output.rejections.discarded_episodes += 1;
-            self.output.rejections.interrupted += 1;
+        for episode in &self.open {
+            if !episode.is_empty() || episode.spoiled().is_some() {
+                self.output.rejections.discarded_episodes += 1;
+                self.output.rejections.interrupted += 1;
+            }
         }
     }
 
@@ -370,6 +656,19 @@ impl Round<'_> {
         self.kept += episode.len();
         self.output.episodes.push(episode);
     }
+}
+
+/// `segment` cut after `keep` steps, bootstrapping from observation `keep`; `None` when it
+/// is not longer than that.
+fn cut_segment(mut segment: CollectedEpisode, keep: usize) -> Option<CollectedEpisode> {
+    let bootstrap = segment.trajectory.records().get(keep)?.observation.to_vec();
+    segment.trajectory.truncate(keep);
+    segment.trajectory.end_truncated(&bootstrap).ok()?;
+    segment.complete_return = None;
+    segment.episode_length = None;
+    segment.worst_step_us = 0;
+    segment.missed_deadlines = 0;
+    Some(segment)
 }
 
 #[cfg(test)]
@@ -420,6 +719,7 @@ mod tests {
             steps,
             episodes,
             silence_timeout: Duration::from_secs(2),
+            recovery: Recovery::default(),
         }
     }
 

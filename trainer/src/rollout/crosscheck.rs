@@ -1,13 +1,15 @@
 //! The host's cross-check of the device's log-probabilities.
 //!
 //! The device reports the log-probability of every action it sampled. The host recomputes
-//! it with the same shared f32 forward pass over the parameters it uploaded: a mismatch
-//! means the device ran something else than what was sent (corrupted parameters, a stale
-//! buffer) and the episode must not be learned from.
+//! it from the parameters it uploaded, with the forward pass the device runs (the firmware's
+//! tiled layout and kernels, bit for bit the shared `PolicyView::forward`, at a third of its
+//! cost): a mismatch means the device ran something else than what was sent (corrupted
+//! parameters, a stale buffer) and the episode must not be learned from.
 
+use tether_firmware::policy_tiles::{TileLayout, TiledPolicy};
 use tether_shared::policy::sde::{sde_std_matrix, sde_variance};
 use tether_shared::policy::{
-    PolicyView, categorical_log_prob, gaussian_log_prob, gaussian_log_prob_with_variance,
+    categorical_log_prob, gaussian_log_prob, gaussian_log_prob_with_variance,
 };
 use tether_shared::{PolicyHead, PolicySpec};
 
@@ -21,16 +23,23 @@ const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 /// Whether every step's device log-probability matches the host's recomputation.
 pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpisode) -> bool {
-    let Ok(view) = PolicyView::new(spec, params) else {
+    let mut tiled = vec![0.0f32; params.len()];
+    if TileLayout::TARGET
+        .scatter(spec, 0, params, &mut tiled)
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(policy) = TiledPolicy::new(spec, &tiled) else {
         return false;
     };
-    let Some(head) = HostHead::of(spec, &view) else {
+    let Some(head) = HostHead::of(spec, policy.log_std()) else {
         return false;
     };
     let mut scratch = vec![0.0f32; spec.scratch_len()];
     let mut out = vec![0.0f32; spec.output_dim()];
     for record in episode.trajectory.records().iter() {
-        let Ok(features) = view.forward_with_features(record.observation, &mut scratch, &mut out)
+        let Ok(features) = policy.forward_with_features(record.observation, &mut scratch, &mut out)
         else {
             return false;
         };
@@ -60,13 +69,13 @@ enum HostHead<'a> {
 impl<'a> HostHead<'a> {
     /// `None` when the parameters do not give the head what it needs (no log-std, a σ that
     /// is not finite and positive).
-    fn of(spec: &PolicySpec, view: &PolicyView<'a>) -> Option<Self> {
+    fn of(spec: &PolicySpec, log_std: Option<&'a [f32]>) -> Option<Self> {
         match spec.head {
-            PolicyHead::Gaussian { .. } => view.log_std().map(HostHead::Gaussian),
+            PolicyHead::Gaussian { .. } => log_std.map(HostHead::Gaussian),
             PolicyHead::Categorical { .. } => Some(HostHead::Categorical),
             PolicyHead::GaussianSde(head) => {
                 let mut std = vec![0.0f32; spec.noise_len()];
-                sde_std_matrix(&head, view.log_std()?, &mut std).then_some(HostHead::Sde {
+                sde_std_matrix(&head, log_std?, &mut std).then_some(HostHead::Sde {
                     std,
                     actions: usize::from(head.action_dim),
                 })

@@ -223,6 +223,7 @@ mod tests {
 
     use super::*;
     use crate::device::simulated::test_device::{self, TestDevice};
+    use crate::rollout::Recovery;
 
     /// `n` pendulum devices and the pool over them; the boards stay with the caller.
     fn pool(n: usize) -> (DevicePool, Vec<tether_firmware::sim::SimHandle>) {
@@ -245,6 +246,7 @@ mod tests {
             steps: Some(steps),
             episodes: None,
             silence_timeout: Duration::from_millis(500),
+            recovery: Recovery::default(),
         }
     }
 

@@ -17,7 +17,8 @@
 //!
 //! [devices]
 //! sim = 2
-//! link = "memory"       # or "pty"
+//! link = "memory"       # or "pty", or "qemu" (the board image in QEMU)
+//! # firmware = "target/firmware/qemu-mps2-an386/pendulum.elf"   # link = "qemu" only
 //! ports = []            # serial ports, e.g. ["/dev/ttyACM0"]
 //! tcp = []              # serial-over-TCP rigs, e.g. ["rig1:4000"]
 //! baud = 115200
@@ -29,21 +30,33 @@
 //! handshake_s = 2.0
 //! silence_s = 2.0
 //! upload_retries = 3
+//! rto_floor_s = 0.01    # retransmission timeouts follow the measured round trip,
+//! rto_ceiling_s = 5.0   #   within these bounds
+//! replug_grace_s = 10.0 # how long a vanished port is waited for
+//! resend_attempts = 8   # requests for a lost stretch before its episode is cut there
+//!
+//! [plant_params]        # simulated plants only: values (see `plant_settings`)
+//! [plant_randomize]     # simulated plants only: per-episode [low, high] ranges
 //! ```
 //!
 //! `plant` is a plain name; settings about the plant go in top-level tables of their own,
-//! so no key ever changes type.
+//! so no key ever changes type. `init` (from `tether train --init`) records the run folder
+//! or `policy.bin` a run started from; it is read only when a run starts.
 //!
 //! Older tether versions kept `seed`, `total_steps` and `steps_per_iteration` inside
 //! `[trpo]` (and a run's `config.toml` repeated the first two there). Such a file still
 //! loads: [`move_keys_out_of_trpo`] moves them to the top level, where a value given in both
 //! places must agree.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use tether_shared::message::PlantParams;
+
 use crate::run::atomic_write::{AtomicWriteError, write_atomic};
+use crate::run::plant_settings::{PlantParamsTable, PlantRandomizeTable, plant_params_message};
 
 /// Why a configuration could not be read, written or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +113,9 @@ pub enum LinkKind {
     Memory,
     /// Pseudo-terminal pairs: exercises the same serial code path as real hardware.
     Pty,
+    /// The firmware's Cortex-M board image in QEMU, over the pseudo-terminal of its UART
+    /// (`trainer/src/device/qemu.rs`): the real instruction set and binary.
+    Qemu,
 }
 
 /// Simulated devices a run gets when it names no devices at all (rl-zoo3 trains with 2
@@ -134,6 +150,9 @@ pub struct DevicesConfig {
     /// action per control step, in action units, one value for every dimension or one
     /// each. Empty (the default): none.
     pub action_rate_limit: Vec<f32>,
+    /// With `link = "qemu"`: the board image (ELF) QEMU runs; `None`: the plant's image where
+    /// `scripts/cross.sh` writes it, found from the current directory.
+    pub firmware: Option<PathBuf>,
 }
 
 impl Default for DevicesConfig {
@@ -147,6 +166,7 @@ impl Default for DevicesConfig {
             emulate_baud: false,
             faults: None,
             action_rate_limit: Vec::new(),
+            firmware: None,
         }
     }
 }
@@ -163,6 +183,7 @@ struct RawDevices {
     emulate_baud: bool,
     faults: Option<String>,
     action_rate_limit: Vec<f32>,
+    firmware: Option<PathBuf>,
 }
 
 impl Default for RawDevices {
@@ -177,6 +198,7 @@ impl Default for RawDevices {
             emulate_baud: d.emulate_baud,
             faults: d.faults,
             action_rate_limit: d.action_rate_limit,
+            firmware: d.firmware,
         }
     }
 }
@@ -195,6 +217,7 @@ impl From<RawDevices> for DevicesConfig {
             emulate_baud: raw.emulate_baud,
             faults: raw.faults,
             action_rate_limit: raw.action_rate_limit,
+            firmware: raw.firmware,
         }
     }
 }
@@ -206,7 +229,8 @@ impl DevicesConfig {
     }
 }
 
-/// The `[timeouts]` table: how long the host waits before declaring a device faulty.
+/// The `[timeouts]` table: how long the host waits before declaring a device faulty, and
+/// how it recovers what a lossy link loses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
@@ -217,6 +241,18 @@ pub struct TimeoutsConfig {
     pub silence_s: f64,
     /// Attempts at a policy upload before the device is dropped from the run. Default 3.
     pub upload_retries: u32,
+    /// Shortest retransmission timeout in seconds: acknowledgement and resend timeouts
+    /// follow the measured round-trip time (TCP's rule), never below this. Default 0.01.
+    pub rto_floor_s: f64,
+    /// Longest retransmission timeout in seconds, backoff included. Default 5.0.
+    pub rto_ceiling_s: f64,
+    /// Seconds a device whose port vanished (unplugged, rebooting) is waited for — at the
+    /// same path, or a USB device at any path with the same serial number — before it is
+    /// dropped from the run. Default 10.0.
+    pub replug_grace_s: f64,
+    /// Requests for a lost stretch of transitions before its episode is cut there; 0 cuts
+    /// at every gap without asking. Default 8.
+    pub resend_attempts: u32,
 }
 
 impl Default for TimeoutsConfig {
@@ -225,6 +261,10 @@ impl Default for TimeoutsConfig {
             handshake_s: 2.0,
             silence_s: 2.0,
             upload_retries: 3,
+            rto_floor_s: 0.01,
+            rto_ceiling_s: 5.0,
+            replug_grace_s: 10.0,
+            resend_attempts: 8,
         }
     }
 }
@@ -252,6 +292,9 @@ pub struct RunConfig<T> {
     /// the plant's own. Only consulted when a run starts: a run's `config.toml` holds every
     /// resolved value.
     pub preset: Option<String>,
+    /// The run folder or `policy.bin` the run's learner started from (`tether train
+    /// --init`); `None`: a fresh learner. Only consulted when a run starts.
+    pub init: Option<String>,
     /// Seed of every random stream in the run; a fixed seed reproduces the run bit for bit.
     /// At most `i64::MAX` (TOML integers are signed 64-bit). Default 0.
     pub seed: u64,
@@ -266,6 +309,14 @@ pub struct RunConfig<T> {
     pub trpo: T,
     /// Link timeouts.
     pub timeouts: TimeoutsConfig,
+    /// Simulated plants' parameter values (`[plant_params]`, SI units); empty: the models'
+    /// defaults. Sent to every device, which refuses them unless it simulates its plant.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plant_params: PlantParamsTable,
+    /// Simulated plants' per-episode ranges (`[plant_randomize]`, `[low, high]`: physical
+    /// parameters as multipliers of their nominal value, imperfections absolute).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plant_randomize: PlantRandomizeTable,
 }
 
 impl<T: Default> Default for RunConfig<T> {
@@ -273,12 +324,15 @@ impl<T: Default> Default for RunConfig<T> {
         RunConfig {
             plant: "pendulum".to_owned(),
             preset: None,
+            init: None,
             seed: 0,
             total_steps: 1_000_000,
             steps_per_iteration: 2048,
             devices: DevicesConfig::default(),
             trpo: T::default(),
             timeouts: TimeoutsConfig::default(),
+            plant_params: PlantParamsTable::new(),
+            plant_randomize: PlantRandomizeTable::new(),
         }
     }
 }
@@ -330,6 +384,71 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A TOML parse error of `text` (from `origin`) with its line and column.
+fn located(text: &str, origin: &Path, e: &toml::de::Error) -> RunConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let (l, c) = line_column(text, span.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    RunConfigError::Parse {
+        origin: origin.to_path_buf(),
+        line,
+        column,
+        message: e.message().trim_end().to_owned(),
+    }
+}
+
+/// The plant part of a configuration file — `plant`, `[plant_params]`, `[plant_randomize]`
+/// — with every other key ignored: what `tether eval --config` and `tether sim --config`
+/// read.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PlantSection {
+    /// The file's `plant`, if any.
+    pub plant: Option<String>,
+    /// `[plant_params]`.
+    pub plant_params: PlantParamsTable,
+    /// `[plant_randomize]`.
+    pub plant_randomize: PlantRandomizeTable,
+}
+
+impl PlantSection {
+    /// Reads the plant part of the TOML file at `path` (the whole file must be TOML).
+    pub fn read(path: &Path) -> Result<Self, RunConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| located(&text, path, &e))
+    }
+
+    /// The message setting `plant` (the values and, with `randomize`, the ranges), checked
+    /// like a run's; `origin` labels errors.
+    pub fn message(
+        &self,
+        plant: &str,
+        randomize: bool,
+        origin: &Path,
+    ) -> Result<Option<PlantParams>, RunConfigError> {
+        let no_ranges = PlantRandomizeTable::new();
+        let ranges = if randomize {
+            &self.plant_randomize
+        } else {
+            &no_ranges
+        };
+        plant_params_message(plant, &self.plant_params, ranges).map_err(|invalid| {
+            RunConfigError::Invalid {
+                origin: origin.to_path_buf(),
+                key: invalid.key,
+                reason: invalid.reason,
+            }
+        })
+    }
+}
+
 impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
     /// Reads and parses a TOML file (missing keys take their defaults). Does not validate:
     /// call [`RunConfig::validate`] after applying overrides.
@@ -344,21 +463,7 @@ impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
     /// Parses TOML text in the current layout or an older one (see
     /// [`move_keys_out_of_trpo`]); `origin` (usually the file's path) labels errors.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, RunConfigError> {
-        let parse_error = |e: toml::de::Error| {
-            let (line, column) = match e.span() {
-                Some(span) => {
-                    let (l, c) = line_column(text, span.start);
-                    (Some(l), Some(c))
-                }
-                None => (None, None),
-            };
-            RunConfigError::Parse {
-                origin: origin.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim_end().to_owned(),
-            }
-        };
+        let parse_error = |e: toml::de::Error| located(text, origin, &e);
         let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
         let moved =
             move_keys_out_of_trpo(&mut table).map_err(|reason| RunConfigError::Invalid {
@@ -388,6 +493,21 @@ impl<T: Serialize + DeserializeOwned + Default> RunConfig<T> {
 }
 
 impl<T> RunConfig<T> {
+    /// The plant settings simulated devices receive (`None`: nothing set), checked against
+    /// `plant`'s model; an error names the key.
+    pub fn plant_params_message(
+        &self,
+        origin: &Path,
+    ) -> Result<Option<PlantParams>, RunConfigError> {
+        plant_params_message(&self.plant, &self.plant_params, &self.plant_randomize).map_err(
+            |invalid| RunConfigError::Invalid {
+                origin: origin.to_path_buf(),
+                key: invalid.key,
+                reason: invalid.reason,
+            },
+        )
+    }
+
     /// Checks the values the run loop relies on; `origin` labels errors. The learner's `T`
     /// is validated by the learner.
     pub fn validate(&self, origin: &Path) -> Result<(), RunConfigError> {
@@ -452,11 +572,30 @@ impl<T> RunConfig<T> {
         for (key, v) in [
             ("timeouts.handshake_s", self.timeouts.handshake_s),
             ("timeouts.silence_s", self.timeouts.silence_s),
+            ("timeouts.rto_floor_s", self.timeouts.rto_floor_s),
+            ("timeouts.rto_ceiling_s", self.timeouts.rto_ceiling_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return invalid(key, format!("{v} s: must be a positive number of seconds"));
             }
         }
+        let grace = self.timeouts.replug_grace_s;
+        if !(grace.is_finite() && grace >= 0.0) {
+            return invalid(
+                "timeouts.replug_grace_s",
+                format!("{grace} s: must be zero or a positive number of seconds"),
+            );
+        }
+        if self.timeouts.rto_ceiling_s < self.timeouts.rto_floor_s {
+            return invalid(
+                "timeouts.rto_ceiling_s",
+                format!(
+                    "{} s is below rto_floor_s ({} s)",
+                    self.timeouts.rto_ceiling_s, self.timeouts.rto_floor_s
+                ),
+            );
+        }
+        self.plant_params_message(origin)?;
         Ok(())
     }
 }
@@ -635,6 +774,10 @@ upload_retries = 1
         assert!(err.to_string().contains("pendulum.toml:1:"), "{err}");
         let err = Config::from_toml_str("[devices]\nlink = \"usb\"\n", origin()).unwrap_err();
         assert!(err.to_string().contains("usb"), "{err}");
+        let qemu = "[devices]\nlink = \"qemu\"\nfirmware = \"cart.elf\"\n";
+        let c = Config::from_toml_str(qemu, origin()).unwrap();
+        assert_eq!(c.devices.link, LinkKind::Qemu);
+        assert_eq!(c.devices.firmware, Some(PathBuf::from("cart.elf")));
     }
 
     #[test]
@@ -653,6 +796,8 @@ upload_retries = 1
         };
         c.devices.tcp = vec!["rig:1".into()];
         c.devices.faults = Some("drop=0.1".into());
+        c.devices.link = LinkKind::Qemu;
+        c.devices.firmware = Some("/images/qube.elf".into());
         c.trpo.max_kl = 0.1 + 0.2; // not a short decimal
         c.timeouts.silence_s = 1e-3;
         let text = c.to_toml_string().unwrap();
@@ -708,6 +853,52 @@ upload_retries = 1
             "timeouts.handshake_s",
         );
         check(&|c| c.timeouts.silence_s = 0.0, "timeouts.silence_s");
+    }
+
+    #[test]
+    fn plant_tables_parse_record_and_are_checked() {
+        let text = "plant = \"qube\"\ninit = \"runs/dr\"\n[plant_params]\narm_mass = 0.1\n\
+                    latency_steps = 1\n[plant_randomize]\npendulum_length = [0.9, 1.1]\n\
+                    latency_steps = [0, 2]\n";
+        let c = Config::from_toml_str(text, origin()).unwrap();
+        assert_eq!(c.plant_params["latency_steps"], 1.0);
+        assert_eq!(c.plant_randomize["latency_steps"], [0.0, 2.0]);
+        assert_eq!(c.init.as_deref(), Some("runs/dr"));
+        c.validate(origin()).unwrap();
+        let message = c.plant_params_message(origin()).unwrap().expect("settings");
+        assert_eq!(message.settings.len(), 3);
+        // Written out and read back: the run's config.toml records them.
+        let back = Config::from_toml_str(&c.to_toml_string().unwrap(), origin()).unwrap();
+        assert_eq!(back, c);
+        // Nothing set: nothing written, nothing sent.
+        let plain = Config::default();
+        assert!(!plain.to_toml_string().unwrap().contains("plant_params"));
+        assert_eq!(plain.plant_params_message(origin()).unwrap(), None);
+
+        for (text, key) in [
+            (
+                "plant = \"qube\"\n[plant_params]\narm_mass = -1\n",
+                "plant_params.arm_mass",
+            ),
+            (
+                "plant = \"qube\"\n[plant_params]\nlatency_steps = 9\n",
+                "plant_params.latency_steps",
+            ),
+            (
+                "plant = \"qube\"\n[plant_randomize]\narm_mass = [1.1, 0.9]\n",
+                "plant_randomize.arm_mass",
+            ),
+            ("[plant_params]\nbogus = 1\n", "plant_params.bogus"),
+        ] {
+            let c = Config::from_toml_str(text, origin()).unwrap();
+            let err = c.validate(origin()).unwrap_err();
+            assert!(
+                matches!(&err, RunConfigError::Invalid { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+        let err = Config::from_toml_str("[plant_randomize]\nmass = [1.0]\n", origin()).unwrap_err();
+        assert!(err.to_string().contains("pendulum.toml:2"), "{err}");
     }
 
     #[test]

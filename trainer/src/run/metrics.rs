@@ -66,6 +66,22 @@ pub struct IterationMetrics {
     /// this iteration; the episodes its failed attempts lost are in `discarded_episodes`.
     #[serde(default)]
     pub reconnects: u64,
+    /// Stretches of lost transitions the host asked the devices to send again this
+    /// iteration.
+    #[serde(default)]
+    pub resend_requests: u64,
+    /// Transitions that arrived only because they were asked for again (salvaged from the
+    /// devices' retransmit rings).
+    #[serde(default)]
+    pub recovered_steps: u64,
+    /// Episodes cut into segments at a gap that could not be recovered (kept, not
+    /// discarded).
+    #[serde(default)]
+    pub cut_episodes: u64,
+    /// Transitions of kept episodes the learner did not get: unrecovered gaps, and the
+    /// transition before each (no next observation to bootstrap from).
+    #[serde(default)]
+    pub lost_steps: u64,
     /// Devices that contributed to the batch.
     pub devices_active: u32,
     /// Wall-clock seconds of the whole iteration (collection and update).
@@ -359,6 +375,10 @@ mod tests {
             rejected_frames: i,
             discarded_episodes: 0,
             reconnects: i % 2,
+            resend_requests: 3 * i,
+            recovered_steps: 40 * i,
+            cut_episodes: i % 2,
+            lost_steps: i,
             devices_active: 2,
             wall_s: 1.5,
             update_s: 0.2,

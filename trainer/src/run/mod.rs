@@ -4,7 +4,7 @@
 //!
 //! | file | module | written |
 //! | --- | --- | --- |
-//! | `config.toml` | [`config`] | once, at start: the fully resolved configuration |
+//! | `config.toml` | [`config`] | once, at start: the fully resolved configuration (with the plant settings of [`plant_settings`]) |
 //! | `metrics.jsonl` | [`metrics`] | one JSON line per iteration, fsynced |
 //! | `checkpoint.bin` | [`checkpoint`] | every iteration, atomically (temp file + rename) |
 //! | `policy.bin` | [`policy_file`] | the exported f32 policy in the device's wire layout |
@@ -31,6 +31,7 @@ pub mod folder;
 pub mod iteration_log;
 pub mod metrics;
 pub mod plant_file;
+pub mod plant_settings;
 pub mod plot;
 pub mod policy_file;
 pub mod sealed;

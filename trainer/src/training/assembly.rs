@@ -44,13 +44,17 @@ pub fn assemble<'a>(
     };
     for rollout in rollouts {
         out.rejections.add(&rollout.rejections);
-        for episode in rollout.episodes.iter().filter(|e| !e.is_empty()) {
-            if out.batch.push(&episode.trajectory).is_err() {
-                out.rejections.discarded_episodes += 1;
-                out.rejections.malformed += 1;
-                continue;
+        for episode in &rollout.episodes {
+            // A cut episode's statistics ride on its last segment, which the cuts may have
+            // left empty: it still counts, but gives the learner nothing.
+            if !episode.is_empty() {
+                if out.batch.push(&episode.trajectory).is_err() {
+                    out.rejections.discarded_episodes += 1;
+                    out.rejections.malformed += 1;
+                    continue;
+                }
+                out.steps += episode.len();
             }
-            out.steps += episode.len();
             if let Some(r) = episode.complete_return {
                 out.complete_returns.push(f64::from(r));
             }
@@ -80,13 +84,49 @@ mod tests {
             .collect();
         CollectedEpisode {
             episode: 0,
+            first_step: 0,
             policy_version: 1,
             trajectory: trajectory(LAYOUT, &steps, ending),
             complete_return: complete,
+            episode_length: complete.map(|_| len as u32),
             worst_step_us: 0,
             missed_deadlines: 0,
             rate_limited_steps: 0,
         }
+    }
+
+    /// An episode cut at a gap arrives as segments: the ones before the gap carry no
+    /// statistics, the last carries the device's return and length even when the cut left
+    /// it without a step. The learner gets the segments' steps only; the iteration's mean
+    /// return and mean episode length are the device's, counted once.
+    #[test]
+    fn a_cut_episode_counts_once_with_the_devices_statistics() {
+        let before_gap = episode(
+            3,
+            None,
+            EpisodeEnding::Truncated {
+                final_obs: vec![6.0, 7.0],
+            },
+        );
+        let mut emptied_last = episode(0, Some(9.0), EpisodeEnding::Terminated);
+        emptied_last.first_step = 8;
+        emptied_last.episode_length = Some(10);
+        let whole = episode(4, Some(3.0), EpisodeEnding::Terminated);
+        let rollout = DeviceRollout {
+            episodes: vec![before_gap, emptied_last, whole],
+            rejections: RejectionCounts::default(),
+            action_rate_limit: None,
+        };
+        let out = assemble([&rollout], LAYOUT);
+        assert_eq!(out.steps, 3 + 4);
+        assert_eq!(
+            out.batch.episodes().count(),
+            2,
+            "the empty segment adds no episode"
+        );
+        assert_eq!(out.mean_return(), (9.0 + 3.0) / 2.0);
+        let stats = crate::training::round_stats::RoundStats::of([&rollout]);
+        assert_eq!(stats.mean_episode_length, (10.0 + 4.0) / 2.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tether_shared::message::RunMode;
 use tether_shared::seeds::evaluation_seed;
 
 use super::fleet::{Fleet, FleetError, FleetSpec};
-use crate::rollout::{CollectRequest, DevicePool};
+use crate::rollout::{CollectRequest, DevicePool, Recovery};
 use crate::run::policy_file::PolicyFile;
 
 /// Why an evaluation failed.
@@ -46,6 +46,8 @@ pub struct EvaluationReport {
     pub mean_length: f64,
     /// Every episode's return, in device then episode order.
     pub returns: Vec<f64>,
+    /// Every episode's length in steps, in the same order.
+    pub lengths: Vec<u32>,
 }
 
 /// Runs `episodes` deterministic episodes of `policy`, split over the fleet's devices.
@@ -68,6 +70,7 @@ pub fn evaluate(
             })?;
     }
     let _boards = fleet.boards;
+    let recovery = Recovery::for_plant(&spec.timeouts, &fleet.plant);
     let mut pool = DevicePool::new(fleet.clients);
     let live = pool.live().max(1) as u32;
     let params = Arc::new(policy.params.clone());
@@ -82,6 +85,7 @@ pub fn evaluate(
         steps: None,
         episodes: Some(episodes / live + u32::from((rank as u32) < episodes % live)),
         silence_timeout: Duration::from_secs_f64(spec.timeouts.silence_s.max(0.01)),
+        recovery,
     });
     let mut returns = Vec::new();
     let mut lengths = Vec::new();
@@ -92,7 +96,8 @@ pub fn evaluate(
                 for episode in &rollout.episodes {
                     if let Some(r) = episode.complete_return {
                         returns.push(f64::from(r));
-                        lengths.push(episode.len() as f64);
+                        let length = episode.episode_length.unwrap_or(episode.len() as u32);
+                        lengths.push(length);
                     }
                 }
             }
@@ -109,7 +114,8 @@ pub fn evaluate(
         episodes: returns.len(),
         mean_return: mean,
         std_return: var.sqrt(),
-        mean_length: lengths.iter().sum::<f64>() / n,
+        mean_length: lengths.iter().map(|&l| f64::from(l)).sum::<f64>() / n,
         returns,
+        lengths,
     })
 }

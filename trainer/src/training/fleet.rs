@@ -1,20 +1,25 @@
-//! Connecting a run's devices: simulated boards (in-process firmware with a plant model),
-//! local serial ports and serial-over-TCP rigs. Every device is handshaken and must
+//! Connecting a run's devices: simulated boards (the firmware with a plant model, in-process
+//! or as the Cortex-M image in QEMU), local serial ports and serial-over-TCP rigs. Every device is handshaken and must
 //! describe the same plant; when the run is configured for a plant, every device must
 //! report that one.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tether_firmware::rate_limit::ActionRateLimit;
-use tether_firmware::sim::{SimHandle, TimeMode};
+use tether_firmware::sim::TimeMode;
 use tether_shared::PlantDescription;
+use tether_shared::message::PlantParams;
 use tether_shared::seeds::board_seed;
 
 use super::link_budget::LinkBudget;
-use crate::device::simulated::{DEFAULT_SIM_PLANT, SimDeviceError, SimDeviceSpec, sim_plant};
+use crate::device::simulated::{
+    DEFAULT_SIM_PLANT, SimDevice, SimDeviceError, SimDeviceSpec, SimMachine,
+};
 use crate::device::transport::{self, POLL_INTERVAL};
-use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink};
+use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink, replug};
 use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
+use crate::run::plant_settings::plant_params_message;
 
 /// Why the fleet could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +36,6 @@ pub enum FleetError {
          the model the simulated devices run, and the real devices must report it"
     )]
     PlantNeeded,
-    /// A pseudo-terminal could not be created.
-    #[error("cannot create a pseudo-terminal for a simulated device: {0}")]
-    Pty(std::io::Error),
     /// No device at all.
     #[error("no devices: give --sim N, --port PATH or --tcp HOST:PORT")]
     Empty,
@@ -49,6 +51,14 @@ pub enum FleetError {
         reports: String,
         /// The configured plant.
         expected: String,
+    },
+    /// The plant settings are invalid (see [`crate::run::plant_settings`]).
+    #[error("invalid `{key}`: {reason}")]
+    PlantSettings {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
     /// Devices describe different plants.
     #[error(
@@ -84,12 +94,17 @@ pub struct FleetSpec {
     pub faults: Option<String>,
     /// The action rate limit simulated devices enforce; `None`: none.
     pub action_rate_limit: Option<ActionRateLimit>,
+    /// The board image QEMU devices run instead of the plant's default one.
+    pub firmware: Option<PathBuf>,
     /// Real devices.
     pub addresses: Vec<DeviceAddress>,
     /// Seed of the simulated links' fault injectors.
     pub seed: u64,
     /// Timeouts.
     pub timeouts: TimeoutsConfig,
+    /// Plant parameters every device gets after its handshake (`None`: none sent, each
+    /// device keeps its own physics).
+    pub plant_params: Option<PlantParams>,
 }
 
 impl FleetSpec {
@@ -118,10 +133,7 @@ impl FleetSpec {
             None if devices.sim > 0 && addresses.is_empty() => Some(DEFAULT_SIM_PLANT),
             None => None,
         };
-        if devices.sim > 0 {
-            sim_plant(plant.ok_or(FleetError::PlantNeeded)?)?;
-        }
-        Ok(FleetSpec {
+        let spec = FleetSpec {
             plant: plant.map(str::to_string),
             sim: devices.sim,
             link: devices.link,
@@ -130,20 +142,60 @@ impl FleetSpec {
             faults: devices.faults.clone(),
             // Checked by `RunConfig::validate`; an unusable limit is treated as none here.
             action_rate_limit: ActionRateLimit::new(&devices.action_rate_limit).ok(),
+            firmware: devices.firmware.clone(),
             addresses,
             seed,
             timeouts: timeouts.clone(),
+            plant_params: None,
+        };
+        if spec.sim > 0 {
+            spec.sim_device(0)?.check()?;
+        }
+        Ok(spec)
+    }
+
+    /// How simulated device `index` runs.
+    fn sim_device(&self, index: u32) -> Result<SimDeviceSpec<'_>, FleetError> {
+        let plant = self.plant.as_deref().ok_or(FleetError::PlantNeeded)?;
+        Ok(SimDeviceSpec {
+            plant,
+            time: TimeMode::Virtual,
+            baud: self.emulate_baud.then_some(self.baud),
+            faults: self.faults.as_deref(),
+            seed: board_seed(self.seed, index),
+            machine: match self.link {
+                LinkKind::Memory | LinkKind::Pty => SimMachine::Host,
+                LinkKind::Qemu => SimMachine::Qemu {
+                    firmware: self.firmware.as_deref(),
+                },
+            },
+            fixed_params: None,
+            action_rate_limit: self.action_rate_limit,
         })
     }
 
-    /// The fleet a run configuration asks for (its devices must report its plant).
+    /// The same fleet, whose devices get `params` after their handshake.
+    pub fn with_plant_params(mut self, params: Option<PlantParams>) -> Self {
+        self.plant_params = params;
+        self
+    }
+
+    /// The fleet a run configuration asks for (its devices must report its plant and get
+    /// its plant settings).
     pub fn from_config<T>(config: &RunConfig<T>) -> Result<Self, FleetError> {
-        Self::new(
+        let params =
+            plant_params_message(&config.plant, &config.plant_params, &config.plant_randomize)
+                .map_err(|invalid| FleetError::PlantSettings {
+                    key: invalid.key,
+                    reason: invalid.reason,
+                })?;
+        Ok(Self::new(
             &config.devices,
             &config.timeouts,
             config.seed,
             Some(&config.plant),
-        )
+        )?
+        .with_plant_params(params))
     }
 
     /// Timeouts and retries for the device clients.
@@ -151,6 +203,8 @@ impl FleetSpec {
         ClientConfig {
             handshake_timeout: Duration::from_secs_f64(self.timeouts.handshake_s.max(0.01)),
             attempts: self.timeouts.upload_retries.max(1),
+            rto_floor: Duration::from_secs_f64(self.timeouts.rto_floor_s.max(1e-4)),
+            rto_ceiling: Duration::from_secs_f64(self.timeouts.rto_ceiling_s.max(1e-4)),
             ..ClientConfig::default()
         }
     }
@@ -162,12 +216,13 @@ pub struct Fleet {
     pub clients: Vec<DeviceClient>,
     /// The plant every device controls.
     pub plant: PlantDescription,
-    /// Simulated boards (stopped when the fleet is dropped).
-    pub boards: Vec<SimHandle>,
+    /// Simulated devices (stopped when the fleet is dropped).
+    pub boards: Vec<SimDevice>,
 }
 
 impl Fleet {
-    /// Starts the simulated boards, opens every link and handshakes every device.
+    /// Starts the simulated boards, opens every link and handshakes every device. QEMU
+    /// devices end with the thread that calls this (see [`crate::device::qemu`]).
     pub fn connect(spec: &FleetSpec) -> Result<Self, FleetError> {
         let mut links = Vec::new();
         let mut boards = Vec::new();
@@ -176,24 +231,31 @@ impl Fleet {
             links.push(link);
             boards.push(board);
         }
+        let grace = Duration::from_secs_f64(spec.timeouts.replug_grace_s.max(0.0));
         for address in &spec.addresses {
-            let reopen_address = address.clone();
             links.push(
                 DeviceLink::new(address.to_string(), transport::open(address)?)
-                    .with_reopen(Box::new(move || transport::open(&reopen_address))),
+                    .with_reopen(replug::reopener(address, grace)),
             );
         }
         if links.is_empty() {
             return Err(FleetError::Empty);
         }
         let config = spec.client_config();
+        let params = spec.plant_params.as_ref();
         // Handshake in parallel: a silent device costs its timeout once, not once per device.
         let results: Vec<Result<DeviceClient, DeviceError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = links
                 .into_iter()
                 .map(|link| {
                     let config = config.clone();
-                    scope.spawn(move || DeviceClient::connect(link, config))
+                    scope.spawn(move || {
+                        let mut client = DeviceClient::connect(link, config)?;
+                        if let Some(params) = params {
+                            client.set_plant_params(params.clone())?;
+                        }
+                        Ok(client)
+                    })
                 })
                 .collect();
             handles
@@ -227,26 +289,22 @@ impl Fleet {
     }
 }
 
-fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimHandle), FleetError> {
-    let plant = spec.plant.as_deref().ok_or(FleetError::PlantNeeded)?;
-    let board = SimDeviceSpec {
-        plant,
-        time: TimeMode::Virtual,
-        baud: spec.emulate_baud.then_some(spec.baud),
-        faults: spec.faults.as_deref(),
-        seed: board_seed(spec.seed, index),
-        action_rate_limit: spec.action_rate_limit,
-    }
-    .board()?;
-    let name = format!("sim{index}:{plant}");
+fn start_sim(spec: &FleetSpec, index: u32) -> Result<(DeviceLink, SimDevice), FleetError> {
+    let device = spec.sim_device(index)?;
+    let plant = device.plant;
     match spec.link {
         LinkKind::Memory => {
-            let (mut host, handle) = board.spawn_memory();
+            let (mut host, handle) = device.spawn_memory()?;
             host.set_timeout(POLL_INTERVAL);
+            let name = format!("sim{index}:{plant}");
             Ok((DeviceLink::new(name, Box::new(host)), handle))
         }
-        LinkKind::Pty => {
-            let (path, handle) = board.spawn_pty().map_err(FleetError::Pty)?;
+        LinkKind::Pty | LinkKind::Qemu => {
+            let name = match spec.link {
+                LinkKind::Qemu => format!("qemu{index}:{plant}"),
+                _ => format!("sim{index}:{plant}"),
+            };
+            let (path, handle) = device.spawn_pty(&name)?;
             let address = DeviceAddress::Serial {
                 path: path.to_string_lossy().into_owned(),
                 baud: spec.baud,
@@ -348,6 +406,13 @@ mod tests {
         assert!(matches!(
             spec(&devices(0, &[""]), None),
             Err(FleetError::BadAddress(_))
+        ));
+        let mut qemu = devices(2, &[]);
+        qemu.link = LinkKind::Qemu;
+        qemu.emulate_baud = true;
+        assert!(matches!(
+            spec(&qemu, Some("pendulum")),
+            Err(FleetError::Sim(SimDeviceError::LinkEmulationOnQemu(..)))
         ));
         let config = RunConfig::<()> {
             plant: "cartpole".into(),

@@ -9,6 +9,7 @@
 //!   share), for the metrics;
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
+//! - [`warm_start`]: a new run's learner from a trained run or policy (`--init`);
 //! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
 
 pub mod assembly;
@@ -20,6 +21,7 @@ pub mod round_stats;
 pub mod run_state;
 pub mod session;
 pub mod smoothness;
+pub mod warm_start;
 
 pub use fleet::{Fleet, FleetSpec};
 pub use session::{Session, SessionOutcome};

@@ -38,7 +38,10 @@ impl EpisodeFacts {
     /// The facts of a collected episode.
     pub fn of(episode: &CollectedEpisode) -> Self {
         EpisodeFacts {
-            len: episode.len(),
+            // A cut episode's length is the device's, not its last segment's.
+            len: episode
+                .episode_length
+                .map_or(episode.len(), |length| length as usize),
             complete: episode.complete_return.is_some(),
             worst_step_us: episode.worst_step_us,
             missed_deadlines: episode.missed_deadlines,

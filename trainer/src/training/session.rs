@@ -20,8 +20,9 @@ use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
 use super::smoothness::Smoothness;
+use super::warm_start::{WarmStart, WarmStartError};
 use crate::rollout::pool::RoundResult;
-use crate::rollout::{CollectRequest, DevicePool};
+use crate::rollout::{CollectRequest, DevicePool, Recovery};
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::folder::RunFolder;
@@ -71,6 +72,9 @@ pub enum SessionError {
     /// Writing the policy failed.
     #[error(transparent)]
     PolicyFile(#[from] PolicyFileError),
+    /// The warm start (`--init`) does not fit the run.
+    #[error(transparent)]
+    WarmStart(#[from] WarmStartError),
     /// Every device was lost.
     #[error(
         "every device was lost ({0}); training cannot continue — the last checkpoint is kept, `tether resume` continues once the devices are back"
@@ -98,7 +102,7 @@ pub struct Session {
     // Field order matters on drop: the pool (which stops the devices) goes before the
     // simulated boards it talks to.
     pool: DevicePool,
-    _fleet_boards: Vec<tether_firmware::sim::SimHandle>,
+    _fleet_boards: Vec<crate::device::simulated::SimDevice>,
     plant: PlantDescription,
     spec: PolicySpec,
     learner: Trpo,
@@ -129,6 +133,17 @@ impl Session {
         config: RunConfig<TrpoConfig>,
         fleet: Fleet,
     ) -> Result<Self, SessionError> {
+        Self::start_warm(folder, config, fleet, None)
+    }
+
+    /// Like [`Session::start_with_fleet`], with the learner starting from `warm` (a trained
+    /// run or policy, see [`super::warm_start`]) instead of random weights.
+    pub fn start_warm(
+        folder: RunFolder,
+        config: RunConfig<TrpoConfig>,
+        fleet: Fleet,
+        warm: Option<&WarmStart>,
+    ) -> Result<Self, SessionError> {
         config.validate(&folder.config_path())?;
         if fleet.plant.name.as_str() != config.plant {
             return Err(SessionError::Fleet(FleetError::PlantMismatch {
@@ -142,13 +157,14 @@ impl Session {
         }
         let head = run_distribution(&fleet.plant, &config.trpo)
             .map_err(|e| SessionError::Learner(e.to_string()))?;
-        let learner = Trpo::new(
-            fleet.plant.obs_dim as usize,
-            head,
-            config.trpo.clone(),
-            config.seed,
-        )
-        .map_err(|e| SessionError::Learner(e.to_string()))?;
+        let obs_dim = fleet.plant.obs_dim as usize;
+        let mut learner = Trpo::new(obs_dim, head, config.trpo.clone(), config.seed)
+            .map_err(|e| SessionError::Learner(e.to_string()))?;
+        if let Some(warm) = warm {
+            let state = warm.apply(&config.plant, learner.state(), config.steps_per_iteration)?;
+            learner = Trpo::from_state(obs_dim, head, state)
+                .map_err(|e| SessionError::BadCheckpoint(format!("--init: {e}")))?;
+        }
         config.save(&folder.config_path())?;
         save_plant(&folder.plant_path(), &fleet.plant)?;
         let metrics = IterationLog::create(&folder)?;
@@ -317,6 +333,10 @@ impl Session {
             rejected_frames: assembled.rejections.rejected_frames,
             discarded_episodes: assembled.rejections.discarded_episodes,
             reconnects: assembled.rejections.reconnects,
+            resend_requests: assembled.rejections.resend_requests,
+            recovered_steps: assembled.rejections.recovered_steps,
+            cut_episodes: assembled.rejections.cut_episodes,
+            lost_steps: assembled.rejections.lost_steps,
             devices_active: self.pool.live() as u32,
             wall_s: self.progress.wall_s,
             update_s,
@@ -360,6 +380,7 @@ impl Session {
             steps: None,
             episodes: None,
             silence_timeout: Duration::from_secs_f64(self.config.timeouts.silence_s.max(0.01)),
+            recovery: Recovery::for_plant(&self.config.timeouts, &self.plant),
         };
         let seed = self.config.seed;
         Ok(self.pool.round(|device, rank| CollectRequest {

@@ -47,7 +47,6 @@ struct ChunkWork {
 #[derive(Debug)]
 pub struct FisherVectorProduct<'a> {
     policy: &'a Policy,
-    params: &'a [f64],
     chunks: Vec<Chunk>,
     samples: usize,
     damping: f64,
@@ -80,7 +79,6 @@ impl<'a> FisherVectorProduct<'a> {
             .collect();
         Self {
             policy,
-            params,
             chunks,
             samples,
             damping,
@@ -96,19 +94,18 @@ impl<'a> FisherVectorProduct<'a> {
     /// `F·v`.
     pub fn apply(&self, v: &DVector<f64>) -> DVector<f64> {
         let (v_weights, v_head) = self.policy.split(v.as_slice());
-        let (weights, _) = self.policy.split(self.params);
         let mlp = self.policy.mlp();
         let head = self.policy.head();
         self.chunks.par_iter().for_each(|chunk| {
             let mut work = chunk.work.lock().unwrap_or_else(PoisonError::into_inner);
             let ChunkWork { scratch, partial } = &mut *work;
             let cache = chunk.evaluation.cache();
-            let tangent = mlp.jvp_into(weights, cache, v_weights, scratch);
+            let tangent = mlp.jvp_into(cache, v_weights, scratch);
             head.apply_output_fisher(chunk.evaluation.distribution(), tangent);
             // The VJP reads the tangent while reusing the scratch: copy it out first.
             let tangent = tangent.to_vec();
             partial.resize(mlp.parameter_count(), 0.0);
-            mlp.vjp_into(weights, cache, &tangent, partial, scratch);
+            mlp.vjp_into(cache, &tangent, partial, scratch);
         });
         let mut mlp_part = vec![0.0; mlp.parameter_count()];
         for chunk in &self.chunks {
@@ -254,12 +251,10 @@ mod tests {
         let whole = {
             let mlp = fx.policy.mlp();
             let eval = fx.policy.evaluate(params, &fx.observations);
-            let (weights, _) = fx.policy.split(params);
             let (v_weights, _) = fx.policy.split(v.as_slice());
-            let mut tangent = mlp.jvp(weights, eval.cache(), v_weights);
+            let mut tangent = mlp.jvp(eval.cache(), v_weights);
             HEADS[0].apply_output_fisher(eval.distribution(), tangent.as_mut_slice());
-            mlp.vjp(weights, eval.cache(), &tangent) / 600.0
-                + v.rows(0, mlp.parameter_count()) * 0.1
+            mlp.vjp(eval.cache(), &tangent) / 600.0 + v.rows(0, mlp.parameter_count()) * 0.1
         };
         approx::assert_relative_eq!(
             serial.rows(0, whole.len()).into_owned(),

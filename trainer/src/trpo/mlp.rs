@@ -7,21 +7,21 @@
 //! output unit), then the bias `[out]`.
 //!
 //! Every layer is one matrix product `W·X + b` over the whole batch; weights are read as
-//! strided views straight out of the flat vector, without copies. The products, the f32
-//! conversions and the element-wise passes are the [`super::kernels`]; this module is the
-//! network built from them.
+//! strided views straight out of the flat parameter vector, without copies. A pass runs in
+//! its network's [`Precision`]: the parameters and inputs are rounded to the pass's scalar
+//! once, when the forward pass starts, and results (network outputs, gradients, tangents)
+//! come back in f64; everything in between stays in that scalar. The derivatives are taken
+//! at the forward pass's parameters, which its cache keeps. The products and element-wise
+//! passes are the [`super::kernels`]; this module is the network built from them.
 
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use super::kernels::Precision;
-use super::kernels::convert::to_single;
 use super::kernels::elementwise::{
-    add_bias, add_bias_and_tanh, multiply_by_tanh_derivative, row_sums,
+    add_bias, add_bias_and_tanh, from_f64, multiply_by_tanh_derivative, row_sums, to_f64,
 };
-use super::kernels::gemm::{
-    MatrixValues, affine_product, blocked, transpose_product, weight_gradient,
-};
+use super::kernels::gemm::{affine_product, transpose_product, weight_gradient};
+use super::kernels::{Precision, Real};
 
 /// Where one layer's parameters live in the flat vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,23 @@ struct LayerLayout {
     outputs: usize,
     weights_offset: usize,
     bias_offset: usize,
+}
+
+impl LayerLayout {
+    /// This layer's row-major `[out][in]` weight block in a flat vector.
+    fn weights<'a, T>(&self, params: &'a [T]) -> &'a [T] {
+        &params[self.weights_offset..self.bias_offset]
+    }
+
+    /// This layer's bias block in a flat vector.
+    fn bias<'a, T>(&self, params: &'a [T]) -> &'a [T] {
+        &params[self.bias_offset..self.bias_offset + self.outputs]
+    }
+
+    /// This layer's weights and bias (contiguous) in a flat vector, writable.
+    fn parameters_mut<'a, T>(&self, params: &'a mut [T]) -> &'a mut [T] {
+        &mut params[self.weights_offset..self.bias_offset + self.outputs]
+    }
 }
 
 /// The architecture of a tanh MLP. Parameters are kept outside (a flat vector) so the
@@ -41,63 +58,125 @@ pub struct Mlp {
     precision: Precision,
 }
 
-/// Activations of every layer from one forward pass: `[inputs, hidden₁, …, outputs]`, each
-/// `width × N`. Hidden activations are post-tanh; the last one is the linear output. The
-/// buffers are reused when the cache is passed to [`Mlp::forward_into`] again.
+/// One forward pass in the pass scalar `T`: the parameters it ran with and every layer's
+/// values `[inputs, hidden₁, …, outputs]`, each `width × N` column-major (hidden layers
+/// after tanh, the last one linear).
 #[derive(Clone, Debug, Default)]
+struct PassValues<T> {
+    params: Vec<T>,
+    activations: Vec<Vec<T>>,
+}
+
+/// Room for a forward pass of either precision; a network fills the one of its own.
+#[derive(Clone, Debug, Default)]
+struct PassesByScalar {
+    single: PassValues<f32>,
+    double: PassValues<f64>,
+}
+
+/// A forward pass over a batch: its f64 inputs and outputs and, in the pass's scalar,
+/// what the derivatives need. The buffers are reused when the cache is passed to
+/// [`Mlp::forward_into`] again.
+#[derive(Clone, Debug)]
 pub struct ForwardCache {
-    activations: Vec<DMatrix<f64>>,
-    /// f32 copies of the activations that feed single-precision products (empty where
-    /// none does), made once by the forward pass so the JVPs and VJPs of a conjugate-
-    /// gradient solve reuse them instead of converting again.
-    single: Vec<Vec<f32>>,
+    /// `input_dim × N`.
+    inputs: DMatrix<f64>,
+    /// `output_dim × N`.
+    output: DMatrix<f64>,
+    passes: PassesByScalar,
+}
+
+impl Default for ForwardCache {
+    fn default() -> Self {
+        Self {
+            inputs: DMatrix::zeros(0, 0),
+            output: DMatrix::zeros(0, 0),
+            passes: PassesByScalar::default(),
+        }
+    }
 }
 
 impl ForwardCache {
     /// The network outputs, `output_dim × N`.
     pub fn output(&self) -> &DMatrix<f64> {
-        // The cache always holds at least the inputs and the output layer.
-        &self.activations[self.activations.len() - 1]
-    }
-
-    /// The output layer's input, `width × N`: the last hidden layer's activations (or the
-    /// inputs when there is no hidden layer) — the features a gSDE head draws its noise from.
-    pub fn features(&self) -> &DMatrix<f64> {
-        &self.activations[self.activations.len().saturating_sub(2)]
+        &self.output
     }
 
     /// Number of samples (columns) in the batch.
     pub fn batch_size(&self) -> usize {
-        self.activations[0].ncols()
+        self.inputs.ncols()
     }
 
-    /// The f32 copy of activation `k`, when the forward pass made one of its current values.
-    fn single(&self, k: usize) -> Option<&[f32]> {
-        let copy = self.single.get(k)?;
-        (copy.len() == self.activations[k].len() && !copy.is_empty()).then_some(copy.as_slice())
-    }
-
-    /// Shapes every activation for `mlp` and `n` samples (reallocating only on change) and
-    /// returns the input matrix to fill, `input_dim × n`; then call [`Mlp::forward_in_place`].
+    /// The input matrix to fill, `input_dim × n` for `mlp` (reallocated only when its shape
+    /// changes); then call [`Mlp::forward_in_place`].
     pub fn inputs_mut(&mut self, mlp: &Mlp, n: usize) -> &mut DMatrix<f64> {
-        self.activations
-            .resize_with(mlp.layer_sizes.len(), || DMatrix::zeros(0, 0));
-        for (matrix, &width) in self.activations.iter_mut().zip(&mlp.layer_sizes) {
-            if matrix.shape() != (width, n) {
-                *matrix = DMatrix::zeros(width, n);
-            }
+        if self.inputs.shape() != (mlp.input_dim(), n) {
+            self.inputs = DMatrix::zeros(mlp.input_dim(), n);
         }
-        &mut self.activations[0]
+        &mut self.inputs
     }
+}
+
+/// Reusable buffers of the reverse and forward-mode passes in one pass scalar.
+#[derive(Clone, Debug, Default)]
+struct PassBuffers<T> {
+    current: Vec<T>,
+    next: Vec<T>,
+    /// A layer's gradient (reverse), or the direction (forward mode), in `T`.
+    parameters: Vec<T>,
+    /// Thin products' transposed weights.
+    transposed: Vec<T>,
+    /// The forward-mode result, in f64.
+    tangent: Vec<f64>,
 }
 
 /// Reusable buffers of the reverse ([`Mlp::vjp_into`]) and forward-mode
 /// ([`Mlp::jvp_into`]) passes, so repeated products allocate nothing.
 #[derive(Clone, Debug, Default)]
 pub struct PassScratch {
-    current: Vec<f64>,
-    next: Vec<f64>,
-    transposed_weights: Vec<f64>,
+    single: PassBuffers<f32>,
+    double: PassBuffers<f64>,
+}
+
+/// A pass scalar and where its passes and buffers live.
+trait PassScalar: Real {
+    fn pass(passes: &PassesByScalar) -> &PassValues<Self>;
+    fn pass_mut(passes: &mut PassesByScalar) -> &mut PassValues<Self>;
+    fn buffers(scratch: &mut PassScratch) -> &mut PassBuffers<Self>;
+}
+
+impl PassScalar for f32 {
+    fn pass(passes: &PassesByScalar) -> &PassValues<Self> {
+        &passes.single
+    }
+    fn pass_mut(passes: &mut PassesByScalar) -> &mut PassValues<Self> {
+        &mut passes.single
+    }
+    fn buffers(scratch: &mut PassScratch) -> &mut PassBuffers<Self> {
+        &mut scratch.single
+    }
+}
+
+impl PassScalar for f64 {
+    fn pass(passes: &PassesByScalar) -> &PassValues<Self> {
+        &passes.double
+    }
+    fn pass_mut(passes: &mut PassesByScalar) -> &mut PassValues<Self> {
+        &mut passes.double
+    }
+    fn buffers(scratch: &mut PassScratch) -> &mut PassBuffers<Self> {
+        &mut scratch.double
+    }
+}
+
+/// The first `len` elements of `buffer`, grown if it is shorter (never shrunk, so a buffer
+/// reused for layers of different widths is zero-filled only once); the caller overwrites
+/// them.
+fn sized<T: Real>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buffer.len() < len {
+        buffer.resize(len, T::ZERO);
+    }
+    &mut buffer[..len]
 }
 
 impl Mlp {
@@ -126,7 +205,7 @@ impl Mlp {
         }
     }
 
-    /// The same network computing its large products in `precision`.
+    /// The same network running its passes in `precision`.
     pub fn with_precision(self, precision: Precision) -> Self {
         Self { precision, ..self }
     }
@@ -152,6 +231,25 @@ impl Mlp {
             .iter()
             .map(|l| l.outputs * (l.inputs + 1))
             .sum()
+    }
+
+    /// The output layer's input in `cache`'s pass, `width × N` in f64: the last hidden
+    /// layer's activations (or the inputs when there is no hidden layer), the features a gSDE
+    /// head draws its noise from. In a single-precision pass they are the f32 values the
+    /// device computes too, widened.
+    pub fn features(&self, cache: &ForwardCache) -> DMatrix<f64> {
+        match self.precision {
+            Precision::Single => Self::features_of::<f32>(&cache.passes, cache.batch_size()),
+            Precision::Double => Self::features_of::<f64>(&cache.passes, cache.batch_size()),
+        }
+    }
+
+    fn features_of<T: PassScalar>(passes: &PassesByScalar, n: usize) -> DMatrix<f64> {
+        let activations = &T::pass(passes).activations;
+        let values = &activations[activations.len().saturating_sub(2)];
+        let mut features = DMatrix::zeros(values.len() / n.max(1), n);
+        to_f64(features.as_mut_slice(), values);
+        features
     }
 
     /// Multiply-adds of one forward pass per sample (Σ in·out over layers); the FLOP model
@@ -188,7 +286,8 @@ impl Mlp {
         params
     }
 
-    /// Forward pass over a batch `inputs` (`input_dim × N`), keeping every activation.
+    /// Forward pass over a batch `inputs` (`input_dim × N`), keeping what the derivatives
+    /// need.
     pub fn forward(&self, params: &[f64], inputs: &DMatrix<f64>) -> ForwardCache {
         let mut cache = ForwardCache::default();
         self.forward_into(params, inputs, &mut cache);
@@ -208,59 +307,59 @@ impl Mlp {
     /// hidden layers, applying tanh.
     pub fn forward_in_place(&self, params: &[f64], cache: &mut ForwardCache) {
         debug_assert_eq!(params.len(), self.parameter_count());
-        debug_assert_eq!(cache.activations.len(), self.layer_sizes.len());
+        debug_assert_eq!(cache.inputs.nrows(), self.input_dim());
+        match self.precision {
+            Precision::Single => self.forward_pass::<f32>(params, cache),
+            Precision::Double => self.forward_pass::<f64>(params, cache),
+        }
+    }
+
+    fn forward_pass<T: PassScalar>(&self, params: &[f64], cache: &mut ForwardCache) {
         let n = cache.batch_size();
-        let mut scratch = Vec::new();
-        let ForwardCache {
-            activations,
-            single,
-        } = cache;
-        single.resize_with(self.layouts.len(), Vec::new);
+        let pass = T::pass_mut(&mut cache.passes);
+        pass.params.resize(params.len(), T::ZERO);
+        from_f64(&mut pass.params, params);
+        pass.activations
+            .resize_with(self.layer_sizes.len(), Vec::new);
+        // Exactly `width × n` each: the passes read them whole.
+        for (values, &width) in pass.activations.iter_mut().zip(&self.layer_sizes) {
+            values.resize(width * n, T::ZERO);
+        }
+        from_f64(&mut pass.activations[0], cache.inputs.as_slice());
+        let mut transposed = Vec::new();
         for (k, layout) in self.layouts.iter().enumerate() {
-            let (below, above) = activations.split_at_mut(k + 1);
-            let h = below[k].as_slice();
-            let copy = &mut single[k];
-            if self.precision == Precision::Single && blocked(layout.outputs, layout.inputs, n) {
-                // Resized, not cleared: every value is overwritten.
-                copy.resize(h.len(), 0.0);
-                to_single(copy, h);
-            } else {
-                copy.clear();
-            }
-            let h = MatrixValues {
-                double: h,
-                single: (!copy.is_empty()).then_some(copy.as_slice()),
-            };
-            let z = above[0].as_mut_slice();
+            let (below, above) = pass.activations.split_at_mut(k + 1);
+            let z = &mut above[0];
             affine_product(
                 z,
-                weights_block(params, layout),
-                h,
+                layout.weights(&pass.params),
+                &below[k],
                 (layout.outputs, layout.inputs, n),
                 false,
-                self.precision,
-                &mut scratch,
+                &mut transposed,
             );
-            let bias = &params[layout.bias_offset..layout.bias_offset + layout.outputs];
+            let bias = layout.bias(&pass.params);
             if k + 1 < self.layouts.len() {
-                add_bias_and_tanh(z, bias, self.precision);
+                add_bias_and_tanh(z, bias);
             } else {
                 add_bias(z, bias);
             }
         }
+        if cache.output.shape() != (self.output_dim(), n) {
+            cache.output = DMatrix::zeros(self.output_dim(), n);
+        }
+        to_f64(
+            cache.output.as_mut_slice(),
+            &pass.activations[self.layouts.len()],
+        );
     }
 
-    /// Reverse pass (vector-Jacobian product): given `output_grad` = ∂L/∂output per sample
-    /// (`output_dim × N`), returns ∂L/∂θ summed over the samples, in the flat layout.
-    pub fn vjp(
-        &self,
-        params: &[f64],
-        cache: &ForwardCache,
-        output_grad: &DMatrix<f64>,
-    ) -> DVector<f64> {
+    /// Reverse pass (vector-Jacobian product) at the forward pass's parameters: given
+    /// `output_grad` = ∂L/∂output per sample (`output_dim × N`), returns ∂L/∂θ summed over
+    /// the samples, in the flat layout.
+    pub fn vjp(&self, cache: &ForwardCache, output_grad: &DMatrix<f64>) -> DVector<f64> {
         let mut gradient = DVector::zeros(self.parameter_count());
         self.vjp_into(
-            params,
             cache,
             output_grad.as_slice(),
             gradient.as_mut_slice(),
@@ -273,60 +372,68 @@ impl Mlp {
     /// `output_grad` is `output_dim × N` column-major.
     pub fn vjp_into(
         &self,
-        params: &[f64],
+        cache: &ForwardCache,
+        output_grad: &[f64],
+        gradient: &mut [f64],
+        scratch: &mut PassScratch,
+    ) {
+        debug_assert_eq!(gradient.len(), self.parameter_count());
+        debug_assert_eq!(output_grad.len(), self.output_dim() * cache.batch_size());
+        match self.precision {
+            Precision::Single => self.vjp_pass::<f32>(cache, output_grad, gradient, scratch),
+            Precision::Double => self.vjp_pass::<f64>(cache, output_grad, gradient, scratch),
+        }
+    }
+
+    fn vjp_pass<T: PassScalar>(
+        &self,
         cache: &ForwardCache,
         output_grad: &[f64],
         gradient: &mut [f64],
         scratch: &mut PassScratch,
     ) {
         let n = cache.batch_size();
-        debug_assert_eq!(gradient.len(), self.parameter_count());
-        debug_assert_eq!(output_grad.len(), self.output_dim() * n);
-        let PassScratch {
+        let pass = T::pass(&cache.passes);
+        let PassBuffers {
             current,
             next,
-            transposed_weights,
-        } = scratch;
-        current.clear();
-        current.extend_from_slice(output_grad);
+            parameters,
+            transposed,
+            ..
+        } = T::buffers(scratch);
+        from_f64(sized(current, output_grad.len()), output_grad);
         for (k, layout) in self.layouts.iter().enumerate().rev() {
-            let below = cache.activations[k].as_slice();
+            let below = &pass.activations[k];
             let upstream = &current[..layout.outputs * n];
-            weight_gradient(
-                &mut gradient[layout.weights_offset..layout.bias_offset],
-                upstream,
-                MatrixValues {
-                    double: below,
-                    single: cache.single(k),
-                },
-                (layout.outputs, layout.inputs, n),
-                self.precision,
-                transposed_weights,
-            );
-            let bias_grad = &mut gradient[layout.bias_offset..layout.bias_offset + layout.outputs];
+            let dims = (layout.outputs, layout.inputs, n);
+            // The layer's gradient in the flat layout, in `T`, then widened.
+            let layer_grad = sized(parameters, layout.outputs * (layout.inputs + 1));
+            let (weight_grad, bias_grad) = layer_grad.split_at_mut(layout.outputs * layout.inputs);
+            weight_gradient(weight_grad, upstream, below, dims, transposed);
             row_sums(bias_grad, upstream);
+            to_f64(layout.parameters_mut(gradient), layer_grad);
             if k > 0 {
-                next.resize(layout.inputs * n, 0.0);
+                let input_grad = sized(next, layout.inputs * n);
                 transpose_product(
-                    &mut next[..layout.inputs * n],
-                    weights_block(params, layout),
+                    input_grad,
+                    layout.weights(&pass.params),
                     upstream,
-                    (layout.outputs, layout.inputs, n),
-                    self.precision,
-                    transposed_weights,
+                    dims,
+                    transposed,
                 );
-                multiply_by_tanh_derivative(&mut next[..layout.inputs * n], below);
+                multiply_by_tanh_derivative(input_grad, below);
                 std::mem::swap(current, next);
             }
         }
     }
 
-    /// Forward-mode pass (Jacobian-vector product): given a parameter direction `v`, returns
-    /// `∂output/∂θ · v` for every sample (`output_dim × N`).
-    pub fn jvp(&self, params: &[f64], cache: &ForwardCache, direction: &[f64]) -> DMatrix<f64> {
+    /// Forward-mode pass (Jacobian-vector product) at the forward pass's parameters: given
+    /// a parameter direction `v`, returns `∂output/∂θ · v` for every sample
+    /// (`output_dim × N`).
+    pub fn jvp(&self, cache: &ForwardCache, direction: &[f64]) -> DMatrix<f64> {
         let n = cache.batch_size();
         let mut scratch = PassScratch::default();
-        let tangent = self.jvp_into(params, cache, direction, &mut scratch);
+        let tangent = self.jvp_into(cache, direction, &mut scratch);
         DMatrix::from_column_slice(self.output_dim(), n, tangent)
     }
 
@@ -334,67 +441,67 @@ impl Mlp {
     /// column-major) lives in `scratch`.
     pub fn jvp_into<'s>(
         &self,
-        params: &[f64],
         cache: &ForwardCache,
         direction: &[f64],
         scratch: &'s mut PassScratch,
     ) -> &'s mut [f64] {
         debug_assert_eq!(direction.len(), self.parameter_count());
+        match self.precision {
+            Precision::Single => self.jvp_pass::<f32>(cache, direction, scratch),
+            Precision::Double => self.jvp_pass::<f64>(cache, direction, scratch),
+        }
+    }
+
+    fn jvp_pass<'s, T: PassScalar>(
+        &self,
+        cache: &ForwardCache,
+        direction: &[f64],
+        scratch: &'s mut PassScratch,
+    ) -> &'s mut [f64] {
         let n = cache.batch_size();
-        let PassScratch {
+        let pass = T::pass(&cache.passes);
+        let PassBuffers {
             current,
             next,
-            transposed_weights,
-        } = scratch;
+            parameters,
+            transposed,
+            tangent,
+        } = T::buffers(scratch);
+        let direction_t = sized(parameters, direction.len());
+        from_f64(direction_t, direction);
         for (k, layout) in self.layouts.iter().enumerate() {
-            let len = layout.outputs * n;
-            next.resize(len, 0.0);
+            let out = sized(next, layout.outputs * n);
             let dims = (layout.outputs, layout.inputs, n);
             // The inputs do not depend on θ: the first layer's tangent is only dW·X + db.
+            let below = &pass.activations[k];
             affine_product(
-                &mut next[..len],
-                weights_block(direction, layout),
-                MatrixValues {
-                    double: cache.activations[k].as_slice(),
-                    single: cache.single(k),
-                },
+                out,
+                layout.weights(direction_t),
+                below,
                 dims,
                 false,
-                self.precision,
-                transposed_weights,
+                transposed,
             );
             if k > 0 {
-                affine_product(
-                    &mut next[..len],
-                    weights_block(params, layout),
-                    MatrixValues::from(&current[..layout.inputs * n]),
-                    dims,
-                    true,
-                    self.precision,
-                    transposed_weights,
-                );
+                let upstream = &current[..layout.inputs * n];
+                let weights = layout.weights(&pass.params);
+                affine_product(out, weights, upstream, dims, true, transposed);
             }
-            add_bias(
-                &mut next[..len],
-                &direction[layout.bias_offset..layout.bias_offset + layout.outputs],
-            );
+            add_bias(out, layout.bias(direction_t));
             if k + 1 < self.layouts.len() {
-                multiply_by_tanh_derivative(&mut next[..len], cache.activations[k + 1].as_slice());
+                multiply_by_tanh_derivative(out, &pass.activations[k + 1]);
             }
             std::mem::swap(current, next);
         }
-        &mut current[..self.output_dim() * n]
+        let len = self.output_dim() * n;
+        to_f64(sized(tangent, len), &current[..len]);
+        &mut tangent[..len]
     }
-}
-
-/// The row-major `[out][in]` weight block of a layer in a flat vector.
-fn weights_block<'a>(params: &'a [f64], layout: &LayerLayout) -> &'a [f64] {
-    &params[layout.weights_offset..layout.bias_offset]
 }
 
 /// `W` (`out × in`) copied out of its row-major block in the flat vector.
 #[cfg(test)]
-fn weights(params: &[f64], layout: &LayerLayout) -> DMatrix<f64> {
+fn weight_matrix(params: &[f64], layout: &LayerLayout) -> DMatrix<f64> {
     DMatrix::from_row_slice(
         layout.outputs,
         layout.inputs,
@@ -478,14 +585,14 @@ mod tests {
         let cotangent = random_matrix(2, 6, &mut rng);
         let direction = random_vector(mlp.parameter_count(), &mut rng);
         let cache = mlp.forward(params.as_slice(), &x);
-        let jv = mlp.jvp(params.as_slice(), &cache, direction.as_slice());
+        let jv = mlp.jvp(&cache, direction.as_slice());
         let eps = 1e-6;
         let plus = mlp.forward((&params + &direction * eps).as_slice(), &x);
         let minus = mlp.forward((&params - &direction * eps).as_slice(), &x);
         let numeric = (plus.output() - minus.output()) / (2.0 * eps);
         approx::assert_abs_diff_eq!(jv, numeric, epsilon = 1e-7);
         // ⟨cotangent, J v⟩ = ⟨Jᵀ cotangent, v⟩ ties the VJP to the JVP.
-        let vjp = mlp.vjp(params.as_slice(), &cache, &cotangent);
+        let vjp = mlp.vjp(&cache, &cotangent);
         approx::assert_relative_eq!(
             cotangent.dot(&jv),
             vjp.dot(&direction),
@@ -517,21 +624,13 @@ mod tests {
         assert!(forward_error < 1e-5, "forward: {forward_error:e}");
         assert!(forward_error > 0.0, "single precision was not used");
         let vjp_error = relative(
-            single
-                .vjp(params.as_slice(), &cache_s, &cotangent)
-                .as_slice(),
-            double
-                .vjp(params.as_slice(), &cache_d, &cotangent)
-                .as_slice(),
+            single.vjp(&cache_s, &cotangent).as_slice(),
+            double.vjp(&cache_d, &cotangent).as_slice(),
         );
         assert!(vjp_error < 1e-5, "vjp: {vjp_error:e}");
         let jvp_error = relative(
-            single
-                .jvp(params.as_slice(), &cache_s, direction.as_slice())
-                .as_slice(),
-            double
-                .jvp(params.as_slice(), &cache_d, direction.as_slice())
-                .as_slice(),
+            single.jvp(&cache_s, direction.as_slice()).as_slice(),
+            double.jvp(&cache_d, direction.as_slice()).as_slice(),
         );
         assert!(jvp_error < 1e-5, "jvp: {jvp_error:e}");
     }
@@ -551,28 +650,10 @@ mod tests {
             let fresh = mlp.forward(params.as_slice(), &x);
             mlp.forward_into(params.as_slice(), &x, &mut cache);
             assert_eq!(cache.output(), fresh.output());
-            mlp.vjp_into(
-                params.as_slice(),
-                &cache,
-                cotangent.as_slice(),
-                &mut gradient,
-                &mut scratch,
-            );
-            assert_eq!(
-                gradient.as_slice(),
-                mlp.vjp(params.as_slice(), &fresh, &cotangent).as_slice()
-            );
-            let jv = mlp.jvp_into(
-                params.as_slice(),
-                &cache,
-                direction.as_slice(),
-                &mut scratch,
-            );
-            assert_eq!(
-                &*jv,
-                mlp.jvp(params.as_slice(), &fresh, direction.as_slice())
-                    .as_slice()
-            );
+            mlp.vjp_into(&cache, cotangent.as_slice(), &mut gradient, &mut scratch);
+            assert_eq!(gradient.as_slice(), mlp.vjp(&fresh, &cotangent).as_slice());
+            let jv = mlp.jvp_into(&cache, direction.as_slice(), &mut scratch);
+            assert_eq!(&*jv, mlp.jvp(&fresh, direction.as_slice()).as_slice());
         }
     }
 
@@ -582,14 +663,14 @@ mod tests {
         let mlp = Mlp::new(3, &[64, 64], 1);
         let params = mlp.initial_parameters(2f64.sqrt(), 0.01, &mut rng);
         let layout = mlp.layouts[1];
-        let w = weights(params.as_slice(), &layout);
+        let w = weight_matrix(params.as_slice(), &layout);
         approx::assert_abs_diff_eq!(
             &w * w.transpose(),
             DMatrix::identity(64, 64) * 2.0,
             epsilon = 1e-10
         );
         let out = mlp.layouts[2];
-        let w_out = weights(params.as_slice(), &out);
+        let w_out = weight_matrix(params.as_slice(), &out);
         approx::assert_relative_eq!(w_out.norm(), 0.01, max_relative = 1e-10);
         assert!(
             params.as_slice()[layout.bias_offset..layout.bias_offset + 64]

@@ -44,6 +44,9 @@ pub struct Policy {
 #[derive(Clone, Debug)]
 pub struct PolicyEvaluation {
     cache: ForwardCache,
+    /// A gSDE head's features (the last hidden layer, `width × N`, in f64); empty for the
+    /// other heads.
+    features: DMatrix<f64>,
     own: Vec<f64>,
     log_std: Vec<f64>,
 }
@@ -151,14 +154,17 @@ impl Policy {
     pub fn evaluate(&self, params: &[f64], observations: &DMatrix<f64>) -> PolicyEvaluation {
         let (weights, own) = self.split(params);
         let cache = self.mlp.forward(weights, observations);
-        let log_std = match self.head {
+        let (features, log_std) = match self.head {
             ActionDistribution::StateDependent(sde) => {
-                sde.log_std_per_sample(own, cache.features())
+                let features = self.mlp.features(&cache);
+                let log_std = sde.log_std_per_sample(own, &features);
+                (features, log_std)
             }
-            _ => own.to_vec(),
+            _ => (DMatrix::zeros(0, 0), own.to_vec()),
         };
         PolicyEvaluation {
             cache,
+            features,
             own: own.to_vec(),
             log_std,
         }
@@ -176,7 +182,7 @@ impl Policy {
     ) -> PolicyEvaluation {
         let mut eval = self.evaluate(params, observations);
         if let ActionDistribution::StateDependent(sde) = self.head {
-            eval.log_std = sde.log_std_per_sample(&eval.own, held.cache.features());
+            eval.log_std = sde.log_std_per_sample(&eval.own, &held.features);
         }
         eval
     }
@@ -202,12 +208,11 @@ impl Policy {
         eval: &PolicyEvaluation,
         head_gradient: &HeadGradient,
     ) -> DVector<f64> {
-        let (weights, _) = self.split(params);
-        let mlp_gradient = self.mlp.vjp(weights, &eval.cache, &head_gradient.outputs);
+        let mlp_gradient = self.mlp.vjp(&eval.cache, &head_gradient.outputs);
         let own_gradient = match self.head {
             ActionDistribution::StateDependent(sde) => sde.own_gradient(
                 &eval.own,
-                eval.cache.features(),
+                &eval.features,
                 &eval.log_std,
                 head_gradient.log_std.as_slice(),
             ),
@@ -232,12 +237,8 @@ impl Policy {
             ActionDistribution::StateDependent(sde) => {
                 let mut sum = vec![0.0; v_own.len()];
                 for eval in evaluations {
-                    let part = sde.own_fisher_product(
-                        &eval.own,
-                        eval.cache.features(),
-                        &eval.log_std,
-                        v_own,
-                    );
+                    let part =
+                        sde.own_fisher_product(&eval.own, &eval.features, &eval.log_std, v_own);
                     sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
                 }
                 let inv_n = 1.0 / samples.max(1) as f64;

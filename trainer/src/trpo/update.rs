@@ -236,6 +236,18 @@ impl Trpo {
         &self.value
     }
 
+    /// The advantages and the values V(s) the next update would compute for `batch`, per
+    /// transition in batch order (tests of what the learner makes of its episodes).
+    #[cfg(test)]
+    pub(crate) fn advantages_for(&self, batch: &RolloutBatch) -> (Vec<f64>, Vec<f64>) {
+        let observations = self.normalize(&batch.observation_matrix());
+        let estimate = self.estimate_advantages(batch, &observations);
+        (
+            estimate.advantages.as_slice().to_vec(),
+            estimate.values.as_slice().to_vec(),
+        )
+    }
+
     /// The observation normaliser, when enabled.
     pub fn normalizer(&self) -> Option<&ObservationNormalizer> {
         self.normalizer.as_ref()
@@ -286,20 +298,20 @@ impl Trpo {
         // it runs beside the policy step (on the second core) instead of after it; both are
         // deterministic on their own, so the result does not depend on the schedule.
         let ((), (fit, value_fit_seconds)) = rayon::join(
-            || {
-                match advantages {
-                    Ok(advantages) => {
-                        let samples = Samples {
-                            observations: &observations,
-                            actions: &actions,
-                            advantages: &advantages,
-                        };
-                        policy_step(policy, config, samples, &mut report)
-                    }
-                    Err(reason) => report.skipped_reason = Some(reason),
+            || match advantages {
+                Ok(advantages) => {
+                    let samples = Samples {
+                        observations: &observations,
+                        actions: &actions,
+                        advantages: &advantages,
+                    };
+                    policy_step(policy, config, samples, &mut report)
                 }
-                let entropy_eval = policy.evaluate(policy.parameters().as_slice(), &observations);
-                report.entropy = mean_entropy(policy, &entropy_eval);
+                Err(reason) => {
+                    report.skipped_reason = Some(reason);
+                    let unchanged = policy.evaluate(policy.parameters().as_slice(), &observations);
+                    report.entropy = mean_entropy(policy, &unchanged);
+                }
             },
             || {
                 let clock = Instant::now();
@@ -415,7 +427,8 @@ fn timed<T>(seconds: &mut f64, phase: impl FnOnce() -> T) -> T {
 }
 
 /// Gradient → conjugate gradient → step scaling → line search → apply; what it did goes
-/// into `report` (why no step was applied, when none was).
+/// into `report` (why no step was applied, when none was; the entropy of the policy it
+/// leaves, from the evaluations the step made anyway).
 fn policy_step(
     policy: &mut Policy,
     config: &TrpoConfig,
@@ -427,35 +440,47 @@ fn policy_step(
     report.timings.gradient_seconds += timings.gradient;
     report.timings.cg_seconds = timings.conjugate_gradient;
     report.timings.line_search_seconds = timings.line_search;
-    let applied = proposal.and_then(|(parameters, kl)| {
+    let applied = proposal.and_then(|step| {
         policy
-            .set_parameters(parameters)
-            .map(|()| kl)
+            .set_parameters(step.parameters)
+            .map(|()| (step.kl, step.entropy))
             .map_err(|error| format!("step refused: {error}"))
     });
     match applied {
-        Ok(kl) => {
+        Ok((kl, entropy)) => {
             report.accepted = true;
             report.kl = kl;
+            report.entropy = entropy;
         }
         Err(reason) => report.skipped_reason = Some(reason),
     }
 }
 
-/// The new parameters and their KL from the old policy, or why there are none.
+/// A step the line search accepted.
+struct AcceptedStep {
+    parameters: DVector<f64>,
+    /// Mean KL(old ‖ new), nats.
+    kl: f64,
+    /// Mean entropy of the new policy on the batch, nats.
+    entropy: f64,
+}
+
+/// The new parameters with their KL from the old policy and their entropy, or why there
+/// are none (then `report.entropy` is the unchanged policy's).
 fn propose_step(
     policy: &Policy,
     config: &TrpoConfig,
     samples: Samples<'_>,
     timings: &mut StepTimings,
     report: &mut UpdateReport,
-) -> Result<(DVector<f64>, f64), String> {
+) -> Result<AcceptedStep, String> {
     let old_params = policy.parameters();
     let (old, old_log_probs) = timed(&mut timings.gradient, || {
         let old = policy.evaluate(old_params.as_slice(), samples.observations);
         let log_probs = policy.head().log_prob(old.distribution(), samples.actions);
         (old, log_probs)
     });
+    report.entropy = mean_entropy(policy, &old);
     let batch = &SurrogateBatch {
         observations: samples.observations,
         actions: samples.actions,
@@ -469,6 +494,7 @@ fn propose_step(
     let step = timed(&mut timings.conjugate_gradient, || {
         trust_region_step(policy, config, batch.observations, &gradient, report)
     })?;
+    let mut last_candidate = None;
     let search = timed(&mut timings.line_search, || {
         let surrogate_old = surrogate(policy, &old, batch);
         let settings = LineSearchSettings {
@@ -484,10 +510,13 @@ fn propose_step(
             settings,
             |candidate| {
                 let new = policy.evaluate(candidate.as_slice(), batch.observations);
-                CandidateEvaluation {
+                let measured = CandidateEvaluation {
                     surrogate: surrogate(policy, &new, batch),
                     kl: mean_kl(policy, &old, &new),
-                }
+                };
+                // The search stops at the candidate it accepts: the last one evaluated.
+                last_candidate = Some(new);
+                measured
             },
         )
     });
@@ -496,12 +525,17 @@ fn propose_step(
     report.improvement_ratio = search.improvement_ratio;
     report.line_search_steps = search.backtracks;
     let kl = search.kl;
-    search.parameters.map(|p| (p, kl)).ok_or_else(|| {
-        format!(
+    match (search.parameters, last_candidate) {
+        (Some(parameters), Some(accepted)) => Ok(AcceptedStep {
+            parameters,
+            kl,
+            entropy: mean_entropy(policy, &accepted),
+        }),
+        _ => Err(format!(
             "line search found no step with KL ≤ {} and a surrogate gain (last try: KL {kl:.3e}, gain {:.3e})",
             config.target_kl, search.actual_improvement
-        )
-    })
+        )),
+    }
 }
 
 /// Conjugate gradient on exact Fisher-vector products for the direction `F⁻¹g`, checked,

@@ -6,6 +6,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use super::kernels::avx2_dispatch;
 use super::learner_state::{AdamState, StateError, check_vector};
 use super::mlp::{ForwardCache, Mlp, PassScratch};
 
@@ -34,28 +35,86 @@ impl Adam {
         }
     }
 
-    /// θ ← θ − lr · m̂ / (sqrt(v̂) + ε).
+    /// θ ← θ − lr · m̂ / (sqrt(v̂) + ε), arranged as PyTorch's Adam: θ ← θ − (lr / c₁) · m /
+    /// (sqrt(v) / sqrt(c₂) + ε), with cᵢ = 1 − βᵢᵗ the bias corrections.
     fn step(&mut self, params: &mut [f64], gradient: &[f64]) {
         self.steps = self.steps.saturating_add(1);
         // Beyond 2³¹ steps β^t is 0 in f64 anyway; the clamp only keeps `powi` in range.
         let t = i32::try_from(self.steps).unwrap_or(i32::MAX);
         let correction1 = 1.0 - self.beta1.powi(t);
         let correction2 = 1.0 - self.beta2.powi(t);
-        let (beta1, beta2) = (self.beta1, self.beta2);
-        let (lr, epsilon) = (self.learning_rate, self.epsilon);
-        let moments = self
-            .first_moment
-            .as_mut_slice()
-            .iter_mut()
-            .zip(self.second_moment.as_mut_slice());
-        for ((p, &g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
-            *m = beta1 * *m + (1.0 - beta1) * g;
-            *v = beta2 * *v + (1.0 - beta2) * g * g;
-            let m_hat = *m / correction1;
-            let v_hat = *v / correction2;
-            *p -= lr * m_hat / (v_hat.sqrt() + epsilon);
-        }
+        let coefficients = AdamCoefficients {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            step_size: self.learning_rate / correction1,
+            inverse_sqrt_correction2: 1.0 / correction2.sqrt(),
+            epsilon: self.epsilon,
+        };
+        adam_update(
+            params,
+            gradient,
+            self.first_moment.as_mut_slice(),
+            self.second_moment.as_mut_slice(),
+            coefficients,
+        );
     }
+}
+
+/// The per-step constants of [`Adam::step`].
+#[derive(Clone, Copy, Debug)]
+struct AdamCoefficients {
+    beta1: f64,
+    beta2: f64,
+    /// lr / c₁.
+    step_size: f64,
+    /// 1 / sqrt(c₂).
+    inverse_sqrt_correction2: f64,
+    epsilon: f64,
+}
+
+avx2_dispatch! {
+    /// Adam's element-wise update of the parameters and both moments (a square root and a
+    /// division per parameter, once per minibatch: worth the wider vectors).
+    fn adam_update => adam_update_impl(params: &mut [f64], gradient: &[f64], first_moment: &mut [f64], second_moment: &mut [f64], c: AdamCoefficients)
+}
+
+#[inline(always)]
+fn adam_update_impl(
+    params: &mut [f64],
+    gradient: &[f64],
+    first_moment: &mut [f64],
+    second_moment: &mut [f64],
+    c: AdamCoefficients,
+) {
+    let n = params.len();
+    let (gradient, first_moment, second_moment) = (
+        &gradient[..n],
+        &mut first_moment[..n],
+        &mut second_moment[..n],
+    );
+    for i in 0..n {
+        let g = gradient[i];
+        let m = c.beta1 * first_moment[i] + (1.0 - c.beta1) * g;
+        let v = c.beta2 * second_moment[i] + (1.0 - c.beta2) * g * g;
+        first_moment[i] = m;
+        second_moment[i] = v;
+        params[i] -= c.step_size * m / (v.sqrt() * c.inverse_sqrt_correction2 + c.epsilon);
+    }
+}
+
+avx2_dispatch! {
+    /// `sum = a + b` element-wise; whether every element of `sum` is finite.
+    fn add_halves => add_halves_impl(sum: &mut [f64], a: &[f64], b: &[f64]) -> bool
+}
+
+#[inline(always)]
+fn add_halves_impl(sum: &mut [f64], a: &[f64], b: &[f64]) -> bool {
+    let mut finite = true;
+    for ((s, &x), &y) in sum.iter_mut().zip(a).zip(b) {
+        *s = x + y;
+        finite &= s.is_finite();
+    }
+    finite
 }
 
 /// What one fit did.
@@ -157,6 +216,10 @@ impl ValueFunction {
     /// advantages were computed from; they give the explained variance without another
     /// forward pass). A minibatch whose gradient is not finite is skipped, so the parameters
     /// stay finite. Every buffer is allocated once per fit.
+    ///
+    /// Each minibatch's forward and reverse passes run as two halves, side by side when a
+    /// core is free (the fit runs beside the policy step, and outlasts it); the halves'
+    /// gradients are added in order, so the result does not depend on the thread count.
     pub fn fit(
         &mut self,
         observations: &DMatrix<f64>,
@@ -168,43 +231,30 @@ impl ValueFunction {
     ) -> ValueFitReport {
         debug_assert_eq!(predictions.len(), targets.len());
         let explained_variance = explained_variance(predictions, targets);
-        let obs_dim = observations.nrows();
+        let data = FitData {
+            mlp: &self.mlp,
+            observations,
+            targets,
+        };
         let mut order: Vec<usize> = (0..targets.len()).collect();
-        let mut cache = ForwardCache::default();
-        let mut scratch = PassScratch::default();
-        let mut error = Vec::with_capacity(batch_size);
+        let mut halves: [MinibatchHalf; 2] = Default::default();
         let mut gradient = vec![0.0; self.params.len()];
         let mut value_loss = 0.0;
         for _ in 0..epochs {
             order.shuffle(rng);
             let (mut loss_sum, mut batches) = (0.0, 0usize);
             for indices in order.chunks(batch_size.max(1)) {
-                let inputs = cache.inputs_mut(&self.mlp, indices.len());
-                for (column, &i) in inputs.as_mut_slice().chunks_exact_mut(obs_dim).zip(indices) {
-                    column.copy_from_slice(&observations.as_slice()[i * obs_dim..][..obs_dim]);
-                }
-                self.mlp
-                    .forward_in_place(self.params.as_slice(), &mut cache);
-                // MSE = mean((V − y)²); its gradient with respect to V is 2(V − y)/n.
                 let n = indices.len() as f64;
-                error.clear();
-                error.extend(
-                    cache
-                        .output()
-                        .iter()
-                        .zip(indices)
-                        .map(|(v, &i)| v - targets[i]),
+                let (first, second) = indices.split_at(indices.len().div_ceil(2));
+                let [a, b] = &mut halves;
+                let params = self.params.as_slice();
+                let (loss_a, loss_b) = rayon::join(
+                    || a.pass(&data, params, first, n),
+                    || b.pass(&data, params, second, n),
                 );
-                let loss = error.iter().map(|e| e * e).sum::<f64>() / n;
-                error.iter_mut().for_each(|e| *e *= 2.0 / n);
-                self.mlp.vjp_into(
-                    self.params.as_slice(),
-                    &cache,
-                    &error,
-                    &mut gradient,
-                    &mut scratch,
-                );
-                if loss.is_finite() && gradient.iter().all(|g| g.is_finite()) {
+                let loss = loss_a + loss_b;
+                let finite = add_halves(&mut gradient, &a.gradient, &b.gradient);
+                if loss.is_finite() && finite {
                     self.optimizer.step(self.params.as_mut_slice(), &gradient);
                     loss_sum += loss;
                     batches += 1;
@@ -216,6 +266,59 @@ impl ValueFunction {
             value_loss,
             explained_variance,
         }
+    }
+}
+
+/// What every minibatch of a fit reads.
+struct FitData<'a> {
+    mlp: &'a Mlp,
+    observations: &'a DMatrix<f64>,
+    targets: &'a DVector<f64>,
+}
+
+/// One half of a minibatch: its buffers and its share of the loss gradient.
+#[derive(Default)]
+struct MinibatchHalf {
+    cache: ForwardCache,
+    scratch: PassScratch,
+    error: Vec<f64>,
+    gradient: Vec<f64>,
+}
+
+impl MinibatchHalf {
+    /// The MSE terms of the samples `indices` of a minibatch of `n`: fills `gradient` with
+    /// their part of ∇θ MSE and returns their part of the MSE, Σ(V − y)²/n.
+    fn pass(&mut self, data: &FitData<'_>, params: &[f64], indices: &[usize], n: f64) -> f64 {
+        let mlp = data.mlp;
+        self.gradient.resize(mlp.parameter_count(), 0.0);
+        if indices.is_empty() {
+            self.gradient.fill(0.0);
+            return 0.0;
+        }
+        let obs_dim = mlp.input_dim();
+        let inputs = self.cache.inputs_mut(mlp, indices.len());
+        for (column, &i) in inputs.as_mut_slice().chunks_exact_mut(obs_dim).zip(indices) {
+            column.copy_from_slice(&data.observations.as_slice()[i * obs_dim..][..obs_dim]);
+        }
+        mlp.forward_in_place(params, &mut self.cache);
+        // MSE = mean((V − y)²); its gradient with respect to V is 2(V − y)/n.
+        self.error.clear();
+        self.error.extend(
+            self.cache
+                .output()
+                .iter()
+                .zip(indices)
+                .map(|(v, &i)| v - data.targets[i]),
+        );
+        let loss = self.error.iter().map(|e| e * e).sum::<f64>() / n;
+        self.error.iter_mut().for_each(|e| *e *= 2.0 / n);
+        mlp.vjp_into(
+            &self.cache,
+            &self.error,
+            &mut self.gradient,
+            &mut self.scratch,
+        );
+        loss
     }
 }
 

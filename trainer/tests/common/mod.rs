@@ -107,8 +107,14 @@ pub struct SimProcess {
 impl SimProcess {
     /// Starts `tether sim --plant <plant>` and reads its first stdout line (the pty path).
     pub fn start(plant: &str) -> Self {
+        Self::start_with(&["--plant", plant])
+    }
+
+    /// Starts `tether sim <args>` and reads its first stdout line (the pty path).
+    pub fn start_with(args: &[&str]) -> Self {
         let mut child = tether()
-            .args(["sim", "--plant", plant])
+            .arg("sim")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -48,7 +48,7 @@ use tether_shared::message::{
 use tether_shared::plant::MAX_OBS_DIM;
 use tether_shared::policy::MAX_LAYER_WIDTH;
 use tether_shared::policy::sde::SdeHead;
-use tether_shared::{ActionSpace, PolicyHead, PolicySpec};
+use tether_shared::{ActionSpace, PlantDescription, PolicyHead, PolicySpec};
 
 use crate::clock::{BoardClock, TimeSource};
 use crate::fault::fail;
@@ -101,6 +101,9 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart, exploration: Explorati
         seed: 1,
         mode: RunMode::Explore,
     };
+    // The link is timed first, on its own endpoint in a frame of its own that is gone
+    // before the device exists: the device's RAM is then what serving a host needs.
+    let (link_part, uart) = link_per_record(&plant.description(), uart);
     let mut script = Script::upload_and_run(spec.clone(), 1, run);
     let clock = BoardClock::new(TimeSource::Virtual);
     let config = DeviceConfig {
@@ -115,9 +118,57 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart, exploration: Explorati
     let Some(policy) = device.policy() else {
         fail(format_args!("bench: the policy is gone"))
     };
+    let parts = policy_parts(&policy, &spec, plant.clone(), exploration);
+    let plant_part = plant_steps(plant.clone());
+
+    let peak_stack = stack::peak_bytes();
+    hprint!(
+        "{{\"plant\":\"{}\",\"macs\":{},\"params\":{},\"steps\":{},\"instructions_per_step\":{},\"forward_instructions\":{},\"sampling_instructions\":{},\"link_instructions\":{},\"plant_instructions\":{},\"peak_stack\":{},\"stack_capacity\":{},\"control_period_us\":{}",
+        plant.description().name.as_str(),
+        spec.macs(),
+        spec.param_count(),
+        step.steps,
+        Hundredths(step.instructions),
+        Hundredths(parts.forward),
+        Hundredths(parts.sampling),
+        Hundredths(link_part),
+        Hundredths(plant_part),
+        peak_stack,
+        stack::capacity_bytes(),
+        device.period_us(),
+    );
+    if let Some(draw) = parts.sde_draw {
+        // The noise and variance sums: one multiply-accumulate each per matrix value.
+        hprint!(
+            ",\"sde_draw_instructions\":{},\"sde_macs\":{}",
+            Hundredths(draw),
+            2 * spec.noise_len()
+        );
+    }
+    hprintln!("{}", "}");
+    debug::exit(debug::EXIT_SUCCESS);
+    fail(format_args!("bench: semihosting exit returned"))
+}
+
+/// The running policy's parts, each in hundredths of an instruction per repetition.
+struct PolicyParts {
+    forward: u64,
+    sampling: u64,
+    /// One draw of θ_ε (gSDE only).
+    sde_draw: Option<u64>,
+}
+
+/// Times `policy`'s forward pass on an observation of `plant` and its sampling. Not
+/// inlined: its buffers (a scratch for the widest layers) live in this call's frame only.
+#[inline(never)]
+fn policy_parts<P: Plant>(
+    policy: &TiledPolicy<'_>,
+    spec: &PolicySpec,
+    mut probe: P,
+    exploration: Exploration,
+) -> PolicyParts {
     let mut obs = [0.0f32; MAX_OBS_DIM];
     let obs = &mut obs[..spec.obs_dim as usize];
-    let mut probe = plant.clone();
     probe.reset(7);
     probe.observe(obs);
     let mut out = [0.0f32; 8];
@@ -130,46 +181,21 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart, exploration: Explorati
         black_box(&out);
     });
     let (sampling, sde_draw) = match exploration {
-        Exploration::Plain => (sampling(&spec, out, policy.log_std()), None),
+        Exploration::Plain => (sampling(spec, out, policy.log_std()), None),
         Exploration::Sde => {
             let features = match policy.forward_with_features(obs, &mut scratch, out) {
                 Ok(features) => features,
                 Err(_) => fail(format_args!("bench: forward pass refused")),
             };
-            let (held, draw) = sde_sampling(&policy, features, out);
+            let (held, draw) = sde_sampling(policy, features, out);
             (held, Some(draw))
         }
     };
-    let plant_part = plant_steps(plant.clone());
-    let link = link_per_record(&mut device);
-
-    let peak_stack = stack::peak_bytes();
-    hprint!(
-        "{{\"plant\":\"{}\",\"macs\":{},\"params\":{},\"steps\":{},\"instructions_per_step\":{},\"forward_instructions\":{},\"sampling_instructions\":{},\"link_instructions\":{},\"plant_instructions\":{},\"peak_stack\":{},\"stack_capacity\":{},\"control_period_us\":{}",
-        plant.description().name.as_str(),
-        spec.macs(),
-        spec.param_count(),
-        step.steps,
-        Hundredths(step.instructions),
-        Hundredths(forward),
-        Hundredths(sampling),
-        Hundredths(link),
-        Hundredths(plant_part),
-        peak_stack,
-        stack::capacity_bytes(),
-        device.period_us(),
-    );
-    if let Some(draw) = sde_draw {
-        // The noise and variance sums: one multiply-accumulate each per matrix value.
-        hprint!(
-            ",\"sde_draw_instructions\":{},\"sde_macs\":{}",
-            Hundredths(draw),
-            2 * spec.noise_len()
-        );
+    PolicyParts {
+        forward,
+        sampling,
+        sde_draw,
     }
-    hprintln!("{}", "}");
-    debug::exit(debug::EXIT_SUCCESS);
-    fail(format_args!("bench: semihosting exit returned"))
 }
 
 /// Instructions in hundredths, printed as a decimal number (no float formatting on the
@@ -289,6 +315,7 @@ fn sde_sampling(policy: &TiledPolicy<'_>, features: &[f32], mean: &[f32]) -> (u6
 
 /// Hundredths of an instruction per plant step (observe, actuate; a reset when the episode
 /// ends), under a slowly swinging action.
+#[inline(never)]
 fn plant_steps<P: Plant>(mut plant: P) -> u64 {
     let description = plant.description();
     let mut obs = [0.0f32; MAX_OBS_DIM];
@@ -319,10 +346,12 @@ fn plant_steps<P: Plant>(mut plant: P) -> u64 {
     })
 }
 
-/// Hundredths of an instruction per record for framing full transition batches of this
-/// plant's records and writing them to the UART.
-fn link_per_record<P: Plant>(device: &mut BoardDevice<'_, P>) -> u64 {
-    let record = RecordLayout::of_plant(&device.plant().description()).width();
+/// Hundredths of an instruction per record for framing full transition batches of
+/// `plant`'s records and writing them to the UART, which it gives back. Not inlined: its
+/// endpoint (retransmit ring and decoder) lives in this call's frame only.
+#[inline(never)]
+fn link_per_record(plant: &PlantDescription, uart: CmsdkUart) -> (u64, CmsdkUart) {
+    let record = RecordLayout::of_plant(plant).width();
     let records = TRANSITION_BATCH_VALUES / record;
     let mut batch = TransitionBatch {
         episode: 3,
@@ -335,7 +364,7 @@ fn link_per_record<P: Plant>(device: &mut BoardDevice<'_, P>) -> u64 {
         let _ = batch.values.push(((i * 37 % 200) as f32 - 100.5) * 0.0137);
     }
     let message = DeviceMessage::Transitions(batch);
-    let mut endpoint = LinkEndpoint::new(device.link_io_mut());
+    let mut endpoint = LinkEndpoint::new(BoardLink::uart(uart));
     let batches = REPEATS / 10;
     let start = systick::ticks();
     for _ in 0..batches {
@@ -345,8 +374,9 @@ fn link_per_record<P: Plant>(device: &mut BoardDevice<'_, P>) -> u64 {
         endpoint.poll_write();
         black_box(&endpoint);
     }
-    hundredths_per(
+    let per_record = hundredths_per(
         systick::ticks() - start,
         u64::from(batches) * records as u64,
-    )
+    );
+    (per_record, endpoint.into_inner().into_uart())
 }

@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod clock;
 pub mod cmdline;
+pub mod deployed;
 pub mod fault;
 pub mod link;
 pub mod script;
@@ -59,15 +60,23 @@ pub fn start<P: Plant + Clone>(plant: P) -> ! {
     // SAFETY: UART0 is used by nothing else in this image.
     let uart = unsafe { CmsdkUart::new(UART0_BASE, systick::CORE_CLOCK_HZ, BAUD) };
     let mut buf = [0u8; cmdline::CMDLINE_LEN];
-    match cmdline::parse(cmdline::read(&mut buf)) {
-        Ok(Mode::Bench) => bench::bench(plant, uart, bench::Exploration::Plain),
-        Ok(Mode::BenchSde) => bench::bench(plant, uart, bench::Exploration::Sde),
-        Ok(Mode::RealTime) => serve::serve(plant, uart, true),
-        Ok(Mode::FreeRunning) => serve::serve(plant, uart, false),
+    let request = match cmdline::parse_request(cmdline::read(&mut buf)) {
+        Ok(request) => request,
         Err(e) => fault::fail(format_args!(
-            "bad command line ({:?}); words: free, realtime, bench, bench-gsde",
+            "bad command line ({:?}); words: free, realtime, bench, deploy, episodes=N, \
+             seed=S, eval-seed=S, bench-gsde",
             e
         )),
+    };
+    // A deploy image runs its policy from boot, asked or not; `bench` still benchmarks.
+    match (request.mode, request.deploy.or(deployed::boot_run())) {
+        (Mode::Bench, _) => bench::bench(plant, uart, bench::Exploration::Plain),
+        (Mode::BenchSde, _) => bench::bench(plant, uart, bench::Exploration::Sde),
+        (mode, Some((episodes, seed))) => {
+            deployed::serve(plant, uart, mode == Mode::RealTime, episodes, seed)
+        }
+        (Mode::RealTime, None) => serve::serve(plant, uart, true),
+        (Mode::FreeRunning, None) => serve::serve(plant, uart, false),
     }
 }
 

@@ -20,6 +20,11 @@ impl<'s> BoardLink<'s> {
         BoardLink { uart, script: None }
     }
 
+    /// Gives the UART back.
+    pub fn into_uart(self) -> CmsdkUart {
+        self.uart
+    }
+
     /// Host messages from `script`, device messages to the UART.
     pub fn scripted(uart: CmsdkUart, script: &'s mut Script) -> Self {
         BoardLink {

@@ -9,11 +9,19 @@
 //!   deadline as soon as the device has nothing left to do, so episodes run as fast as the
 //!   emulation and the host's reading allow, as the host's simulated devices do in virtual
 //!   time. While the device is idle the clock follows SysTick; while the host has not read
-//!   what was sent (the UART is full), time stops. The watchdog is off: a device's seconds
+//!   what was sent (the UART is full), or has not released the data the retransmit ring
+//!   keeps, time stops. The watchdog is off: a device's seconds
 //!   pass far faster than the host's, and the host detects a silent device by its own
 //!   clock.
+//!
+//! On the host's stderr (semihosting) the board says when it starts serving (`tether board:
+//! serving free-running` or `… serving in real time`: a host that started QEMU knows the
+//! board reads its UART from then on), and, since the device answers nothing to a host
+//! frame it cannot read (it counts it and the host retries), how many it has refused
+//! whenever that count grows: `tether board: <n> bad frames from the host`.
 
-use embedded_io::ReadReady;
+use cortex_m_semihosting::heprintln;
+use embedded_io::{Read, ReadReady, Write, WriteReady};
 use tether_firmware::plant::Plant;
 use tether_firmware::{Clock, Device, DeviceConfig};
 use tether_shared::message::DeviceState;
@@ -21,7 +29,7 @@ use tether_shared::message::DeviceState;
 use crate::clock::{BoardClock, TimeSource};
 use crate::link::BoardLink;
 use crate::uart::CmsdkUart;
-use crate::{BoardDevice, systick};
+use crate::{BoardDevice, NOISE_CAPACITY, POLICY_CAPACITY, systick};
 
 /// Runs `plant` as a device on `uart` forever.
 #[inline(never)]
@@ -38,29 +46,50 @@ pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool) -> ! {
     let clock = BoardClock::new(source);
     let mut device: BoardDevice<'_, P> = Device::new(plant, BoardLink::uart(uart), &clock, config);
     let mut free = FreeRunning::new();
+    let mut bad_frames = 0;
+    let timing = if real_time {
+        "in real time"
+    } else {
+        "free-running"
+    };
+    heprintln!("tether board: serving {}", timing);
     loop {
         device.poll();
+        report_bad_frames(&device, &mut bad_frames);
         if source == TimeSource::Virtual {
             free.advance(&mut device, &clock);
         }
     }
 }
 
+/// Prints the device's count of refused host frames when it differs from `reported`.
+fn report_bad_frames<P: Plant>(device: &BoardDevice<'_, P>, reported: &mut u32) {
+    let bad = device.stats().bad_frames;
+    if bad != *reported {
+        *reported = bad;
+        heprintln!("tether board: {} bad frames from the host", bad);
+    }
+}
+
 /// The free-running clock's rules (module documentation).
-struct FreeRunning {
+pub(crate) struct FreeRunning {
     /// SysTick time at the last [`FreeRunning::advance`], µs.
     last_us: u64,
 }
 
 impl FreeRunning {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         FreeRunning {
             last_us: systick::now_us(),
         }
     }
 
-    /// Moves `clock` after one poll of `device`.
-    fn advance<P: Plant>(&mut self, device: &mut BoardDevice<'_, P>, clock: &BoardClock) {
+    /// Moves `clock` after one poll of `device` (on any link).
+    pub(crate) fn advance<P: Plant, L: Read + ReadReady + Write + WriteReady>(
+        &mut self,
+        device: &mut Device<P, L, &BoardClock, POLICY_CAPACITY, NOISE_CAPACITY>,
+        clock: &BoardClock,
+    ) {
         let now_hw = systick::now_us();
         let elapsed = now_hw.saturating_sub(self.last_us);
         self.last_us = now_hw;
@@ -71,8 +100,10 @@ impl FreeRunning {
         let Ok(false) = device.link_io_mut().read_ready() else {
             return; // host input first: handle it before time moves
         };
-        if device.tx_pending() > 0 {
-            return; // the host has not taken the last output: time stops
+        if device.tx_pending() > 0 || device.awaiting_release() {
+            // The host has not taken the last output, or not confirmed what the
+            // retransmit ring keeps: time stops.
+            return;
         }
         let wake = device.next_wakeup_us();
         if wake > clock.now_us() {

@@ -1,70 +1,85 @@
 //! Element-wise passes over a batch (column-major, one sample per column): adding a
-//! layer's bias, its tanh activation, and the tanh derivative `1 − h²`.
+//! layer's bias, its tanh activation, the tanh derivative `1 − h²`, bias gradients, and
+//! the copies between the learner's f64 and a pass's scalar.
 
-use super::Precision;
-use super::tanh::{tanh, tanh_f32};
+use super::Real;
 
 avx2_dispatch! {
     /// Adds `bias` (one per row) to every column of the column-major `z`.
-    pub(crate) fn add_bias => add_bias_impl(z: &mut [f64], bias: &[f64])
+    pub(crate) fn add_bias<T: Real> => add_bias_impl(z: &mut [T], bias: &[T])
 }
 
 #[inline(always)]
-fn add_bias_impl(z: &mut [f64], bias: &[f64]) {
+fn add_bias_impl<T: Real>(z: &mut [T], bias: &[T]) {
     for column in z.chunks_exact_mut(bias.len()) {
-        for (value, b) in column.iter_mut().zip(bias) {
+        for (value, &b) in column.iter_mut().zip(bias) {
             *value += b;
         }
     }
 }
 
 avx2_dispatch! {
-    /// `sums[i] = Σⱼ u[i, j]` over the columns of the column-major `u` (a bias gradient).
-    pub(crate) fn row_sums => row_sums_impl(sums: &mut [f64], u: &[f64])
+    /// `sums[i] = Σⱼ u[i, j]` over the columns of the column-major `u` (a bias gradient),
+    /// in the pass's scalar, like the weight gradients' sums over the same columns.
+    pub(crate) fn row_sums<T: Real> => row_sums_impl(sums: &mut [T], u: &[T])
 }
 
 #[inline(always)]
-fn row_sums_impl(sums: &mut [f64], u: &[f64]) {
-    sums.fill(0.0);
+fn row_sums_impl<T: Real>(sums: &mut [T], u: &[T]) {
+    sums.fill(T::ZERO);
     for column in u.chunks_exact(sums.len()) {
-        for (sum, x) in sums.iter_mut().zip(column) {
+        for (sum, &x) in sums.iter_mut().zip(column) {
             *sum += x;
         }
     }
 }
 
 avx2_dispatch! {
-    /// `z ← tanh(z + bias)` per column: the activation of a hidden layer, with tanh in
-    /// f32 when the products are (its result feeds an f32 product anyway).
-    pub(crate) fn add_bias_and_tanh => add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64], precision: Precision)
+    /// `z ← tanh(z + bias)` per column: the activation of a hidden layer.
+    pub(crate) fn add_bias_and_tanh<T: Real> => add_bias_and_tanh_impl(z: &mut [T], bias: &[T])
 }
 
 #[inline(always)]
-fn add_bias_and_tanh_impl(z: &mut [f64], bias: &[f64], precision: Precision) {
+fn add_bias_and_tanh_impl<T: Real>(z: &mut [T], bias: &[T]) {
     for column in z.chunks_exact_mut(bias.len()) {
-        match precision {
-            Precision::Double => {
-                for (value, b) in column.iter_mut().zip(bias) {
-                    *value = tanh(*value + b);
-                }
-            }
-            Precision::Single => {
-                for (value, b) in column.iter_mut().zip(bias) {
-                    *value = f64::from(tanh_f32((*value + b) as f32));
-                }
-            }
+        for (value, &b) in column.iter_mut().zip(bias) {
+            *value = (*value + b).activation();
         }
     }
 }
 
 avx2_dispatch! {
     /// `tangent ⊙= 1 − h²`, the derivative of tanh expressed through its output `h`.
-    pub(crate) fn multiply_by_tanh_derivative => multiply_by_tanh_derivative_impl(tangent: &mut [f64], activation: &[f64])
+    pub(crate) fn multiply_by_tanh_derivative<T: Real> => multiply_by_tanh_derivative_impl(tangent: &mut [T], activation: &[T])
 }
 
 #[inline(always)]
-fn multiply_by_tanh_derivative_impl(tangent: &mut [f64], activation: &[f64]) {
-    for (t, h) in tangent.iter_mut().zip(activation) {
-        *t *= 1.0 - h * h;
+fn multiply_by_tanh_derivative_impl<T: Real>(tangent: &mut [T], activation: &[T]) {
+    for (t, &h) in tangent.iter_mut().zip(activation) {
+        *t *= T::ONE - h * h;
+    }
+}
+
+avx2_dispatch! {
+    /// `target = source` element-wise, rounded to the pass's scalar.
+    pub(crate) fn from_f64<T: Real> => from_f64_impl(target: &mut [T], source: &[f64])
+}
+
+#[inline(always)]
+fn from_f64_impl<T: Real>(target: &mut [T], source: &[f64]) {
+    for (t, &s) in target.iter_mut().zip(source) {
+        *t = T::narrow(s);
+    }
+}
+
+avx2_dispatch! {
+    /// `target = source` element-wise, in f64 (exact).
+    pub(crate) fn to_f64<T: Real> => to_f64_impl(target: &mut [f64], source: &[T])
+}
+
+#[inline(always)]
+fn to_f64_impl<T: Real>(target: &mut [f64], source: &[T]) {
+    for (t, &s) in target.iter_mut().zip(source) {
+        *t = s.widen();
     }
 }

@@ -1,17 +1,14 @@
 //! The matrix products of the MLP's passes in the flat parameter layout: `W·H` (forward
-//! and JVP), `U·Hᵀ` (weight gradients) and `Wᵀ·U` (input gradients). Large shapes go to
-//! `matrixmultiply` through nalgebra, in f32 or f64 ([`Precision`]); thin ones (the input
-//! and output layers) to loops over contiguous memory, always in f64.
+//! and JVP), `U·Hᵀ` (weight gradients) and `Wᵀ·U` (input gradients), in the pass's scalar
+//! ([`Real`]). Large shapes go to `matrixmultiply` through nalgebra; thin ones (the input
+//! and output layers) to loops over contiguous memory.
 
-use std::cell::RefCell;
+use nalgebra::{DMatrixViewMut, Dyn, MatrixView};
 
-use nalgebra::{DMatrixViewMut, Dyn, MatrixView, Scalar};
-
-use super::Precision;
-use super::convert::{from_single, single_values};
+use super::Real;
 
 /// A `rows × cols` view of `data` with the given (row, column) strides.
-fn strided<T: Scalar>(
+fn strided<T: Real>(
     data: &[T],
     (rows, cols): (usize, usize),
     (rs, cs): (usize, usize),
@@ -26,41 +23,22 @@ fn strided<T: Scalar>(
 const BLOCKED_GEMM_MIN_DIM: usize = 6;
 
 /// Whether a product of these dimensions goes to `matrixmultiply`.
-pub(crate) fn blocked(m: usize, k: usize, n: usize) -> bool {
+fn blocked(m: usize, k: usize, n: usize) -> bool {
     m.min(k).min(n) >= BLOCKED_GEMM_MIN_DIM
-}
-
-/// A matrix's values, with their f32 copy when the caller keeps one (see
-/// [`crate::trpo::mlp::ForwardCache`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MatrixValues<'a> {
-    /// The values, f64.
-    pub(crate) double: &'a [f64],
-    /// Their f32 copy, when the caller keeps one.
-    pub(crate) single: Option<&'a [f32]>,
-}
-
-impl<'a> From<&'a [f64]> for MatrixValues<'a> {
-    fn from(double: &'a [f64]) -> Self {
-        MatrixValues {
-            double,
-            single: None,
-        }
-    }
 }
 
 /// One factor of a [`blocked_gemm`] product: a matrix read out of a slice with strides.
 #[derive(Clone, Copy, Debug)]
-struct StridedMatrix<'a> {
-    values: MatrixValues<'a>,
+struct StridedMatrix<'a, T> {
+    values: &'a [T],
     /// (rows, columns).
     shape: (usize, usize),
     /// (row stride, column stride), in elements.
     strides: (usize, usize),
 }
 
-impl<'a> StridedMatrix<'a> {
-    fn new(values: MatrixValues<'a>, shape: (usize, usize), strides: (usize, usize)) -> Self {
+impl<'a, T> StridedMatrix<'a, T> {
+    fn new(values: &'a [T], shape: (usize, usize), strides: (usize, usize)) -> Self {
         StridedMatrix {
             values,
             shape,
@@ -69,97 +47,67 @@ impl<'a> StridedMatrix<'a> {
     }
 }
 
-thread_local! {
-    /// Per-thread f32 copies of the operands and the product of [`blocked_gemm`],
-    /// reused so the hot loop allocates nothing (rayon's FVP chunks each get their own).
-    static SINGLE_PRECISION_SCRATCH: RefCell<[Vec<f32>; 3]> = const {
-        RefCell::new([Vec::new(), Vec::new(), Vec::new()])
-    };
-}
-
 /// `c = a·b` (or `c += a·b` when `accumulate`), `c` column-major `rows × cols`, by
-/// `matrixmultiply` in the given precision. Single precision converts the operands to f32
-/// copies first, unless the caller passes one (the conversions are O(size), the product
-/// O(size × inner dimension)); the result is still a deterministic function of the inputs.
-fn blocked_gemm(
-    c: &mut [f64],
+/// `matrixmultiply`.
+fn blocked_gemm<T: Real>(
+    c: &mut [T],
     (rows, cols): (usize, usize),
-    a: StridedMatrix<'_>,
-    b: StridedMatrix<'_>,
+    a: StridedMatrix<'_, T>,
+    b: StridedMatrix<'_, T>,
     accumulate: bool,
-    precision: Precision,
 ) {
-    if precision == Precision::Double {
-        let mut product = DMatrixViewMut::from_slice(c, rows, cols);
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        product.gemm(
-            1.0,
-            &strided(a.values.double, a.shape, a.strides),
-            &strided(b.values.double, b.shape, b.strides),
-            beta,
-        );
-        return;
-    }
-    SINGLE_PRECISION_SCRATCH.with_borrow_mut(|[a32, b32, c32]| {
-        // Sized without clearing: every element is overwritten below (β = 0 never reads C).
-        let (a32, b32) = (single_values(a.values, a32), single_values(b.values, b32));
-        c32.resize(rows * cols, 0.0);
-        let c32 = &mut c32[..rows * cols];
-        let mut product = DMatrixViewMut::from_slice(c32, rows, cols);
-        product.gemm(
-            1.0,
-            &strided(a32, a.shape, a.strides),
-            &strided(b32, b.shape, b.strides),
-            0.0,
-        );
-        from_single(c, c32, accumulate);
-    });
+    let mut product = DMatrixViewMut::from_slice(c, rows, cols);
+    let beta = if accumulate { T::ONE } else { T::ZERO };
+    product.gemm(
+        T::ONE,
+        &strided(a.values, a.shape, a.strides),
+        &strided(b.values, b.shape, b.strides),
+        beta,
+    );
 }
 
 avx2_dispatch! {
     /// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
     /// `z` column-major (`in × n`, `out × n`).
-    pub(crate) fn affine_product => affine_product_impl(z: &mut [f64], w: &[f64], h: MatrixValues<'_>, dims: (usize, usize, usize), accumulate: bool, precision: Precision, scratch: &mut Vec<f64>)
+    pub(crate) fn affine_product<T: Real> => affine_product_impl(z: &mut [T], w: &[T], h: &[T], dims: (usize, usize, usize), accumulate: bool, scratch: &mut Vec<T>)
 }
 
 #[inline(always)]
-fn affine_product_impl(
-    z: &mut [f64],
-    w: &[f64],
-    h: MatrixValues<'_>,
+fn affine_product_impl<T: Real>(
+    z: &mut [T],
+    w: &[T],
+    h: &[T],
     (out, inp, n): (usize, usize, usize),
     accumulate: bool,
-    precision: Precision,
-    scratch: &mut Vec<f64>,
+    scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
         blocked_gemm(
             z,
             (out, n),
-            StridedMatrix::new(w.into(), (out, inp), (inp, 1)),
+            StridedMatrix::new(w, (out, inp), (inp, 1)),
             StridedMatrix::new(h, (inp, n), (1, inp)),
             accumulate,
-            precision,
         );
         return;
     }
-    if !accumulate {
-        z.fill(0.0);
-    }
     if inp >= out {
         // One dot product of length `in` per output.
-        for (zj, hj) in z.chunks_exact_mut(out).zip(h.double.chunks_exact(inp)) {
+        for (zj, hj) in z.chunks_exact_mut(out).zip(h.chunks_exact(inp)) {
             for (value, row) in zj.iter_mut().zip(w.chunks_exact(inp)) {
-                *value += dot(row, hj);
+                let product = dot(row, hj);
+                *value = if accumulate {
+                    *value + product
+                } else {
+                    product
+                };
             }
         }
     } else {
-        // Wide output: axpy of W's columns (transposed into `scratch` once).
+        // Wide output: a linear combination of W's columns (transposed into `scratch` once).
         let wt = transpose_into(scratch, w, out, inp);
-        for (zj, hj) in z.chunks_exact_mut(out).zip(h.double.chunks_exact(inp)) {
-            for (column, &s) in wt.chunks_exact(out).zip(hj) {
-                axpy(zj, s, column);
-            }
+        for (zj, hj) in z.chunks_exact_mut(out).zip(h.chunks_exact(inp)) {
+            combine_columns(zj, wt.chunks_exact(out).zip(hj), accumulate);
         }
     }
 }
@@ -167,17 +115,16 @@ fn affine_product_impl(
 avx2_dispatch! {
     /// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
     /// column-major `out × n`, `H` column-major `in × n`.
-    pub(crate) fn weight_gradient => weight_gradient_impl(g: &mut [f64], u: &[f64], h: MatrixValues<'_>, dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
+    pub(crate) fn weight_gradient<T: Real> => weight_gradient_impl(g: &mut [T], u: &[T], h: &[T], dims: (usize, usize, usize), scratch: &mut Vec<T>)
 }
 
 #[inline(always)]
-fn weight_gradient_impl(
-    g: &mut [f64],
-    u: &[f64],
-    h: MatrixValues<'_>,
+fn weight_gradient_impl<T: Real>(
+    g: &mut [T],
+    u: &[T],
+    h: &[T],
     (out, inp, n): (usize, usize, usize),
-    precision: Precision,
-    scratch: &mut Vec<f64>,
+    scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
         // Row-major `out × in` is column-major `in × out`: gᵀ = H·Uᵀ.
@@ -185,15 +132,14 @@ fn weight_gradient_impl(
             g,
             (inp, out),
             StridedMatrix::new(h, (inp, n), (1, inp)),
-            StridedMatrix::new(u.into(), (n, out), (out, 1)),
+            StridedMatrix::new(u, (n, out), (out, 1)),
             false,
-            precision,
         );
         return;
     }
-    g.fill(0.0);
+    g.fill(T::ZERO);
     if inp >= out {
-        for (uj, hj) in u.chunks_exact(out).zip(h.double.chunks_exact(inp)) {
+        for (uj, hj) in u.chunks_exact(out).zip(h.chunks_exact(inp)) {
             for (row, &s) in g.chunks_exact_mut(inp).zip(uj) {
                 axpy(row, s, hj);
             }
@@ -201,8 +147,8 @@ fn weight_gradient_impl(
     } else {
         // Accumulate column-major (contiguous over the wide `out`), then transpose.
         scratch.clear();
-        scratch.resize(out * inp, 0.0);
-        for (uj, hj) in u.chunks_exact(out).zip(h.double.chunks_exact(inp)) {
+        scratch.resize(out * inp, T::ZERO);
+        for (uj, hj) in u.chunks_exact(out).zip(h.chunks_exact(inp)) {
             for (column, &s) in scratch.chunks_exact_mut(out).zip(hj) {
                 axpy(column, s, uj);
             }
@@ -218,36 +164,31 @@ fn weight_gradient_impl(
 avx2_dispatch! {
     /// `x = Wᵀ·U` (overwritten), `W` row-major `out × in`, `U` column-major `out × n`, `x`
     /// column-major `in × n`: the gradient with respect to a layer's inputs.
-    pub(crate) fn transpose_product => transpose_product_impl(x: &mut [f64], w: &[f64], u: &[f64], dims: (usize, usize, usize), precision: Precision, scratch: &mut Vec<f64>)
+    pub(crate) fn transpose_product<T: Real> => transpose_product_impl(x: &mut [T], w: &[T], u: &[T], dims: (usize, usize, usize), scratch: &mut Vec<T>)
 }
 
 #[inline(always)]
-fn transpose_product_impl(
-    x: &mut [f64],
-    w: &[f64],
-    u: &[f64],
+fn transpose_product_impl<T: Real>(
+    x: &mut [T],
+    w: &[T],
+    u: &[T],
     (out, inp, n): (usize, usize, usize),
-    precision: Precision,
-    scratch: &mut Vec<f64>,
+    scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
         // Row-major `W` read as column-major is `Wᵀ` (`in × out`).
         blocked_gemm(
             x,
             (inp, n),
-            StridedMatrix::new(w.into(), (inp, out), (1, inp)),
-            StridedMatrix::new(u.into(), (out, n), (1, out)),
+            StridedMatrix::new(w, (inp, out), (1, inp)),
+            StridedMatrix::new(u, (out, n), (1, out)),
             false,
-            precision,
         );
         return;
     }
     if inp >= out {
-        x.fill(0.0);
         for (xj, uj) in x.chunks_exact_mut(inp).zip(u.chunks_exact(out)) {
-            for (row, &s) in w.chunks_exact(inp).zip(uj) {
-                axpy(xj, s, row);
-            }
+            combine_columns(xj, w.chunks_exact(inp).zip(uj), false);
         }
     } else {
         let wt = transpose_into(scratch, w, out, inp);
@@ -261,31 +202,57 @@ fn transpose_product_impl(
 
 /// Row-major `rows × cols` `w` copied column-major into `buffer` (so each column is
 /// contiguous).
-fn transpose_into<'a>(buffer: &'a mut Vec<f64>, w: &[f64], rows: usize, cols: usize) -> &'a [f64] {
+fn transpose_into<'a, T: Real>(
+    buffer: &'a mut Vec<T>,
+    w: &[T],
+    rows: usize,
+    cols: usize,
+) -> &'a [T] {
     buffer.clear();
     buffer.extend((0..cols).flat_map(|c| (0..rows).map(move |r| w[r * cols + c])));
     buffer
 }
 
+/// `y = Σ sᵢ·xᵢ` over `(xᵢ, sᵢ)` in order (`y += …` when `accumulate`), without a separate
+/// zeroing pass.
+#[inline(always)]
+fn combine_columns<'a, T: Real + 'a>(
+    y: &mut [T],
+    mut terms: impl Iterator<Item = (&'a [T], &'a T)>,
+    accumulate: bool,
+) {
+    if !accumulate {
+        match terms.next() {
+            Some((x, &s)) => {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = s * x;
+                }
+            }
+            None => y.fill(T::ZERO),
+        }
+    }
+    for (x, &s) in terms {
+        axpy(y, s, x);
+    }
+}
+
 /// `y += a·x`.
 #[inline(always)]
-fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
-    for (y, x) in y.iter_mut().zip(x) {
+fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
         *y += a * x;
     }
 }
 
 /// `x·y` with four independent accumulators (so the additions pipeline and vectorise).
 #[inline(always)]
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0; 4];
+fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::ZERO; 4];
     let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
-    let tail: f64 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
+    let mut tail = T::ZERO;
+    for (&a, &b) in xc.remainder().iter().zip(yc.remainder()) {
+        tail += a * b;
+    }
     for (a, b) in xc.zip(yc) {
         for l in 0..4 {
             acc[l] += a[l] * b[l];
@@ -303,9 +270,42 @@ mod tests {
     use super::*;
     use crate::trpo::mlp::standard_normal;
 
-    /// Each product against nalgebra's f64 product: to 1e-12 relative in double precision;
-    /// in single precision (blocked shapes only; thin ones stay f64) within a worst-case f32
-    /// rounding bound, 1e-7 × inner dimension × max(1, |result|).
+    /// The three products of one shape in `T`, against nalgebra's f64 products of the same
+    /// (rounded) inputs; `allowed(inner, expected)` bounds the error.
+    fn check_shape<T: Real>(
+        (out, inp, n): (usize, usize, usize),
+        rng: &mut ChaCha8Rng,
+        allowed: impl Fn(usize, f64) -> f64,
+    ) {
+        let mut random =
+            |len: usize| -> Vec<T> { (0..len).map(|_| T::narrow(standard_normal(rng))).collect() };
+        let (w, h, u) = (random(out * inp), random(inp * n), random(out * n));
+        let wide = |v: &[T]| v.iter().map(|x| x.widen()).collect::<Vec<_>>();
+        let wm = DMatrix::from_row_slice(out, inp, &wide(&w));
+        let hm = DMatrix::from_column_slice(inp, n, &wide(&h));
+        let um = DMatrix::from_column_slice(out, n, &wide(&u));
+        let check = |actual: &[T], expected: &DMatrix<f64>, inner: usize| {
+            for (a, e) in actual.iter().zip(expected.iter()) {
+                let error = (a.widen() - e).abs();
+                assert!(error <= allowed(inner, *e), "{out}×{inp}×{n}: {a} vs {e}");
+            }
+        };
+        let mut scratch = Vec::new();
+        let mut z = vec![T::ONE; out * n];
+        affine_product(&mut z, &w, &h, (out, inp, n), true, &mut scratch);
+        check(&z, &(&wm * &hm + DMatrix::from_element(out, n, 1.0)), inp);
+        let mut g = vec![T::narrow(7.0); out * inp];
+        weight_gradient(&mut g, &u, &h, (out, inp, n), &mut scratch);
+        // Row-major out × in.
+        check(&g, &(&um * hm.transpose()).transpose(), n);
+        let mut x = vec![T::narrow(7.0); inp * n];
+        transpose_product(&mut x, &w, &u, (out, inp, n), &mut scratch);
+        check(&x, &(wm.transpose() * &um), out);
+    }
+
+    /// Each product, thin and blocked, against nalgebra's f64 product: to 1e-12 relative in
+    /// f64; in f32 within a worst-case rounding bound, 1e-7 × inner dimension ×
+    /// max(1, |result|).
     #[test]
     fn thin_and_blocked_products_agree_with_plain_loops() {
         let mut rng = ChaCha8Rng::seed_from_u64(10);
@@ -318,56 +318,11 @@ mod tests {
             (5, 5, 5),
             (64, 64, 300),
         ];
-        for (precision, (out, inp, n)) in [Precision::Double, Precision::Single]
-            .into_iter()
-            .flat_map(|p| shapes.map(|shape| (p, shape)))
-        {
-            let w: Vec<f64> = (0..out * inp).map(|_| standard_normal(&mut rng)).collect();
-            let h: Vec<f64> = (0..inp * n).map(|_| standard_normal(&mut rng)).collect();
-            let u: Vec<f64> = (0..out * n).map(|_| standard_normal(&mut rng)).collect();
-            let wm = DMatrix::from_row_slice(out, inp, &w);
-            let hm = DMatrix::from_column_slice(inp, n, &h);
-            let um = DMatrix::from_column_slice(out, n, &u);
-            let check = |actual: &[f64], expected: &DMatrix<f64>, inner: usize| {
-                let single = precision == Precision::Single && blocked(out, inp, n);
-                for (a, e) in actual.iter().zip(expected.iter()) {
-                    let error = (a - e).abs();
-                    let allowed = match single {
-                        true => 1e-7 * inner as f64 * e.abs().max(1.0),
-                        false => 1e-12 * e.abs().max(1e-300),
-                    };
-                    assert!(
-                        error <= allowed,
-                        "{precision:?} {out}×{inp}×{n}: {a} vs {e}"
-                    );
-                }
-            };
-            let mut scratch = Vec::new();
-            let mut z = vec![1.0; out * n];
-            affine_product(
-                &mut z,
-                &w,
-                h[..].into(),
-                (out, inp, n),
-                true,
-                precision,
-                &mut scratch,
-            );
-            check(&z, &(&wm * &hm + DMatrix::from_element(out, n, 1.0)), inp);
-            let mut g = vec![7.0; out * inp];
-            weight_gradient(
-                &mut g,
-                &u,
-                h[..].into(),
-                (out, inp, n),
-                precision,
-                &mut scratch,
-            );
-            // Row-major out × in.
-            check(&g, &(&um * hm.transpose()).transpose(), n);
-            let mut x = vec![7.0; inp * n];
-            transpose_product(&mut x, &w, &u, (out, inp, n), precision, &mut scratch);
-            check(&x, &(wm.transpose() * &um), out);
+        for shape in shapes {
+            check_shape::<f64>(shape, &mut rng, |_, e| 1e-12 * e.abs().max(1e-300));
+            check_shape::<f32>(shape, &mut rng, |inner, e| {
+                1e-7 * inner as f64 * e.abs().max(1.0)
+            });
         }
     }
 }

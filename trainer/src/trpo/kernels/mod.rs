@@ -1,51 +1,113 @@
 //! The numeric kernels under the MLP's passes: the matrix products (blocked through
-//! `matrixmultiply`, or loops for thin shapes), their f32 conversions, the element-wise
-//! passes (bias, tanh and its derivative) and the fast tanh itself. Each hot loop is
-//! compiled twice, with and without AVX2, and picked at run time.
+//! `matrixmultiply`, or loops for thin shapes), the element-wise passes (bias, tanh and its
+//! derivative) and the f64 tanh. Everything is generic over the pass's scalar ([`Real`]:
+//! f32 or f64, chosen by [`Precision`]); each hot loop is compiled twice, with and without
+//! AVX2, and picked at run time.
 //!
-//! - [`gemm`]: `W·H`, `U·Hᵀ` and `Wᵀ·U` in the flat parameter layout, in f32 or f64;
-//! - [`convert`]: f64 ↔ f32 copies for the single-precision products;
-//! - [`elementwise`]: bias, `tanh` and `1 − h²` over a batch;
-//! - [`tanh`]: branch-free `tanh` in f64 and f32.
+//! - [`gemm`]: `W·H`, `U·Hᵀ` and `Wᵀ·U` in the flat parameter layout;
+//! - [`elementwise`]: bias, tanh and `1 − h²` over a batch, bias gradients;
+//! - [`tanh`]: branch-free `tanh` in f64, and the device's in f32.
 
 /// Defines `fn $name(args)` calling `$imp(args)`, compiled a second time with AVX2 and
 /// picked at run time on x86-64 CPUs that have it (the baseline target has only SSE2's
 /// 2-lane vectors; these loops are the element-wise and thin-product work between the
 /// `matrixmultiply` calls). Results are bit-identical either way: the vectoriser keeps the
-/// scalar code's IEEE operations and their order, and no FMA is enabled.
+/// scalar code's IEEE operations and their order, and no FMA is enabled. An optional
+/// `<T: Bound>` makes the pair generic over the pass's scalar, an optional `-> Type` gives
+/// it a result.
 macro_rules! avx2_dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$t:ident: $bound:path>)? => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) {
+                fn avx2 $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                     $imp($($arg),*)
                 }
                 // SAFETY: the running CPU supports AVX2, checked just above.
-                unsafe { avx2($($arg),*) };
-                return;
+                return unsafe { avx2($($arg),*) };
             }
             $imp($($arg),*)
         }
     };
 }
 
-/// Arithmetic of the large matrix products (the 64 × 64 layers of an MLP over a batch).
+pub(crate) use avx2_dispatch;
+
+/// Arithmetic of an MLP's passes (forward, reverse, forward-mode).
 ///
-/// Everything else — parameters, activations, the learner's vectors — is f64 either way.
+/// Parameters, the network's outputs and the learner's vectors are f64 either way; only the
+/// passes over the batch run in this precision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// f32 products (the default, as SB3 and PyTorch train): twice the multiply-adds per
-    /// instruction; relative error ≈ 1e-6, far below a policy gradient's sampling noise.
+    /// f32 passes (the default, as SB3 and PyTorch train): activations, tangents,
+    /// cotangents and every product in single precision, with the device's own `tanh`
+    /// ([`tether_shared::policy::tanh`]); twice the multiply-adds per instruction and half
+    /// the memory traffic; relative error ≈ 1e-6, far below a policy gradient's sampling
+    /// noise.
     #[default]
     Single,
-    /// f64 products: exact to ≈ 1e-15, for checks against finite differences.
+    /// f64 passes: exact to ≈ 1e-15, for checks against finite differences.
     Double,
 }
 
-pub(crate) mod convert;
+/// The scalar an MLP pass runs in: f32 for [`Precision::Single`], f64 for
+/// [`Precision::Double`].
+pub(crate) trait Real: nalgebra::RealField + Copy + Default {
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// `x` rounded to this type.
+    fn narrow(x: f64) -> Self;
+    /// The value in f64 (exact).
+    fn widen(self) -> f64;
+    /// The hidden layers' activation in this precision.
+    fn activation(self) -> Self;
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+
+    #[inline(always)]
+    fn narrow(x: f64) -> Self {
+        x as f32
+    }
+
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        f64::from(self)
+    }
+
+    /// The device's `tanh`: the learner differentiates the function the policy runs.
+    #[inline(always)]
+    fn activation(self) -> Self {
+        tanh::tanh_f32(self)
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+
+    #[inline(always)]
+    fn narrow(x: f64) -> Self {
+        x
+    }
+
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
+    }
+
+    #[inline(always)]
+    fn activation(self) -> Self {
+        tanh::tanh(self)
+    }
+}
+
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub mod tanh;

@@ -1,0 +1,188 @@
+#!/bin/sh
+# Issue 13's measurements (README, "Sim to real"): the QUBE trained with configs/qube-dr.toml
+# against the nominal qube preset, evaluated zero-shot on a grid of plants; then fine-tuning
+# the randomised policies on a plant outside the ranges against training from scratch there.
+#
+#   scripts/reproduce_sim2real.sh                   # everything (about 30 min on 2 cores)
+#   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
+#
+# Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
+# or resumed after an interruption.
+set -eu
+cd "$(dirname "$0")/.."
+ONLY=${ONLY:-"pretrain longer curriculum grid finetune scratch"}
+SEEDS=${SEEDS:-"0 1 2"}
+OUT=${OUT:-runs/sim2real}
+# The policies the grid evaluates (run folders $OUT/<kind>-<seed>).
+GRID_KINDS=${GRID_KINDS:-"dr dr6M curriculum nominal"}
+# Randomised training started from the nominal policy (section "curriculum"), steps.
+CURRICULUM_STEPS=${CURRICULUM_STEPS:-1000000}
+# The policies fine-tuned on the unseen plant: dr, dr6M or curriculum.
+FT_FROM=${FT_FROM:-dr6M}
+# The fine-tuning step size (the preset's is 0.01).
+FT_TARGET_KL=${FT_TARGET_KL:-0.01}
+# Fine-tuning budget: rounds of one 10 000-step iteration, up to this many steps.
+FT_MAX=${FT_MAX:-300000}
+# Training from scratch on the same plant: evaluated every SCRATCH_EVERY steps up to SCRATCH_MAX.
+SCRATCH_EVERY=${SCRATCH_EVERY:-250000}
+SCRATCH_MAX=${SCRATCH_MAX:-3000000}
+EVAL="--episodes 20 --seed 1000 --json"
+
+cargo build --release -q -p tether-trainer
+T=target/release/tether
+mkdir -p "$OUT/grid"
+wants() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# 20 deterministic episodes of $1 on the plant of config $2 (qube): "mean successes", where
+# an episode succeeds when it runs its full 1250 steps with a return >= 1100 (the README's
+# swing-up-and-balance criterion).
+evaluate() {
+    $T eval --policy "$1" --plant qube --config "$2" $EVAL |
+        jq -r '[.mean_return, ([.returns, .lengths] | transpose | map(select(.[0] >= 1100 and .[1] == 1250)) | length)] | @tsv'
+}
+
+# `tether train` with $3... into run folder $2 (skipped when it holds a policy), timed; $1 labels it.
+timed_train() {
+    label=$1
+    dir=$2
+    shift 2
+    [ -f "$dir/policy.bin" ] && return 0
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    /usr/bin/time -f "%e %U %S" -o "$dir.time" $T train "$@" --out "$dir" >"$dir.log" 2>&1
+    echo "$label: wall, user, system s = $(cat "$dir.time"), load at start $load"
+}
+
+if wants pretrain; then
+    for s in $SEEDS; do
+        timed_train "dr seed $s" "$OUT/dr-$s" --config configs/qube-dr.toml --seed "$s"
+        timed_train "nominal seed $s" "$OUT/nominal-$s" --plant qube --seed "$s"
+    done
+fi
+
+# The randomised runs continued for another 3M steps (6M in all).
+if wants longer; then
+    for s in $SEEDS; do
+        timed_train "dr6M seed $s" "$OUT/dr6M-$s" --config configs/qube-dr.toml --init "$OUT/dr-$s" \
+            --steps 3000000 --seed "$((s + 100))"
+    done
+fi
+
+# The shipped randomisation, started from the nominal policy of the same seed.
+if wants curriculum; then
+    for s in $SEEDS; do
+        timed_train "curriculum seed $s" "$OUT/curriculum-$s" --config configs/qube-dr.toml \
+            --init "$OUT/nominal-$s" --steps "$CURRICULUM_STEPS" --seed "$((s + 10))"
+    done
+fi
+
+# The grid: one plant per file, nominal values multiplied (masses, lengths, damping, motor)
+# or imperfections set (absolute), one at a time and a few combined.
+grid_plant() { # name, then TOML lines of [plant_params]
+    name=$1
+    shift
+    { echo 'plant = "qube"'; echo '[plant_params]'; printf '%s\n' "$@"; } >"$OUT/grid/$name.toml"
+}
+grid_plant nominal
+grid_plant arm_mass-20 "arm_mass = 0.076"
+grid_plant arm_mass+20 "arm_mass = 0.114"
+grid_plant arm_length-20 "arm_length = 0.068"
+grid_plant arm_length+20 "arm_length = 0.102"
+grid_plant pendulum_mass-20 "pendulum_mass = 0.0192"
+grid_plant pendulum_mass+20 "pendulum_mass = 0.0288"
+grid_plant pendulum_length-20 "pendulum_length = 0.1032"
+grid_plant pendulum_length+20 "pendulum_length = 0.1548"
+grid_plant damping_x0.5 "arm_damping = 0.000135" "pendulum_damping = 0.000025"
+grid_plant damping_x3 "arm_damping = 0.00081" "pendulum_damping = 0.00015"
+grid_plant torque_constant-10 "torque_constant = 0.0378"
+grid_plant torque_constant+10 "torque_constant = 0.0462"
+grid_plant coulomb_2mNm "arm_coulomb_friction = 0.002"
+grid_plant latency_1 "latency_steps = 1"
+grid_plant latency_2 "latency_steps = 2"
+grid_plant angle_noise_0.005 "angle_noise_std = 0.005"
+grid_plant deadzone_0.3V "deadzone = 0.3"
+grid_plant combined_heavy_slow "pendulum_mass = 0.0288" "pendulum_length = 0.1548" "arm_damping = 0.00081" \
+    "torque_constant = 0.0378" "arm_coulomb_friction = 0.002" "latency_steps = 1"
+grid_plant combined_light_fast "arm_mass = 0.076" "pendulum_mass = 0.0192" "pendulum_length = 0.1032" \
+    "torque_constant = 0.0462" "angle_noise_std = 0.005" "deadzone = 0.3"
+grid_plant combined_hardware "arm_coulomb_friction = 0.002" "latency_steps = 2" "angle_noise_std = 0.005" \
+    "deadzone = 0.3"
+
+if wants grid; then
+    for kind in $GRID_KINDS; do
+        printf 'plant\tpolicy\tseed\tmean return\tepisodes swung up and balanced (of 20)\n' >"$OUT/grid-$kind.tsv"
+        for plant in "$OUT"/grid/*.toml; do
+            for s in $SEEDS; do
+                row=$(evaluate "$OUT/$kind-$s/policy.bin" "$plant")
+                printf '%s\t%s\t%s\t%s\n' "$(basename "$plant" .toml)" "$kind" "$s" "$row" | tee -a "$OUT/grid-$kind.tsv"
+            done
+        done
+        awk -F'\t' 'NR > 1 { ok += $5; n += 20 } END { printf "%s: %d / %d grid episodes swung up and balanced (%.1f %%)\n", $2, ok, n, 100 * ok / n }' \
+            "$OUT/grid-$kind.tsv"
+    done
+fi
+
+# The plant the trainer is not told about: each physical parameter about 10 % beyond its
+# randomisation range, in directions that change the dynamics without making the motor too
+# weak to swing up; imperfections likewise (latency at the range's top, it is whole).
+cat >"$OUT/unseen.toml" <<'EOF'
+plant = "qube"
+[plant_params]
+arm_mass = 0.0684            # 0.72 x nominal (range 0.8-1.2)
+arm_length = 0.1122          # 1.32 x
+pendulum_mass = 0.03168      # 1.32 x
+pendulum_length = 0.09288    # 0.72 x
+arm_damping = 0.000891       # 3.3 x (range 0.5-3)
+pendulum_damping = 0.0000225 # 0.45 x
+arm_coulomb_friction = 0.0022  # N·m (range 0-2 mN·m)
+motor_resistance = 6.804     # 0.81 x (range 0.9-1.25)
+torque_constant = 0.03402    # 0.81 x (range 0.9-1.1): with the resistance, the same torque per volt
+back_emf_constant = 0.05082  # 1.21 x: more electrical damping
+latency_steps = 1
+angle_noise_std = 0.0033
+velocity_noise_std = 0.22
+deadzone = 0.33              # V
+EOF
+
+if wants finetune; then
+    tag="$FT_FROM-kl$FT_TARGET_KL"
+    # The unseen plant with the fine-tuning step size (evaluation reads only [plant_params]).
+    { cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
+    printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
+    for s in $SEEDS; do
+        from="$OUT/$FT_FROM-$s"
+        steps=0
+        while :; do
+            row=$(evaluate "$from/policy.bin" "$OUT/unseen.toml")
+            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/finetune-$tag.tsv"
+            mean=${row%%	*}
+            if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }' || [ "$steps" -ge "$FT_MAX" ]; then break; fi
+            steps=$((steps + 10000))
+            next="$OUT/ft-$tag-$s-$steps"
+            # Each round continues the previous run folder (policy, value function, normaliser).
+            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen-$tag.toml" --init "$from" --steps 10000 \
+                --seed "$((s * 1000 + steps / 10000))" --out "$next" >"$next.log" 2>&1
+            from=$next
+        done
+    done
+fi
+
+if wants scratch; then
+    printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/scratch.tsv"
+    for s in $SEEDS; do
+        from=""
+        steps=0
+        while [ "$steps" -lt "$SCRATCH_MAX" ]; do
+            steps=$((steps + SCRATCH_EVERY))
+            next="$OUT/scratch-$s-$steps"
+            init=${from:+--init $from}
+            # shellcheck disable=SC2086
+            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen.toml" $init --steps "$SCRATCH_EVERY" \
+                --seed "$((s * 1000 + steps / SCRATCH_EVERY))" --out "$next" >"$next.log" 2>&1
+            row=$(evaluate "$next/policy.bin" "$OUT/unseen.toml")
+            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/scratch.tsv"
+            from=$next
+            mean=${row%%	*}
+            if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }'; then break; fi
+        done
+    done
+fi

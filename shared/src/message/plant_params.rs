@@ -1,0 +1,89 @@
+//! Plant parameters for simulated devices: fixed values and per-episode ranges, by name.
+//!
+//! A simulated plant's physical constants (masses, lengths, motor constants, ...) and its
+//! imperfections (latency, sensor noise, deadzone) are run-time values with defaults; the
+//! host sets them with one [`HostMessage::PlantParams`](super::HostMessage::PlantParams),
+//! which replaces every earlier setting (a parameter the message does not name goes back to
+//! its default). Each parameter is named, so the protocol does not depend on which plant a
+//! device models; the device knows its plant's parameters, their units and their valid
+//! ranges, and refuses what it does not know or cannot take.
+//!
+//! How a range is read depends on the parameter's kind, which the device knows: a physical
+//! constant's range is a pair of multipliers of its nominal value (the fixed value when one
+//! is set, else the default); an imperfection's range is absolute; a whole-number
+//! parameter's range (latency in control periods, encoder counts) is absolute and both ends
+//! are included. Every episode draws its values from the episode's seed, so a seeded run
+//! reproduces. A physical plant refuses the message: its physics is its own.
+
+use heapless::{String, Vec};
+use postcard::experimental::max_size::MaxSize;
+use serde::{Deserialize, Serialize};
+
+/// Longest parameter name, in bytes of UTF-8.
+pub const MAX_PARAM_NAME: usize = 24;
+/// Most settings one [`PlantParams`] carries (each parameter at most once).
+pub const MAX_PARAM_SETTINGS: usize = 20;
+
+/// The closed interval an episode draws a parameter from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ParamRange {
+    /// Lower end (a multiplier, or an absolute value, by the parameter's kind).
+    pub low: f32,
+    /// Upper end, `>= low`.
+    pub high: f32,
+}
+
+/// One parameter's setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ParamSetting {
+    /// The parameter's name, e.g. `"arm_mass"` (snake case, as in the configuration file).
+    pub name: String<MAX_PARAM_NAME>,
+    /// Its value, in the parameter's SI unit; `None`: the model's default.
+    pub value: Option<f32>,
+    /// The range each episode draws it from; `None`: every episode uses the value.
+    pub range: Option<ParamRange>,
+}
+
+/// Every parameter setting of a simulated plant: replaces whatever was set before.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, MaxSize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PlantParams {
+    /// The settings, each parameter at most once; empty: every parameter at its default.
+    pub settings: Vec<ParamSetting, MAX_PARAM_SETTINGS>,
+}
+
+impl PlantParams {
+    /// The setting of `name`, if the message has one.
+    pub fn get(&self, name: &str) -> Option<&ParamSetting> {
+        self.settings.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+impl ParamSetting {
+    /// A setting of `name` (`None` when the name is longer than [`MAX_PARAM_NAME`] bytes).
+    pub fn new(name: &str, value: Option<f32>, range: Option<ParamRange>) -> Option<Self> {
+        Some(ParamSetting {
+            name: String::try_from(name).ok()?,
+            value,
+            range,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_found_by_name_and_long_names_refused() {
+        let mut params = PlantParams::default();
+        let mass = ParamSetting::new("arm_mass", Some(0.1), None).expect("short name");
+        params.settings.push(mass.clone()).expect("room");
+        assert_eq!(params.get("arm_mass"), Some(&mass));
+        assert_eq!(params.get("arm"), None);
+        assert!(ParamSetting::new(&"x".repeat(MAX_PARAM_NAME), None, None).is_some());
+        assert!(ParamSetting::new(&"x".repeat(MAX_PARAM_NAME + 1), None, None).is_none());
+    }
+}

@@ -325,6 +325,14 @@ mod tests {
             limited.check(),
             Err(SimDeviceError::LinkEmulationOnQemu("--emulate-baud", _))
         ));
+        // The board image enforces no action rate limit: asking one of it is an error.
+        let rate_limited = SimDeviceSpec {
+            action_rate_limit: Some(ActionRateLimit::new(&[0.5]).expect("a usable limit")),
+            ..qemu.clone()
+        };
+        let err = rate_limited.check().expect_err("a rate limit on QEMU");
+        assert!(matches!(err, SimDeviceError::RateLimitOnQemu), "{err}");
+        assert!(err.to_string().contains("action_rate_limit"), "{err}");
         assert!(matches!(qemu.board(), Err(SimDeviceError::NotInProcess)));
         assert!(matches!(
             qemu.spawn_memory(),

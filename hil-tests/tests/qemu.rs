@@ -154,7 +154,7 @@ fn an_unknown_board_word_stops_the_board_naming_it() {
     };
     assert!(why.contains("exited with exit status: 1"), "{why}");
     let expected = BoardLine::Fatal(
-        "bad command line (UnknownWord(\"turbo\")); words: free, realtime, bench, deploy, episodes=N, seed=S, eval-seed=S"
+        "bad command line (UnknownWord(\"turbo\")); words: free, realtime, bench, deploy, episodes=N, seed=S, eval-seed=S, bench-gsde"
             .into(),
     );
     assert!(

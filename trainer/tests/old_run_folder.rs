@@ -96,12 +96,15 @@ fn an_old_run_folder_resumes_and_keeps_its_history() {
 
 /// `fixtures/v2-run` was made by tether at the commit before the gSDE settings joined
 /// `[trpo]` (checkpoint format 2), with the same `old.toml` as `v1-run` but
-/// `steps_per_iteration = 1024` at the top level; `fixtures/v2-straight-3072-policy.bin` is
-/// that version's `policy.bin` of the same run made straight to 3072 steps (its own resume
-/// of `v2-run` wrote the same bytes). Plain Gaussian exploration computes exactly what it
-/// computed then, so resuming `v2-run` here must write those bytes too.
+/// `steps_per_iteration = 1024` at the top level. That version's own resume of `v2-run` to
+/// 3072 steps wrote the same bytes as its straight run; the learner's single-precision
+/// passes, merged since, changed every seeded result (a build from before them still writes
+/// those bytes), so `fixtures/v2-resumed-3072-policy.bin` pins what this version writes
+/// resuming `v2-run` to 3072 steps, as `v1-resumed-3072-policy.bin` does for format 1.
+/// Regenerate it only when seeded results change on purpose: `tether resume --steps 3072`
+/// on a copy of `v2-run`, then copy its `policy.bin` here.
 #[test]
-fn a_format_2_run_folder_resumes_bit_for_bit() {
+fn a_format_2_run_folder_resumes_as_pinned() {
     let dir = Scratch::new("v2-resume");
     let folder = dir.join("v2-run");
     std::fs::create_dir_all(&folder).unwrap();
@@ -127,7 +130,7 @@ fn a_format_2_run_folder_resumes_bit_for_bit() {
     );
     let text = stderr(&output);
     assert!(output.status.success(), "resume failed: {text}");
-    let expected = std::fs::read(Path::new(FIXTURES).join("v2-straight-3072-policy.bin")).unwrap();
+    let expected = std::fs::read(Path::new(FIXTURES).join("v2-resumed-3072-policy.bin")).unwrap();
     assert_eq!(std::fs::read(folder.join("policy.bin")).unwrap(), expected);
     let checkpoint = std::fs::read(folder.join("checkpoint.bin")).unwrap();
     assert_eq!(&checkpoint[8..12], &3u32.to_le_bytes());

@@ -48,7 +48,7 @@ use tether_shared::message::{
 use tether_shared::plant::MAX_OBS_DIM;
 use tether_shared::policy::MAX_LAYER_WIDTH;
 use tether_shared::policy::sde::SdeHead;
-use tether_shared::{ActionSpace, PlantDescription, PolicyHead, PolicySpec};
+use tether_shared::{ActionSpace, PolicyHead, PolicySpec};
 
 use crate::clock::{BoardClock, TimeSource};
 use crate::fault::fail;
@@ -103,7 +103,7 @@ pub fn bench<P: Plant + Clone>(plant: P, uart: CmsdkUart, exploration: Explorati
     };
     // The link is timed first, on its own endpoint in a frame of its own that is gone
     // before the device exists: the device's RAM is then what serving a host needs.
-    let (link_part, uart) = link_per_record(&plant.description(), uart);
+    let (link_part, uart) = link_per_record(&plant, uart);
     let mut script = Script::upload_and_run(spec.clone(), 1, run);
     let clock = BoardClock::new(TimeSource::Virtual);
     let config = DeviceConfig {
@@ -348,10 +348,11 @@ fn plant_steps<P: Plant>(mut plant: P) -> u64 {
 
 /// Hundredths of an instruction per record for framing full transition batches of
 /// `plant`'s records and writing them to the UART, which it gives back. Not inlined: its
-/// endpoint (retransmit ring and decoder) lives in this call's frame only.
+/// endpoint (retransmit ring and decoder) lives in this call's frame only. Generic over the
+/// plant like the device, so its framing code is the device's copy, not a second one.
 #[inline(never)]
-fn link_per_record(plant: &PlantDescription, uart: CmsdkUart) -> (u64, CmsdkUart) {
-    let record = RecordLayout::of_plant(plant).width();
+fn link_per_record<P: Plant>(plant: &P, uart: CmsdkUart) -> (u64, CmsdkUart) {
+    let record = RecordLayout::of_plant(&plant.description()).width();
     let records = TRANSITION_BATCH_VALUES / record;
     let mut batch = TransitionBatch {
         episode: 3,

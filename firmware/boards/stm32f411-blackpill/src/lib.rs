@@ -14,8 +14,10 @@ pub mod encoder;
 pub mod usb_link;
 
 /// Policy capacity per buffer, in f32 values: a [64, 64] policy with observation normaliser
-/// for the 6-observation rotary pendulum (4,686 values) fits.
-pub const POLICY_CAPACITY: usize = 4_700;
+/// for the 6-observation rotary pendulum fits, with a gSDE head too (4,686 values; 4,749
+/// with gSDE's 64 log-stds in place of one). The gSDE noise matrices get the firmware's
+/// default room (four actions).
+pub const POLICY_CAPACITY: usize = 4_752;
 
 /// Bytes each of the USB link's pipes holds: one largest frame (1 KiB) plus room, so a
 /// whole transition batch can wait while USB drains the previous one.

@@ -23,6 +23,7 @@ use tether_shared::message::{
     TRANSITION_BATCH_VALUES, TransitionBatch, TransitionRecord, episode_before,
 };
 use tether_shared::plant::{MAX_ACTION_DIM, MAX_DISCRETE_ACTIONS, MAX_OBS_DIM};
+use tether_shared::policy::sde::SdeHead;
 use tether_shared::policy::{MAX_LAYER_WIDTH, argmax};
 use tether_shared::seeds::{EpisodeStream, episode_seed};
 use tether_shared::version::FirmwareVersion;
@@ -773,8 +774,9 @@ where
     #[inline(always)]
     fn actuate(&mut self, head: PolicyHead) -> Option<StepOutcome> {
         match head {
-            PolicyHead::Gaussian { .. } | PolicyHead::GaussianSde(_) => {
-                let dim = head.output_dim();
+            PolicyHead::Gaussian { action_dim }
+            | PolicyHead::GaussianSde(SdeHead { action_dim, .. }) => {
+                let dim = action_dim as usize;
                 let mut applied = [0.0f32; MAX_ACTION_DIM];
                 let applied = applied.get_mut(..dim)?;
                 applied.copy_from_slice(self.action.get(..dim)?);

@@ -15,6 +15,10 @@ use tether_shared::{HostMessage, PolicySpec};
 /// Parameters of a [64, 64] Gaussian policy with normaliser on the qube (6 → 64 → 64 → 1).
 pub const CAP: usize = 4_686;
 
+/// gSDE noise-matrix room: the qube's 64 last-layer features times its one action, as the
+/// Cortex-M board sizes it (the firmware's default leaves room for four actions).
+pub const NOISE_CAP: usize = 64;
+
 /// Hidden widths benchmarked.
 pub const HIDDEN: [u16; 2] = [64, 64];
 
@@ -67,7 +71,7 @@ impl Clock for HandClock {
     }
 }
 
-pub type BenchDevice = Device<Qube, ScriptLink, HandClock, CAP>;
+pub type BenchDevice = Device<Qube, ScriptLink, HandClock, CAP, NOISE_CAP>;
 
 pub fn spec() -> PolicySpec {
     PolicySpec::for_plant(&Qube::new().description(), &HIDDEN, true)

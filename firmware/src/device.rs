@@ -516,6 +516,7 @@ where
                 let one_record = self.layout.width() as u16;
                 self.batch_limit = values.clamp(one_record, TRANSITION_BATCH_VALUES as u16);
             }
+            HostMessage::Received(range) => self.link.release_received(range),
         }
     }
 

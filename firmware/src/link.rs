@@ -146,6 +146,12 @@ where
         self.tx.release(mark);
     }
 
+    /// Stops keeping the frames wholly inside `range` (the host's selective
+    /// acknowledgement).
+    pub fn release_received(&mut self, range: &StepRange) {
+        self.tx.release_received(range);
+    }
+
     /// Queues again the kept frames `range` asks for.
     pub fn resend(&mut self, range: &StepRange) -> ResendOutcome {
         self.tx.resend(range)

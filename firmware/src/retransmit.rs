@@ -80,6 +80,16 @@ impl DataKey {
         }
     }
 
+    /// Whether a selective acknowledgement of `range` covers the whole frame.
+    fn received_in(&self, range: &StepRange) -> bool {
+        if self.is_end {
+            range.wants_end(self.episode, self.first_step)
+        } else {
+            let end = self.first_step.saturating_add(u32::from(self.steps));
+            range.contains_steps(self.episode, self.first_step, end)
+        }
+    }
+
     fn wanted_by(&self, range: &StepRange) -> bool {
         if self.is_end {
             range.wants_end(self.episode, self.first_step)
@@ -268,6 +278,12 @@ impl<const N: usize, const F: usize> RetransmitQueue<N, F> {
     /// Drops the kept frames `mark` releases.
     pub fn release(&mut self, mark: &ReleaseMark) {
         self.kept.retain(|k| !k.key.released_by(mark));
+    }
+
+    /// Drops the kept frames wholly inside `range`, which the host says it holds (as
+    /// [`RetransmitQueue::release`], bytes still waiting for the link go out regardless).
+    pub fn release_received(&mut self, range: &StepRange) {
+        self.kept.retain(|k| !k.key.received_in(range));
     }
 
     /// Queues again every written frame `range` asks for (a frame not written yet is counted

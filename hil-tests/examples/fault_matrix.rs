@@ -1,10 +1,13 @@
 //! Prints the README's fault matrix: one 100k-step pendulum training run per cell, each
 //! compared with the clean run's wall time, and the issue-14 goals each cell is held to.
 //!
-//! `cargo run --release -p tether-hil-tests --example fault_matrix [STEPS] [goals]`
+//! `cargo run --release -p tether-hil-tests --example fault_matrix [STEPS] [goals | baud=N]`
 //!
 //! With `goals`, only the cells issue 14 sets goals for run, between two clean runs (the
-//! second shows how much the machine's load moves wall times).
+//! second shows how much the machine's load moves wall times). With `baud=N`, the same
+//! cells on a link limited to `N` baud (`N / 10` bytes per second each way on the board's
+//! clock), against a clean run at that rate: the goals are stated for unlimited links, so
+//! this reports what holds on a slow one.
 
 use std::time::Duration;
 
@@ -53,8 +56,12 @@ fn main() {
         seed: 1,
         deadline: Duration::from_secs(600),
         resend_attempts: None,
+        baud: None,
     };
-    let goals_only = std::env::args().nth(2).as_deref() == Some("goals");
+    let mode = std::env::args().nth(2).unwrap_or_default();
+    let baud = mode.strip_prefix("baud=").and_then(|b| b.parse().ok());
+    let goals_only = mode == "goals" || baud.is_some();
+    let config = CellConfig { baud, ..config };
     let rates: &[f64] = if goals_only {
         &[1e-4, 1e-3]
     } else {
@@ -89,6 +96,18 @@ fn main() {
 /// Runs `cells` in order, printing the table (wall times against the first cell's), and,
 /// with `cut_only`, the resend-off comparison; exits non-zero if a check failed.
 fn run_cells(cells: &[Fault], config: CellConfig, cut_only: bool) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let link = config
+        .baud
+        .map_or("no rate limit".to_string(), |b| format!("{b} baud"));
+    println!(
+        "{} steps per cell, {link}; load average at the start: {}\n",
+        config.total_steps,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("{}", CellReport::table_header());
     let mut clean_wall = None;
     let mut bad = 0;
@@ -98,14 +117,18 @@ fn run_cells(cells: &[Fault], config: CellConfig, cut_only: bool) {
         println!("{}", r.table_row(clean));
         let slowdown = r.wall.as_secs_f64() / clean.as_secs_f64().max(1e-9);
         eprintln!(
-            "  {} {}: {:.1} s ({slowdown:.2}x), {:.1} % used, {} resets, {} cuts, {} lost episodes",
+            "  {} {}: {:.1} s ({slowdown:.2}x, CPU {:.1} s), {:.1} % used, {} resets, {} cuts, {} lost episodes, load {}",
             r.fault,
             r.rate,
             r.wall.as_secs_f64(),
+            r.cpu_s,
             100.0 * r.used_fraction(),
             r.resets,
             r.cuts,
-            r.lost_episodes
+            r.lost_episodes,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
         if r.hung
             || !r.mismatches.is_empty()

@@ -269,6 +269,11 @@ fn recovery_messages(rng: &mut Rng) -> Vec<HostMessage> {
         HostMessage::BatchLimit {
             values: rng.next() as u16,
         },
+        HostMessage::Received(StepRange {
+            episode,
+            from_step,
+            to_step,
+        }),
     ]
 }
 

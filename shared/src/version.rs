@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Version of the wire protocol in this build. Bump it whenever a message's encoding changes:
 /// postcard is not self-describing, so two sides on different versions would misread each
 /// other's bytes rather than fail loudly.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// What each protocol version added, newest last: the compatibility message names what a
 /// device on an older version lacks.
@@ -26,6 +26,10 @@ pub const PROTOCOL_CHANGES: &[(u16, &str)] = &[
     (
         5,
         "gSDE policy heads (state-dependent exploration sampled on the device) and the device's action rate limit",
+    ),
+    (
+        6,
+        "selective acknowledgement of transition data received past a gap (Received)",
     ),
 ];
 

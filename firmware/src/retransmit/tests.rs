@@ -87,6 +87,43 @@ fn sent_frames_are_kept_until_released() {
 }
 
 #[test]
+fn a_selective_acknowledgement_releases_only_frames_wholly_inside_it() {
+    let mut q = Queue::new();
+    for step in [0, 10, 20, 30] {
+        push_batch(&mut q, 2, step, 10).unwrap();
+    }
+    q.push_frame(
+        &DeviceMessage::Ack(AckTopic::Run),
+        0,
+        Some((DataKey::end(2, 40), 64)),
+    )
+    .unwrap();
+    drain(&mut q);
+    // Steps 0..10 were lost: the host holds 10..25 and the end report.
+    q.release_received(&StepRange {
+        episode: 2,
+        from_step: 10,
+        to_step: 25,
+    });
+    q.release_received(&StepRange {
+        episode: 2,
+        from_step: 40,
+        to_step: StepRange::TO_END,
+    });
+    q.release_received(&StepRange {
+        episode: 3,
+        from_step: 0,
+        to_step: StepRange::TO_END,
+    });
+    let kept: Vec<u32> = q.kept().iter().map(|k| k.key.first_step).collect();
+    assert_eq!(
+        kept,
+        [0, 20, 30],
+        "10..20 and the end released; 20..30 only half held"
+    );
+}
+
+#[test]
 fn a_resend_sends_the_same_frame_again_and_keeps_it() {
     let mut q = Queue::new();
     for step in [0, 10, 20] {
@@ -265,6 +302,7 @@ enum Op {
     Write(usize),
     Release(u32),
     Resend(u32, u32),
+    Received(u32, u32),
     Forget,
 }
 
@@ -275,6 +313,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0usize..700).prop_map(Op::Write),
         1 => (0u32..400).prop_map(Op::Release),
         2 => (0u32..400, 1u32..60).prop_map(|(from, len)| Op::Resend(from, from + len)),
+        1 => (0u32..400, 1u32..60).prop_map(|(from, len)| Op::Received(from, from + len)),
         1 => Just(Op::Forget),
     ]
 }
@@ -316,6 +355,9 @@ proptest! {
                 Op::Release(step) => q.release(&ReleaseMark { episode: 1, step }),
                 Op::Resend(from, to) => {
                     q.resend(&StepRange { episode: 1, from_step: from, to_step: to });
+                }
+                Op::Received(from, to) => {
+                    q.release_received(&StepRange { episode: 1, from_step: from, to_step: to });
                 }
                 Op::Forget => q.forget(),
             }

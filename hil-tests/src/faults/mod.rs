@@ -148,6 +148,8 @@ pub struct CellConfig {
     /// Requests for a lost stretch before its episode is cut (`None`: the default; 0:
     /// cut at every gap without asking).
     pub resend_attempts: Option<u32>,
+    /// The simulated link's rate limit in baud (`None`: unlimited, the default).
+    pub baud: Option<u32>,
 }
 
 impl CellConfig {
@@ -160,6 +162,7 @@ impl CellConfig {
             seed,
             deadline: Duration::from_secs(60),
             resend_attempts: None,
+            baud: None,
         }
     }
 }
@@ -212,6 +215,9 @@ pub struct CellReport {
     pub cuts: u32,
     /// Wall time of the cell.
     pub wall: Duration,
+    /// CPU time (user + system) the process spent during the cell, seconds: the trainer
+    /// and the board thread together (NaN where `/proc/self/stat` cannot be read).
+    pub cpu_s: f64,
 }
 
 impl CellReport {
@@ -238,10 +244,11 @@ impl CellReport {
             )
         };
         format!(
-            "| {} | {} | {:.1} | {:.2} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
             self.fault,
             self.rate,
             self.wall.as_secs_f64(),
+            self.cpu_s,
             self.wall.as_secs_f64() / clean_wall.as_secs_f64().max(1e-9),
             100.0 * self.used_fraction(),
             self.frames_lost,
@@ -258,7 +265,7 @@ impl CellReport {
 
     /// The table's header.
     pub fn table_header() -> &'static str {
-        "| fault | rate | wall s | × clean | transitions used | frames lost | resend requests | steps recovered | episodes cut | steps lost | episodes discarded | reconnects | final return | outcome |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| fault | rate | wall s | CPU s | × clean | transitions used | frames lost | resend requests | steps recovered | episodes cut | steps lost | episodes discarded | reconnects | final return | outcome |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     }
 }
 
@@ -278,6 +285,7 @@ fn temp_run_dir(label: &str) -> PathBuf {
 /// Trains one cell and checks it (see the module documentation).
 pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
     let started = Instant::now();
+    let cpu_started = process_cpu_s();
     let tap = WireTap::new();
     let (host, board) = start_board(fault, config, &tap);
     let (link, bridge) = open_link(fault, host);
@@ -296,7 +304,27 @@ pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
     }
     let _ = std::fs::remove_dir_all(&folder);
     report.wall = started.elapsed();
+    report.cpu_s = process_cpu_s() - cpu_started;
     report
+}
+
+/// CPU time (user + system) this process has used so far, seconds; NaN where
+/// `/proc/self/stat` cannot be read.
+pub fn process_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name: state is the first, utime the 12th and
+    // stime the 13th, in clock ticks (100 per second on Linux).
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// A pendulum board whose link emulation injects the cell's fault and whose tap records
@@ -304,6 +332,7 @@ pub fn run_cell(fault: &Fault, config: &CellConfig) -> CellReport {
 fn start_board(fault: &Fault, config: &CellConfig, tap: &WireTap) -> (HostEnd, SimHandle) {
     let sim = SimConfig {
         faults: fault.spec(),
+        baud: config.baud,
         seed: config.seed ^ 0x5EED,
         // As in the trainer's fleet: in virtual time the watchdog would fire for no reason.
         device: DeviceConfig {
@@ -466,6 +495,7 @@ impl CellReport {
             resets: 0,
             cuts: 0,
             wall: Duration::ZERO,
+            cpu_s: f64::NAN,
         }
     }
 

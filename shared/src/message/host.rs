@@ -63,6 +63,12 @@ pub enum HostMessage {
         /// Most f32 values per batch.
         values: u16,
     },
+    /// Selective acknowledgement: the host holds these steps of one episode (and its end
+    /// report, when `to_step` is [`StepRange::TO_END`]) though an earlier stretch is still
+    /// missing, so the cumulative [`HostMessage::Release`] cannot cover them yet. The device
+    /// may forget the kept frames wholly inside the range: its retransmit ring does not
+    /// fill with data the host already has while a lost stretch is asked for again.
+    Received(StepRange),
 }
 
 /// The longest test pulse a device accepts, µs.

@@ -43,6 +43,11 @@ impl StepRange {
     pub fn wants_end(&self, episode: u32, length: u32) -> bool {
         episode == self.episode && self.to_step == Self::TO_END && length >= self.from_step
     }
+
+    /// Whether the steps `[first_step, end_step)` of `episode` lie wholly inside the range.
+    pub fn contains_steps(&self, episode: u32, first_step: u32, end_step: u32) -> bool {
+        episode == self.episode && self.from_step <= first_step && end_step <= self.to_step
+    }
 }
 
 /// The host's cumulative acknowledgement: it holds, or has given up, every step and end
@@ -110,6 +115,20 @@ mod tests {
             "an end right after the last step held"
         );
         assert!(!tail.wants_end(7, 39));
+    }
+
+    #[test]
+    fn a_range_contains_only_batches_wholly_inside_it() {
+        let r = StepRange {
+            episode: 7,
+            from_step: 40,
+            to_step: 80,
+        };
+        assert!(r.contains_steps(7, 40, 80));
+        assert!(r.contains_steps(7, 50, 60));
+        assert!(!r.contains_steps(7, 39, 60), "starts before");
+        assert!(!r.contains_steps(7, 60, 81), "ends after");
+        assert!(!r.contains_steps(8, 40, 80), "another episode");
     }
 
     #[test]

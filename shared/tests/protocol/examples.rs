@@ -45,6 +45,25 @@ fn host_heartbeat_example() {
 }
 
 #[test]
+fn selective_acknowledgement_example() {
+    let m = HostMessage::Received(tether_shared::message::StepRange {
+        episode: 3,
+        from_step: 40,
+        to_step: 64,
+    });
+    let frame = show(
+        "HostMessage::Received(StepRange { episode: 3, from_step: 40, to_step: 64 })",
+        &m,
+    );
+    assert_eq!(hex(&frame), "09 0D 03 28 40 A2 56 E9 FA 00");
+    let mut d = FrameDecoder::<MAX_FRAME_LEN>::new();
+    assert_eq!(
+        decode_pieces::<HostMessage, MAX_FRAME_LEN>(&mut d, &[&frame]),
+        [Ok(m)]
+    );
+}
+
+#[test]
 fn pendulum_transition_example() {
     // One pendulum record: obs (cos θ, sin θ, θ̇) = (1, 0, -0.5), action 0.25 N·m,
     // reward -1.5, log-probability -0.91893853.

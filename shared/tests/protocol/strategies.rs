@@ -323,12 +323,13 @@ pub fn host_message() -> impl Strategy<Value = HostMessage> {
             .prop_map(|[episode, step]| HostMessage::Release(ReleaseMark { episode, step })),
         step_range().prop_map(HostMessage::Resend),
         any::<u16>().prop_map(|values| HostMessage::BatchLimit { values }),
+        step_range().prop_map(HostMessage::Received),
     ]
 }
 
 /// Number of [`HostMessage`] kinds; the match is exhaustive so a new kind fails to compile
 /// here until the tests cover it.
-pub const HOST_KINDS: usize = 13;
+pub const HOST_KINDS: usize = 14;
 pub fn host_kind(m: &HostMessage) -> usize {
     match m {
         HostMessage::Hello { .. } => 0,
@@ -344,6 +345,7 @@ pub fn host_kind(m: &HostMessage) -> usize {
         HostMessage::Release(_) => 10,
         HostMessage::Resend(_) => 11,
         HostMessage::BatchLimit { .. } => 12,
+        HostMessage::Received(_) => 13,
     }
 }
 

@@ -32,11 +32,11 @@ pub struct RtoBounds {
 }
 
 impl Default for RtoBounds {
-    /// A 10 ms floor, a 5 s ceiling and 1 s before the first sample (RFC 6298's initial
+    /// A 1 ms floor, a 5 s ceiling and 1 s before the first sample (RFC 6298's initial
     /// value).
     fn default() -> Self {
         RtoBounds {
-            floor: Duration::from_millis(10),
+            floor: Duration::from_millis(1),
             ceiling: Duration::from_secs(5),
             initial: Duration::from_secs(1),
         }

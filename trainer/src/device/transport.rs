@@ -13,8 +13,10 @@ pub trait ByteStream: Read + Write + Send {}
 
 impl<T: Read + Write + Send> ByteStream for T {}
 
-/// How long one read waits for bytes before the driver checks its deadlines again.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How long one read waits for bytes before the driver checks its deadlines again: also how
+/// late a retransmission timeout may fire on a silent link, so no longer than the RTO floor
+/// (an idle device costs a thousand empty reads a second).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Opens `address`, mapping failures to errors that tell the user what to do.
 pub fn open(address: &DeviceAddress) -> Result<Box<dyn ByteStream>, DeviceError> {

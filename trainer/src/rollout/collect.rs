@@ -247,6 +247,7 @@ fn run_round(
         next_episode: request.first_episode,
         discarded_in_a_row: 0,
         tracker: ResendTracker::new(request.recovery.resend_attempts),
+        received: Vec::new(),
         output,
         uploaded: (request.mode == RunMode::Explore).then_some(UploadedPolicy {
             spec: &request.spec,
@@ -364,6 +365,11 @@ fn keep_the_link_going(
     }
     let probe_due = now >= link.next_probe;
     let mark = round.release_mark();
+    for range in round.received.drain(..) {
+        if !mark_covers(&mark, &range) {
+            client.send(&HostMessage::Received(range))?;
+        }
+    }
     if link.released != Some(mark) || probe_due {
         client.send(&HostMessage::Release(mark))?;
         link.released = Some(mark);
@@ -388,6 +394,16 @@ fn keep_the_link_going(
         link.batch_limit = best;
     }
     Ok(())
+}
+
+/// Whether the cumulative `mark` already releases the data `range` names (a batch's steps,
+/// or with [`StepRange::TO_END`] an episode's end report).
+fn mark_covers(mark: &ReleaseMark, range: &StepRange) -> bool {
+    if range.to_step == StepRange::TO_END {
+        mark.releases_end(range.episode)
+    } else {
+        mark.releases_steps(range.episode, range.to_step)
+    }
 }
 
 /// The round fails on a silent device, a device that sends no data, and a link that spoils
@@ -446,6 +462,9 @@ struct Round<'a> {
     /// Episodes discarded since the last accepted one.
     discarded_in_a_row: u32,
     tracker: ResendTracker,
+    /// Data received since the link was last kept going: what the release mark does not
+    /// cover of it is acknowledged selectively.
+    received: Vec<StepRange>,
     output: &'a mut DeviceRollout,
     /// Policy to cross-check the device's log-probabilities against (exploring rounds only:
     /// deterministic actions carry no log-probability).
@@ -484,6 +503,12 @@ impl Round<'_> {
         if let Some(rtt) = self.tracker.answered(batch.episode, batch.first_step, now) {
             client.rtt_mut().sample(rtt);
         }
+        let steps = (batch.values.len() / self.layout.width().max(1)) as u32;
+        self.received.push(StepRange {
+            episode: batch.episode,
+            from_step: batch.first_step,
+            to_step: batch.first_step.saturating_add(steps),
+        });
         let Some(assembler) = self.assembler(batch.episode) else {
             return; // a straggler from an episode already handed on
         };
@@ -493,6 +518,11 @@ impl Round<'_> {
     }
 
     fn on_end(&mut self, end: &EpisodeEnd) {
+        self.received.push(StepRange {
+            episode: end.episode,
+            from_step: end.length,
+            to_step: StepRange::TO_END,
+        });
         if let Some(assembler) = self.assembler(end.episode) {
             // A refused end spoils its episode; it is counted when handed on.
             let _ = assembler.set_end(end);
@@ -725,6 +755,28 @@ mod tests {
 
     fn linear_spec(client: &DeviceClient) -> PolicySpec {
         PolicySpec::for_plant(&client.info().plant, &[], false)
+    }
+
+    /// Only data past the cumulative mark is acknowledged selectively.
+    #[test]
+    fn the_mark_covers_batches_before_it_and_ends_of_earlier_episodes() {
+        let mark = ReleaseMark {
+            episode: 5,
+            step: 40,
+        };
+        let range = |episode, from_step, to_step| StepRange {
+            episode,
+            from_step,
+            to_step,
+        };
+        assert!(mark_covers(&mark, &range(5, 20, 40)));
+        assert!(!mark_covers(&mark, &range(5, 40, 60)), "past the mark");
+        assert!(mark_covers(&mark, &range(4, 200, StepRange::TO_END)));
+        assert!(
+            !mark_covers(&mark, &range(5, 40, StepRange::TO_END)),
+            "the mark's own episode's end is not released"
+        );
+        assert!(!mark_covers(&mark, &range(6, 0, 10)));
     }
 
     #[test]

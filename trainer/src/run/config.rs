@@ -30,7 +30,7 @@
 //! handshake_s = 2.0
 //! silence_s = 2.0
 //! upload_retries = 3
-//! rto_floor_s = 0.01    # retransmission timeouts follow the measured round trip,
+//! rto_floor_s = 0.001   # retransmission timeouts follow the measured round trip,
 //! rto_ceiling_s = 5.0   #   within these bounds
 //! replug_grace_s = 10.0 # how long a vanished port is waited for
 //! resend_attempts = 8   # requests for a lost stretch before its episode is cut there
@@ -242,7 +242,8 @@ pub struct TimeoutsConfig {
     /// Attempts at a policy upload before the device is dropped from the run. Default 3.
     pub upload_retries: u32,
     /// Shortest retransmission timeout in seconds: acknowledgement and resend timeouts
-    /// follow the measured round-trip time (TCP's rule), never below this. Default 0.01.
+    /// follow the measured round-trip time (TCP's rule), never below this. Default 0.001 (a fast link's losses cost about a millisecond
+    /// each: a virtual-time board or a USB link answers in well under that).
     pub rto_floor_s: f64,
     /// Longest retransmission timeout in seconds, backoff included. Default 5.0.
     pub rto_ceiling_s: f64,
@@ -261,7 +262,7 @@ impl Default for TimeoutsConfig {
             handshake_s: 2.0,
             silence_s: 2.0,
             upload_retries: 3,
-            rto_floor_s: 0.01,
+            rto_floor_s: 0.001,
             rto_ceiling_s: 5.0,
             replug_grace_s: 10.0,
             resend_attempts: 8,

@@ -112,8 +112,26 @@ fn all_three_at_1e3_finish_with_most_transitions() {
     check_recovered(Fault::AllThree(1e-3), 23);
 }
 
+/// On a rate-limited line (230400 baud: the line, not the host, paces the run), all three
+/// faults at 1e-3 still finish with most of the data and nothing corrupted accepted.
+#[test]
+fn a_rate_limited_line_at_1e3_finishes_with_most_transitions() {
+    let config = CellConfig {
+        total_steps: 2_000,
+        baud: Some(230_400),
+        ..CellConfig::quick(25)
+    };
+    let r = check_with(Fault::AllThree(1e-3), config);
+    assert!(r.finished, "{:?}", r.error);
+    assert!(r.used_fraction() >= 0.7, "{r:?}");
+    assert!(r.frames_lost > 0 && r.resend_requests > 0, "{r:?}");
+}
+
 /// With no resend requests allowed, every gap is cut at once: the run still finishes, every
-/// loss inside a kept episode is counted, and nothing is asked for.
+/// loss inside a kept episode is counted, and no lost stretch is asked for. (The tail probe
+/// still goes out when the line is quiet for a retransmission timeout — it is how a lost
+/// tail is noticed at all — and when it races frames still in flight, the device's answer
+/// may fill a gap already cut: counted in `recovered_steps`, never more than was lost.)
 #[test]
 fn cutting_at_gaps_alone_keeps_what_arrived() {
     let config = CellConfig {
@@ -122,8 +140,9 @@ fn cutting_at_gaps_alone_keeps_what_arrived() {
     };
     let r = check_with(Fault::Corrupt(1e-3), config);
     assert!(r.finished, "{:?}", r.error);
-    assert_eq!((r.resend_requests, r.recovered_steps), (0, 0));
+    assert_eq!(r.resend_requests, 0);
     assert!(r.cut_episodes > 0 && r.lost_steps > 0, "{r:?}");
+    assert!(r.recovered_steps < r.lost_steps, "{r:?}");
 }
 
 /// A hostile line (one byte in a hundred): the run finishes or stops with a clear error,

@@ -20,8 +20,9 @@ use super::rtt::{RtoBounds, RttEstimator};
 use super::upload::upload_policy;
 use super::{DeviceError, DeviceLink};
 
-/// Sends of one command before the device is called unresponsive (each waits the
-/// retransmission timeout, doubled every time, within the ceiling).
+/// Sends of one command at least before the device is called unresponsive (each waits the
+/// retransmission timeout, doubled every time, within the ceiling; sending goes on until the
+/// ceiling's worth of waiting has passed too).
 pub const COMMAND_ATTEMPTS: u32 = 8;
 
 /// Timeouts and retries for talking to a device.
@@ -290,8 +291,10 @@ impl DeviceClient {
     }
 
     /// Sends `message` and waits for the acknowledgement `expected`, sending it again each
-    /// time the (doubling) retransmission timeout passes, up to [`COMMAND_ATTEMPTS`] sends
-    /// or the ceiling's worth of waiting.
+    /// time the (doubling) retransmission timeout passes, until [`COMMAND_ATTEMPTS`] sends
+    /// and the ceiling's worth of waiting have both passed: on a fast link a millisecond's
+    /// RTO would otherwise give up within a tenth of a second, shorter than a slow line's
+    /// backlog.
     pub(super) fn command(
         &mut self,
         message: &HostMessage,
@@ -318,18 +321,19 @@ impl DeviceClient {
     ) -> Result<Answer, DeviceError> {
         let started = Instant::now();
         let mut sends = 0;
-        for attempt in 0..COMMAND_ATTEMPTS {
+        loop {
+            let attempt = sends;
             sends += 1;
             let sent = Instant::now();
             self.send(message)?;
-            if let Some(answer) = self.await_answer(expected, self.rtt.timeout(attempt))? {
+            if let Some(answer) = self.await_answer(expected, self.rtt.backoff(attempt))? {
                 if attempt == 0 {
                     // Karn: only an answer to a single send times the round trip.
                     self.rtt.sample(sent.elapsed());
                 }
                 return Ok(answer);
             }
-            if attempt > 0 && started.elapsed() >= self.config.rto_ceiling {
+            if sends >= COMMAND_ATTEMPTS && started.elapsed() >= self.config.rto_ceiling {
                 break;
             }
         }

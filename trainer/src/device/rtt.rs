@@ -104,6 +104,17 @@ impl RttEstimator {
         self.rto().saturating_mul(factor).min(ceiling)
     }
 
+    /// The timeout for send number `attempt` of a command whose answer may wait behind
+    /// everything the device still has to send: the RTO doubled `attempt` times without
+    /// [`MAX_BACKOFF_DOUBLINGS`]' limit (RFC 6298's backoff), at most the ceiling. A slow
+    /// line's backlog (a 4 KiB queue takes 0.36 s at 115200 baud) can hold an
+    /// acknowledgement far longer than the round trips the estimate was measured on.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.bounds.ceiling.max(self.bounds.floor);
+        let factor = 1u32 << attempt.min(20);
+        self.rto().saturating_mul(factor).min(ceiling)
+    }
+
     /// Smoothed round-trip time, once measured.
     pub fn srtt(&self) -> Option<Duration> {
         self.smoothed.map(|(s, _)| Duration::from_secs_f64(s))
@@ -200,5 +211,13 @@ mod tests {
         assert!(e.rto() >= ms(2400.0), "{:?}", e.rto());
         assert_eq!(e.timeout(1), ms(5000.0));
         assert_eq!(e.timeout(40), ms(5000.0), "no overflow");
+    }
+
+    #[test]
+    fn a_command_backs_off_without_the_doubling_limit_up_to_the_ceiling() {
+        let e = estimator();
+        assert_eq!(e.backoff(0), ms(1000.0));
+        assert_eq!(e.backoff(4), ms(16_000.0), "past three doublings");
+        assert_eq!(e.backoff(40), ms(60_000.0), "the ceiling, no overflow");
     }
 }

@@ -351,7 +351,7 @@ fn garbage_device_is_one_clear_error() {
 /// A device whose firmware predates the gSDE head (protocol version 4) answers `Hello` in
 /// the version-4 layout (no `action_rate_limit`), which this trainer cannot decode: the
 /// handshake still reads its version and stops at once with the compatibility message (what
-/// version 5 added, which firmware to flash), before any policy is uploaded.
+/// versions 5 and 6 added, which firmware to flash), before any policy is uploaded.
 #[test]
 fn firmware_from_before_gsde_is_refused_with_the_compatibility_message() {
     #[derive(serde::Serialize)]
@@ -392,8 +392,9 @@ fn firmware_from_before_gsde_is_refused_with_the_compatibility_message() {
     );
     for part in [
         "old-rig",
-        "protocol v4 but this trainer speaks v5",
+        "protocol v4 but this trainer speaks v6",
         "gSDE policy heads",
+        "selective acknowledgement",
         "flash firmware built from this tether release",
     ] {
         assert!(text.contains(part), "`{part}` in: {text}");

@@ -276,6 +276,10 @@ struct LinkState {
     /// the next is due.
     probes: u32,
     next_probe: Instant,
+    /// Bytes received when last looked: a line still delivering bytes (a slow one, part-way
+    /// through a long frame) is not quiet, and probing it would only queue copies of frames
+    /// already on their way.
+    bytes_seen: u64,
     released: Option<ReleaseMark>,
     batch_limit: usize,
 }
@@ -285,6 +289,15 @@ impl LinkState {
         self.last_data = now;
         self.probes = 0;
         self.next_probe = now + client.timeout(0);
+    }
+
+    /// Puts the next probe off while bytes keep arriving.
+    fn bytes_arrived(&mut self, now: Instant, client: &DeviceClient) {
+        let bytes = client.link().bytes_received();
+        if bytes != self.bytes_seen {
+            self.bytes_seen = bytes;
+            self.next_probe = self.next_probe.max(now + client.timeout(self.probes));
+        }
     }
 }
 
@@ -300,6 +313,7 @@ fn receive(
         last_data: now,
         probes: 0,
         next_probe: now + client.timeout(0),
+        bytes_seen: client.link().bytes_received(),
         released: None,
         batch_limit: TRANSITION_BATCH_VALUES,
     };
@@ -310,6 +324,7 @@ fn receive(
         if message.is_some() {
             link.last_frame = now;
         }
+        link.bytes_arrived(now, client);
         match message {
             Some(DeviceMessage::Transitions(batch)) => {
                 link.data_arrived(now, client);

@@ -126,12 +126,12 @@ mod tests {
         // A device from before gSDE is told what it lacks.
         let v4 = check_compatible(4).unwrap_err().to_string();
         assert!(
-            v4.starts_with("device speaks tether protocol v4 but this trainer speaks v5 (v5 added gSDE policy heads"),
+            v4.starts_with("device speaks tether protocol v4 but this trainer speaks v6 (v5 added gSDE policy heads"),
             "{v4}"
         );
         // An older one hears every version it missed, oldest first.
         let v1 = check_compatible(1).unwrap_err().to_string();
-        let named: std::vec::Vec<usize> = (2..=5)
+        let named: std::vec::Vec<usize> = (2..=6)
             .map(|v| {
                 v1.find(&std::format!("(v{v} added "))
                     .expect("every later version named")

@@ -20,9 +20,10 @@ use super::rtt::{RtoBounds, RttEstimator};
 use super::upload::upload_policy;
 use super::{DeviceError, DeviceLink};
 
-/// Sends of one command at least before the device is called unresponsive (each waits the
-/// retransmission timeout, doubled every time, within the ceiling; sending goes on until the
-/// ceiling's worth of waiting has passed too).
+/// Sends of one command before the device is called unresponsive (each waits the
+/// retransmission timeout, doubled every time, within the ceiling, and all of them at most
+/// the ceiling); sending goes on past them, up to the ceiling, while the device is still
+/// heard.
 pub const COMMAND_ATTEMPTS: u32 = 8;
 
 /// Timeouts and retries for talking to a device.
@@ -291,10 +292,11 @@ impl DeviceClient {
     }
 
     /// Sends `message` and waits for the acknowledgement `expected`, sending it again each
-    /// time the (doubling) retransmission timeout passes, until [`COMMAND_ATTEMPTS`] sends
-    /// and the ceiling's worth of waiting have both passed: on a fast link a millisecond's
-    /// RTO would otherwise give up within a tenth of a second, shorter than a slow line's
-    /// backlog.
+    /// time the (doubling) retransmission timeout passes, for at most the ceiling's worth
+    /// of waiting. After [`COMMAND_ATTEMPTS`] sends it gives up on a device that sent
+    /// nothing during the last wait; one still sending (its acknowledgement queued behind a
+    /// slow line's backlog, which a millisecond's RTO would not wait for) is waited for up
+    /// to the ceiling.
     pub(super) fn command(
         &mut self,
         message: &HostMessage,
@@ -325,15 +327,26 @@ impl DeviceClient {
             let attempt = sends;
             sends += 1;
             let sent = Instant::now();
+            let heard_before = self.link.bytes_received();
             self.send(message)?;
-            if let Some(answer) = self.await_answer(expected, self.rtt.backoff(attempt))? {
+            // The first sends as any retransmission (a silent device is given up as soon as
+            // before); past them, a device still heard is waited for longer each time.
+            let wait = if sends <= COMMAND_ATTEMPTS {
+                self.rtt.timeout(attempt)
+            } else {
+                let left = self.config.rto_ceiling.saturating_sub(started.elapsed());
+                self.rtt.backoff(attempt).min(left.max(self.rtt.rto()))
+            };
+            if let Some(answer) = self.await_answer(expected, wait)? {
                 if attempt == 0 {
                     // Karn: only an answer to a single send times the round trip.
                     self.rtt.sample(sent.elapsed());
                 }
                 return Ok(answer);
             }
-            if sends >= COMMAND_ATTEMPTS && started.elapsed() >= self.config.rto_ceiling {
+            let still_heard = self.link.bytes_received() != heard_before;
+            let out_of_time = started.elapsed() >= self.config.rto_ceiling;
+            if (attempt > 0 && out_of_time) || (sends >= COMMAND_ATTEMPTS && !still_heard) {
                 break;
             }
         }

@@ -106,7 +106,7 @@ impl RttEstimator {
 
     /// The timeout for send number `attempt` of a command whose answer may wait behind
     /// everything the device still has to send: the RTO doubled `attempt` times without
-    /// [`MAX_BACKOFF_DOUBLINGS`]' limit (RFC 6298's backoff), at most the ceiling. A slow
+    /// the [`MAX_BACKOFF_DOUBLINGS`] limit (RFC 6298's backoff), at most the ceiling. A slow
     /// line's backlog (a 4 KiB queue takes 0.36 s at 115200 baud) can hold an
     /// acknowledgement far longer than the round trips the estimate was measured on.
     pub fn backoff(&self, attempt: u32) -> Duration {

@@ -273,7 +273,9 @@ struct LinkState {
     last_frame: Instant,
     last_data: Instant,
     /// Tail probes (with the release mark repeated) sent since data last arrived, and when
-    /// the next is due.
+    /// the next is due: each waits twice as long as the one before, without the resend
+    /// requests' limit on doubling, so a device that went silent is not flooded (a stopped
+    /// reader's pty fills, and a 1 ms RTO would send a probe every 8 ms).
     probes: u32,
     next_probe: Instant,
     /// Bytes received when last looked: a line still delivering bytes (a slow one, part-way
@@ -296,7 +298,7 @@ impl LinkState {
         let bytes = client.link().bytes_received();
         if bytes != self.bytes_seen {
             self.bytes_seen = bytes;
-            self.next_probe = self.next_probe.max(now + client.timeout(self.probes));
+            self.next_probe = self.next_probe.max(now + client.rtt().backoff(self.probes));
         }
     }
 }
@@ -392,7 +394,7 @@ fn keep_the_link_going(
     if probe_due {
         client.send(&HostMessage::Resend(round.tail_probe()))?;
         link.probes += 1;
-        link.next_probe = now + client.timeout(link.probes);
+        link.next_probe = now + client.rtt().backoff(link.probes);
     }
     let mut downlink = LineErrors::new();
     downlink.set_totals(

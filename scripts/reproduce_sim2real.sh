@@ -4,7 +4,7 @@
 # plants; then fine-tuning the randomised policies on a plant outside the ranges against
 # training from scratch there.
 #
-#   scripts/reproduce_sim2real.sh                   # everything (about 15 min of CPU on 2 cores)
+#   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
 #
 # Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone

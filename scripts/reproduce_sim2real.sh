@@ -9,7 +9,8 @@
 #
 # Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
 # or resumed after an interruption (a fine-tuning or from-scratch run folder is continued
-# with `tether resume`, so delete it to measure again).
+# with `tether resume` from the stretch it reached, so a rerun prints only the curve from
+# there on: delete the folder to measure the whole curve again).
 set -eu
 cd "$(dirname "$0")/.."
 ONLY=${ONLY:-"pretrain grid finetune scratch"}
@@ -138,7 +139,13 @@ evaluated_run() {
     seed=$5
     shift 5
     steps=$every
-    [ -f "$dir/policy.bin" ] || $T train --config "$config" --steps "$steps" --seed "$seed" --out "$dir" "$@" >"$dir.log" 2>&1
+    if [ -f "$dir/policy.bin" ]; then
+        # A folder from an earlier invocation: carry on from the stretch it reached.
+        done_steps=$(tail -n 1 "$dir/metrics.jsonl" | jq .env_steps)
+        steps=$((done_steps / every * every))
+    else
+        $T train --config "$config" --steps "$steps" --seed "$seed" --out "$dir" "$@" >"$dir.log" 2>&1
+    fi
     while :; do
         # Steps done: the last iteration's count (a stretch ends on a whole iteration).
         done_steps=$(tail -n 1 "$dir/metrics.jsonl" | jq .env_steps)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Plain Gaussian exploration against gSDE (issue 15), at the plants' preset budgets: trains
+# Plain Gaussian exploration against gSDE (state-dependent exploration), at the plants' preset budgets: trains
 # each plant and seed both ways on simulated devices, evaluates the policy (20 deterministic
 # episodes, seed 1000) and prints one Markdown row per run with the exploration's smoothness
 # from metrics.jsonl (action_change_mean and action_hf_share, averaged over the run's
@@ -9,7 +9,8 @@
 #   PLANTS=pendulum SEEDS="0" scripts/compare_exploration.sh
 #
 # gSDE settings (rl-zoo's TRPO Pendulum-v1 preset): use_sde = true, sde_sample_freq = 4,
-# everything else the plant's preset; SDE_SAMPLE_FREQ overrides the frequency. Environment:
+# everything else the plant's preset; SDE_SAMPLE_FREQ overrides the frequency, LOG_STD_INIT
+# sets gSDE's initial log σ (default: the preset's, 0). Environment:
 # OUT (run folders, default runs/exploration; wiped first), CARGO_TARGET_DIR as for cargo.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ OUT=${OUT:-$ROOT/runs/exploration}
 PLANTS=${PLANTS:-"pendulum qube"}
 SEEDS=${SEEDS:-"0 1 2"}
 SDE_SAMPLE_FREQ=${SDE_SAMPLE_FREQ:-4}
+LOG_STD_INIT=${LOG_STD_INIT:-}
 TETHER=${CARGO_TARGET_DIR:-$ROOT/target}/release/tether
 
 log() { echo "[exploration] $*" >&2; }
@@ -28,6 +30,9 @@ cargo build --release -q -p tether-trainer --bin tether >&2
 rm -rf "$OUT"
 mkdir -p "$OUT"
 printf '[trpo]\nuse_sde = true\nsde_sample_freq = %s\n' "$SDE_SAMPLE_FREQ" >"$OUT/gsde.toml"
+if [ -n "$LOG_STD_INIT" ]; then
+	printf 'log_std_init = %s\n' "$LOG_STD_INIT" >>"$OUT/gsde.toml"
+fi
 : >"$OUT/plain.toml"
 
 echo "| plant | exploration | seed | steps | eval mean ± std (20 ep.) | worst episode | action_change_mean | action_hf_share | wall s |"

@@ -1,28 +1,27 @@
 #!/bin/sh
-# Issue 13's measurements (README, "Sim to real"): the QUBE trained with configs/qube-dr.toml
-# against the nominal qube preset, evaluated zero-shot on a grid of plants; then fine-tuning
-# the randomised policies on a plant outside the ranges against training from scratch there.
+# Issue 13's measurements (README, "Sim to real, measured"): the QUBE trained with
+# configs/qube-dr.toml against the nominal qube preset, evaluated zero-shot on a grid of
+# plants; then fine-tuning the randomised policies on a plant outside the ranges against
+# training from scratch there.
 #
-#   scripts/reproduce_sim2real.sh                   # everything (about 30 min on 2 cores)
+#   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
 #
 # Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
-# or resumed after an interruption.
+# or resumed after an interruption (a fine-tuning or from-scratch run folder is continued
+# with `tether resume` from the stretch it reached, so a rerun prints only the curve from
+# there on: delete the folder to measure the whole curve again).
 set -eu
 cd "$(dirname "$0")/.."
-ONLY=${ONLY:-"pretrain longer curriculum grid finetune scratch"}
+ONLY=${ONLY:-"pretrain grid finetune scratch"}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/sim2real}
 # The policies the grid evaluates (run folders $OUT/<kind>-<seed>).
-GRID_KINDS=${GRID_KINDS:-"dr dr6M curriculum nominal"}
-# Randomised training started from the nominal policy (section "curriculum"), steps.
-CURRICULUM_STEPS=${CURRICULUM_STEPS:-1000000}
-# The policies fine-tuned on the unseen plant: dr, dr6M or curriculum.
-FT_FROM=${FT_FROM:-dr6M}
-# The fine-tuning step size (the preset's is 0.01).
+GRID_KINDS=${GRID_KINDS:-"dr nominal"}
+# Fine-tuning: step size, steps per iteration (one evaluation after each), budget.
 FT_TARGET_KL=${FT_TARGET_KL:-0.01}
-# Fine-tuning budget: rounds of one 10 000-step iteration, up to this many steps.
-FT_MAX=${FT_MAX:-300000}
+FT_EVERY=${FT_EVERY:-10000}
+FT_MAX=${FT_MAX:-150000}
 # Training from scratch on the same plant: evaluated every SCRATCH_EVERY steps up to SCRATCH_MAX.
 SCRATCH_EVERY=${SCRATCH_EVERY:-250000}
 SCRATCH_MAX=${SCRATCH_MAX:-3000000}
@@ -56,22 +55,6 @@ if wants pretrain; then
     for s in $SEEDS; do
         timed_train "dr seed $s" "$OUT/dr-$s" --config configs/qube-dr.toml --seed "$s"
         timed_train "nominal seed $s" "$OUT/nominal-$s" --plant qube --seed "$s"
-    done
-fi
-
-# The randomised runs continued for another 3M steps (6M in all).
-if wants longer; then
-    for s in $SEEDS; do
-        timed_train "dr6M seed $s" "$OUT/dr6M-$s" --config configs/qube-dr.toml --init "$OUT/dr-$s" \
-            --steps 3000000 --seed "$((s + 100))"
-    done
-fi
-
-# The shipped randomisation, started from the nominal policy of the same seed.
-if wants curriculum; then
-    for s in $SEEDS; do
-        timed_train "curriculum seed $s" "$OUT/curriculum-$s" --config configs/qube-dr.toml \
-            --init "$OUT/nominal-$s" --steps "$CURRICULUM_STEPS" --seed "$((s + 10))"
     done
 fi
 
@@ -143,46 +126,55 @@ velocity_noise_std = 0.22
 deadzone = 0.33              # V
 EOF
 
+# One continuous run, evaluated along the way: `tether train` for the first $3 steps, then
+# `tether resume --steps` adds $3 at a time (the run's policy after every stretch is
+# evaluated; a resumed run is bit for bit the run that was never stopped). Arguments: run
+# folder, config, evaluation stretch, budget, seed, then `tether train` extras (--init).
+# Prints "steps done, mean, successes" lines and stops at the budget or when the mean is >= 1100.
+evaluated_run() {
+    dir=$1
+    config=$2
+    every=$3
+    max=$4
+    seed=$5
+    shift 5
+    steps=$every
+    if [ -f "$dir/policy.bin" ]; then
+        # A folder from an earlier invocation: carry on from the stretch it reached.
+        done_steps=$(tail -n 1 "$dir/metrics.jsonl" | jq .env_steps)
+        steps=$((done_steps / every * every))
+    else
+        $T train --config "$config" --steps "$steps" --seed "$seed" --out "$dir" "$@" >"$dir.log" 2>&1
+    fi
+    while :; do
+        # Steps done: the last iteration's count (a stretch ends on a whole iteration).
+        done_steps=$(tail -n 1 "$dir/metrics.jsonl" | jq .env_steps)
+        [ "$done_steps" -ge "$steps" ] || $T resume "$dir" --steps "$steps" >>"$dir.log" 2>&1
+        done_steps=$(tail -n 1 "$dir/metrics.jsonl" | jq .env_steps)
+        row=$(evaluate "$dir/policy.bin" "$OUT/unseen.toml")
+        printf '%s\t%s\n' "$done_steps" "$row"
+        mean=${row%%	*}
+        if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }' || [ "$steps" -ge "$max" ]; then break; fi
+        steps=$((steps + every))
+    done
+}
+
 if wants finetune; then
-    tag="$FT_FROM-kl$FT_TARGET_KL"
-    # The unseen plant with the fine-tuning step size (evaluation reads only [plant_params]).
-    { cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
+    tag="kl$FT_TARGET_KL-every$FT_EVERY"
+    # The unseen plant with the fine-tuning settings (evaluation reads only [plant_params]).
+    { echo "steps_per_iteration = $FT_EVERY"; cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
     for s in $SEEDS; do
-        from="$OUT/$FT_FROM-$s"
-        steps=0
-        while :; do
-            row=$(evaluate "$from/policy.bin" "$OUT/unseen.toml")
-            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/finetune-$tag.tsv"
-            mean=${row%%	*}
-            if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }' || [ "$steps" -ge "$FT_MAX" ]; then break; fi
-            steps=$((steps + 10000))
-            next="$OUT/ft-$tag-$s-$steps"
-            # Each round continues the previous run folder (policy, value function, normaliser).
-            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen-$tag.toml" --init "$from" --steps 10000 \
-                --seed "$((s * 1000 + steps / 10000))" --out "$next" >"$next.log" 2>&1
-            from=$next
-        done
+        printf '%s\t0\t%s\n' "$s" "$(evaluate "$OUT/dr-$s/policy.bin" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"
+        evaluated_run "$OUT/ft-$tag-$s" "$OUT/unseen-$tag.toml" "$FT_EVERY" "$FT_MAX" "$((s * 1000 + 7))" \
+            --init "$OUT/dr-$s" | sed "s/^/$s\t/" | tee -a "$OUT/finetune-$tag.tsv"
     done
 fi
 
 if wants scratch; then
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/scratch.tsv"
     for s in $SEEDS; do
-        from=""
-        steps=0
-        while [ "$steps" -lt "$SCRATCH_MAX" ]; do
-            steps=$((steps + SCRATCH_EVERY))
-            next="$OUT/scratch-$s-$steps"
-            init=${from:+--init $from}
-            # shellcheck disable=SC2086
-            [ -f "$next/policy.bin" ] || $T train --config "$OUT/unseen.toml" $init --steps "$SCRATCH_EVERY" \
-                --seed "$((s * 1000 + steps / SCRATCH_EVERY))" --out "$next" >"$next.log" 2>&1
-            row=$(evaluate "$next/policy.bin" "$OUT/unseen.toml")
-            printf '%s\t%s\t%s\n' "$s" "$steps" "$row" | tee -a "$OUT/scratch.tsv"
-            from=$next
-            mean=${row%%	*}
-            if awk -v m="$mean" 'BEGIN { exit !(m >= 1100) }'; then break; fi
-        done
+        evaluated_run "$OUT/scratch-$s" "$OUT/unseen.toml" "$SCRATCH_EVERY" "$SCRATCH_MAX" "$s" |
+            sed "s/^/$s\t/" | tee -a "$OUT/scratch.tsv"
     done
 fi

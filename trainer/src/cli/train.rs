@@ -481,6 +481,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `configs/qube-dr.toml` is what the README's sim-to-real figures were measured with:
+    /// it must keep resolving to those settings (the qube preset, 10M steps, a 0.03 step,
+    /// its ranges) and stay a valid run configuration.
+    #[test]
+    fn the_shipped_randomisation_resolves_to_the_measured_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qube-dr.toml");
+        let mut args = parse(&["train", "--seed", "0"]);
+        args.config = Some(path.clone());
+        let config = TrainRequest::read(&args)
+            .and_then(|r| r.config_for("qube"))
+            .unwrap()
+            .config;
+        let preset = Preset::named("qube").unwrap();
+        assert_eq!(config.plant, "qube");
+        assert_eq!(
+            (config.total_steps, config.steps_per_iteration),
+            (10_000_000, preset.steps_per_iteration)
+        );
+        assert_eq!(
+            config.trpo,
+            TrpoConfig {
+                target_kl: 0.03,
+                ..preset.trpo
+            }
+        );
+        assert_eq!(config.plant_randomize["arm_damping"], [0.5, 3.0]);
+        assert_eq!(config.plant_randomize["latency_steps"], [0.0, 1.0]);
+        assert_eq!(config.plant_randomize.len(), 14);
+        config.validate(&path).unwrap();
+    }
+
     #[test]
     fn the_fleet_is_checked_before_connecting() {
         let spec = |args: &[&str]| TrainRequest::read(&parse(args)).and_then(|r| r.fleet_spec());

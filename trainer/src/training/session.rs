@@ -161,7 +161,7 @@ impl Session {
         let mut learner = Trpo::new(obs_dim, head, config.trpo.clone(), config.seed)
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         if let Some(warm) = warm {
-            let state = warm.apply(&config.plant, learner.state(), config.steps_per_iteration)?;
+            let state = warm.apply(&config.plant, learner.state())?;
             learner = Trpo::from_state(obs_dim, head, state)
                 .map_err(|e| SessionError::BadCheckpoint(format!("--init: {e}")))?;
         }

@@ -38,8 +38,8 @@ use cortex_m_semihosting::{debug, hprint, hprintln};
 use tether_firmware::gsde::SdeNoise;
 use tether_firmware::link::{LinkEndpoint, Priority};
 use tether_firmware::plant::{Action, Plant};
-use tether_firmware::sampler::Sampler;
 use tether_firmware::policy_tiles::TiledPolicy;
+use tether_firmware::sampler::Sampler;
 use tether_firmware::{Device, DeviceConfig};
 use tether_shared::message::{
     DeviceMessage, DeviceState, RecordLayout, RunCommand, RunMode, TRANSITION_BATCH_VALUES,
@@ -69,7 +69,6 @@ pub const REPEATS: u32 = 1_000;
 
 /// Polls allowed for the upload and the start of the run.
 const UPLOAD_POLLS: u32 = 10_000;
-
 
 /// The policy head the benchmark explores with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

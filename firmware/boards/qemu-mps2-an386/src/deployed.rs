@@ -17,12 +17,12 @@ use tether_firmware::deploy::{BuiltInPolicy, EpisodeTap, Standalone};
 use tether_firmware::plant::Plant;
 use tether_firmware::{Device, DeviceConfig};
 
-use crate::{NOISE_CAPACITY, POLICY_CAPACITY};
 use crate::clock::{BoardClock, TimeSource};
 use crate::fault;
 use crate::link::BoardLink;
 use crate::serve::FreeRunning;
 use crate::uart::CmsdkUart;
+use crate::{NOISE_CAPACITY, POLICY_CAPACITY};
 
 #[cfg(feature = "deploy")]
 mod built_in {
@@ -67,8 +67,13 @@ pub fn serve<P: Plant>(plant: P, uart: CmsdkUart, real_time: bool, episodes: u32
     let clock = BoardClock::new(source);
     let config = DeviceConfig::default();
     let link = EpisodeTap::new(BoardLink::uart(uart));
-    let mut device: Device<P, EpisodeTap<BoardLink<'_>>, &BoardClock, POLICY_CAPACITY, NOISE_CAPACITY> =
-        Device::new(plant, link, &clock, config);
+    let mut device: Device<
+        P,
+        EpisodeTap<BoardLink<'_>>,
+        &BoardClock,
+        POLICY_CAPACITY,
+        NOISE_CAPACITY,
+    > = Device::new(plant, link, &clock, config);
     let mut standalone = match Standalone::boot(
         &mut device,
         &policy,

@@ -201,6 +201,13 @@ impl DeviceClient {
         self.rtt.timeout(attempt)
     }
 
+    /// The timeout for send number `attempt` of a frame whose answer may wait behind
+    /// everything queued on a slow line (see [`RttEstimator::backoff`]): doubling without
+    /// limit, up to the ceiling.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.rtt.backoff(attempt)
+    }
+
     /// The host-to-device line's damage seen so far (chunks unacknowledged per byte).
     pub fn uplink_errors(&mut self) -> &mut LineErrors {
         &mut self.uplink

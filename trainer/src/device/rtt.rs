@@ -99,9 +99,7 @@ impl RttEstimator {
     /// estimate that was too short (a slow line whose long frames took longer than the
     /// short ones the estimate came from).
     pub fn timeout(&self, attempt: u32) -> Duration {
-        let ceiling = self.bounds.ceiling.max(self.bounds.floor);
-        let factor = 1u32 << attempt.min(MAX_BACKOFF_DOUBLINGS);
-        self.rto().saturating_mul(factor).min(ceiling)
+        self.backoff(attempt.min(MAX_BACKOFF_DOUBLINGS))
     }
 
     /// The timeout for send number `attempt` of a command whose answer may wait behind

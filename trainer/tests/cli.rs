@@ -181,3 +181,74 @@ fn unknown_config_key_names_the_key_and_the_file() {
     assert!(line.contains("target_kll"), "{line}");
     assert!(line.contains(&file.display().to_string()), "{line}");
 }
+
+/// A run with an `[evaluation]` table writes `best_policy.bin` and says so on its records;
+/// `tether export --best` exports it, and on a run that never evaluated `--best` is one
+/// clear error that points to the latest policy.
+#[test]
+fn evaluated_runs_keep_a_best_policy_that_export_best_writes() {
+    let dir = Scratch::new("best");
+    let file = dir.join("evaluated.toml");
+    std::fs::write(
+        &file,
+        "plant = \"pendulum\"\nsteps_per_iteration = 400\n[evaluation]\nevery = 1\nepisodes = 2\n",
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let train = run(
+        tether()
+            .args(["train", "--steps", "1200", "--config"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out),
+        LONG,
+    );
+    assert!(train.status.success(), "train failed: {}", stderr(&train));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    assert!(
+        metrics.lines().all(|l| l.contains("\"eval_mean_return\":")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"eval_best\":true"))
+    );
+    let best = std::fs::read(out.join("best_policy.bin")).expect("best_policy.bin written");
+
+    let exported = dir.join("best-export.bin");
+    let export = run(
+        tether()
+            .args(["export", "--best", "--run"])
+            .arg(&out)
+            .arg("--out")
+            .arg(&exported),
+        SHORT,
+    );
+    assert!(
+        export.status.success(),
+        "export failed: {}",
+        stderr(&export)
+    );
+    assert_eq!(std::fs::read(&exported).unwrap(), best);
+
+    let plain = dir.join("plain");
+    let train = run(
+        tether()
+            .args(["train", "--steps", "400", "--out"])
+            .arg(&plain),
+        LONG,
+    );
+    assert!(train.status.success(), "train failed: {}", stderr(&train));
+    let output = run(
+        tether().args(["export", "--best", "--run"]).arg(&plain),
+        SHORT,
+    );
+    let line = one_line_error(&output);
+    assert!(
+        line.contains("best_policy.bin") && line.contains("without --best"),
+        "{line}"
+    );
+}

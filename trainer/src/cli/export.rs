@@ -12,7 +12,20 @@ use crate::run::{PolicyFile, write_atomic};
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let folder = RunFolder::open(&args.run)?;
-    if !folder.policy_path().exists() {
+    let source = if args.best {
+        folder.best_policy_path()
+    } else {
+        folder.policy_path()
+    };
+    if !source.exists() && args.best {
+        bail!(
+            "{} has no {} (it is written by runs with an `[evaluation]` table, after their \
+             first evaluation); export its latest policy without --best",
+            folder.root().display(),
+            RunFolder::BEST_POLICY
+        );
+    }
+    if !source.exists() {
         bail!(
             "{} has no policy yet ({} is written after the first iteration); train or resume \
              the run first",
@@ -20,7 +33,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             RunFolder::POLICY
         );
     }
-    let policy = PolicyFile::read_bin(&folder.policy_path())?;
+    let policy = PolicyFile::read_bin(&source)?;
     let out = match (&args.out, args.format) {
         (Some(path), _) => path.clone(),
         (None, ExportFormat::Bin) => folder.root().join("policy-export.bin"),

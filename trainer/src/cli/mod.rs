@@ -272,6 +272,10 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Bin)]
     pub format: ExportFormat,
+    /// Export the run's best evaluated policy (`best_policy.bin`, written by runs with an
+    /// `[evaluation]` table) instead of its latest (`policy.bin`).
+    #[arg(long)]
+    pub best: bool,
     /// Output file (default in the run folder: policy-export.bin, policy.rs, policy.onnx or
     /// policy.h).
     #[arg(long, value_name = "FILE")]

@@ -98,11 +98,13 @@ fn drive(mut session: Session, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
     let result = session.run(stop, |m: &IterationMetrics| {
         bar.set_position(m.env_steps.min(total));
         bar.set_message(format!(
-            "iter {}  return {:.1}  KL {:.4}{}{}{}",
+            "iter {}  return {:.1}  KL {:.4}{}{}{}{}",
             m.iteration,
             m.mean_return,
             m.kl,
             if m.accepted { "" } else { "  (step refused)" },
+            m.evaluation_note()
+                .map_or_else(String::new, |note| format!("  ({note})")),
             m.missed_deadline_note()
                 .map_or_else(String::new, |note| format!("  ({note})")),
             m.rate_limit_note()

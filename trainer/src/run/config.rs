@@ -270,6 +270,38 @@ impl Default for TimeoutsConfig {
     }
 }
 
+/// The `[evaluation]` table: deterministic evaluation episodes between iterations, and the
+/// best policy they found (Stable-Baselines3's `EvalCallback`). Off by default: on a rig
+/// every evaluation episode is rig time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationConfig {
+    /// Evaluate after every this many iterations, and after the last one; 0: never.
+    /// Default 0.
+    pub every: u64,
+    /// Deterministic episodes per evaluation, split over the devices. The same episodes
+    /// each time (starts, and on randomised simulated plants the plants, come from the
+    /// run's seed), so evaluations of one run compare policies, not luck. Default 20.
+    pub episodes: u32,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig {
+            every: 0,
+            episodes: 20,
+        }
+    }
+}
+
+impl EvaluationConfig {
+    /// Whether the policy after iteration `iteration` (0-based) is evaluated; `last`: that
+    /// iteration ends the run.
+    pub fn due(&self, iteration: u64, last: bool) -> bool {
+        self.every > 0 && (last || (iteration + 1).is_multiple_of(self.every))
+    }
+}
+
 /// The resolved configuration of a run, generic over the learner's hyperparameters `T`
 /// (the `[trpo]` table; `T` should itself be `deny_unknown_fields, default` so a typo there
 /// is caught as well).
@@ -310,6 +342,8 @@ pub struct RunConfig<T> {
     pub trpo: T,
     /// Link timeouts.
     pub timeouts: TimeoutsConfig,
+    /// Evaluation between iterations.
+    pub evaluation: EvaluationConfig,
     /// Simulated plants' parameter values (`[plant_params]`, SI units); empty: the models'
     /// defaults. Sent to every device, which refuses them unless it simulates its plant.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -332,6 +366,7 @@ impl<T: Default> Default for RunConfig<T> {
             devices: DevicesConfig::default(),
             trpo: T::default(),
             timeouts: TimeoutsConfig::default(),
+            evaluation: EvaluationConfig::default(),
             plant_params: PlantParamsTable::new(),
             plant_randomize: PlantRandomizeTable::new(),
         }
@@ -544,6 +579,12 @@ impl<T> RunConfig<T> {
             return invalid(
                 "devices",
                 "no devices: set `devices.sim` ≥ 1 or list `devices.ports` / `devices.tcp`".into(),
+            );
+        }
+        if self.evaluation.every > 0 && self.evaluation.episodes == 0 {
+            return invalid(
+                "evaluation.episodes",
+                "must be at least 1 when `evaluation.every` is set".into(),
             );
         }
         if self.devices.baud == 0 {
@@ -854,6 +895,36 @@ upload_retries = 1
             "timeouts.handshake_s",
         );
         check(&|c| c.timeouts.silence_s = 0.0, "timeouts.silence_s");
+        check(
+            &|c| {
+                c.evaluation.every = 5;
+                c.evaluation.episodes = 0;
+            },
+            "evaluation.episodes",
+        );
+    }
+
+    /// `every = N` evaluates after iterations N−1, 2N−1, … (0-based) and after the last;
+    /// 0 never.
+    #[test]
+    fn evaluations_fall_every_n_iterations_and_on_the_last() {
+        let every = |n| EvaluationConfig {
+            every: n,
+            episodes: 4,
+        };
+        let due: Vec<u64> = (0..7).filter(|&i| every(3).due(i, i == 6)).collect();
+        assert_eq!(due, [2, 5, 6]);
+        assert!((0..7).all(|i| !every(0).due(i, true)));
+        let text = "[evaluation]\nevery = 10\nepisodes = 40\n";
+        let c = Config::from_toml_str(text, origin()).unwrap();
+        assert_eq!(
+            c.evaluation,
+            EvaluationConfig {
+                every: 10,
+                episodes: 40
+            }
+        );
+        assert!(Config::from_toml_str("[evaluation]\nevry = 1\n", origin()).is_err());
     }
 
     #[test]

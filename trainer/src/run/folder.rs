@@ -65,6 +65,8 @@ impl RunFolder {
     pub const CHECKPOINT: &'static str = "checkpoint.bin";
     /// Exported policy file name.
     pub const POLICY: &'static str = "policy.bin";
+    /// The policy with the best evaluation so far (`[evaluation]`), same format.
+    pub const BEST_POLICY: &'static str = "best_policy.bin";
     /// Learning-curve SVG file name.
     pub const CURVE_SVG: &'static str = "curve.svg";
     /// Learning-curve PNG file name.
@@ -185,6 +187,12 @@ impl RunFolder {
     /// `policy.bin`: the exported f32 policy.
     pub fn policy_path(&self) -> PathBuf {
         self.root.join(Self::POLICY)
+    }
+
+    /// `best_policy.bin`: the policy whose evaluation (`[evaluation]`) scored the highest
+    /// mean return so far; absent until a run evaluates.
+    pub fn best_policy_path(&self) -> PathBuf {
+        self.root.join(Self::BEST_POLICY)
     }
 
     /// `curve.svg`: learning curves as vector graphics.

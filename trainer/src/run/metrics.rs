@@ -120,9 +120,33 @@ pub struct IterationMetrics {
     /// Why the update was skipped or the step rejected, if it was.
     #[serde(default)]
     pub skipped_reason: Option<String>,
+    /// Mean return of the deterministic evaluation episodes run after this iteration's
+    /// update (`[evaluation]`); absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_mean_return: Option<f64>,
+    /// Their mean length in steps; absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_mean_episode_length: Option<f64>,
+    /// Whether that evaluation is the best of the run so far, so `best_policy.bin` holds
+    /// this iteration's policy; absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_best: Option<bool>,
 }
 
 impl IterationMetrics {
+    /// The evaluation's result in a few words (for the progress line), e.g.
+    /// `"eval 1101.2, best"`; `None` when none ran this iteration.
+    pub fn evaluation_note(&self) -> Option<String> {
+        self.eval_mean_return.map(|mean| {
+            let best = if self.eval_best == Some(true) {
+                ", best"
+            } else {
+                ""
+            };
+            format!("eval {mean:.1}{best}")
+        })
+    }
+
     /// How often the devices' action rate limit acted this iteration, in a few words (for
     /// the progress line), e.g. `"rate limit changed 120 actions"`; `None` when it never
     /// did.
@@ -390,6 +414,11 @@ mod tests {
             action_hf_share: 0.25 + 0.125 * i as f64,
             rate_limited_steps: 3 * i,
             skipped_reason: (i % 4 == 3).then(|| "line search failed".to_owned()),
+            // Every other record evaluated, so both forms (fields present and absent) are
+            // written and read back.
+            eval_mean_return: (i % 2 == 1).then_some(1000.0 + i as f64),
+            eval_mean_episode_length: (i % 2 == 1).then_some(1250.0),
+            eval_best: (i % 2 == 1).then_some(i == 1),
         }
     }
 

@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tether_shared::message::RunMode;
 use tether_shared::seeds::evaluation_seed;
+use tether_shared::{PlantDescription, PolicySpec};
 
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use crate::rollout::{CollectRequest, DevicePool, Recovery};
+use crate::run::config::TimeoutsConfig;
 use crate::run::policy_file::PolicyFile;
 
 /// Why an evaluation failed.
@@ -70,21 +72,62 @@ pub fn evaluate(
             })?;
     }
     let _boards = fleet.boards;
-    let recovery = Recovery::for_plant(&spec.timeouts, &fleet.plant);
     let mut pool = DevicePool::new(fleet.clients);
+    evaluate_on(
+        &mut pool,
+        &EvaluationRound {
+            spec: &policy.spec,
+            params: Arc::new(policy.params.clone()),
+            // Version 0 is never used by training, so the upload always happens.
+            version: 0,
+            episodes,
+            seed,
+            timeouts: &spec.timeouts,
+            plant: &fleet.plant,
+        },
+    )
+}
+
+/// One round of deterministic episodes on devices already connected: what `tether eval`
+/// runs, and what a training run with an `[evaluation]` table runs between iterations.
+pub struct EvaluationRound<'a> {
+    /// The policy's layout.
+    pub spec: &'a PolicySpec,
+    /// Its f32 parameters in the wire layout.
+    pub params: Arc<Vec<f32>>,
+    /// The policy version sent with them: a device already running this version is not
+    /// sent the parameters again.
+    pub version: u32,
+    /// Episodes in all, split over the live devices.
+    pub episodes: u32,
+    /// The evaluation seed: the same seed gives every device the same episode starts (and,
+    /// on randomised simulated plants, the same plants), so evaluations with one seed are
+    /// comparable.
+    pub seed: u64,
+    /// Link timeouts.
+    pub timeouts: &'a TimeoutsConfig,
+    /// The devices' plant.
+    pub plant: &'a PlantDescription,
+}
+
+/// Runs `round` on the live devices of `pool` and reports the episodes that ended.
+pub fn evaluate_on(
+    pool: &mut DevicePool,
+    round: &EvaluationRound,
+) -> Result<EvaluationReport, EvaluationError> {
+    let recovery = Recovery::for_plant(round.timeouts, round.plant);
     let live = pool.live().max(1) as u32;
-    let params = Arc::new(policy.params.clone());
+    let episodes = round.episodes;
     let results = pool.round(|device, rank| CollectRequest {
-        // Version 0 is never used by training, so the upload always happens.
-        version: 0,
-        spec: policy.spec.clone(),
-        params: params.clone(),
+        version: round.version,
+        spec: round.spec.clone(),
+        params: round.params.clone(),
         first_episode: 0,
-        seed: evaluation_seed(seed, device as u64),
+        seed: evaluation_seed(round.seed, device as u64),
         mode: RunMode::Deterministic,
         steps: None,
         episodes: Some(episodes / live + u32::from((rank as u32) < episodes % live)),
-        silence_timeout: Duration::from_secs_f64(spec.timeouts.silence_s.max(0.01)),
+        silence_timeout: Duration::from_secs_f64(round.timeouts.silence_s.max(0.01)),
         recovery,
     });
     let mut returns = Vec::new();

@@ -16,6 +16,7 @@ use tether_shared::seeds::round_seed;
 use tether_shared::{PlantDescription, PolicySpec};
 
 use super::assembly::{AssembledBatch, assemble};
+use super::evaluation::{EvaluationRound, evaluate_on};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
 use super::run_state::{Progress, TrainingState};
@@ -110,6 +111,8 @@ pub struct Session {
     metrics: IterationLog,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
+    /// The highest evaluation mean return so far (`best_policy.bin`'s); −∞ before any.
+    best_evaluation: f64,
 }
 
 /// Sees every round's per-device results before they are assembled into a batch (test hook:
@@ -226,6 +229,12 @@ impl Session {
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         let plant = fleet.plant.clone();
         let pool = DevicePool::new(fleet.clients);
+        // A resumed run's best so far is in its metrics (the lines past the checkpoint are
+        // already trimmed), so the checkpoint need not carry it.
+        let best_evaluation = history
+            .iter()
+            .filter_map(|m| m.eval_mean_return)
+            .fold(f64::NEG_INFINITY, f64::max);
         Ok(Session {
             folder,
             config,
@@ -238,6 +247,7 @@ impl Session {
             metrics,
             history,
             observer: None,
+            best_evaluation,
         })
     }
 
@@ -350,8 +360,41 @@ impl Session {
             ..IterationMetrics::default()
         };
         record_update(&mut metrics, report);
+        let last = self.progress.env_steps >= self.config.total_steps;
+        if self.config.evaluation.due(iteration, last) {
+            self.evaluate(iteration, &mut metrics);
+        }
         self.record(&metrics)?;
         Ok(metrics)
+    }
+
+    /// The `[evaluation]` episodes of the policy iteration `iteration` produced, into its
+    /// metrics. The policy goes up as the version the next round will use, so that round
+    /// does not send it again; training does not depend on whether evaluations ran (every
+    /// round seeds the devices afresh). A failed evaluation is logged and training goes
+    /// on: the next round finds out about lost devices.
+    fn evaluate(&mut self, iteration: u64, metrics: &mut IterationMetrics) {
+        let round = EvaluationRound {
+            spec: &self.spec,
+            params: Arc::new(self.learner.export_f32()),
+            version: (iteration + 2) as u32,
+            episodes: self.config.evaluation.episodes,
+            seed: self.config.seed,
+            timeouts: &self.config.timeouts,
+            plant: &self.plant,
+        };
+        match evaluate_on(&mut self.pool, &round) {
+            Ok(report) => {
+                let best = report.mean_return > self.best_evaluation;
+                if best {
+                    self.best_evaluation = report.mean_return;
+                }
+                metrics.eval_mean_return = Some(report.mean_return);
+                metrics.eval_mean_episode_length = Some(report.mean_length);
+                metrics.eval_best = Some(best);
+            }
+            Err(e) => tracing::warn!("evaluation after iteration {iteration} failed: {e}"),
+        }
     }
 
     /// Every live device collects its share of the iteration's steps with the current
@@ -403,16 +446,20 @@ impl Session {
         assembled
     }
 
-    /// Metrics line, then the policy, then the checkpoint: a crash between any two leaves a
-    /// state `resume` understands (it trims metrics past the checkpoint).
+    /// Metrics line, then the best policy (when this iteration's evaluation is the best),
+    /// the policy, then the checkpoint: a crash between any two leaves a state `resume`
+    /// understands (it trims metrics past the checkpoint and redoes the iteration).
     fn record(&mut self, metrics: &IterationMetrics) -> Result<(), SessionError> {
         self.metrics.append(metrics)?;
         self.history.push(metrics.clone());
-        PolicyFile {
+        let policy = PolicyFile {
             spec: self.spec.clone(),
             params: self.learner.export_f32(),
+        };
+        if metrics.eval_best == Some(true) {
+            policy.write_bin(&self.folder.best_policy_path())?;
         }
-        .write_bin(&self.folder.policy_path())?;
+        policy.write_bin(&self.folder.policy_path())?;
         let state = TrainingState {
             plant: self.config.plant.clone(),
             progress: self.progress.clone(),
@@ -471,6 +518,7 @@ mod tests {
     use crate::device::simulated::test_device;
     use crate::run::metrics::read_metrics;
     use crate::run::testdir::TestDir;
+    use std::path::PathBuf;
 
     /// A small pendulum run: 2 simulated devices, 200 steps per iteration, [4] networks.
     fn config(total_steps: u64) -> RunConfig<TrpoConfig> {
@@ -563,6 +611,94 @@ mod tests {
         assert_eq!(
             std::fs::read(split_paths.policy_path()).expect("policy"),
             std::fs::read(&straight_policy).expect("policy")
+        );
+    }
+
+    /// A pendulum run that evaluates every `every` iterations (4 episodes) on randomised
+    /// plants, with gSDE noise drawn once per round: the device state an evaluation could
+    /// disturb.
+    fn evaluated_config(total_steps: u64, every: u64) -> RunConfig<TrpoConfig> {
+        let mut config = config(total_steps);
+        // One whole 200-step episode per device and iteration, so every return is defined.
+        config.steps_per_iteration = 400;
+        config.trpo.use_sde = true;
+        config.trpo.sde_sample_freq = 0;
+        config.plant_randomize.insert("mass".into(), [0.8, 1.2]);
+        config.evaluation.every = every;
+        config.evaluation.episodes = 4;
+        config
+    }
+
+    /// Evaluations between iterations do not change training (the same policy bytes and
+    /// returns as a run without them), run after every second iteration and after the
+    /// last, and keep the best policy: `eval_best` marks each new maximum of the
+    /// evaluation's mean return, and `best_policy.bin` is the last marked iteration's.
+    #[test]
+    fn evaluations_keep_the_best_policy_and_leave_training_unchanged() {
+        let dir = TestDir::new("session-evaluation");
+        let plain = RunFolder::create(&dir.join("plain")).expect("folder");
+        let plain_paths = plain.clone();
+        run_to_the_end(&mut Session::start(plain, evaluated_config(2000, 0)).expect("starts"));
+        let evaluated = RunFolder::create(&dir.join("evaluated")).expect("folder");
+        let paths = evaluated.clone();
+        run_to_the_end(&mut Session::start(evaluated, evaluated_config(2000, 2)).expect("starts"));
+
+        let read = |folder: &RunFolder| read_metrics(&folder.metrics_path()).expect("metrics");
+        let (without, with) = (read(&plain_paths), read(&paths));
+        let returns = |m: &[IterationMetrics]| m.iter().map(|m| m.mean_return).collect::<Vec<_>>();
+        assert!(returns(&with).iter().all(|r| r.is_finite()));
+        assert_eq!(returns(&without), returns(&with));
+        let bytes = |path: PathBuf| std::fs::read(path).expect("policy");
+        assert_eq!(bytes(plain_paths.policy_path()), bytes(paths.policy_path()));
+        assert!(without.iter().all(|m| m.eval_mean_return.is_none()));
+        assert!(!plain_paths.best_policy_path().exists());
+
+        let evaluated_at: Vec<u64> = with
+            .iter()
+            .filter(|m| m.eval_mean_return.is_some())
+            .map(|m| m.iteration)
+            .collect();
+        assert_eq!(evaluated_at, [1, 3, 4]);
+        let mut best = f64::NEG_INFINITY;
+        for m in with.iter().filter(|m| m.eval_mean_return.is_some()) {
+            let mean = m.eval_mean_return.expect("evaluated");
+            assert!(mean.is_finite() && m.eval_mean_episode_length == Some(200.0));
+            assert_eq!(m.eval_best, Some(mean > best), "{m:?}");
+            best = best.max(mean);
+        }
+        let last_best = with.iter().rev().find(|m| m.eval_best == Some(true));
+        let best_is_last = last_best.is_some_and(|m| m.iteration == 4);
+        assert_eq!(
+            bytes(paths.best_policy_path()) == bytes(paths.policy_path()),
+            best_is_last
+        );
+    }
+
+    /// A resumed run's evaluations are judged against the best before the interruption:
+    /// its metrics are those of a straight run, `eval_best` flags included.
+    #[test]
+    fn a_resumed_run_remembers_its_best_evaluation() {
+        let dir = TestDir::new("session-evaluation-resume");
+        let straight = RunFolder::create(&dir.join("straight")).expect("folder");
+        let straight_paths = straight.clone();
+        run_to_the_end(&mut Session::start(straight, evaluated_config(2000, 1)).expect("starts"));
+        let split = RunFolder::create(&dir.join("split")).expect("folder");
+        let split_paths = split.clone();
+        run_to_the_end(&mut Session::start(split, evaluated_config(1200, 1)).expect("starts"));
+        run_to_the_end(&mut Session::resume(split_paths.clone(), Some(2000)).expect("resumes"));
+        let flags = |folder: &RunFolder| {
+            read_metrics(&folder.metrics_path())
+                .expect("metrics")
+                .iter()
+                .map(|m| (m.eval_mean_return.map(f64::to_bits), m.eval_best))
+                .collect::<Vec<_>>()
+        };
+        let straight_flags = flags(&straight_paths);
+        assert_eq!(straight_flags.len(), 5);
+        assert_eq!(flags(&split_paths), straight_flags);
+        assert_eq!(
+            std::fs::read(split_paths.best_policy_path()).expect("best"),
+            std::fs::read(straight_paths.best_policy_path()).expect("best")
         );
     }
 

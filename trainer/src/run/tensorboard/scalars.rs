@@ -33,6 +33,8 @@ pub const SCALARS: &[(&str, &str)] = &[
     ("rollout/action_change_mean", "action_change_mean"),
     ("rollout/action_hf_share", "action_hf_share"),
     ("device/rate_limited_steps", "rate_limited_steps"),
+    ("eval/mean_reward", "eval_mean_return"),
+    ("eval/mean_ep_length", "eval_mean_episode_length"),
 ];
 
 /// The step every scalar of an iteration is logged at: environment steps so far.
@@ -42,7 +44,8 @@ pub fn step_of(metrics: &IterationMetrics) -> i64 {
 
 /// Each tag of [`SCALARS`] with its value in `metrics` as TensorBoard stores it (f32). A
 /// field written as `null` (an undefined float) is NaN; a field missing from the record's
-/// JSON or not a number is left out (the tests make sure none is).
+/// JSON or not a number is left out: only the `eval_` fields of an iteration that ran no
+/// evaluation are (the tests make sure of both).
 pub fn scalar_values(metrics: &IterationMetrics) -> Vec<(&'static str, f32)> {
     let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(metrics) else {
         return Vec::new();
@@ -76,6 +79,9 @@ mod tests {
             action_change_mean: 0.5,
             action_hf_share: f64::NAN,
             rate_limited_steps: 7,
+            eval_mean_return: Some(1101.5),
+            eval_mean_episode_length: Some(1250.0),
+            eval_best: Some(true),
             ..IterationMetrics::default()
         };
         let values = scalar_values(&metrics);
@@ -94,7 +100,23 @@ mod tests {
         assert_eq!(get("rollout/action_change_mean"), Some(0.5));
         assert!(get("rollout/action_hf_share").is_some_and(f32::is_nan));
         assert_eq!(get("device/rate_limited_steps"), Some(7.0));
+        assert_eq!(get("eval/mean_reward"), Some(1101.5));
+        assert_eq!(get("eval/mean_ep_length"), Some(1250.0));
         assert_eq!(step_of(&metrics), 2048);
+    }
+
+    /// An iteration without an evaluation writes no `eval/` point (TensorBoard would draw
+    /// a NaN as a gap at every other iteration); every other tag is still there.
+    #[test]
+    fn iterations_without_an_evaluation_leave_the_eval_tags_out() {
+        let values = scalar_values(&IterationMetrics::default());
+        let tags: Vec<_> = values.iter().map(|(t, _)| *t).collect();
+        let expected: Vec<_> = SCALARS
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !t.starts_with("eval/"))
+            .collect();
+        assert_eq!(tags, expected);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 #
 #   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
+#   DR_EVALUATE="10 40" GRID_KINDS="dr dr-best" ...   # also keep and grade each run's best evaluated policy
+#   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from it (a fresh value function)
+#   UNSEEN=other-plant.toml ONLY=finetune OUT=... ...    # fine-tune on another unseen plant
 #
 # Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
 # or resumed after an interruption (a fine-tuning or from-scratch run folder is continued
@@ -16,8 +19,12 @@ cd "$(dirname "$0")/.."
 ONLY=${ONLY:-"pretrain grid finetune scratch"}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/sim2real}
-# The policies the grid evaluates (run folders $OUT/<kind>-<seed>).
+# The policies the grid evaluates: the policy.bin of run folders $OUT/<kind>-<seed>, or for
+# "<kind>-best" the best_policy.bin of $OUT/<kind>-<seed> (runs pretrained with DR_EVALUATE).
 GRID_KINDS=${GRID_KINDS:-"dr nominal"}
+# "EVERY EPISODES": pretrain the randomised runs with `[evaluation] every = EVERY, episodes =
+# EPISODES` added (training is unchanged by it; the runs also keep best_policy.bin).
+DR_EVALUATE=${DR_EVALUATE:-}
 # Fine-tuning: step size, steps per iteration (one evaluation after each), budget.
 FT_TARGET_KL=${FT_TARGET_KL:-0.01}
 FT_EVERY=${FT_EVERY:-10000}
@@ -52,8 +59,14 @@ timed_train() {
 }
 
 if wants pretrain; then
+    dr_config=configs/qube-dr.toml
+    if [ -n "$DR_EVALUATE" ]; then
+        dr_config="$OUT/qube-dr-evaluated.toml"
+        set -- $DR_EVALUATE
+        { cat configs/qube-dr.toml; printf '\n[evaluation]\nevery = %s\nepisodes = %s\n' "$1" "$2"; } >"$dr_config"
+    fi
     for s in $SEEDS; do
-        timed_train "dr seed $s" "$OUT/dr-$s" --config configs/qube-dr.toml --seed "$s"
+        timed_train "dr seed $s" "$OUT/dr-$s" --config "$dr_config" --seed "$s"
         timed_train "nominal seed $s" "$OUT/nominal-$s" --plant qube --seed "$s"
     done
 fi
@@ -95,7 +108,11 @@ if wants grid; then
         printf 'plant\tpolicy\tseed\tmean return\tepisodes swung up and balanced (of 20)\n' >"$OUT/grid-$kind.tsv"
         for plant in "$OUT"/grid/*.toml; do
             for s in $SEEDS; do
-                row=$(evaluate "$OUT/$kind-$s/policy.bin" "$plant")
+                case $kind in
+                *-best) policy="$OUT/${kind%-best}-$s/best_policy.bin" ;;
+                *) policy="$OUT/$kind-$s/policy.bin" ;;
+                esac
+                row=$(evaluate "$policy" "$plant")
                 printf '%s\t%s\t%s\t%s\n' "$(basename "$plant" .toml)" "$kind" "$s" "$row" | tee -a "$OUT/grid-$kind.tsv"
             done
         done
@@ -107,6 +124,10 @@ fi
 # The plant the trainer is not told about: each physical parameter about 10 % beyond its
 # randomisation range, in directions that change the dynamics without making the motor too
 # weak to swing up; imperfections likewise (latency at the range's top, it is whole).
+# UNSEEN=FILE: another unseen plant (a config file with its [plant_params]) instead.
+if [ -n "${UNSEEN:-}" ]; then
+    cp "$UNSEEN" "$OUT/unseen.toml"
+else
 cat >"$OUT/unseen.toml" <<'EOF'
 plant = "qube"
 [plant_params]
@@ -125,6 +146,7 @@ angle_noise_std = 0.0033
 velocity_noise_std = 0.22
 deadzone = 0.33              # V
 EOF
+fi
 
 # One continuous run, evaluated along the way: `tether train` for the first $3 steps, then
 # `tether resume --steps` adds $3 at a time (the run's policy after every stretch is
@@ -160,14 +182,15 @@ evaluated_run() {
 }
 
 if wants finetune; then
-    tag="kl$FT_TARGET_KL-every$FT_EVERY"
+    # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy (DR_EVALUATE).
+    tag="kl$FT_TARGET_KL-every$FT_EVERY${FT_FROM:+-best}"
     # The unseen plant with the fine-tuning settings (evaluation reads only [plant_params]).
     { echo "steps_per_iteration = $FT_EVERY"; cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
     for s in $SEEDS; do
-        printf '%s\t0\t%s\n' "$s" "$(evaluate "$OUT/dr-$s/policy.bin" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"
+        printf '%s\t0\t%s\n' "$s" "$(evaluate "$OUT/dr-$s${FT_FROM:-/policy.bin}" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"
         evaluated_run "$OUT/ft-$tag-$s" "$OUT/unseen-$tag.toml" "$FT_EVERY" "$FT_MAX" "$((s * 1000 + 7))" \
-            --init "$OUT/dr-$s" | sed "s/^/$s\t/" | tee -a "$OUT/finetune-$tag.tsv"
+            --init "$OUT/dr-$s${FT_FROM:-}" | sed "s/^/$s\t/" | tee -a "$OUT/finetune-$tag.tsv"
     done
 fi
 

@@ -162,14 +162,17 @@ fn panel<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
-/// Top panel: mean episode return, as a line with a dot per iteration.
+/// Top panel: mean episode return, as a line with a dot per iteration; with
+/// `[evaluation]`, the deterministic evaluations' mean return as a second line with a
+/// legend.
 fn draw_returns<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     metrics: &[IterationMetrics],
     steps: (f64, f64),
 ) -> Result<(), String> {
     let returns = finite_points(metrics, |m| m.mean_return);
-    let y = padded_range(returns.iter().map(|p| p.1));
+    let evaluations = finite_points(metrics, |m| m.eval_mean_return.unwrap_or(f64::NAN));
+    let y = padded_range(returns.iter().chain(&evaluations).map(|p| p.1));
     let caption = "Mean episode return";
     let mut chart = panel(
         area,
@@ -186,6 +189,35 @@ fn draw_returns<DB: DrawingBackend>(
         .map_err(reason)?;
     chart
         .draw_series(returns.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+        .map_err(reason)?
+        .label("training episodes (exploring)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    if evaluations.is_empty() {
+        return Ok(());
+    }
+    let green = RGBColor(0, 140, 60);
+    chart
+        .draw_series(LineSeries::new(
+            evaluations.iter().copied(),
+            green.stroke_width(2),
+        ))
+        .map_err(reason)?
+        .label("evaluation (deterministic)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    chart
+        .draw_series(
+            evaluations
+                .iter()
+                .map(|&p| Cross::new(p, 5, green.stroke_width(2))),
+        )
+        .map_err(reason)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
         .map_err(reason)?;
     Ok(())
 }
@@ -255,6 +287,10 @@ mod tests {
 
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(80)]);
+        assert!(
+            !text.contains("evaluation (deterministic)"),
+            "no evaluation, no legend"
+        );
         for label in [
             "environment steps (all devices)",
             "mean return (sum of rewards per episode)",
@@ -269,6 +305,25 @@ mod tests {
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(bytes.len() > 10_000, "PNG of {} bytes", bytes.len());
+    }
+
+    /// A run that evaluates gets the evaluations' curve and a legend naming both curves.
+    #[test]
+    fn evaluations_are_drawn_with_a_legend() {
+        let dir = TestDir::new("plot-evaluation");
+        let (svg, png) = (dir.join("curve.svg"), dir.join("curve.png"));
+        let mut m = curve(30);
+        for (i, record) in m.iter_mut().enumerate().filter(|(i, _)| i % 5 == 4) {
+            record.eval_mean_return = Some(-900.0 + 30.0 * i as f64);
+        }
+        plot_curves(&m, &svg, &png, Some(0.01)).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for label in [
+            "evaluation (deterministic)",
+            "training episodes (exploring)",
+        ] {
+            assert!(text.contains(label), "SVG lacks {label:?}");
+        }
     }
 
     #[test]

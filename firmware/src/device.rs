@@ -377,8 +377,10 @@ where
     // ----- incoming -------------------------------------------------------------------
 
     /// Reads and handles what the host sent. Not inlined: a decoded host message can be
-    /// about 1 KB and is moved on to its handler, and in a frame of its own that space is
-    /// not added to the control step's.
+    /// about 1 KB, and in a frame of its own that space is not added to the control step's.
+    /// The message has one place here: it is decoded straight into it (the decoder's
+    /// temporaries live in a frame of their own, gone before the handler runs) and handled
+    /// by reference.
     #[inline(never)]
     fn receive(&mut self) {
         let mut buf = [0u8; READ_BUF_LEN];
@@ -388,12 +390,16 @@ where
                 return;
             }
             let mut input = buf.get(..n).unwrap_or(&[]);
-            while let Some(result) = self.link.decode_next(&mut input) {
-                match result {
+            while let Some(frame) = self.link.next_frame(&mut input) {
+                let decoded = match frame {
+                    Ok(frame) => self.link.decode_frame(frame),
+                    Err(e) => Err(e),
+                };
+                match &decoded {
                     Ok(message) => {
                         self.stats.messages_in = self.stats.messages_in.wrapping_add(1);
                         self.watchdog.feed(self.clock.now_us());
-                        self.handle(&message);
+                        self.handle(message);
                     }
                     Err(e) => {
                         self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1);

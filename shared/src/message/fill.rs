@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn plant_params_round_trip_and_refuse_one_setting_too_many() {
         let setting = |i: usize| {
-            let range = (i % 2 == 0).then_some(ParamRange {
+            let range = i.is_multiple_of(2).then_some(ParamRange {
                 low: 0.5,
                 high: 1.5,
             });

@@ -377,8 +377,10 @@ where
     // ----- incoming -------------------------------------------------------------------
 
     /// Reads and handles what the host sent. Not inlined: a decoded host message can be
-    /// about 1 KB and is moved on to its handler, and in a frame of its own that space is
-    /// not added to the control step's.
+    /// about 1 KB, and in a frame of its own that space is not added to the control step's.
+    /// The message has one place here: it is decoded straight into it (the decoder's
+    /// temporaries live in a frame of their own, gone before the handler runs) and handled
+    /// by reference.
     #[inline(never)]
     fn receive(&mut self) {
         let mut buf = [0u8; READ_BUF_LEN];
@@ -388,12 +390,16 @@ where
                 return;
             }
             let mut input = buf.get(..n).unwrap_or(&[]);
-            while let Some(result) = self.link.decode_next(&mut input) {
-                match result {
+            while let Some(frame) = self.link.next_frame(&mut input) {
+                let decoded = match frame {
+                    Ok(frame) => self.link.decode_frame(frame),
+                    Err(e) => Err(e),
+                };
+                match &decoded {
                     Ok(message) => {
                         self.stats.messages_in = self.stats.messages_in.wrapping_add(1);
                         self.watchdog.feed(self.clock.now_us());
-                        self.handle(&message);
+                        self.handle(message);
                     }
                     Err(e) => {
                         self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1);
@@ -419,19 +425,7 @@ where
                 self.link.forget_kept();
                 self.last_run = None;
                 self.batch_limit = TRANSITION_BATCH_VALUES as u16;
-                let info = DeviceInfo {
-                    protocol_version: PROTOCOL_VERSION,
-                    firmware_version: FIRMWARE_VERSION,
-                    plant: self.description.clone(),
-                    policy_capacity: u32::try_from(CAP).unwrap_or(u32::MAX),
-                    active_policy: self.active_policy(),
-                    action_rate_limit: self
-                        .config
-                        .action_rate_limit
-                        .map(|limit| limit.to_wire())
-                        .unwrap_or_default(),
-                };
-                self.send_control(&DeviceMessage::Hello(info));
+                self.send_hello();
             }
             HostMessage::PolicyBegin(begin) => {
                 let topic = AckTopic::PolicyBegin {
@@ -520,9 +514,32 @@ where
         }
     }
 
-    /// Serves a resend request from the retransmit ring. A range sent before but no longer
+    /// Answers a `Hello` with what this device is. Not inlined, like [`Device::answer`]
+    /// and [`Device::resend`]: a `DeviceMessage` is as large as its largest variant (a
+    /// transition batch, about 1 KB), and each one built in the handler's own frame would
+    /// sit under every other handler's chain.
+    #[inline(never)]
+    fn send_hello(&mut self) {
+        let info = DeviceInfo {
+            protocol_version: PROTOCOL_VERSION,
+            firmware_version: FIRMWARE_VERSION,
+            plant: self.description.clone(),
+            policy_capacity: u32::try_from(CAP).unwrap_or(u32::MAX),
+            active_policy: self.active_policy(),
+            action_rate_limit: self
+                .config
+                .action_rate_limit
+                .map(|limit| limit.to_wire())
+                .unwrap_or_default(),
+        };
+        self.send_control(&DeviceMessage::Hello(info));
+    }
+
+    /// Serves a resend request from the retransmit ring (not inlined: see
+    /// [`Device::send_hello`]). A range sent before but no longer
     /// kept (evicted, or asked for too often) is answered `NotRetained`; a range not sent
     /// yet (the host probing the episode in progress) needs no answer: it is coming.
+    #[inline(never)]
     fn resend(&mut self, range: &StepRange) {
         let outcome = self.link.resend(range);
         if outcome.served > 0 {
@@ -566,6 +583,8 @@ where
         self.state = DeviceState::Idle;
     }
 
+    /// Acknowledges or refuses a command (not inlined: see [`Device::send_hello`]).
+    #[inline(never)]
     fn answer(&mut self, topic: AckTopic, result: Result<(), RefusalReason>) {
         let message = match result {
             Ok(()) => DeviceMessage::Ack(topic),

@@ -8,7 +8,7 @@
 
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 use serde::Serialize;
-use tether_shared::frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+use tether_shared::frame::{EndedFrame, FrameDecoder, FrameError, MAX_FRAME_LEN};
 use tether_shared::message::{HostMessage, ReleaseMark, StepRange};
 
 use crate::retransmit::RetransmitQueue;
@@ -102,9 +102,16 @@ where
         }
     }
 
-    /// Decodes the next host message from `input` (see [`FrameDecoder::decode_next`]).
-    pub fn decode_next(&mut self, input: &mut &[u8]) -> Option<Result<HostMessage, FrameError>> {
-        self.decoder.decode_next(input)
+    /// Takes bytes from `input` until a host frame ends (see [`FrameDecoder::next_frame`]);
+    /// decode it with [`LinkEndpoint::decode_frame`] before taking more.
+    pub fn next_frame(&mut self, input: &mut &[u8]) -> Option<Result<EndedFrame, FrameError>> {
+        self.decoder.next_frame(input)
+    }
+
+    /// The host message in the frame [`LinkEndpoint::next_frame`] just ended (see
+    /// [`FrameDecoder::decode_frame`]: not inlined, its temporaries are gone on return).
+    pub fn decode_frame(&mut self, frame: EndedFrame) -> Result<HostMessage, FrameError> {
+        self.decoder.decode_frame(frame)
     }
 
     /// Queues `message` as one frame (not kept for resending).

@@ -15,6 +15,7 @@
 //! place with the `cobs` crate postcard itself uses, and deserializes through postcard's
 //! CRC-32 flavor, rejecting trailing bytes.
 
+use postcard::de_flavors::{Slice, crc::CrcModifier};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -199,6 +200,14 @@ pub struct FrameDecoder<const N: usize> {
     foreign_hello: Option<u16>,
 }
 
+/// A frame [`FrameDecoder::next_frame`] found complete in the decoder's buffer, not yet
+/// decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndedFrame {
+    /// Its COBS-encoded bytes, terminator excluded (at least 1).
+    len: usize,
+}
+
 impl<const N: usize> Default for FrameDecoder<N> {
     fn default() -> Self {
         Self::new()
@@ -246,11 +255,26 @@ impl<const N: usize> FrameDecoder<N> {
     /// held; `None` once `input` is used up with no frame ended (the partial frame is kept
     /// for the next call).
     ///
-    /// Empty frames (a lone `0x00`, as sent to flush a line) are skipped silently.
+    /// Empty frames (a lone `0x00`, as sent to flush a line) are skipped silently. The same
+    /// as [`FrameDecoder::next_frame`] followed by [`FrameDecoder::decode_frame`].
     pub fn decode_next<M: DeserializeOwned>(
         &mut self,
         input: &mut &[u8],
     ) -> Option<Result<M, FrameError>> {
+        Some(match self.next_frame(input)? {
+            Ok(frame) => self.decode_frame(frame),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Consumes bytes from the front of `input` until one frame ends and returns a token for
+    /// it (the frame stays in the decoder's buffer for [`FrameDecoder::decode_frame`]), or
+    /// the overflow that dropped it; `None` once `input` is used up with no frame ended.
+    /// Empty frames are skipped silently.
+    ///
+    /// The two steps are apart so that a caller with little stack can give the decoded
+    /// message one place of its own (see [`FrameDecoder::decode_frame`]).
+    pub fn next_frame(&mut self, input: &mut &[u8]) -> Option<Result<EndedFrame, FrameError>> {
         while let Some((&byte, rest)) = input.split_first() {
             *input = rest;
             if byte != 0 {
@@ -272,12 +296,25 @@ impl<const N: usize> FrameDecoder<N> {
             if core::mem::take(&mut self.discarding) || len == 0 {
                 continue;
             }
-            return Some(self.decode_body(len));
+            return Some(Ok(EndedFrame { len }));
         }
         None
     }
 
-    fn decode_body<M: DeserializeOwned>(&mut self, len: usize) -> Result<M, FrameError> {
+    /// Decodes the frame `next_frame` just ended: COBS, then postcard's CRC-32 flavor,
+    /// nothing after the CRC. Call it before feeding the decoder more bytes (a token of an
+    /// older frame decodes whatever the buffer holds now, which fails its CRC).
+    ///
+    /// Not inlined: postcard's visitors move a large message (a policy chunk is about 1 KB)
+    /// through several temporaries on its way out, and in a frame of their own those are
+    /// gone before the caller handles the message (a firmware's receive loop would
+    /// otherwise carry them under every handler it calls).
+    #[inline(never)]
+    pub fn decode_frame<M: DeserializeOwned>(
+        &mut self,
+        frame: EndedFrame,
+    ) -> Result<M, FrameError> {
+        let len = frame.len.min(N);
         let decoded = match cobs::decode_in_place(&mut self.buf[..len]) {
             Ok(n) => n,
             Err(_) => {
@@ -288,7 +325,10 @@ impl<const N: usize> FrameDecoder<N> {
         let body = &self.buf[..decoded];
         // Happy path: postcard's CRC-32 flavor parses the message, then checks the CRC over
         // exactly the bytes it consumed; the body must end right after the CRC.
-        if let Ok((message, [])) = postcard::take_from_bytes_crc32::<M>(body, PARAMS_CRC.digest()) {
+        let flavor = CrcModifier::new(Slice::new(body), PARAMS_CRC.digest());
+        let mut deserializer = postcard::Deserializer::from_flavor(flavor);
+        let parsed = M::deserialize(&mut deserializer);
+        if let (Ok(message), Ok([])) = (parsed, deserializer.finalize()) {
             self.stats.frames = self.stats.frames.wrapping_add(1);
             return Ok(message);
         }
@@ -410,6 +450,25 @@ mod tests {
             Some(Ok(HostMessage::Stop))
         );
         assert_eq!(decoder.stats().overflows, 1);
+    }
+
+    #[test]
+    fn frames_decode_in_two_steps_and_a_stale_token_is_an_error() {
+        let mut buf = [0u8; 64];
+        let frame = encode(&heartbeat(), &mut buf).unwrap();
+        let mut decoder = FrameDecoder::<64>::new();
+        let mut input: &[u8] = frame;
+        let ended = decoder.next_frame(&mut input).unwrap().unwrap();
+        assert!(input.is_empty());
+        assert_eq!(decoder.next_frame(&mut input), None);
+        assert_eq!(
+            decoder.decode_frame::<DeviceMessage>(ended),
+            Ok(heartbeat())
+        );
+        // Decoding the same token again reads a buffer already COBS-decoded in place: an
+        // error, never a panic or a second message.
+        assert!(decoder.decode_frame::<DeviceMessage>(ended).is_err());
+        assert_eq!(decoder.stats().frames, 1);
     }
 
     /// The encoding as postcard's flavors do it (CRC inside COBS), which [`encode`] must

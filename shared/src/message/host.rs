@@ -1,8 +1,13 @@
 //! Messages from the trainer to the device.
 
+use core::fmt;
 use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
+
+use serde::de::{Deserializer, Error, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use super::fill::{Fill, field};
 
 use super::recovery::{ReleaseMark, StepRange};
 use super::{POLICY_CHUNK_VALUES, PlantParams};
@@ -140,8 +145,9 @@ pub struct PolicyBegin {
     pub crc: u32,
 }
 
-/// Consecutive parameter values of an upload.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, MaxSize)]
+/// Consecutive parameter values of an upload. Deserialised by hand, into its own vector
+/// (see [`super::fill`]): the wire format is the derived one.
+#[derive(Clone, Debug, PartialEq, Serialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PolicyChunk {
     /// The upload's version.
@@ -175,6 +181,34 @@ pub struct RunCommand {
     pub seed: u64,
     /// Sampling or deterministic actions.
     pub mode: RunMode,
+}
+
+impl<'de> Deserialize<'de> for PolicyChunk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChunkVisitor;
+        impl<'de> Visitor<'de> for ChunkVisitor {
+            type Value = PolicyChunk;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a policy chunk")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PolicyChunk, A::Error> {
+                let version = field(&mut seq, 0, &self)?;
+                let offset = field(&mut seq, 1, &self)?;
+                let mut chunk = PolicyChunk {
+                    version,
+                    offset,
+                    values: Vec::new(),
+                };
+                seq.next_element_seed(Fill(&mut chunk.values))?
+                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                Ok(chunk)
+            }
+        }
+        const FIELDS: &[&str] = &["version", "offset", "values"];
+        deserializer.deserialize_struct("PolicyChunk", FIELDS, ChunkVisitor)
+    }
 }
 
 #[cfg(test)]

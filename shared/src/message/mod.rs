@@ -5,6 +5,7 @@
 //! `docs/PROTOCOL.md` for the conversation they make up.
 
 mod device;
+mod fill;
 mod host;
 mod plant_params;
 mod record;

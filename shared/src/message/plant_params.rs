@@ -15,9 +15,14 @@
 //! are included. Every episode draws its values from the episode's seed, so a seeded run
 //! reproduces. A physical plant refuses the message: its physics is its own.
 
+use core::fmt;
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
+
+use serde::de::{Deserializer, Error, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use super::fill::Fill;
 
 /// Longest parameter name, in bytes of UTF-8.
 pub const MAX_PARAM_NAME: usize = 24;
@@ -47,11 +52,34 @@ pub struct ParamSetting {
 }
 
 /// Every parameter setting of a simulated plant: replaces whatever was set before.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, MaxSize)]
+/// Deserialised by hand, into its own vector (see [`super::fill`]): the wire format is the
+/// derived one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, MaxSize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PlantParams {
     /// The settings, each parameter at most once; empty: every parameter at its default.
     pub settings: Vec<ParamSetting, MAX_PARAM_SETTINGS>,
+}
+
+impl<'de> Deserialize<'de> for PlantParams {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ParamsVisitor;
+        impl<'de> Visitor<'de> for ParamsVisitor {
+            type Value = PlantParams;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("plant parameters")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlantParams, A::Error> {
+                let mut params = PlantParams::default();
+                seq.next_element_seed(Fill(&mut params.settings))?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                Ok(params)
+            }
+        }
+        deserializer.deserialize_struct("PlantParams", &["settings"], ParamsVisitor)
+    }
 }
 
 impl PlantParams {

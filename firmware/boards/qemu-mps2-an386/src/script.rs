@@ -87,15 +87,25 @@ impl Script {
         }
     }
 
+    /// Encodes the next message into `frame`; false when the script is over. Not inlined:
+    /// the message and its encoding (about 1 KB each) would otherwise sit in the frame of
+    /// the device's receive loop, which reads from the script, under every handler it calls
+    /// (this is the benchmark's host, not the device's cost).
+    #[inline(never)]
+    fn encode_next(&mut self) -> bool {
+        let Some(message) = self.message(self.next) else {
+            return false;
+        };
+        self.next += 1;
+        self.len = frame::encode(&message, &mut self.frame).map_or(0, |f| f.len());
+        self.pos = 0;
+        true
+    }
+
     /// Copies the next bytes of the script into `buf`; 0 when it is over.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
-        if self.pos == self.len {
-            let Some(message) = self.message(self.next) else {
-                return 0;
-            };
-            self.next += 1;
-            self.len = frame::encode(&message, &mut self.frame).map_or(0, |f| f.len());
-            self.pos = 0;
+        if self.pos == self.len && !self.encode_next() {
+            return 0;
         }
         let pending = self.frame.get(self.pos..self.len).unwrap_or(&[]);
         let n = pending.len().min(buf.len());

@@ -10,11 +10,16 @@
 //!   noise puts half its energy there, a motor command that moves with the state almost
 //!   none.
 //!
-//! The spectrum is a plain discrete Fourier transform of each episode (a few hundred to a
-//! few thousand steps: `n²/4` multiply-adds per episode and dimension, milliseconds per
-//! iteration), which keeps a dependency out.
+//! The spectrum is a fast Fourier transform of each episode (`rustfft`, any length in
+//! `O(n log n)`); a direct sum over the high band's bins cost `n²/4` multiply-adds per
+//! episode and dimension, 4.5 % of a randomised qube run's CPU with its 1250-step episodes.
+//! The tally plans each length once and keeps its buffers, so a round's episodes allocate
+//! nothing for their spectra.
 
-use std::f64::consts::TAU;
+use std::fmt;
+
+use rustfft::FftPlanner;
+use rustfft::num_complex::Complex;
 
 use tether_firmware::rate_limit::{ActionRateLimit, resting_action};
 use tether_firmware::safety::clamp_continuous;
@@ -35,12 +40,43 @@ pub struct Smoothness {
 }
 
 /// Sums over a round's episodes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Default)]
 pub struct SmoothnessTally {
     change_sum: f64,
     pairs: u64,
     share_sum: f64,
     episodes: u64,
+    spectrum: BandEnergy,
+}
+
+impl fmt::Debug for SmoothnessTally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmoothnessTally")
+            .field("change_sum", &self.change_sum)
+            .field("pairs", &self.pairs)
+            .field("share_sum", &self.share_sum)
+            .field("episodes", &self.episodes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits a signal's energy at a quarter of the sampling rate with fast Fourier
+/// transforms: a planner that keeps one plan per length, and buffers reused from one
+/// signal to the next.
+struct BandEnergy {
+    planner: FftPlanner<f64>,
+    buffer: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
+}
+
+impl Default for BandEnergy {
+    fn default() -> Self {
+        Self {
+            planner: FftPlanner::new(),
+            buffer: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
 }
 
 impl Smoothness {
@@ -86,10 +122,8 @@ impl SmoothnessTally {
         }
         let (mut high, mut total) = (0.0, 0.0);
         for d in 0..dims {
-            let signal: Vec<f64> = (0..steps)
-                .map(|t| f64::from(applied[t * dims + d]))
-                .collect();
-            let (h, e) = energy_above_quarter_rate(&signal);
+            let signal = (0..steps).map(|t| f64::from(applied[t * dims + d]));
+            let (h, e) = self.spectrum.above_quarter_rate(signal);
             high += h;
             total += e;
         }
@@ -143,50 +177,102 @@ pub fn applied_actions(
     (out, dims)
 }
 
-/// `(energy above a quarter of the sampling rate, total energy)` of `signal` with its mean
-/// removed, both as `Σ_k |X_k|²` of its discrete Fourier transform (the total by Parseval:
-/// `n Σ x²`). Bin `k` of `n` is the frequency `min(k, n − k) / n` of the sampling rate, so
-/// the high band is the bins with `4·min(k, n − k) > n`.
-fn energy_above_quarter_rate(signal: &[f64]) -> (f64, f64) {
-    let n = signal.len();
-    if n < 4 {
-        return (0.0, 0.0);
-    }
-    let mean = signal.iter().sum::<f64>() / n as f64;
-    let x: Vec<f64> = signal.iter().map(|v| v - mean).collect();
-    let total = n as f64 * x.iter().map(|v| v * v).sum::<f64>();
-    let (cos, sin): (Vec<f64>, Vec<f64>) = (0..n)
-        .map(|m| {
-            let angle = TAU * m as f64 / n as f64;
-            (angle.cos(), angle.sin())
-        })
-        .unzip();
-    let mut high = 0.0;
-    for k in (n / 4 + 1)..=(n / 2) {
-        if 4 * k <= n {
-            continue;
+impl BandEnergy {
+    /// `(energy above a quarter of the sampling rate, total energy)` of `signal` with its
+    /// mean removed, both as `Σ_k |X_k|²` of its discrete Fourier transform (the total by
+    /// Parseval: `n Σ x²`). Bin `k` of `n` is the frequency `min(k, n − k) / n` of the
+    /// sampling rate, so the high band is the bins with `4·min(k, n − k) > n`. Signals of
+    /// fewer than 4 samples have no band to split: `(0, 0)`.
+    fn above_quarter_rate(&mut self, signal: impl ExactSizeIterator<Item = f64>) -> (f64, f64) {
+        let n = signal.len();
+        if n < 4 {
+            return (0.0, 0.0);
         }
-        let (mut re, mut im) = (0.0, 0.0);
-        let mut m = 0;
-        for &v in &x {
-            re += v * cos[m];
-            im -= v * sin[m];
-            m += k;
-            if m >= n {
-                m -= n;
-            }
+        self.buffer.clear();
+        self.buffer.extend(signal.map(|v| Complex::new(v, 0.0)));
+        let mean = self.buffer.iter().map(|c| c.re).sum::<f64>() / n as f64;
+        let mut total = 0.0;
+        for c in &mut self.buffer {
+            c.re -= mean;
+            total += c.re * c.re;
         }
-        // Bins k and n − k carry the same frequency; at k = n/2 they are one bin.
-        let weight = if 2 * k == n { 1.0 } else { 2.0 };
-        high += weight * (re * re + im * im);
+        total *= n as f64;
+        let fft = self.planner.plan_fft_forward(n);
+        self.scratch
+            .resize(fft.get_inplace_scratch_len(), Complex::default());
+        fft.process_with_scratch(&mut self.buffer, &mut self.scratch);
+        // Bins k and n − k carry the same frequency (the input is real): count the lower
+        // half twice, except k = n/2, which is its own mirror.
+        let high = ((n / 4 + 1)..=(n / 2))
+            .filter(|&k| 4 * k > n)
+            .map(|k| {
+                let weight = if 2 * k == n { 1.0 } else { 2.0 };
+                weight * self.buffer[k].norm_sqr()
+            })
+            .sum();
+        (high, total)
     }
-    (high, total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::f64::consts::TAU;
     use tether_shared::message::{RecordAction, RecordLayout};
+
+    fn energy_above_quarter_rate(signal: &[f64]) -> (f64, f64) {
+        BandEnergy::default().above_quarter_rate(signal.iter().copied())
+    }
+
+    /// The reference: the high band summed bin by bin, `n²/4` multiply-adds (what the
+    /// tally computed before it used a fast transform), and the total by Parseval.
+    fn direct_energy_above_quarter_rate(signal: &[f64]) -> (f64, f64) {
+        let n = signal.len();
+        let mean = signal.iter().sum::<f64>() / n as f64;
+        let x: Vec<f64> = signal.iter().map(|v| v - mean).collect();
+        let total = n as f64 * x.iter().map(|v| v * v).sum::<f64>();
+        let mut high = 0.0;
+        for k in (n / 4 + 1)..=(n / 2) {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (t, v) in x.iter().enumerate() {
+                let angle = TAU * ((k * t) % n) as f64 / n as f64;
+                re += v * angle.cos();
+                im -= v * angle.sin();
+            }
+            let weight = if 2 * k == n { 1.0 } else { 2.0 };
+            high += weight * (re * re + im * im);
+        }
+        (high, total)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The fast transform gives the direct sum's band energy and total, for odd and even
+        /// lengths alike, and one `BandEnergy` reused across lengths (its cached plans and
+        /// buffers) gives what a fresh one does.
+        #[test]
+        fn the_fast_band_energy_equals_the_direct_sum(
+            first in (4usize..600).prop_flat_map(|n| proptest::collection::vec(-10.0f64..10.0, n)),
+            second in (4usize..600).prop_flat_map(|n| proptest::collection::vec(-10.0f64..10.0, n)),
+            offset in -100.0f64..100.0,
+        ) {
+            let mut bands = BandEnergy::default();
+            for signal in [&first, &second, &first] {
+                let signal: Vec<f64> = signal.iter().map(|v| v + offset).collect();
+                let (high, total) = bands.above_quarter_rate(signal.iter().copied());
+                let (direct_high, direct_total) = direct_energy_above_quarter_rate(&signal);
+                prop_assert!(
+                    (high - direct_high).abs() <= 1e-9 * direct_high.abs(),
+                    "n {}: fast {high}, direct {direct_high}", signal.len()
+                );
+                prop_assert!(
+                    (total - direct_total).abs() <= 1e-9 * direct_total,
+                    "n {}: fast {total}, direct {direct_total}", signal.len()
+                );
+            }
+        }
+    }
 
     fn share(signal: &[f64]) -> f64 {
         let (high, total) = energy_above_quarter_rate(signal);

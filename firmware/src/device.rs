@@ -391,10 +391,7 @@ where
             }
             let mut input = buf.get(..n).unwrap_or(&[]);
             while let Some(frame) = self.link.next_frame(&mut input) {
-                let decoded = match frame {
-                    Ok(frame) => self.link.decode_frame(frame),
-                    Err(e) => Err(e),
-                };
+                let decoded = frame.and_then(|frame| self.link.decode_frame(frame));
                 match &decoded {
                     Ok(message) => {
                         self.stats.messages_in = self.stats.messages_in.wrapping_add(1);

@@ -82,20 +82,22 @@ impl DataKey {
 
     /// Whether a selective acknowledgement of `range` covers the whole frame.
     fn received_in(&self, range: &StepRange) -> bool {
-        if self.is_end {
-            range.wants_end(self.episode, self.first_step)
-        } else {
-            let end = self.first_step.saturating_add(u32::from(self.steps));
-            range.contains_steps(self.episode, self.first_step, end)
-        }
+        self.named_by(range, StepRange::contains_steps)
     }
 
+    /// Whether a resend request for `range` asks for (part of) the frame.
     fn wanted_by(&self, range: &StepRange) -> bool {
+        self.named_by(range, StepRange::overlaps_steps)
+    }
+
+    /// Whether `range` names the frame: an end report it asks for, or steps `[first, end)`
+    /// that `steps` accepts.
+    fn named_by(&self, range: &StepRange, steps: fn(&StepRange, u32, u32, u32) -> bool) -> bool {
         if self.is_end {
             range.wants_end(self.episode, self.first_step)
         } else {
             let end = self.first_step.saturating_add(u32::from(self.steps));
-            range.overlaps_steps(self.episode, self.first_step, end)
+            steps(range, self.episode, self.first_step, end)
         }
     }
 }

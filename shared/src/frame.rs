@@ -261,10 +261,10 @@ impl<const N: usize> FrameDecoder<N> {
         &mut self,
         input: &mut &[u8],
     ) -> Option<Result<M, FrameError>> {
-        Some(match self.next_frame(input)? {
-            Ok(frame) => self.decode_frame(frame),
-            Err(e) => Err(e),
-        })
+        Some(
+            self.next_frame(input)?
+                .and_then(|frame| self.decode_frame(frame)),
+        )
     }
 
     /// Consumes bytes from the front of `input` until one frame ends and returns a token for

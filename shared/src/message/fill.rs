@@ -44,6 +44,18 @@ impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Fill<'_, T, N> {
     }
 }
 
+/// Reads the next field of a struct, a sequence, into `vector` (see [`Fill`]), or the error
+/// naming how many fields the struct has.
+pub(crate) fn fill_field<'de, T: Deserialize<'de>, A: SeqAccess<'de>, const N: usize>(
+    seq: &mut A,
+    vector: &mut Vec<T, N>,
+    index: usize,
+    expected: &dyn serde::de::Expected,
+) -> Result<(), A::Error> {
+    seq.next_element_seed(Fill(vector))?
+        .ok_or_else(|| A::Error::invalid_length(index, expected))
+}
+
 /// The next field of a struct read as a sequence, or the error naming how many it has.
 pub(crate) fn field<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
     seq: &mut A,

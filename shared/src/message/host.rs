@@ -1,14 +1,13 @@
 //! Messages from the trainer to the device.
 
 use core::fmt;
+
 use heapless::Vec;
 use postcard::experimental::max_size::MaxSize;
-
-use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::fill::{Fill, field};
-
+use super::fill::{field, fill_field};
 use super::recovery::{ReleaseMark, StepRange};
 use super::{POLICY_CHUNK_VALUES, PlantParams};
 use crate::plant::{ActionSpace, MAX_ACTION_DIM};
@@ -201,8 +200,7 @@ impl<'de> Deserialize<'de> for PolicyChunk {
                     offset,
                     values: Vec::new(),
                 };
-                seq.next_element_seed(Fill(&mut chunk.values))?
-                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                fill_field(&mut seq, &mut chunk.values, 2, &self)?;
                 Ok(chunk)
             }
         }

@@ -16,13 +16,13 @@
 //! reproduces. A physical plant refuses the message: its physics is its own.
 
 use core::fmt;
+
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
-
-use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::fill::Fill;
+use super::fill::fill_field;
 
 /// Longest parameter name, in bytes of UTF-8.
 pub const MAX_PARAM_NAME: usize = 24;
@@ -73,8 +73,7 @@ impl<'de> Deserialize<'de> for PlantParams {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlantParams, A::Error> {
                 let mut params = PlantParams::default();
-                seq.next_element_seed(Fill(&mut params.settings))?
-                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                fill_field(&mut seq, &mut params.settings, 0, &self)?;
                 Ok(params)
             }
         }

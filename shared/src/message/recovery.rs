@@ -72,6 +72,16 @@ impl ReleaseMark {
     pub fn releases_end(&self, episode: u32) -> bool {
         episode_before(episode, self.episode)
     }
+
+    /// Whether the mark releases all the data `range` names: its steps, or with
+    /// [`StepRange::TO_END`] the episode's end report.
+    pub fn releases_range(&self, range: &StepRange) -> bool {
+        if range.to_step == StepRange::TO_END {
+            self.releases_end(range.episode)
+        } else {
+            self.releases_steps(range.episode, range.to_step)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +152,27 @@ mod tests {
         assert!(!m.releases_steps(7, 41));
         assert!(!m.releases_end(7));
         assert!(!m.releases_steps(8, 1));
+    }
+
+    /// Only data past the cumulative mark is acknowledged selectively.
+    #[test]
+    fn the_mark_covers_batches_before_it_and_ends_of_earlier_episodes() {
+        let mark = ReleaseMark {
+            episode: 5,
+            step: 40,
+        };
+        let range = |episode, from_step, to_step| StepRange {
+            episode,
+            from_step,
+            to_step,
+        };
+        assert!(mark.releases_range(&range(5, 20, 40)));
+        assert!(!mark.releases_range(&range(5, 40, 60)), "past the mark");
+        assert!(mark.releases_range(&range(4, 200, StepRange::TO_END)));
+        assert!(
+            !mark.releases_range(&range(5, 40, StepRange::TO_END)),
+            "the mark's own episode's end is not released"
+        );
+        assert!(!mark.releases_range(&range(6, 0, 10)));
     }
 }

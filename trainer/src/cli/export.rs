@@ -17,15 +17,15 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         folder.policy_path()
     };
-    if !source.exists() && args.best {
-        bail!(
-            "{} has no {} (it is written by runs with an `[evaluation]` table, after their \
-             first evaluation); export its latest policy without --best",
-            folder.root().display(),
-            RunFolder::BEST_POLICY
-        );
-    }
     if !source.exists() {
+        if args.best {
+            bail!(
+                "{} has no {} (it is written by runs with an `[evaluation]` table, after \
+                 their first evaluation); export its latest policy without --best",
+                folder.root().display(),
+                RunFolder::BEST_POLICY
+            );
+        }
         bail!(
             "{} has no policy yet ({} is written after the first iteration); train or resume \
              the run first",

@@ -383,7 +383,7 @@ fn keep_the_link_going(
     let probe_due = now >= link.next_probe;
     let mark = round.release_mark();
     for range in round.received.drain(..) {
-        if !mark_covers(&mark, &range) {
+        if !mark.releases_range(&range) {
             client.send(&HostMessage::Received(range))?;
         }
     }
@@ -411,16 +411,6 @@ fn keep_the_link_going(
         link.batch_limit = best;
     }
     Ok(())
-}
-
-/// Whether the cumulative `mark` already releases the data `range` names (a batch's steps,
-/// or with [`StepRange::TO_END`] an episode's end report).
-fn mark_covers(mark: &ReleaseMark, range: &StepRange) -> bool {
-    if range.to_step == StepRange::TO_END {
-        mark.releases_end(range.episode)
-    } else {
-        mark.releases_steps(range.episode, range.to_step)
-    }
 }
 
 /// The round fails on a silent device, a device that sends no data, and a link that spoils
@@ -772,28 +762,6 @@ mod tests {
 
     fn linear_spec(client: &DeviceClient) -> PolicySpec {
         PolicySpec::for_plant(&client.info().plant, &[], false)
-    }
-
-    /// Only data past the cumulative mark is acknowledged selectively.
-    #[test]
-    fn the_mark_covers_batches_before_it_and_ends_of_earlier_episodes() {
-        let mark = ReleaseMark {
-            episode: 5,
-            step: 40,
-        };
-        let range = |episode, from_step, to_step| StepRange {
-            episode,
-            from_step,
-            to_step,
-        };
-        assert!(mark_covers(&mark, &range(5, 20, 40)));
-        assert!(!mark_covers(&mark, &range(5, 40, 60)), "past the mark");
-        assert!(mark_covers(&mark, &range(4, 200, StepRange::TO_END)));
-        assert!(
-            !mark_covers(&mark, &range(5, 40, StepRange::TO_END)),
-            "the mark's own episode's end is not released"
-        );
-        assert!(!mark_covers(&mark, &range(6, 0, 10)));
     }
 
     #[test]

@@ -111,8 +111,6 @@ pub struct Session {
     metrics: IterationLog,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
-    /// The highest evaluation mean return so far (`best_policy.bin`'s); −∞ before any.
-    best_evaluation: f64,
 }
 
 /// Sees every round's per-device results before they are assembled into a batch (test hook:
@@ -229,12 +227,6 @@ impl Session {
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         let plant = fleet.plant.clone();
         let pool = DevicePool::new(fleet.clients);
-        // A resumed run's best so far is in its metrics (the lines past the checkpoint are
-        // already trimmed), so the checkpoint need not carry it.
-        let best_evaluation = history
-            .iter()
-            .filter_map(|m| m.eval_mean_return)
-            .fold(f64::NEG_INFINITY, f64::max);
         Ok(Session {
             folder,
             config,
@@ -247,7 +239,6 @@ impl Session {
             metrics,
             history,
             observer: None,
-            best_evaluation,
         })
     }
 
@@ -385,10 +376,14 @@ impl Session {
         };
         match evaluate_on(&mut self.pool, &round) {
             Ok(report) => {
-                let best = report.mean_return > self.best_evaluation;
-                if best {
-                    self.best_evaluation = report.mean_return;
-                }
+                // The best so far is in the run's metrics (a resumed run's too: the lines
+                // past its checkpoint are trimmed), so nothing else needs to carry it.
+                let best_so_far = self
+                    .history
+                    .iter()
+                    .filter_map(|m| m.eval_mean_return)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let best = report.mean_return > best_so_far;
                 metrics.eval_mean_return = Some(report.mean_return);
                 metrics.eval_mean_episode_length = Some(report.mean_length);
                 metrics.eval_best = Some(best);

@@ -91,6 +91,18 @@ fn sim_then_train_then_eval_export_plot_ports() {
         (-2000.0..=0.0).contains(&mean),
         "pendulum returns are in [-2000, 0]: {mean}"
     );
+    // The pendulum's rewards are all ≤ 0, so its last second (20 steps at 20 Hz) sums to no
+    // less than the whole episode, and to no more than 0.
+    let finals = object["final_second_rewards"].as_array().expect("an array");
+    let returns = object["returns"].as_array().expect("an array");
+    assert_eq!(finals.len(), 4, "{stdout}");
+    for (last, whole) in finals.iter().zip(returns) {
+        let (last, whole) = (last.as_f64().unwrap(), whole.as_f64().unwrap());
+        assert!(
+            (whole - 1e-3..=0.0).contains(&(20.0 * last)),
+            "last second {last} per step against the return {whole}"
+        );
+    }
 
     let export = run(
         tether()

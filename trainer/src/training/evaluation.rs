@@ -50,6 +50,13 @@ pub struct EvaluationReport {
     pub returns: Vec<f64>,
     /// Every episode's length in steps, in the same order.
     pub lengths: Vec<u32>,
+    /// Every episode's mean reward per step over its last second of control (the plant's
+    /// control rate in steps, or fewer if the episode, or its last segment after a gap in
+    /// the link, is shorter), in the same order. With the
+    /// length it tells an episode that ended with the task done (a pendulum still up) from
+    /// one that did not, whatever its return: on a slower plant a late swing-up lowers the
+    /// return without changing how the episode ends.
+    pub final_second_rewards: Vec<f64>,
 }
 
 /// Runs `episodes` deterministic episodes of `policy`, split over the fleet's devices.
@@ -132,6 +139,9 @@ pub fn evaluate_on(
     });
     let mut returns = Vec::new();
     let mut lengths = Vec::new();
+    let mut final_second_rewards = Vec::new();
+    // Whole steps in one second of control (at least one).
+    let second = (round.plant.control_rate_hz.max(1.0).round() as usize).max(1);
     let mut errors = Vec::new();
     for result in &results {
         match &result.outcome {
@@ -141,6 +151,7 @@ pub fn evaluate_on(
                         returns.push(f64::from(r));
                         let length = episode.episode_length.unwrap_or(episode.len() as u32);
                         lengths.push(length);
+                        final_second_rewards.push(episode.trajectory.mean_reward_of_last(second));
                     }
                 }
             }
@@ -160,5 +171,6 @@ pub fn evaluate_on(
         mean_length: lengths.iter().map(|&l| f64::from(l)).sum::<f64>() / n,
         returns,
         lengths,
+        final_second_rewards,
     })
 }

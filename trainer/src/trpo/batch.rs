@@ -107,6 +107,24 @@ impl Trajectory {
     pub fn total_reward(&self) -> f64 {
         self.records().iter().map(|r| f64::from(r.reward)).sum()
     }
+
+    /// Mean reward per step over the last `steps` records (all of them when the trajectory
+    /// is shorter), in f64; 0 for an empty trajectory. How an episode ended, apart from its
+    /// return: a balancing task's last second earns close to the per-step maximum only if
+    /// the pole is still up.
+    pub fn mean_reward_of_last(&self, steps: usize) -> f64 {
+        let records = self.records();
+        let tail = records.len().min(steps);
+        if tail == 0 {
+            return 0.0;
+        }
+        let sum: f64 = records
+            .iter()
+            .skip(records.len() - tail)
+            .map(|r| f64::from(r.reward))
+            .sum();
+        sum / tail as f64
+    }
 }
 
 /// Why a batch cannot be learned from. Nothing was changed.
@@ -312,6 +330,22 @@ mod tests {
             .map(|(o, a, r)| (o.as_slice(), a.as_slice(), *r))
             .collect();
         trajectory(LAYOUT, &steps, EpisodeEnding::Terminated)
+    }
+
+    #[test]
+    fn mean_reward_of_last_averages_only_the_tail() {
+        let steps: Vec<([f32; 2], [f32; 1], f32)> = (0..5)
+            .map(|i| ([0.0, 0.0], [0.0], i as f32))
+            .collect();
+        let steps: Vec<(&[f32], &[f32], f32)> = steps
+            .iter()
+            .map(|(o, a, r)| (o.as_slice(), a.as_slice(), *r))
+            .collect();
+        let rewards_0_to_4 = trajectory(LAYOUT, &steps, EpisodeEnding::Terminated);
+        assert_eq!(rewards_0_to_4.mean_reward_of_last(2), 3.5);
+        assert_eq!(rewards_0_to_4.mean_reward_of_last(5), 2.0);
+        assert_eq!(rewards_0_to_4.mean_reward_of_last(50), 2.0);
+        assert_eq!(episode(0, 0.0).mean_reward_of_last(3), 0.0);
     }
 
     #[test]

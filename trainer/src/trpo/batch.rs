@@ -334,9 +334,8 @@ mod tests {
 
     #[test]
     fn mean_reward_of_last_averages_only_the_tail() {
-        let steps: Vec<([f32; 2], [f32; 1], f32)> = (0..5)
-            .map(|i| ([0.0, 0.0], [0.0], i as f32))
-            .collect();
+        let steps: Vec<([f32; 2], [f32; 1], f32)> =
+            (0..5).map(|i| ([0.0, 0.0], [0.0], i as f32)).collect();
         let steps: Vec<(&[f32], &[f32], f32)> = steps
             .iter()
             .map(|(o, a, r)| (o.as_slice(), a.as_slice(), *r))

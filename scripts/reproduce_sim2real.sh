@@ -188,8 +188,16 @@ evaluated_run() {
 if wants finetune; then
     # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy (DR_EVALUATE).
     tag="kl$FT_TARGET_KL-every$FT_EVERY${FT_FROM:+-best}"
-    # The unseen plant with the fine-tuning settings (evaluation reads only [plant_params]).
-    { echo "steps_per_iteration = $FT_EVERY"; cat "$OUT/unseen.toml"; printf '[trpo]\ntarget_kl = %s\n' "$FT_TARGET_KL"; } >"$OUT/unseen-$tag.toml"
+    # The unseen plant with the shipped fine-tuning settings (configs/qube-finetune.toml: its
+    # top-level keys, the plant, then its tables), FT_EVERY and FT_TARGET_KL in place of its
+    # own (evaluation reads only [plant_params]).
+    {
+        awk '/^\[/ { table = 1 } !table' configs/qube-finetune.toml |
+            sed "s/^steps_per_iteration = .*/steps_per_iteration = $FT_EVERY/"
+        cat "$OUT/unseen.toml"
+        awk '/^\[/ { table = 1 } table' configs/qube-finetune.toml |
+            sed "s/^target_kl = .*/target_kl = $FT_TARGET_KL/"
+    } >"$OUT/unseen-$tag.toml"
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\tupright at the end (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
     for s in $SEEDS; do
         printf '%s\t0\t%s\n' "$s" "$(evaluate "$OUT/dr-$s${FT_FROM:-/policy.bin}" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"

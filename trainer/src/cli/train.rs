@@ -485,7 +485,8 @@ mod tests {
 
     /// `configs/qube-dr.toml` is what the README's sim-to-real figures were measured with:
     /// it must keep resolving to those settings (the qube preset, 10M steps, a 0.03 step,
-    /// its ranges) and stay a valid run configuration.
+    /// gSDE exploration redrawn every 8 steps from σ = e⁻¹ V, its ranges) and stay a valid
+    /// run configuration.
     #[test]
     fn the_shipped_randomisation_resolves_to_the_measured_settings() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qube-dr.toml");
@@ -505,6 +506,9 @@ mod tests {
             config.trpo,
             TrpoConfig {
                 target_kl: 0.03,
+                use_sde: true,
+                sde_sample_freq: 8,
+                log_std_init: -1.0,
                 ..preset.trpo
             }
         );
@@ -512,6 +516,42 @@ mod tests {
         assert_eq!(config.plant_randomize["latency_steps"], [0.0, 1.0]);
         assert_eq!(config.plant_randomize.len(), 14);
         config.validate(&path).unwrap();
+    }
+
+    /// `configs/qube-finetune.toml` is what the README's fine-tuning figures were measured
+    /// with, and must warm-start from a `configs/qube-dr.toml` run: the same policy head and
+    /// hidden layers, and the measured fine-tuning settings.
+    #[test]
+    fn the_shipped_fine_tuning_fits_the_shipped_randomisation() {
+        let resolve = |file: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file);
+            let mut args = parse(&["train", "--seed", "0"]);
+            args.config = Some(path.clone());
+            let config = TrainRequest::read(&args)
+                .and_then(|r| r.config_for("qube"))
+                .unwrap()
+                .config;
+            config.validate(&path).unwrap();
+            config
+        };
+        let pretrained = resolve("qube-dr.toml").trpo;
+        let fine = resolve("qube-finetune.toml");
+        assert_eq!(
+            (fine.total_steps, fine.steps_per_iteration, fine.trpo.target_kl),
+            (150_000, 10_000, 0.01)
+        );
+        let head = |t: &TrpoConfig| {
+            (
+                t.policy_hidden.clone(),
+                t.use_sde,
+                t.sde_sample_freq,
+                t.full_std,
+                t.use_expln,
+                t.normalize_observations,
+            )
+        };
+        assert_eq!(head(&fine.trpo), head(&pretrained));
+        assert!(fine.plant_params.is_empty() && fine.plant_randomize.is_empty());
     }
 
     #[test]

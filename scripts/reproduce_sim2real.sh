@@ -9,6 +9,7 @@
 #   DR_EVALUATE="10 40" GRID_KINDS="dr dr-best" ...   # also keep and grade each run's best evaluated policy
 #   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from it (a fresh value function)
 #   UNSEEN=other-plant.toml ONLY=finetune OUT=... ...    # fine-tune on another unseen plant
+#                                                       (scripts/unseen-opposite-corner.toml: the README's second)
 #
 # Sections reuse run folders that already hold a policy.bin, so a section can be rerun alone
 # or resumed after an interruption (a fine-tuning or from-scratch run folder is continued

@@ -27,11 +27,51 @@ struct State {
     device_alive: bool,
     /// Bytes the host has written since the pipe was made.
     host_bytes_total: u64,
+    /// What the device's thread is blocked waiting for (there is one device end).
+    device_waits: DeviceWaits,
+    /// Host handles blocked in `read` (for device bytes) and in `write` (for room).
+    host_readers_waiting: usize,
+    host_writers_waiting: usize,
 }
 
+impl State {
+    /// The count of host threads blocked in `op`.
+    fn host_waiting(&mut self, op: HostWait) -> &mut usize {
+        match op {
+            HostWait::Read => &mut self.host_readers_waiting,
+            HostWait::Write => &mut self.host_writers_waiting,
+        }
+    }
+}
+
+/// What the device's thread waits for, so the host wakes it only for that.
+#[derive(Clone, Copy, Default)]
+struct DeviceWaits {
+    input: bool,
+    room: bool,
+}
+
+/// The pipe's state and one condition variable per side.
+///
+/// A side is woken only when something it is blocked on changed: std's `Condvar::notify_*`
+/// is a `futex` system call whether or not anyone waits, and a control step's worth of
+/// bytes crossing the pipe would otherwise cost a few of them (the trainer's collection
+/// spent more time in the kernel than in the link). Each waiter records what it waits for
+/// in the state, under the lock, before blocking; each change reads those records under
+/// the same lock, so no wake-up is lost.
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// The device's thread waits here; the host's changes wake it.
+    device_side: Condvar,
+    /// Host threads wait here; the device's changes wake them.
+    host_side: Condvar,
+}
+
+/// Which host operation waits.
+#[derive(Clone, Copy)]
+enum HostWait {
+    Read,
+    Write,
 }
 
 impl Shared {
@@ -40,21 +80,76 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits on the condition variable until `deadline`; false once it has passed.
-    fn wait_until<'a>(
+    /// Blocks the device's thread until the host changes what `waits` names.
+    fn device_wait<'a>(
         &self,
-        guard: MutexGuard<'a, State>,
+        mut guard: MutexGuard<'a, State>,
+        waits: DeviceWaits,
+    ) -> MutexGuard<'a, State> {
+        guard.device_waits = waits;
+        let mut guard = self
+            .device_side
+            .wait(guard)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.device_waits = DeviceWaits::default();
+        guard
+    }
+
+    /// [`Shared::device_wait`] until `deadline`; `None` once it has passed.
+    fn device_wait_until<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        waits: DeviceWaits,
         deadline: Instant,
     ) -> Option<MutexGuard<'a, State>> {
         let now = Instant::now();
         if now >= deadline {
             return None;
         }
-        let (guard, _) = self
-            .changed
+        guard.device_waits = waits;
+        let (mut guard, _) = self
+            .device_side
             .wait_timeout(guard, deadline - now)
             .unwrap_or_else(|e| e.into_inner());
+        guard.device_waits = DeviceWaits::default();
         Some(guard)
+    }
+
+    /// Blocks a host thread in `op` until the device changes something or `deadline`
+    /// passes (then `None`).
+    fn host_wait<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        op: HostWait,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        *guard.host_waiting(op) += 1;
+        let (mut guard, _) = self
+            .host_side
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard.host_waiting(op) -= 1;
+        Some(guard)
+    }
+
+    /// Unlocks, then wakes the device's thread if `wake`.
+    fn wake_device(&self, guard: MutexGuard<'_, State>, wake: bool) {
+        drop(guard);
+        if wake {
+            self.device_side.notify_all();
+        }
+    }
+
+    /// Unlocks, then wakes the host's waiting threads if `wake`.
+    fn wake_host(&self, guard: MutexGuard<'_, State>, wake: bool) {
+        drop(guard);
+        if wake {
+            self.host_side.notify_all();
+        }
     }
 }
 
@@ -68,8 +163,12 @@ pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
             host_ends: 1,
             device_alive: true,
             host_bytes_total: 0,
+            device_waits: DeviceWaits::default(),
+            host_readers_waiting: 0,
+            host_writers_waiting: 0,
         }),
-        changed: Condvar::new(),
+        device_side: Condvar::new(),
+        host_side: Condvar::new(),
     });
     (
         HostEnd {
@@ -110,8 +209,10 @@ impl HostEnd {
 
 impl Drop for HostEnd {
     fn drop(&mut self) {
-        self.shared.lock().host_ends -= 1;
-        self.shared.changed.notify_all();
+        let mut state = self.shared.lock();
+        state.host_ends -= 1;
+        let wake = state.device_waits.input || state.device_waits.room;
+        self.shared.wake_device(state, wake);
     }
 }
 
@@ -130,8 +231,8 @@ impl io::Read for HostEnd {
                 for (slot, byte) in buf.iter_mut().zip(state.to_host.drain(..n)) {
                     *slot = byte;
                 }
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.device_waits.room;
+                self.shared.wake_device(state, wake);
                 return Ok(n);
             }
             if !state.device_alive {
@@ -139,7 +240,7 @@ impl io::Read for HostEnd {
             }
             state = self
                 .shared
-                .wait_until(state, deadline)
+                .host_wait(state, HostWait::Read, deadline)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no data from device"))?;
         }
     }
@@ -165,13 +266,13 @@ impl io::Write for HostEnd {
                 let n = room.min(buf.len());
                 state.to_device.extend(&buf[..n]);
                 state.host_bytes_total += n as u64;
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.device_waits.input;
+                self.shared.wake_device(state, wake);
                 return Ok(n);
             }
             state = self
                 .shared
-                .wait_until(state, deadline)
+                .host_wait(state, HostWait::Write, deadline)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "device not reading"))?;
         }
     }
@@ -188,8 +289,10 @@ pub struct DeviceEnd {
 
 impl Drop for DeviceEnd {
     fn drop(&mut self) {
-        self.shared.lock().device_alive = false;
-        self.shared.changed.notify_all();
+        let mut state = self.shared.lock();
+        state.device_alive = false;
+        let wake = state.host_readers_waiting + state.host_writers_waiting > 0;
+        self.shared.wake_host(state, wake);
     }
 }
 
@@ -211,18 +314,18 @@ impl Read for DeviceEnd {
                 for (slot, byte) in buf.iter_mut().zip(state.to_device.drain(..n)) {
                     *slot = byte;
                 }
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.host_writers_waiting > 0;
+                self.shared.wake_host(state, wake);
                 return Ok(n);
             }
             if state.host_ends == 0 {
                 return Ok(0);
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            let input = DeviceWaits {
+                input: true,
+                room: false,
+            };
+            state = self.shared.device_wait(state, input);
         }
     }
 }
@@ -250,15 +353,15 @@ impl Write for DeviceEnd {
             if room > 0 {
                 let n = room.min(buf.len());
                 state.to_host.extend(&buf[..n]);
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.host_readers_waiting > 0;
+                self.shared.wake_host(state, wake);
                 return Ok(n);
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            let room = DeviceWaits {
+                input: false,
+                room: true,
+            };
+            state = self.shared.device_wait(state, room);
         }
     }
 
@@ -286,9 +389,13 @@ impl BoardLink for DeviceEnd {
 
     fn wait(&mut self, timeout: Duration, for_room: bool) {
         let deadline = Instant::now() + timeout;
+        let waits = DeviceWaits {
+            input: true,
+            room: for_room,
+        };
         let mut state = self.shared.lock();
         while state.to_device.is_empty() && !(for_room && state.to_host.len() < state.capacity) {
-            match self.shared.wait_until(state, deadline) {
+            match self.shared.device_wait_until(state, waits, deadline) {
                 Some(s) => state = s,
                 None => return,
             }

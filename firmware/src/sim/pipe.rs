@@ -12,10 +12,29 @@ use std::time::{Duration, Instant};
 
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
 
+use tether_shared::frame::MAX_FRAME_LEN;
+
 use super::BoardLink;
 
 /// Default host read/write timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A host reader blocked on an empty pipe is woken once this many device bytes wait for it
+/// (more than one frame of the largest size)...
+///
+/// Waking a thread costs both sides a few microseconds of system time (more on a virtual
+/// machine, where it is an interrupt between processors), and a device in virtual time
+/// writes a transition frame every few dozen microseconds: a reader woken for every frame
+/// cost the trainer's collection more than decoding them. Handing over two frames per
+/// wake-up halves that; the device's retransmit ring holds four, so waiting for more would
+/// make the device wait for the host's release instead.
+const HOST_WAKE_BYTES: usize = MAX_FRAME_LEN + 1;
+
+/// ...or once the device has polled its link this many times since the first of them (a
+/// few dozen control steps in virtual time; a clock read per poll would cost more than the
+/// wake-ups saved), or as soon as the device's thread is about to block (a device that
+/// waits for the host must not keep the host waiting).
+const HOST_WAKE_POLLS: u32 = 64;
 
 struct State {
     to_device: VecDeque<u8>,
@@ -32,9 +51,41 @@ struct State {
     /// Host handles blocked in `read` (for device bytes) and in `write` (for room).
     host_readers_waiting: usize,
     host_writers_waiting: usize,
+    /// Device polls since bytes began to wait for a blocked host reader that was not woken
+    /// for them (see [`HOST_WAKE_BYTES`]); `None` when no wake-up is put off.
+    host_wake_put_off: Option<u32>,
 }
 
 impl State {
+    /// After the device wrote: whether to wake a blocked host reader now (enough bytes
+    /// wait for it); otherwise the wake-up is put off.
+    fn host_reader_due(&mut self) -> bool {
+        let due = self.host_readers_waiting > 0 && self.to_host.len() >= HOST_WAKE_BYTES;
+        self.host_wake_put_off = match self.host_readers_waiting > 0 && !due {
+            true => Some(self.host_wake_put_off.unwrap_or(0)),
+            false => None,
+        };
+        due
+    }
+
+    /// At a device poll: whether a put-off wake-up has waited [`HOST_WAKE_POLLS`] polls.
+    fn put_off_wake_overdue(&mut self) -> bool {
+        let Some(polls) = self.host_wake_put_off.as_mut() else {
+            return false;
+        };
+        *polls += 1;
+        let due = *polls >= HOST_WAKE_POLLS;
+        if due {
+            self.host_wake_put_off = None;
+        }
+        due && self.host_readers_waiting > 0
+    }
+
+    /// Before the device blocks: whether a wake-up was put off (it is due now).
+    fn take_put_off_wake(&mut self) -> bool {
+        self.host_wake_put_off.take().is_some() && self.host_readers_waiting > 0
+    }
+
     /// The count of host threads blocked in `op`.
     fn host_waiting(&mut self, op: HostWait) -> &mut usize {
         match op {
@@ -80,12 +131,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Blocks the device's thread until the host changes what `waits` names.
+    /// Blocks the device's thread until the host changes what `waits` names (first waking
+    /// a host reader whose wake-up was put off).
     fn device_wait<'a>(
         &self,
         mut guard: MutexGuard<'a, State>,
         waits: DeviceWaits,
     ) -> MutexGuard<'a, State> {
+        if guard.take_put_off_wake() {
+            self.host_side.notify_all();
+        }
         guard.device_waits = waits;
         let mut guard = self
             .device_side
@@ -102,6 +157,9 @@ impl Shared {
         waits: DeviceWaits,
         deadline: Instant,
     ) -> Option<MutexGuard<'a, State>> {
+        if guard.take_put_off_wake() {
+            self.host_side.notify_all();
+        }
         let now = Instant::now();
         if now >= deadline {
             return None;
@@ -166,6 +224,7 @@ pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
             device_waits: DeviceWaits::default(),
             host_readers_waiting: 0,
             host_writers_waiting: 0,
+            host_wake_put_off: None,
         }),
         device_side: Condvar::new(),
         host_side: Condvar::new(),
@@ -231,6 +290,7 @@ impl io::Read for HostEnd {
                 for (slot, byte) in buf.iter_mut().zip(state.to_host.drain(..n)) {
                     *slot = byte;
                 }
+                state.host_wake_put_off = None;
                 let wake = state.device_waits.room;
                 self.shared.wake_device(state, wake);
                 return Ok(n);
@@ -331,8 +391,13 @@ impl Read for DeviceEnd {
 }
 
 impl ReadReady for DeviceEnd {
+    /// Also wakes a host reader whose wake-up was put off for [`HOST_WAKE_POLLS`] polls.
     fn read_ready(&mut self) -> Result<bool, ErrorKind> {
-        Ok(!self.shared.lock().to_device.is_empty())
+        let mut state = self.shared.lock();
+        let ready = !state.to_device.is_empty();
+        let wake = state.put_off_wake_overdue();
+        self.shared.wake_host(state, wake);
+        Ok(ready)
     }
 }
 
@@ -353,7 +418,7 @@ impl Write for DeviceEnd {
             if room > 0 {
                 let n = room.min(buf.len());
                 state.to_host.extend(&buf[..n]);
-                let wake = state.host_readers_waiting > 0;
+                let wake = state.host_reader_due();
                 self.shared.wake_host(state, wake);
                 return Ok(n);
             }

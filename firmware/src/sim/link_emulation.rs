@@ -656,6 +656,35 @@ mod tests {
         );
     }
 
+    /// Without faults or a rate limit the bytes go straight through, the tap still records
+    /// them, and neither direction blocks on an empty or full pipe.
+    #[test]
+    fn a_link_without_faults_passes_bytes_through() {
+        let (mut host, dev) = memory_link(8);
+        let tap = WireTap::new();
+        let mut link = LinkEmulation::new(dev, SimClock::new_virtual(), None, FaultSpec::none(), 1)
+            .with_tap(Some(tap.clone()));
+        let mut buf = [0u8; 16];
+        assert!(!link.read_ready().unwrap());
+        assert_eq!(
+            link.read(&mut buf).unwrap(),
+            0,
+            "nothing there: no blocking"
+        );
+        assert_eq!(link.write(b"0123456789").unwrap(), 8, "what the pipe takes");
+        assert!(!link.write_ready().unwrap());
+        assert_eq!(link.write(b"89").unwrap(), 0, "full: no blocking");
+        assert!(!link.has_staged_output());
+        assert_eq!(tap.bytes(), b"01234567");
+        host.set_timeout(Duration::from_millis(1));
+        assert_eq!(std::io::Read::read(&mut host, &mut buf).unwrap(), 8);
+        assert_eq!(&buf[..8], b"01234567");
+        assert_eq!(std::io::Write::write(&mut host, b"hi").unwrap(), 2);
+        assert!(link.read_ready().unwrap());
+        assert_eq!(link.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"hi");
+    }
+
     #[test]
     fn stall_moves_no_bytes() {
         let (_host, dev) = memory_link(1 << 16);

@@ -492,6 +492,105 @@ mod tests {
         assert_eq!(dev.host_bytes_total(), 5);
     }
 
+    /// A host reader blocked on an empty pipe gets a small write once the device has
+    /// polled its link enough times, or at once when the device is about to wait; a large
+    /// one at once.
+    #[test]
+    fn a_blocked_host_reader_is_woken_for_what_the_device_wrote() {
+        let (host, mut dev) = memory_link(1 << 16);
+        let reader = |mut host: HostEnd| {
+            std::thread::spawn(move || {
+                host.set_timeout(Duration::from_secs(20));
+                let mut buf = [0u8; 4096];
+                let started = Instant::now();
+                let n = io::Read::read(&mut host, &mut buf).expect("bytes before the timeout");
+                (n, started.elapsed(), host)
+            })
+        };
+        let until_blocked = |dev: &mut DeviceEnd| {
+            while dev.shared.lock().host_readers_waiting == 0 {
+                std::thread::yield_now();
+            }
+        };
+        let quick = Duration::from_secs(5);
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        assert_eq!(Write::write(&mut dev, b"ack").unwrap(), 3);
+        for _ in 0..HOST_WAKE_POLLS {
+            assert!(!dev.read_ready().unwrap());
+        }
+        let (n, took, host) = waiting.join().unwrap();
+        assert!(n == 3 && took < quick, "{n} bytes after {took:?}");
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        assert_eq!(Write::write(&mut dev, b"ack").unwrap(), 3);
+        dev.wait(Duration::from_millis(1), false);
+        let (n, took, host) = waiting.join().unwrap();
+        assert!(n == 3 && took < quick, "{n} bytes after {took:?}");
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        let frames = [7u8; HOST_WAKE_BYTES];
+        assert_eq!(Write::write(&mut dev, &frames).unwrap(), HOST_WAKE_BYTES);
+        let (n, took, _host) = waiting.join().unwrap();
+        assert!(
+            n == HOST_WAKE_BYTES && took < quick,
+            "{n} bytes after {took:?}"
+        );
+    }
+
+    /// The device's wait ends when the host writes, and (waiting for room) when the host
+    /// reads from a full pipe; a wait for input only lasts its timeout through host reads.
+    #[test]
+    fn the_device_is_woken_for_what_it_waits_for() {
+        let (host, mut dev) = memory_link(4);
+        let long = Duration::from_secs(20);
+        let quick = Duration::from_secs(5);
+        let after = |delay: Duration, action: fn(&mut HostEnd), mut host: HostEnd| {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                action(&mut host);
+                host
+            })
+        };
+
+        let started = Instant::now();
+        let writer = after(
+            Duration::from_millis(20),
+            |h| assert_eq!(io::Write::write(h, b"x").unwrap(), 1),
+            host,
+        );
+        dev.wait(long, false);
+        assert!(started.elapsed() < quick && dev.read_ready().unwrap());
+        let host = writer.join().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(Read::read(&mut dev, &mut buf).unwrap(), 1);
+
+        assert_eq!(Write::write(&mut dev, b"full").unwrap(), 4);
+        let started = Instant::now();
+        let reader = after(
+            Duration::from_millis(20),
+            |h| assert_eq!(io::Read::read(h, &mut [0u8; 8]).unwrap(), 4),
+            host,
+        );
+        dev.wait(long, true);
+        assert!(started.elapsed() < quick && dev.write_ready().unwrap());
+        let host = reader.join().unwrap();
+
+        assert_eq!(Write::write(&mut dev, b"more").unwrap(), 4);
+        let reader = after(
+            Duration::from_millis(5),
+            |h| assert_eq!(io::Read::read(h, &mut [0u8; 8]).unwrap(), 4),
+            host,
+        );
+        let started = Instant::now();
+        dev.wait(Duration::from_millis(200), false);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(reader.join().unwrap());
+    }
+
     #[test]
     fn dropping_an_end_is_seen_by_the_other() {
         let (mut host, dev) = memory_link(8);

@@ -259,3 +259,150 @@ fn tanh_block_impl(values: &mut [Lanes]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tether_shared::PolicyHead;
+    use tether_shared::policy::{PolicyView, SdeHead};
+
+    use super::*;
+
+    fn spec(obs_dim: u8, hidden: &[u16], head: PolicyHead, normalize_obs: bool) -> PolicySpec {
+        PolicySpec {
+            obs_dim,
+            hidden: heapless::Vec::from_slice(hidden).expect("at most four hidden layers"),
+            head,
+            normalize_obs,
+        }
+    }
+
+    /// Every observation of `observations` through both passes, in blocks: outputs and
+    /// features must be the shared pass's bits.
+    fn assert_bit_identical(spec: &PolicySpec, params: &[f32], observations: &[Vec<f32>]) {
+        let reference = PolicyView::new(spec, params).expect("parameters fit the spec");
+        let batched = BatchedPolicy::new(spec, params).expect("parameters fit the spec");
+        assert_eq!(batched.log_std(), reference.log_std());
+        let mut scratch = batched.scratch();
+        let mut out = vec![[f32::NAN; LANES]; spec.output_dim()];
+        let mut reference_scratch = vec![0.0; spec.scratch_len()];
+        let mut reference_out = vec![0.0; spec.output_dim()];
+        for block in observations.chunks(LANES) {
+            let views: Vec<&[f32]> = block.iter().map(Vec::as_slice).collect();
+            let features = batched
+                .forward_block(&views, &mut scratch, &mut out)
+                .expect("a block of observations that fit")
+                .to_vec();
+            for (lane, obs) in block.iter().enumerate() {
+                let expected = reference
+                    .forward_with_features(obs, &mut reference_scratch, &mut reference_out)
+                    .expect("the reference runs");
+                let bits = |values: &mut dyn Iterator<Item = f32>| -> Vec<u32> {
+                    values.map(f32::to_bits).collect()
+                };
+                assert_eq!(
+                    bits(&mut out.iter().map(|row| row[lane])),
+                    bits(&mut reference_out.iter().copied()),
+                    "output of observation {lane} of a block"
+                );
+                assert_eq!(
+                    bits(&mut features.iter().map(|row| row[lane])),
+                    bits(&mut expected.iter().copied()),
+                    "features of observation {lane} of a block"
+                );
+            }
+        }
+    }
+
+    fn head_strategy() -> impl Strategy<Value = PolicyHead> {
+        prop_oneof![
+            (1u8..=3).prop_map(|action_dim| PolicyHead::Gaussian { action_dim }),
+            (2u8..=5).prop_map(|n| PolicyHead::Categorical { n }),
+            (1u8..=2, any::<bool>()).prop_map(|(action_dim, full_std)| {
+                PolicyHead::GaussianSde(SdeHead {
+                    action_dim,
+                    full_std,
+                    use_expln: false,
+                    resample_every: 4,
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any shape (row counts that are and are not multiples of the row group, no
+        /// hidden layer), any parameters of a trained policy's size and beyond (large
+        /// weights drive `tanh` into its clamp), partial blocks: the device's bits.
+        #[test]
+        fn blocks_compute_the_shared_pass_bit_for_bit(
+            obs_dim in 1u8..=9,
+            hidden in prop::collection::vec(1u16..=11, 0..=3),
+            head in head_strategy(),
+            normalize_obs in any::<bool>(),
+            seed in any::<u64>(),
+            steps in 1usize..=40,
+            weight_scale in prop_oneof![Just(0.3f32), Just(3.0f32)],
+        ) {
+            let spec = spec(obs_dim, &hidden, head, normalize_obs);
+            let mut rng = tether_shared::seeds::SplitMix64::new(seed);
+            let mut uniform = move || rng.next_unit() * 2.0 - 1.0;
+            let params: Vec<f32> = (0..spec.param_count()).map(|_| weight_scale * uniform()).collect();
+            let observations: Vec<Vec<f32>> = (0..steps)
+                .map(|_| (0..obs_dim).map(|_| 4.0 * uniform()).collect())
+                .collect();
+            assert_bit_identical(&spec, &params, &observations);
+        }
+    }
+
+    /// The qube preset's shape, on a full block and a partial one.
+    #[test]
+    fn the_qube_policy_is_computed_bit_for_bit() {
+        let spec = spec(7, &[64, 64], PolicyHead::Gaussian { action_dim: 1 }, true);
+        let params: Vec<f32> = (0..spec.param_count())
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.4)
+            .collect();
+        let observations: Vec<Vec<f32>> = (0..LANES + 5)
+            .map(|s| {
+                (0..7)
+                    .map(|j| ((s * 31 + j * 17) % 23) as f32 * 0.3 - 3.0)
+                    .collect()
+            })
+            .collect();
+        assert_bit_identical(&spec, &params, &observations);
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let spec = spec(2, &[3], PolicyHead::Gaussian { action_dim: 1 }, false);
+        let params = vec![0.1; spec.param_count()];
+        assert!(matches!(
+            BatchedPolicy::new(&spec, &params[1..]),
+            Err(ForwardError::ParamLength { .. })
+        ));
+        let policy = BatchedPolicy::new(&spec, &params).expect("parameters fit");
+        let mut scratch = policy.scratch();
+        let mut out = vec![[0.0; LANES]; 1];
+        let short: &[f32] = &[1.0];
+        assert_eq!(
+            policy.forward_block(&[short], &mut scratch, &mut out).err(),
+            Some(ForwardError::ObsLength)
+        );
+        let obs: &[f32] = &[1.0, 2.0];
+        let too_many = vec![obs; LANES + 1];
+        assert_eq!(
+            policy
+                .forward_block(&too_many, &mut scratch, &mut out)
+                .err(),
+            Some(ForwardError::ObsLength)
+        );
+        let mut no_out: Vec<Lanes> = Vec::new();
+        assert_eq!(
+            policy
+                .forward_block(&[obs], &mut scratch, &mut no_out)
+                .err(),
+            Some(ForwardError::OutputLength)
+        );
+    }
+}

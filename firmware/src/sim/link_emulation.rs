@@ -94,6 +94,16 @@ impl FaultSpec {
         FaultSpec::default()
     }
 
+    /// Whether the spec leaves every byte as it is and moves it at once: no corruption,
+    /// drops, duplicates, garbage or stalls (device resets are the board's business).
+    pub fn touches_no_byte(&self) -> bool {
+        self.corrupt == 0.0
+            && self.drop == 0.0
+            && self.duplicate == 0.0
+            && self.garbage == 0.0
+            && self.stalls.is_empty()
+    }
+
     /// Whether the link is stalled at board time `now_us`.
     pub fn stalled_at(&self, now_us: u64) -> bool {
         self.stalls
@@ -257,6 +267,10 @@ pub struct LinkEmulation<L> {
     rx: Direction,
     tx: Direction,
     tap: Option<WireTap>,
+    /// No rate limit and a spec that touches no byte: reads and writes go straight to the
+    /// inner link, without staging or a draw per byte (the emulation would hand on the
+    /// same bytes, just later and at a cost per byte; simulated training runs this way).
+    transparent: bool,
 }
 
 impl<L: BoardLink> LinkEmulation<L> {
@@ -265,6 +279,7 @@ impl<L: BoardLink> LinkEmulation<L> {
     pub fn new(inner: L, clock: SimClock, baud: Option<u32>, spec: FaultSpec, seed: u64) -> Self {
         let now = clock.now_us();
         LinkEmulation {
+            transparent: baud.is_none() && spec.touches_no_byte(),
             inner,
             clock,
             spec,
@@ -356,6 +371,18 @@ impl<L: BoardLink> LinkEmulation<L> {
         Ok(())
     }
 
+    /// A transparent link's write: what the inner link takes now, recorded on the tap.
+    fn write_through(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        if buf.is_empty() || !self.inner.write_ready().map_err(kind)? {
+            return Ok(0);
+        }
+        let n = self.inner.write(buf).map_err(kind)?.min(buf.len());
+        if let Some(tap) = &self.tap {
+            tap.record(&buf[..n]);
+        }
+        Ok(n)
+    }
+
     /// Pulls incoming bytes through the fault stage while budget allows.
     fn fill_rx(&mut self) -> Result<(), ErrorKind> {
         if self.stalled() || !self.rx.staged.is_empty() {
@@ -390,6 +417,9 @@ impl<L> ErrorType for LinkEmulation<L> {
 
 impl<L: BoardLink> ReadReady for LinkEmulation<L> {
     fn read_ready(&mut self) -> Result<bool, ErrorKind> {
+        if self.transparent {
+            return self.inner.read_ready().map_err(kind);
+        }
         self.refill();
         self.fill_rx()?;
         Ok(!self.rx.staged.is_empty())
@@ -397,7 +427,14 @@ impl<L: BoardLink> ReadReady for LinkEmulation<L> {
 }
 
 impl<L: BoardLink> Read for LinkEmulation<L> {
+    /// Never blocks: 0 when nothing is ready.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        if self.transparent {
+            if buf.is_empty() || !self.inner.read_ready().map_err(kind)? {
+                return Ok(0);
+            }
+            return self.inner.read(buf).map_err(kind);
+        }
         self.refill();
         self.fill_rx()?;
         let n = buf.len().min(self.rx.staged.len());
@@ -410,6 +447,9 @@ impl<L: BoardLink> Read for LinkEmulation<L> {
 
 impl<L: BoardLink> WriteReady for LinkEmulation<L> {
     fn write_ready(&mut self) -> Result<bool, ErrorKind> {
+        if self.transparent {
+            return self.inner.write_ready().map_err(kind);
+        }
         self.refill();
         self.flush_staged()?;
         Ok(!self.stalled()
@@ -419,7 +459,11 @@ impl<L: BoardLink> WriteReady for LinkEmulation<L> {
 }
 
 impl<L: BoardLink> Write for LinkEmulation<L> {
+    /// Never blocks: 0 when the link takes nothing now.
     fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        if self.transparent {
+            return self.write_through(buf);
+        }
         self.refill();
         if self.stalled() {
             return Ok(0);
@@ -610,6 +654,35 @@ mod tests {
             (60..=140).contains(&bursts),
             "{bursts} bursts in {transfers} transfers"
         );
+    }
+
+    /// Without faults or a rate limit the bytes go straight through, the tap still records
+    /// them, and neither direction blocks on an empty or full pipe.
+    #[test]
+    fn a_link_without_faults_passes_bytes_through() {
+        let (mut host, dev) = memory_link(8);
+        let tap = WireTap::new();
+        let mut link = LinkEmulation::new(dev, SimClock::new_virtual(), None, FaultSpec::none(), 1)
+            .with_tap(Some(tap.clone()));
+        let mut buf = [0u8; 16];
+        assert!(!link.read_ready().unwrap());
+        assert_eq!(
+            link.read(&mut buf).unwrap(),
+            0,
+            "nothing there: no blocking"
+        );
+        assert_eq!(link.write(b"0123456789").unwrap(), 8, "what the pipe takes");
+        assert!(!link.write_ready().unwrap());
+        assert_eq!(link.write(b"89").unwrap(), 0, "full: no blocking");
+        assert!(!link.has_staged_output());
+        assert_eq!(tap.bytes(), b"01234567");
+        host.set_timeout(Duration::from_millis(1));
+        assert_eq!(std::io::Read::read(&mut host, &mut buf).unwrap(), 8);
+        assert_eq!(&buf[..8], b"01234567");
+        assert_eq!(std::io::Write::write(&mut host, b"hi").unwrap(), 2);
+        assert!(link.read_ready().unwrap());
+        assert_eq!(link.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"hi");
     }
 
     #[test]

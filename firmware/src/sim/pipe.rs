@@ -12,10 +12,29 @@ use std::time::{Duration, Instant};
 
 use embedded_io::{ErrorKind, ErrorType, Read, ReadReady, Write, WriteReady};
 
+use tether_shared::frame::MAX_FRAME_LEN;
+
 use super::BoardLink;
 
 /// Default host read/write timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A host reader blocked on an empty pipe is woken once this many device bytes wait for it
+/// (more than one frame of the largest size)...
+///
+/// Waking a thread costs both sides a few microseconds of system time (more on a virtual
+/// machine, where it is an interrupt between processors), and a device in virtual time
+/// writes a transition frame every few dozen microseconds: a reader woken for every frame
+/// cost the trainer's collection more than decoding them. Handing over two frames per
+/// wake-up halves that; the device's retransmit ring holds four, so waiting for more would
+/// make the device wait for the host's release instead.
+const HOST_WAKE_BYTES: usize = MAX_FRAME_LEN + 1;
+
+/// ...or once the device has polled its link this many times since the first of them (a
+/// few dozen control steps in virtual time; a clock read per poll would cost more than the
+/// wake-ups saved), or as soon as the device's thread is about to block (a device that
+/// waits for the host must not keep the host waiting).
+const HOST_WAKE_POLLS: u32 = 64;
 
 struct State {
     to_device: VecDeque<u8>,
@@ -27,11 +46,83 @@ struct State {
     device_alive: bool,
     /// Bytes the host has written since the pipe was made.
     host_bytes_total: u64,
+    /// What the device's thread is blocked waiting for (there is one device end).
+    device_waits: DeviceWaits,
+    /// Host handles blocked in `read` (for device bytes) and in `write` (for room).
+    host_readers_waiting: usize,
+    host_writers_waiting: usize,
+    /// Device polls since bytes began to wait for a blocked host reader that was not woken
+    /// for them (see [`HOST_WAKE_BYTES`]); `None` when no wake-up is put off.
+    host_wake_put_off: Option<u32>,
 }
 
+impl State {
+    /// After the device wrote: whether to wake a blocked host reader now (enough bytes
+    /// wait for it); otherwise the wake-up is put off.
+    fn host_reader_due(&mut self) -> bool {
+        let due = self.host_readers_waiting > 0 && self.to_host.len() >= HOST_WAKE_BYTES;
+        self.host_wake_put_off = match self.host_readers_waiting > 0 && !due {
+            true => Some(self.host_wake_put_off.unwrap_or(0)),
+            false => None,
+        };
+        due
+    }
+
+    /// At a device poll: whether a put-off wake-up has waited [`HOST_WAKE_POLLS`] polls.
+    fn put_off_wake_overdue(&mut self) -> bool {
+        let Some(polls) = self.host_wake_put_off.as_mut() else {
+            return false;
+        };
+        *polls += 1;
+        let due = *polls >= HOST_WAKE_POLLS;
+        if due {
+            self.host_wake_put_off = None;
+        }
+        due && self.host_readers_waiting > 0
+    }
+
+    /// Before the device blocks: whether a wake-up was put off (it is due now).
+    fn take_put_off_wake(&mut self) -> bool {
+        self.host_wake_put_off.take().is_some() && self.host_readers_waiting > 0
+    }
+
+    /// The count of host threads blocked in `op`.
+    fn host_waiting(&mut self, op: HostWait) -> &mut usize {
+        match op {
+            HostWait::Read => &mut self.host_readers_waiting,
+            HostWait::Write => &mut self.host_writers_waiting,
+        }
+    }
+}
+
+/// What the device's thread waits for, so the host wakes it only for that.
+#[derive(Clone, Copy, Default)]
+struct DeviceWaits {
+    input: bool,
+    room: bool,
+}
+
+/// The pipe's state and one condition variable per side.
+///
+/// A side is woken only when something it is blocked on changed: std's `Condvar::notify_*`
+/// is a `futex` system call whether or not anyone waits, and a control step's worth of
+/// bytes crossing the pipe would otherwise cost a few of them (the trainer's collection
+/// spent more time in the kernel than in the link). Each waiter records what it waits for
+/// in the state, under the lock, before blocking; each change reads those records under
+/// the same lock, so no wake-up is lost.
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// The device's thread waits here; the host's changes wake it.
+    device_side: Condvar,
+    /// Host threads wait here; the device's changes wake them.
+    host_side: Condvar,
+}
+
+/// Which host operation waits.
+#[derive(Clone, Copy)]
+enum HostWait {
+    Read,
+    Write,
 }
 
 impl Shared {
@@ -40,21 +131,83 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits on the condition variable until `deadline`; false once it has passed.
-    fn wait_until<'a>(
+    /// Blocks the device's thread until the host changes what `waits` names (first waking
+    /// a host reader whose wake-up was put off).
+    fn device_wait<'a>(
         &self,
-        guard: MutexGuard<'a, State>,
+        mut guard: MutexGuard<'a, State>,
+        waits: DeviceWaits,
+    ) -> MutexGuard<'a, State> {
+        if guard.take_put_off_wake() {
+            self.host_side.notify_all();
+        }
+        guard.device_waits = waits;
+        let mut guard = self
+            .device_side
+            .wait(guard)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.device_waits = DeviceWaits::default();
+        guard
+    }
+
+    /// [`Shared::device_wait`] until `deadline`; `None` once it has passed.
+    fn device_wait_until<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        waits: DeviceWaits,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        if guard.take_put_off_wake() {
+            self.host_side.notify_all();
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        guard.device_waits = waits;
+        let (mut guard, _) = self
+            .device_side
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.device_waits = DeviceWaits::default();
+        Some(guard)
+    }
+
+    /// Blocks a host thread in `op` until the device changes something or `deadline`
+    /// passes (then `None`).
+    fn host_wait<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        op: HostWait,
         deadline: Instant,
     ) -> Option<MutexGuard<'a, State>> {
         let now = Instant::now();
         if now >= deadline {
             return None;
         }
-        let (guard, _) = self
-            .changed
+        *guard.host_waiting(op) += 1;
+        let (mut guard, _) = self
+            .host_side
             .wait_timeout(guard, deadline - now)
             .unwrap_or_else(|e| e.into_inner());
+        *guard.host_waiting(op) -= 1;
         Some(guard)
+    }
+
+    /// Unlocks, then wakes the device's thread if `wake`.
+    fn wake_device(&self, guard: MutexGuard<'_, State>, wake: bool) {
+        drop(guard);
+        if wake {
+            self.device_side.notify_all();
+        }
+    }
+
+    /// Unlocks, then wakes the host's waiting threads if `wake`.
+    fn wake_host(&self, guard: MutexGuard<'_, State>, wake: bool) {
+        drop(guard);
+        if wake {
+            self.host_side.notify_all();
+        }
     }
 }
 
@@ -68,8 +221,13 @@ pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
             host_ends: 1,
             device_alive: true,
             host_bytes_total: 0,
+            device_waits: DeviceWaits::default(),
+            host_readers_waiting: 0,
+            host_writers_waiting: 0,
+            host_wake_put_off: None,
         }),
-        changed: Condvar::new(),
+        device_side: Condvar::new(),
+        host_side: Condvar::new(),
     });
     (
         HostEnd {
@@ -110,8 +268,10 @@ impl HostEnd {
 
 impl Drop for HostEnd {
     fn drop(&mut self) {
-        self.shared.lock().host_ends -= 1;
-        self.shared.changed.notify_all();
+        let mut state = self.shared.lock();
+        state.host_ends -= 1;
+        let wake = state.device_waits.input || state.device_waits.room;
+        self.shared.wake_device(state, wake);
     }
 }
 
@@ -130,8 +290,9 @@ impl io::Read for HostEnd {
                 for (slot, byte) in buf.iter_mut().zip(state.to_host.drain(..n)) {
                     *slot = byte;
                 }
-                drop(state);
-                self.shared.changed.notify_all();
+                state.host_wake_put_off = None;
+                let wake = state.device_waits.room;
+                self.shared.wake_device(state, wake);
                 return Ok(n);
             }
             if !state.device_alive {
@@ -139,7 +300,7 @@ impl io::Read for HostEnd {
             }
             state = self
                 .shared
-                .wait_until(state, deadline)
+                .host_wait(state, HostWait::Read, deadline)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no data from device"))?;
         }
     }
@@ -165,13 +326,13 @@ impl io::Write for HostEnd {
                 let n = room.min(buf.len());
                 state.to_device.extend(&buf[..n]);
                 state.host_bytes_total += n as u64;
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.device_waits.input;
+                self.shared.wake_device(state, wake);
                 return Ok(n);
             }
             state = self
                 .shared
-                .wait_until(state, deadline)
+                .host_wait(state, HostWait::Write, deadline)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "device not reading"))?;
         }
     }
@@ -188,8 +349,10 @@ pub struct DeviceEnd {
 
 impl Drop for DeviceEnd {
     fn drop(&mut self) {
-        self.shared.lock().device_alive = false;
-        self.shared.changed.notify_all();
+        let mut state = self.shared.lock();
+        state.device_alive = false;
+        let wake = state.host_readers_waiting + state.host_writers_waiting > 0;
+        self.shared.wake_host(state, wake);
     }
 }
 
@@ -211,25 +374,30 @@ impl Read for DeviceEnd {
                 for (slot, byte) in buf.iter_mut().zip(state.to_device.drain(..n)) {
                     *slot = byte;
                 }
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.host_writers_waiting > 0;
+                self.shared.wake_host(state, wake);
                 return Ok(n);
             }
             if state.host_ends == 0 {
                 return Ok(0);
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            let input = DeviceWaits {
+                input: true,
+                room: false,
+            };
+            state = self.shared.device_wait(state, input);
         }
     }
 }
 
 impl ReadReady for DeviceEnd {
+    /// Also wakes a host reader whose wake-up was put off for [`HOST_WAKE_POLLS`] polls.
     fn read_ready(&mut self) -> Result<bool, ErrorKind> {
-        Ok(!self.shared.lock().to_device.is_empty())
+        let mut state = self.shared.lock();
+        let ready = !state.to_device.is_empty();
+        let wake = state.put_off_wake_overdue();
+        self.shared.wake_host(state, wake);
+        Ok(ready)
     }
 }
 
@@ -250,15 +418,15 @@ impl Write for DeviceEnd {
             if room > 0 {
                 let n = room.min(buf.len());
                 state.to_host.extend(&buf[..n]);
-                drop(state);
-                self.shared.changed.notify_all();
+                let wake = state.host_reader_due();
+                self.shared.wake_host(state, wake);
                 return Ok(n);
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            let room = DeviceWaits {
+                input: false,
+                room: true,
+            };
+            state = self.shared.device_wait(state, room);
         }
     }
 
@@ -286,9 +454,13 @@ impl BoardLink for DeviceEnd {
 
     fn wait(&mut self, timeout: Duration, for_room: bool) {
         let deadline = Instant::now() + timeout;
+        let waits = DeviceWaits {
+            input: true,
+            room: for_room,
+        };
         let mut state = self.shared.lock();
         while state.to_device.is_empty() && !(for_room && state.to_host.len() < state.capacity) {
-            match self.shared.wait_until(state, deadline) {
+            match self.shared.device_wait_until(state, waits, deadline) {
                 Some(s) => state = s,
                 None => return,
             }
@@ -318,6 +490,105 @@ mod tests {
         let err = host.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(dev.host_bytes_total(), 5);
+    }
+
+    /// A host reader blocked on an empty pipe gets a small write once the device has
+    /// polled its link enough times, or at once when the device is about to wait; a large
+    /// one at once.
+    #[test]
+    fn a_blocked_host_reader_is_woken_for_what_the_device_wrote() {
+        let (host, mut dev) = memory_link(1 << 16);
+        let reader = |mut host: HostEnd| {
+            std::thread::spawn(move || {
+                host.set_timeout(Duration::from_secs(20));
+                let mut buf = [0u8; 4096];
+                let started = Instant::now();
+                let n = io::Read::read(&mut host, &mut buf).expect("bytes before the timeout");
+                (n, started.elapsed(), host)
+            })
+        };
+        let until_blocked = |dev: &mut DeviceEnd| {
+            while dev.shared.lock().host_readers_waiting == 0 {
+                std::thread::yield_now();
+            }
+        };
+        let quick = Duration::from_secs(5);
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        assert_eq!(Write::write(&mut dev, b"ack").unwrap(), 3);
+        for _ in 0..HOST_WAKE_POLLS {
+            assert!(!dev.read_ready().unwrap());
+        }
+        let (n, took, host) = waiting.join().unwrap();
+        assert!(n == 3 && took < quick, "{n} bytes after {took:?}");
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        assert_eq!(Write::write(&mut dev, b"ack").unwrap(), 3);
+        dev.wait(Duration::from_millis(1), false);
+        let (n, took, host) = waiting.join().unwrap();
+        assert!(n == 3 && took < quick, "{n} bytes after {took:?}");
+
+        let waiting = reader(host);
+        until_blocked(&mut dev);
+        let frames = [7u8; HOST_WAKE_BYTES];
+        assert_eq!(Write::write(&mut dev, &frames).unwrap(), HOST_WAKE_BYTES);
+        let (n, took, _host) = waiting.join().unwrap();
+        assert!(
+            n == HOST_WAKE_BYTES && took < quick,
+            "{n} bytes after {took:?}"
+        );
+    }
+
+    /// The device's wait ends when the host writes, and (waiting for room) when the host
+    /// reads from a full pipe; a wait for input only lasts its timeout through host reads.
+    #[test]
+    fn the_device_is_woken_for_what_it_waits_for() {
+        let (host, mut dev) = memory_link(4);
+        let long = Duration::from_secs(20);
+        let quick = Duration::from_secs(5);
+        let after = |delay: Duration, action: fn(&mut HostEnd), mut host: HostEnd| {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                action(&mut host);
+                host
+            })
+        };
+
+        let started = Instant::now();
+        let writer = after(
+            Duration::from_millis(20),
+            |h| assert_eq!(io::Write::write(h, b"x").unwrap(), 1),
+            host,
+        );
+        dev.wait(long, false);
+        assert!(started.elapsed() < quick && dev.read_ready().unwrap());
+        let host = writer.join().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(Read::read(&mut dev, &mut buf).unwrap(), 1);
+
+        assert_eq!(Write::write(&mut dev, b"full").unwrap(), 4);
+        let started = Instant::now();
+        let reader = after(
+            Duration::from_millis(20),
+            |h| assert_eq!(io::Read::read(h, &mut [0u8; 8]).unwrap(), 4),
+            host,
+        );
+        dev.wait(long, true);
+        assert!(started.elapsed() < quick && dev.write_ready().unwrap());
+        let host = reader.join().unwrap();
+
+        assert_eq!(Write::write(&mut dev, b"more").unwrap(), 4);
+        let reader = after(
+            Duration::from_millis(5),
+            |h| assert_eq!(io::Read::read(h, &mut [0u8; 8]).unwrap(), 4),
+            host,
+        );
+        let started = Instant::now();
+        dev.wait(Duration::from_millis(200), false);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(reader.join().unwrap());
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! The host's cross-check of the device's log-probabilities.
 //!
 //! The device reports the log-probability of every action it sampled. The host recomputes
-//! it from the parameters it uploaded, with the forward pass the device runs (the firmware's
-//! tiled layout and kernels, bit for bit the shared `PolicyView::forward`, at a third of its
-//! cost): a mismatch means the device ran something else than what was sent (corrupted
-//! parameters, a stale buffer) and the episode must not be learned from.
+//! it from the parameters it uploaded, with the shared forward pass's arithmetic (bit for
+//! bit what the device computes), evaluated [`LANES`] steps at a time
+//! ([`super::batched_forward`]): a mismatch means the device ran something else than what
+//! was sent (corrupted parameters, a stale buffer) and the episode must not be learned
+//! from.
 
-use tether_firmware::policy_tiles::{TileLayout, TiledPolicy};
+use tether_shared::message::TransitionRecord;
 use tether_shared::policy::sde::{sde_std_matrix, sde_variance};
 use tether_shared::policy::{
     categorical_log_prob, gaussian_log_prob, gaussian_log_prob_with_variance,
 };
 use tether_shared::{PolicyHead, PolicySpec};
 
+use super::batched_forward::{BatchedPolicy, LANES};
 use super::episode::CollectedEpisode;
 
 /// Largest accepted difference between host and device log-probabilities, in nats, beyond
@@ -23,35 +25,53 @@ const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 /// Whether every step's device log-probability matches the host's recomputation.
 pub fn log_probs_agree(spec: &PolicySpec, params: &[f32], episode: &CollectedEpisode) -> bool {
-    let mut tiled = vec![0.0f32; params.len()];
-    if TileLayout::TARGET
-        .scatter(spec, 0, params, &mut tiled)
-        .is_err()
-    {
-        return false;
-    }
-    let Ok(policy) = TiledPolicy::new(spec, &tiled) else {
+    let Ok(policy) = BatchedPolicy::new(spec, params) else {
         return false;
     };
     let Some(head) = HostHead::of(spec, policy.log_std()) else {
         return false;
     };
-    let mut scratch = vec![0.0f32; spec.scratch_len()];
-    let mut out = vec![0.0f32; spec.output_dim()];
-    for record in episode.trajectory.records().iter() {
-        let Ok(features) = policy.forward_with_features(record.observation, &mut scratch, &mut out)
-        else {
+    let mut scratch = policy.scratch();
+    let mut out = vec![[0.0f32; LANES]; spec.output_dim()];
+    // One step's network output and features, gathered from its lane.
+    let mut output = vec![0.0f32; spec.output_dim()];
+    let mut features = vec![0.0f32; spec.features_dim()];
+    let mut records = episode.trajectory.records().iter();
+    let mut block: Vec<TransitionRecord<'_>> = Vec::with_capacity(LANES);
+    let mut observations: Vec<&[f32]> = Vec::with_capacity(LANES);
+    loop {
+        block.clear();
+        block.extend(records.by_ref().take(LANES));
+        if block.is_empty() {
+            return true;
+        }
+        observations.clear();
+        observations.extend(block.iter().map(|record| record.observation));
+        let Ok(block_features) = policy.forward_block(&observations, &mut scratch, &mut out) else {
             return false;
         };
-        let Some(host) = head.log_prob(&out, features, record.action, record.action_index()) else {
-            return false;
-        };
-        let device = record.log_prob;
-        if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
-            return false;
+        for (lane, record) in block.iter().enumerate() {
+            gather(&out, lane, &mut output);
+            if head.reads_features() {
+                gather(block_features, lane, &mut features);
+            }
+            let index = record.action_index();
+            let Some(host) = head.log_prob(&output, &features, record.action, index) else {
+                return false;
+            };
+            let device = record.log_prob;
+            if (host - device).abs() > ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * host.abs() {
+                return false;
+            }
         }
     }
-    true
+}
+
+/// Copies lane `lane` of every row into `values`.
+fn gather(rows: &[[f32; LANES]], lane: usize, values: &mut [f32]) {
+    for (value, row) in values.iter_mut().zip(rows) {
+        *value = row[lane];
+    }
 }
 
 /// What the host needs besides the network's output to recompute a log-probability.
@@ -81,6 +101,11 @@ impl<'a> HostHead<'a> {
                 })
             }
         }
+    }
+
+    /// Whether [`HostHead::log_prob`] reads the features.
+    fn reads_features(&self) -> bool {
+        matches!(self, HostHead::Sde { .. })
     }
 
     /// The log-probability of one record's action given the network's output and features.

@@ -524,7 +524,9 @@ mod tests {
     #[test]
     fn the_shipped_fine_tuning_fits_the_shipped_randomisation() {
         let resolve = |file: &str| {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../configs")
+                .join(file);
             let mut args = parse(&["train", "--seed", "0"]);
             args.config = Some(path.clone());
             let config = TrainRequest::read(&args)
@@ -537,7 +539,11 @@ mod tests {
         let pretrained = resolve("qube-dr.toml").trpo;
         let fine = resolve("qube-finetune.toml");
         assert_eq!(
-            (fine.total_steps, fine.steps_per_iteration, fine.trpo.target_kl),
+            (
+                fine.total_steps,
+                fine.steps_per_iteration,
+                fine.trpo.target_kl
+            ),
             (150_000, 10_000, 0.01)
         );
         let head = |t: &TrpoConfig| {

@@ -28,7 +28,7 @@ GRID_KINDS=${GRID_KINDS:-"dr nominal"}
 DR_EVALUATE=${DR_EVALUATE:-}
 # Fine-tuning: step size, steps per iteration (one evaluation after each), budget.
 FT_TARGET_KL=${FT_TARGET_KL:-0.01}
-FT_EVERY=${FT_EVERY:-10000}
+FT_EVERY=${FT_EVERY:-5000}
 FT_MAX=${FT_MAX:-150000}
 # Training from scratch on the same plant: evaluated every SCRATCH_EVERY steps up to SCRATCH_MAX.
 SCRATCH_EVERY=${SCRATCH_EVERY:-250000}

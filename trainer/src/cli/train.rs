@@ -544,7 +544,7 @@ mod tests {
                 fine.steps_per_iteration,
                 fine.trpo.target_kl
             ),
-            (150_000, 10_000, 0.01)
+            (150_000, 5_000, 0.01)
         );
         let head = |t: &TrpoConfig| {
             (

@@ -487,15 +487,25 @@ mod tests {
     /// it must keep resolving to those settings (the qube preset, 10M steps, a 0.03 step,
     /// gSDE exploration redrawn every 8 steps from σ = e⁻¹ V, its ranges) and stay a valid
     /// run configuration.
-    #[test]
-    fn the_shipped_randomisation_resolves_to_the_measured_settings() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qube-dr.toml");
+    /// A shipped qube config file (`configs/<file>`) resolved as `tether train --config`
+    /// resolves it, checked valid.
+    fn shipped_qube_config(file: &str) -> RunConfig<TrpoConfig> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(file);
         let mut args = parse(&["train", "--seed", "0"]);
         args.config = Some(path.clone());
         let config = TrainRequest::read(&args)
             .and_then(|r| r.config_for("qube"))
             .unwrap()
             .config;
+        config.validate(&path).unwrap();
+        config
+    }
+
+    #[test]
+    fn the_shipped_randomisation_resolves_to_the_measured_settings() {
+        let config = shipped_qube_config("qube-dr.toml");
         let preset = Preset::named("qube").unwrap();
         assert_eq!(config.plant, "qube");
         assert_eq!(
@@ -515,7 +525,6 @@ mod tests {
         assert_eq!(config.plant_randomize["arm_damping"], [0.5, 3.0]);
         assert_eq!(config.plant_randomize["latency_steps"], [0.0, 1.0]);
         assert_eq!(config.plant_randomize.len(), 14);
-        config.validate(&path).unwrap();
     }
 
     /// `configs/qube-finetune.toml` is what the README's fine-tuning figures were measured
@@ -523,21 +532,8 @@ mod tests {
     /// hidden layers, and the measured fine-tuning settings.
     #[test]
     fn the_shipped_fine_tuning_fits_the_shipped_randomisation() {
-        let resolve = |file: &str| {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../configs")
-                .join(file);
-            let mut args = parse(&["train", "--seed", "0"]);
-            args.config = Some(path.clone());
-            let config = TrainRequest::read(&args)
-                .and_then(|r| r.config_for("qube"))
-                .unwrap()
-                .config;
-            config.validate(&path).unwrap();
-            config
-        };
-        let pretrained = resolve("qube-dr.toml").trpo;
-        let fine = resolve("qube-finetune.toml");
+        let pretrained = shipped_qube_config("qube-dr.toml").trpo;
+        let fine = shipped_qube_config("qube-finetune.toml");
         assert_eq!(
             (
                 fine.total_steps,

@@ -90,6 +90,20 @@ pub struct IterationMetrics {
     /// Wall-clock seconds of the TRPO update alone.
     #[serde(deserialize_with = "nan_if_null")]
     pub update_s: f64,
+    /// Of `update_s`: values, advantages, old log-probabilities and the policy gradient,
+    /// seconds (before the policy step and the value fit start side by side).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub update_gradient_s: f64,
+    /// Of `update_s`: the conjugate gradient's Fisher-vector products, seconds.
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub update_cg_s: f64,
+    /// Of `update_s`: the line search's candidate evaluations, seconds.
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub update_line_search_s: f64,
+    /// The value function's fit, seconds; it runs beside the conjugate gradient and the line
+    /// search, so `update_s` is about `update_gradient_s` plus the longer of the two.
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub value_fit_s: f64,
     /// Environment steps of this iteration per wall-clock second of it (collection and
     /// update).
     #[serde(default = "nan", deserialize_with = "nan_if_null")]
@@ -406,6 +420,10 @@ mod tests {
             devices_active: 2,
             wall_s: 1.5,
             update_s: 0.2,
+            update_gradient_s: 0.05,
+            update_cg_s: 0.0625,
+            update_line_search_s: 0.03125,
+            value_fit_s: 0.125,
             steps_per_s: 1500.0 + i as f64,
             device_worst_step_us: 40 + i as u32,
             device_missed_deadlines: i / 2,
@@ -469,6 +487,10 @@ mod tests {
         let fields = line.as_object_mut().unwrap();
         for key in [
             "mean_episode_length",
+            "update_gradient_s",
+            "update_cg_s",
+            "update_line_search_s",
+            "value_fit_s",
             "steps_per_s",
             "device_worst_step_us",
             "device_missed_deadlines",
@@ -482,6 +504,8 @@ mod tests {
         std::fs::write(&path, format!("{line}\n")).unwrap();
         let back = read_metrics(&path).unwrap();
         assert!(back[0].mean_episode_length.is_nan() && back[0].steps_per_s.is_nan());
+        assert!(back[0].update_gradient_s.is_nan() && back[0].value_fit_s.is_nan());
+        assert!(back[0].update_cg_s.is_nan() && back[0].update_line_search_s.is_nan());
         assert!(back[0].action_change_mean.is_nan() && back[0].action_hf_share.is_nan());
         assert_eq!(
             (

@@ -18,8 +18,8 @@
 use tether_shared::PolicySpec;
 use tether_shared::policy::{ForwardError, LayeredParams, normalize};
 
-use crate::trpo::kernels::avx2_dispatch;
 use crate::trpo::kernels::tanh::tanh_f32;
+use crate::trpo::kernels::vector_dispatch;
 
 /// Observations per block: one per lane (two AVX2 vectors of f32).
 pub const LANES: usize = 16;
@@ -184,13 +184,13 @@ impl<'a> BatchedPolicy<'a> {
     }
 }
 
-avx2_dispatch!(
+vector_dispatch!(
     /// `y = W·x + b` for each lane: `W` row-major with `x.len()` columns and `y.len()` rows.
     /// Sizes that do not fit leave `y` as it is.
     fn affine_block => affine_block_impl(weights: &[f32], bias: &[f32], x: &[Lanes], y: &mut [Lanes])
 );
 
-avx2_dispatch!(
+vector_dispatch!(
     /// The device's `tanh` of every value.
     fn tanh_block => tanh_block_impl(values: &mut [Lanes])
 );

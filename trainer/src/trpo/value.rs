@@ -6,7 +6,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::kernels::avx2_dispatch;
+use super::kernels::vector_dispatch;
 use super::learner_state::{AdamState, StateError, check_vector};
 use super::mlp::{ForwardCache, Mlp, PassScratch};
 
@@ -72,7 +72,7 @@ struct AdamCoefficients {
     epsilon: f64,
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// Adam's element-wise update of the parameters and both moments (a square root and a
     /// division per parameter, once per minibatch: worth the wider vectors).
     fn adam_update => adam_update_impl(params: &mut [f64], gradient: &[f64], first_moment: &mut [f64], second_moment: &mut [f64], c: AdamCoefficients)
@@ -102,7 +102,7 @@ fn adam_update_impl(
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `sum = a + b` element-wise; whether every element of `sum` is finite.
     fn add_halves => add_halves_impl(sum: &mut [f64], a: &[f64], b: &[f64]) -> bool
 }

@@ -4,7 +4,7 @@
 
 use super::Real;
 
-avx2_dispatch! {
+vector_dispatch! {
     /// Adds `bias` (one per row) to every column of the column-major `z`.
     pub(crate) fn add_bias<T: Real> => add_bias_impl(z: &mut [T], bias: &[T])
 }
@@ -18,7 +18,7 @@ fn add_bias_impl<T: Real>(z: &mut [T], bias: &[T]) {
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `sums[i] = Σⱼ u[i, j]` over the columns of the column-major `u` (a bias gradient),
     /// in the pass's scalar, like the weight gradients' sums over the same columns.
     pub(crate) fn row_sums<T: Real> => row_sums_impl(sums: &mut [T], u: &[T])
@@ -34,7 +34,7 @@ fn row_sums_impl<T: Real>(sums: &mut [T], u: &[T]) {
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `z ← tanh(z + bias)` per column: the activation of a hidden layer.
     pub(crate) fn add_bias_and_tanh<T: Real> => add_bias_and_tanh_impl(z: &mut [T], bias: &[T])
 }
@@ -48,7 +48,7 @@ fn add_bias_and_tanh_impl<T: Real>(z: &mut [T], bias: &[T]) {
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `tangent ⊙= 1 − h²`, the derivative of tanh expressed through its output `h`.
     pub(crate) fn multiply_by_tanh_derivative<T: Real> => multiply_by_tanh_derivative_impl(tangent: &mut [T], activation: &[T])
 }
@@ -60,7 +60,7 @@ fn multiply_by_tanh_derivative_impl<T: Real>(tangent: &mut [T], activation: &[T]
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `target = source` element-wise, rounded to the pass's scalar.
     pub(crate) fn from_f64<T: Real> => from_f64_impl(target: &mut [T], source: &[f64])
 }
@@ -72,7 +72,7 @@ fn from_f64_impl<T: Real>(target: &mut [T], source: &[f64]) {
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `target = source` element-wise, in f64 (exact).
     pub(crate) fn to_f64<T: Real> => to_f64_impl(target: &mut [f64], source: &[T])
 }

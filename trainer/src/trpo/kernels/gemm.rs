@@ -1,11 +1,13 @@
 //! The matrix products of the MLP's passes in the flat parameter layout: `W·H` (forward
 //! and JVP), `U·Hᵀ` (weight gradients) and `Wᵀ·U` (input gradients), in the pass's scalar
-//! ([`Real`]). Large shapes go to `matrixmultiply` through nalgebra; thin ones (the input
-//! and output layers) to loops over contiguous memory.
+//! ([`Real`]). Large shapes go to `matrixmultiply` through nalgebra, or in f32 on CPUs with
+//! AVX-512F to [`super::register_tiles`] (the same values bit for bit, without the
+//! packing); thin ones (the input and output layers) to loops over contiguous memory.
 
 use nalgebra::{DMatrixViewMut, Dyn, MatrixView};
 
 use super::Real;
+use super::register_tiles::{Columns, Elements, ProductShape};
 
 /// A `rows × cols` view of `data` with the given (row, column) strides.
 fn strided<T: Real>(
@@ -66,7 +68,7 @@ fn blocked_gemm<T: Real>(
     );
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `z = W·H` (or `z += W·H` when `accumulate`), `W` row-major `out × in` in `w`, `H` and
     /// `z` column-major (`in × n`, `out × n`).
     pub(crate) fn affine_product<T: Real> => affine_product_impl(z: &mut [T], w: &[T], h: &[T], dims: (usize, usize, usize), accumulate: bool, scratch: &mut Vec<T>)
@@ -82,6 +84,15 @@ fn affine_product_impl<T: Real>(
     scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
+        if T::has_tiled_product() {
+            // z = Σₚ W[:, p]·H[p, :]: W's columns made contiguous (16 KB for 64×64).
+            let wt = transpose_into(scratch, w, out, inp);
+            let a = Columns::new(wt, out);
+            let b = Elements::new(h, 1, inp);
+            if T::tiled_product(z, a, b, ProductShape::new(out, inp, n), accumulate) {
+                return;
+            }
+        }
         blocked_gemm(
             z,
             (out, n),
@@ -112,7 +123,7 @@ fn affine_product_impl<T: Real>(
     }
 }
 
-avx2_dispatch! {
+vector_dispatch! {
     /// `g = U·Hᵀ` (overwritten) with `g` row-major `out × in` (a weight gradient), `U`
     /// column-major `out × n`, `H` column-major `in × n`.
     pub(crate) fn weight_gradient<T: Real> => weight_gradient_impl(g: &mut [T], u: &[T], h: &[T], dims: (usize, usize, usize), scratch: &mut Vec<T>)
@@ -127,6 +138,9 @@ fn weight_gradient_impl<T: Real>(
     scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
+        if tiled_weight_gradient(g, u, h, (out, inp, n), scratch) {
+            return;
+        }
         // Row-major `out × in` is column-major `in × out`: gᵀ = H·Uᵀ.
         blocked_gemm(
             g,
@@ -153,15 +167,50 @@ fn weight_gradient_impl<T: Real>(
                 axpy(column, s, uj);
             }
         }
-        for (p, column) in scratch.chunks_exact(out).enumerate() {
-            for (i, &value) in column.iter().enumerate() {
-                g[i * inp + p] = value;
-            }
-        }
+        transpose(g, scratch, inp, out);
     }
 }
 
-avx2_dispatch! {
+/// [`weight_gradient`] by [`super::register_tiles`], when it runs for this scalar and CPU
+/// (false: nothing written). Each element is `Σⱼ U[o, j]·H[i, j]` over the samples in order
+/// either way round, so both layouts give `matrixmultiply`'s values.
+#[inline(always)]
+fn tiled_weight_gradient<T: Real>(
+    g: &mut [T],
+    u: &[T],
+    h: &[T],
+    (out, inp, n): (usize, usize, usize),
+    scratch: &mut Vec<T>,
+) -> bool {
+    if !T::has_tiled_product() {
+        return false;
+    }
+    if inp >= TILED_MIN_ROWS || inp >= out {
+        // Row-major `out × in` is column-major `in × out`: gᵀ = H·Uᵀ = Σⱼ H[:, j]·U[:, j]ᵀ.
+        let a = Columns::new(h, inp);
+        let b = Elements::new(u, out, 1);
+        return T::tiled_product(g, a, b, ProductShape::new(inp, n, out), false);
+    }
+    // A thin input (the first layer's few observations) would fill a fraction of a vector
+    // register as gᵀ's rows: tile g = Σⱼ U[:, j]·H[:, j]ᵀ column-major instead (rows over
+    // the wide `out`), then transpose it (a few hundred elements).
+    let a = Columns::new(u, out);
+    let b = Elements::new(h, inp, 1);
+    scratch.clear();
+    scratch.resize(out * inp, T::ZERO);
+    if !T::tiled_product(scratch, a, b, ProductShape::new(out, n, inp), false) {
+        return false;
+    }
+    // Column-major `out × in` is row-major `in × out`.
+    transpose(g, scratch, inp, out);
+    true
+}
+
+/// Fewest result rows for which [`tiled_weight_gradient`] tiles `gᵀ` directly (one vector
+/// register of f32); thinner inputs tile `g` and transpose it.
+const TILED_MIN_ROWS: usize = 16;
+
+vector_dispatch! {
     /// `x = Wᵀ·U` (overwritten), `W` row-major `out × in`, `U` column-major `out × n`, `x`
     /// column-major `in × n`: the gradient with respect to a layer's inputs.
     pub(crate) fn transpose_product<T: Real> => transpose_product_impl(x: &mut [T], w: &[T], u: &[T], dims: (usize, usize, usize), scratch: &mut Vec<T>)
@@ -176,6 +225,12 @@ fn transpose_product_impl<T: Real>(
     scratch: &mut Vec<T>,
 ) {
     if blocked(out, inp, n) {
+        // x = Σₚ W[p, :]ᵀ·U[p, :], W's rows contiguous already.
+        let a = Columns::new(w, inp);
+        let b = Elements::new(u, 1, out);
+        if T::tiled_product(x, a, b, ProductShape::new(inp, out, n), false) {
+            return;
+        }
         // Row-major `W` read as column-major is `Wᵀ` (`in × out`).
         blocked_gemm(
             x,
@@ -209,8 +264,20 @@ fn transpose_into<'a, T: Real>(
     cols: usize,
 ) -> &'a [T] {
     buffer.clear();
-    buffer.extend((0..cols).flat_map(|c| (0..rows).map(move |r| w[r * cols + c])));
+    buffer.resize(rows * cols, T::ZERO);
+    transpose(buffer, w, rows, cols);
     buffer
+}
+
+/// `target` (column-major `rows × cols`) = `source` (row-major `rows × cols`).
+fn transpose<T: Real>(target: &mut [T], source: &[T], rows: usize, cols: usize) {
+    // Indexed loops, not an iterator chain: `extend` over a `flat_map` ran element by
+    // element with a capacity check each.
+    for (c, column) in target.chunks_exact_mut(rows).take(cols).enumerate() {
+        for (value, row) in column.iter_mut().zip(source.chunks_exact(cols)) {
+            *value = row[c];
+        }
+    }
 }
 
 /// `y = Σ sᵢ·xᵢ` over `(xᵢ, sᵢ)` in order (`y += …` when `accumulate`), without a separate
@@ -323,6 +390,106 @@ mod tests {
             check_shape::<f32>(shape, &mut rng, |inner, e| {
                 1e-7 * inner as f64 * e.abs().max(1.0)
             });
+        }
+    }
+
+    /// The three products of one blocked f32 shape by `matrixmultiply` (through nalgebra)
+    /// and by the dispatched kernels (the register tiles on CPUs with AVX-512F), compared
+    /// bit for bit: overwriting and accumulating, `c` holding values beforehand.
+    fn compare_with_matrixmultiply(
+        (out, inp, n): (usize, usize, usize),
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(), String> {
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| standard_normal(rng) as f32).collect() };
+        let (w, h, u, start) = (
+            random(out * inp),
+            random(inp * n),
+            random(out * n),
+            random(out * n),
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let same =
+            |what: &str, actual: &[f32], expected: &[f32]| match bits(actual) == bits(expected) {
+                true => Ok(()),
+                false => Err(format!(
+                    "{what} of {out}×{inp}×{n} differs from matrixmultiply's"
+                )),
+            };
+        let mut scratch = Vec::new();
+        for accumulate in [false, true] {
+            let mut expected = start.clone();
+            blocked_gemm(
+                &mut expected,
+                (out, n),
+                StridedMatrix::new(&w, (out, inp), (inp, 1)),
+                StridedMatrix::new(&h, (inp, n), (1, inp)),
+                accumulate,
+            );
+            let mut z = start.clone();
+            affine_product(&mut z, &w, &h, (out, inp, n), accumulate, &mut scratch);
+            same("W·H", &z, &expected)?;
+        }
+        let mut expected = vec![0.0; out * inp];
+        blocked_gemm(
+            &mut expected,
+            (inp, out),
+            StridedMatrix::new(&h, (inp, n), (1, inp)),
+            StridedMatrix::new(&u, (n, out), (out, 1)),
+            false,
+        );
+        let mut g = vec![7.0; out * inp];
+        weight_gradient(&mut g, &u, &h, (out, inp, n), &mut scratch);
+        same("U·Hᵀ", &g, &expected)?;
+        let mut expected = vec![0.0; inp * n];
+        blocked_gemm(
+            &mut expected,
+            (inp, n),
+            StridedMatrix::new(&w, (inp, out), (1, inp)),
+            StridedMatrix::new(&u, (out, n), (1, out)),
+            false,
+        );
+        let mut x = vec![7.0; inp * n];
+        transpose_product(&mut x, &w, &u, (out, inp, n), &mut scratch);
+        same("Wᵀ·U", &x, &expected)
+    }
+
+    /// The learner's values must not depend on which kernel ran (the shipped runs'
+    /// `policy.bin` bytes are pinned in the README): the MLP's shapes (64 × 6 and 64 × 64
+    /// layers over minibatches and whole batches, whose weight gradients sum over several
+    /// of `matrixmultiply`'s 256-step blocks) and shapes off every tile edge.
+    #[test]
+    fn blocked_f32_products_are_matrixmultiplys_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let shapes = [
+            (64, 6, 128),
+            (64, 64, 128),
+            (64, 64, 2000),
+            (6, 64, 257),
+            (64, 6, 513),
+            (17, 33, 255),
+            (65, 7, 6),
+            (6, 6, 6),
+            (80, 100, 37),
+            (16, 16, 1030),
+        ];
+        for shape in shapes {
+            compare_with_matrixmultiply(shape, &mut rng).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+        /// As above over random blocked shapes.
+        #[test]
+        fn random_blocked_f32_products_are_matrixmultiplys_bit_for_bit(
+            shape in (6usize..=70, 6usize..=70, 6usize..=600),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let outcome = compare_with_matrixmultiply(shape, &mut rng);
+            proptest::prop_assert!(outcome.is_ok(), "{:?}", outcome);
         }
     }
 }

@@ -1,39 +1,53 @@
 //! The numeric kernels under the MLP's passes: the matrix products (blocked through
 //! `matrixmultiply`, or loops for thin shapes), the element-wise passes (bias, tanh and its
 //! derivative) and the f64 tanh. Everything is generic over the pass's scalar ([`Real`]:
-//! f32 or f64, chosen by [`Precision`]); each hot loop is compiled twice, with and without
-//! AVX2, and picked at run time.
+//! f32 or f64, chosen by [`Precision`]); each hot loop is compiled three times (baseline,
+//! AVX2, AVX-512F) and picked at run time.
 //!
 //! - [`gemm`]: `W·H`, `U·Hᵀ` and `Wᵀ·U` in the flat parameter layout;
+//! - [`register_tiles`]: those products in f32 with AVX-512F, without packing, bit for bit
+//!   `matrixmultiply`'s;
 //! - [`elementwise`]: bias, tanh and `1 − h²` over a batch, bias gradients;
 //! - [`tanh`]: branch-free `tanh` in f64, and the device's in f32.
 
-/// Defines `fn $name(args)` calling `$imp(args)`, compiled a second time with AVX2 and
-/// picked at run time on x86-64 CPUs that have it (the baseline target has only SSE2's
-/// 2-lane vectors; these loops are the element-wise and thin-product work between the
-/// `matrixmultiply` calls). Results are bit-identical either way: the vectoriser keeps the
-/// scalar code's IEEE operations and their order, and no FMA is enabled. An optional
-/// `<T: Bound>` makes the pair generic over the pass's scalar, an optional `-> Type` gives
-/// it a result.
-macro_rules! avx2_dispatch {
+/// Defines `fn $name(args)` calling `$imp(args)`, compiled twice more, with AVX-512F and
+/// with AVX2, and picked at run time on x86-64 CPUs that have them (the baseline target
+/// has only SSE2's 2-lane vectors; these loops are the element-wise and thin-product work
+/// between the products; AVX-512 doubles the lanes again, and the update's tanh pass alone
+/// was 8 % of a run's profile). Results are bit-identical in every arm: the vectoriser keeps
+/// the scalar code's IEEE operations and their order, and Rust never contracts `a·b + c`
+/// into an FMA on its own (the FMA feature that AVX-512F implies changes no result). An
+/// optional `<T: Bound>` makes the trio generic over the pass's scalar, an optional
+/// `-> Type` gives it a result.
+macro_rules! vector_dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$t:ident: $bound:path>)? => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
         $(#[$meta])*
         $vis fn $name $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                fn avx2 $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
-                    $imp($($arg),*)
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    #[target_feature(enable = "avx512f")]
+                    fn avx512 $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                        $imp($($arg),*)
+                    }
+                    // SAFETY: the running CPU supports AVX-512F, checked just above.
+                    return unsafe { avx512($($arg),*) };
                 }
-                // SAFETY: the running CPU supports AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    #[target_feature(enable = "avx2")]
+                    fn avx2 $(<$t: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                        $imp($($arg),*)
+                    }
+                    // SAFETY: the running CPU supports AVX2, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
             }
             $imp($($arg),*)
         }
     };
 }
 
-pub(crate) use avx2_dispatch;
+pub(crate) use vector_dispatch;
 
 /// Arithmetic of an MLP's passes (forward, reverse, forward-mode).
 ///
@@ -65,6 +79,21 @@ pub(crate) trait Real: nalgebra::RealField + Copy + Default {
     fn widen(self) -> f64;
     /// The hidden layers' activation in this precision.
     fn activation(self) -> Self;
+    /// Whether [`Real::tiled_product`] runs for this scalar on this CPU.
+    fn has_tiled_product() -> bool {
+        false
+    }
+    /// `c = a·b` (or `c += a·b`) by [`register_tiles::product`] when this scalar has a
+    /// register-tiled kernel on this CPU; false (nothing touched) when not.
+    fn tiled_product(
+        _c: &mut [Self],
+        _a: Columns<'_, Self>,
+        _b: Elements<'_, Self>,
+        _shape: ProductShape,
+        _accumulate: bool,
+    ) -> bool {
+        false
+    }
 }
 
 impl Real for f32 {
@@ -85,6 +114,20 @@ impl Real for f32 {
     #[inline(always)]
     fn activation(self) -> Self {
         tanh::tanh_f32(self)
+    }
+
+    fn has_tiled_product() -> bool {
+        register_tiles::available()
+    }
+
+    fn tiled_product(
+        c: &mut [Self],
+        a: Columns<'_, Self>,
+        b: Elements<'_, Self>,
+        shape: ProductShape,
+        accumulate: bool,
+    ) -> bool {
+        register_tiles::product(c, a, b, shape, accumulate)
     }
 }
 
@@ -110,4 +153,7 @@ impl Real for f64 {
 
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
+pub(crate) mod register_tiles;
+
+use register_tiles::{Columns, Elements, ProductShape};
 pub mod tanh;

@@ -23,7 +23,9 @@ pub mod link_emulation;
 pub mod pipe;
 pub mod pty;
 
-pub use board::{SIM_POLICY_CAPACITY, SimBoard, SimConfig, SimHandle, SimReport, TimeMode};
+pub use board::{
+    SIM_DEEP_TX_CAPACITY, SIM_POLICY_CAPACITY, SimBoard, SimConfig, SimHandle, SimReport, TimeMode,
+};
 pub use clock::SimClock;
 pub use link_emulation::{FaultSpec, FaultSpecError, LinkEmulation, Stall, WireTap};
 pub use pipe::{DeviceEnd, HostEnd, memory_link};

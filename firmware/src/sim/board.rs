@@ -14,7 +14,7 @@ use tether_shared::message::DeviceState;
 use super::BoardLink;
 use super::clock::SimClock;
 use super::link_emulation::{FaultSpec, LinkEmulation, WireTap};
-use super::pipe::{HostEnd, memory_link};
+use super::pipe::{HostEnd, HostWake, memory_link_waking};
 use super::pty::PtyLink;
 use crate::clock::Clock;
 use crate::device::{Device, DeviceConfig};
@@ -41,6 +41,17 @@ const BOARD_STACK_BYTES: usize = 16 << 20;
 /// only how far the device may run ahead of the host, never what it sends. Any other link
 /// keeps the device's own ring, so overruns, evictions and recovery happen as on hardware.
 pub const SIM_DEEP_TX_CAPACITY: usize = 32 * MAX_FRAME_LEN + CONTROL_RESERVE;
+
+/// When the host's reader is woken on the in-memory pipe of a board with the deep ring:
+/// once eight frames wait (a quarter of the ring, instead of two frames), or after 256
+/// device polls (a few hundred control steps of virtual time, well under a millisecond).
+/// Each wake-up costs both threads a context switch; the host decodes a frame in less
+/// time than the device takes to make one, so larger hand-overs keep both busy with a
+/// quarter of the wake-ups.
+const DEEP_RING_HOST_WAKE: HostWake = HostWake {
+    bytes: 8 * MAX_FRAME_LEN,
+    polls: 256,
+};
 
 /// How the board's clock runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,7 +178,11 @@ impl<P: Plant + Send + 'static> SimBoard<P> {
     /// Runs the board over a fresh in-memory pipe; returns the host's end (`std::io::Read +
     /// Write` with a timeout, see [`HostEnd::set_timeout`]).
     pub fn spawn_memory(self) -> (HostEnd, SimHandle) {
-        let (host, device) = memory_link(self.config.pipe_capacity);
+        let wake = match self.config.lossless() {
+            true => DEEP_RING_HOST_WAKE,
+            false => HostWake::default(),
+        };
+        let (host, device) = memory_link_waking(self.config.pipe_capacity, wake);
         (host, self.spawn_with(device))
     }
 

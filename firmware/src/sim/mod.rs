@@ -28,7 +28,7 @@ pub use board::{
 };
 pub use clock::SimClock;
 pub use link_emulation::{FaultSpec, FaultSpecError, LinkEmulation, Stall, WireTap};
-pub use pipe::{DeviceEnd, HostEnd, memory_link};
+pub use pipe::{DeviceEnd, HostEnd, HostWake, memory_link, memory_link_waking};
 pub use pty::PtyLink;
 
 /// A device-side byte link the simulated board can run a device over: the runtime's

@@ -206,7 +206,7 @@ where
             plant,
             layout: RecordLayout::of_plant(&description),
             description,
-            link: LinkEndpoint::new(link),
+            link: LinkEndpoint::with_queue(link),
             clock,
             config,
             store: PolicyStore::new(),

@@ -56,12 +56,23 @@ pub struct LinkEndpoint<L, const TX: usize = TX_CAPACITY> {
     tx: RetransmitQueue<TX, KEPT_FRAMES>,
 }
 
+impl<L> LinkEndpoint<L>
+where
+    L: Read + ReadReady + Write + WriteReady,
+{
+    /// An endpoint with empty buffers over `io` and a device's outgoing queue
+    /// ([`TX_CAPACITY`]).
+    pub fn new(io: L) -> Self {
+        Self::with_queue(io)
+    }
+}
+
 impl<L, const TX: usize> LinkEndpoint<L, TX>
 where
     L: Read + ReadReady + Write + WriteReady,
 {
-    /// An endpoint with empty buffers over `io`.
-    pub fn new(io: L) -> Self {
+    /// An endpoint with empty buffers over `io` and an outgoing queue of `TX` bytes.
+    pub fn with_queue(io: L) -> Self {
         LinkEndpoint {
             io,
             decoder: FrameDecoder::new(),

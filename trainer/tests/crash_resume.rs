@@ -42,15 +42,6 @@ fn metrics_without_timing(run_dir: &Path) -> Vec<serde_json::Value> {
             for timing in ["wall_s", "update_s", "steps_per_s"] {
                 assert!(object.remove(timing).is_some(), "{timing} in {line}");
             }
-            // The update's parts are timed too (metrics since 0811cbf).
-            for part in [
-                "update_gradient_s",
-                "update_cg_s",
-                "update_line_search_s",
-                "value_fit_s",
-            ] {
-                object.remove(part);
-            }
             value
         })
         .collect()

@@ -74,8 +74,8 @@ impl Standalone {
     /// Installs `policy` on `device` as if a host had uploaded it, and starts `episodes`
     /// deterministic episodes (0: until a host speaks) from `first_episode` with `seed`.
     /// `watchdog_us` is the device's usual watchdog timeout, restored when a host speaks.
-    pub fn boot<P, L, C, const CAP: usize, const NOISE_CAP: usize>(
-        device: &mut Device<P, L, C, CAP, NOISE_CAP>,
+    pub fn boot<P, L, C, const CAP: usize, const NOISE_CAP: usize, const TX: usize>(
+        device: &mut Device<P, L, C, CAP, NOISE_CAP, TX>,
         policy: &BuiltInPolicy,
         episodes: u32,
         seed: u64,
@@ -109,9 +109,9 @@ impl Standalone {
     }
 
     /// Call after every `Device::poll`: hands the device over to a host once one spoke.
-    pub fn after_poll<P, L, C, const CAP: usize, const NOISE_CAP: usize>(
+    pub fn after_poll<P, L, C, const CAP: usize, const NOISE_CAP: usize, const TX: usize>(
         &mut self,
-        device: &mut Device<P, L, C, CAP, NOISE_CAP>,
+        device: &mut Device<P, L, C, CAP, NOISE_CAP, TX>,
     ) where
         P: Plant,
         L: Read + ReadReady + Write + WriteReady,

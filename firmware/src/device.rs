@@ -33,7 +33,7 @@ use embedded_io::{Read, ReadReady, Write, WriteReady};
 
 use crate::clock::Clock;
 use crate::gsde::{DEFAULT_NOISE_CAPACITY, SdeNoise};
-use crate::link::{DataKey, LinkEndpoint, Priority, READ_BUF_LEN, RetransmitStats};
+use crate::link::{DataKey, LinkEndpoint, Priority, READ_BUF_LEN, RetransmitStats, TX_CAPACITY};
 use crate::plant::{Action, Plant, Settling, StepOutcome};
 use crate::policy_store::PolicyStore;
 use crate::policy_tiles::TiledPolicy;
@@ -133,14 +133,23 @@ struct CurrentEpisode {
 }
 
 /// The device runtime for plant `P`, link `L`, clock `C`, a policy capacity of `CAP` f32
-/// values per buffer (two buffers are kept) and room for gSDE noise matrices of
-/// `NOISE_CAP` values (see [`crate::gsde`]; two matrices are kept).
-pub struct Device<P, L, C, const CAP: usize, const NOISE_CAP: usize = DEFAULT_NOISE_CAPACITY> {
+/// values per buffer (two buffers are kept), room for gSDE noise matrices of
+/// `NOISE_CAP` values (see [`crate::gsde`]; two matrices are kept) and an outgoing queue
+/// (the retransmit ring) of `TX` bytes: [`TX_CAPACITY`] on hardware; the simulated board
+/// may keep more (see `sim::SIM_DEEP_TX_CAPACITY`).
+pub struct Device<
+    P,
+    L,
+    C,
+    const CAP: usize,
+    const NOISE_CAP: usize = DEFAULT_NOISE_CAPACITY,
+    const TX: usize = TX_CAPACITY,
+> {
     plant: P,
     description: PlantDescription,
     /// The layout of the records this plant's steps make.
     layout: RecordLayout,
-    link: LinkEndpoint<L>,
+    link: LinkEndpoint<L, TX>,
     clock: C,
     config: DeviceConfig,
     store: PolicyStore<CAP>,
@@ -179,7 +188,8 @@ pub struct Device<P, L, C, const CAP: usize, const NOISE_CAP: usize = DEFAULT_NO
     stats: DeviceStats,
 }
 
-impl<P, L, C, const CAP: usize, const NOISE_CAP: usize> Device<P, L, C, CAP, NOISE_CAP>
+impl<P, L, C, const CAP: usize, const NOISE_CAP: usize, const TX: usize>
+    Device<P, L, C, CAP, NOISE_CAP, TX>
 where
     P: Plant,
     L: Read + ReadReady + Write + WriteReady,
@@ -196,7 +206,7 @@ where
             plant,
             layout: RecordLayout::of_plant(&description),
             description,
-            link: LinkEndpoint::new(link),
+            link: LinkEndpoint::with_queue(link),
             clock,
             config,
             store: PolicyStore::new(),
@@ -1048,8 +1058,8 @@ fn empty_batch(episode: u32, first_step: u32, policy_version: u32) -> Transition
 
 /// Queues the episode's records (if any) as one batch, kept for resending, and starts a new
 /// batch at `next_step`. False if the outgoing queue could not take it.
-fn flush_batch<L>(
-    link: &mut LinkEndpoint<L>,
+fn flush_batch<L, const TX: usize>(
+    link: &mut LinkEndpoint<L, TX>,
     ep: &mut CurrentEpisode,
     next_step: u32,
     layout: &RecordLayout,
@@ -1076,7 +1086,10 @@ where
 
 /// Queues an episode end, kept for resending (it may use the control reserve: an episode
 /// that overran must still say so); gives it back when the queue is full.
-fn send_end<L>(link: &mut LinkEndpoint<L>, end: EpisodeEnd) -> Result<(), EpisodeEnd>
+fn send_end<L, const TX: usize>(
+    link: &mut LinkEndpoint<L, TX>,
+    end: EpisodeEnd,
+) -> Result<(), EpisodeEnd>
 where
     L: Read + ReadReady + Write + WriteReady,
 {

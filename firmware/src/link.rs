@@ -48,19 +48,31 @@ impl Priority {
     }
 }
 
-/// One end of the framed link over a non-blocking byte stream `L`.
-pub struct LinkEndpoint<L> {
+/// One end of the framed link over a non-blocking byte stream `L`, with an outgoing queue
+/// of `TX` bytes (a real device's is [`TX_CAPACITY`]).
+pub struct LinkEndpoint<L, const TX: usize = TX_CAPACITY> {
     io: L,
     decoder: FrameDecoder<MAX_FRAME_LEN>,
-    tx: RetransmitQueue<TX_CAPACITY, KEPT_FRAMES>,
+    tx: RetransmitQueue<TX, KEPT_FRAMES>,
 }
 
 impl<L> LinkEndpoint<L>
 where
     L: Read + ReadReady + Write + WriteReady,
 {
-    /// An endpoint with empty buffers over `io`.
+    /// An endpoint with empty buffers over `io` and a device's outgoing queue
+    /// ([`TX_CAPACITY`]).
     pub fn new(io: L) -> Self {
+        Self::with_queue(io)
+    }
+}
+
+impl<L, const TX: usize> LinkEndpoint<L, TX>
+where
+    L: Read + ReadReady + Write + WriteReady,
+{
+    /// An endpoint with empty buffers over `io` and an outgoing queue of `TX` bytes.
+    pub fn with_queue(io: L) -> Self {
         LinkEndpoint {
             io,
             decoder: FrameDecoder::new(),

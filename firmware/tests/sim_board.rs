@@ -306,6 +306,66 @@ fn slow_baud_rate_overruns_fast_one_does_not() {
     handle.stop();
 }
 
+/// Bytes of transition batches a board sends a host that never releases anything, until it
+/// falls silent (in virtual time it then waits for the release).
+fn data_sent_without_release(config: SimConfig) -> usize {
+    let config = SimConfig {
+        device: DeviceConfig {
+            watchdog_timeout_us: 0,
+            ..DeviceConfig::default()
+        },
+        ..config
+    };
+    let (host_end, handle) = board(1_000_000, config).spawn_memory();
+    let mut host = Host::new(host_end);
+    host.hello();
+    host.upload(1, &spec());
+    host.run(1);
+    let mut data = 0;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        let mut buf = [0u8; 4096];
+        let n = match host.port.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => panic!("read failed: {e}"),
+        };
+        let mut input = &buf[..n];
+        while let Some(frame) = host.decoder.decode_next::<DeviceMessage>(&mut input) {
+            if let Ok(DeviceMessage::Transitions(batch)) = frame {
+                data += 4 * batch.values.len();
+                quiet_since = Instant::now();
+            }
+        }
+    }
+    handle.stop();
+    data
+}
+
+/// On a link that delivers every byte (virtual time, no rate limit, no faults) the board
+/// runs further ahead of the host's releases than the device's own ring allows; with any
+/// fault in the spec (a stall long after the test) it keeps the device's ring.
+#[test]
+fn a_lossless_link_lets_the_board_run_further_ahead() {
+    use tether_firmware::link::TX_CAPACITY;
+    use tether_firmware::sim::SIM_DEEP_TX_CAPACITY;
+
+    let deep = data_sent_without_release(SimConfig::default());
+    assert!(
+        deep > TX_CAPACITY && deep <= SIM_DEEP_TX_CAPACITY,
+        "{deep} bytes of records"
+    );
+    let faulty = SimConfig {
+        faults: "stall=1ms@1000s".parse().unwrap(),
+        ..SimConfig::default()
+    };
+    let shallow = data_sent_without_release(faulty);
+    assert!(
+        shallow > 0 && shallow <= TX_CAPACITY,
+        "{shallow} bytes of records"
+    );
+}
+
 #[test]
 fn device_reset_is_survived_by_a_fresh_hello() {
     let config = SimConfig {

@@ -35,7 +35,8 @@ impl Probe {
     }
 }
 
-impl<P, L, C, const CAP: usize, const NOISE_CAP: usize> Device<P, L, C, CAP, NOISE_CAP>
+impl<P, L, C, const CAP: usize, const NOISE_CAP: usize, const TX: usize>
+    Device<P, L, C, CAP, NOISE_CAP, TX>
 where
     P: Plant,
     L: Read + ReadReady + Write + WriteReady,

@@ -8,15 +8,18 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use embedded_io::ReadReady;
+use tether_shared::frame::MAX_FRAME_LEN;
 use tether_shared::message::DeviceState;
 
 use super::BoardLink;
 use super::clock::SimClock;
 use super::link_emulation::{FaultSpec, LinkEmulation, WireTap};
-use super::pipe::{HostEnd, memory_link};
+use super::pipe::{HostEnd, HostWake, memory_link_waking};
 use super::pty::PtyLink;
 use crate::clock::Clock;
 use crate::device::{Device, DeviceConfig};
+use crate::gsde::DEFAULT_NOISE_CAPACITY;
+use crate::link::{CONTROL_RESERVE, TX_CAPACITY};
 use crate::plant::Plant;
 
 /// Policy capacity of a simulated device, in f32 values per buffer (a [256, 256] policy on a
@@ -25,6 +28,30 @@ pub const SIM_POLICY_CAPACITY: usize = 72_000;
 
 /// Stack of the board thread: the device and its two policy buffers live on it.
 const BOARD_STACK_BYTES: usize = 16 << 20;
+
+/// Outgoing queue (retransmit ring) of a board whose link cannot lose, delay or damage a
+/// byte (virtual time, no rate limit, no faults), in bytes: 32 data frames of the largest
+/// size, where a device's is four ([`TX_CAPACITY`]).
+///
+/// In virtual time a board whose ring is full of frames the host has not released waits
+/// for the host instead of moving its clock. With four frames in flight that wait came
+/// every few dozen control steps, and each cost a wake-up of the host's thread and then of
+/// the board's: the boards of a trainer's fleet sat idle about half of the collection's
+/// wall time. On such a link nothing is ever resent or evicted, so the ring's size changes
+/// only how far the device may run ahead of the host, never what it sends. Any other link
+/// keeps the device's own ring, so overruns, evictions and recovery happen as on hardware.
+pub const SIM_DEEP_TX_CAPACITY: usize = 32 * MAX_FRAME_LEN + CONTROL_RESERVE;
+
+/// When the host's reader is woken on the in-memory pipe of a board with the deep ring:
+/// once eight frames wait (a quarter of the ring, instead of two frames), or after 256
+/// device polls (a few hundred control steps of virtual time, well under a millisecond).
+/// Each wake-up costs both threads a context switch; the host decodes a frame in less
+/// time than the device takes to make one, so larger hand-overs keep both busy with a
+/// quarter of the wake-ups.
+const DEEP_RING_HOST_WAKE: HostWake = HostWake {
+    bytes: 8 * MAX_FRAME_LEN,
+    polls: 256,
+};
 
 /// How the board's clock runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,7 +178,11 @@ impl<P: Plant + Send + 'static> SimBoard<P> {
     /// Runs the board over a fresh in-memory pipe; returns the host's end (`std::io::Read +
     /// Write` with a timeout, see [`HostEnd::set_timeout`]).
     pub fn spawn_memory(self) -> (HostEnd, SimHandle) {
-        let (host, device) = memory_link(self.config.pipe_capacity);
+        let wake = match self.config.lossless() {
+            true => DEEP_RING_HOST_WAKE,
+            false => HostWake::default(),
+        };
+        let (host, device) = memory_link_waking(self.config.pipe_capacity, wake);
         (host, self.spawn_with(device))
     }
 
@@ -170,15 +201,36 @@ impl<P: Plant + Send + 'static> SimBoard<P> {
         let thread = thread::Builder::new()
             .name("tether-sim-board".into())
             .stack_size(BOARD_STACK_BYTES)
-            .spawn(move || run_board(self.plant, link, self.config, self.clock, &flag))
+            .spawn(move || match self.config.lossless() {
+                true => run_board::<P, L, SIM_DEEP_TX_CAPACITY>(
+                    self.plant,
+                    link,
+                    self.config,
+                    self.clock,
+                    &flag,
+                ),
+                false => {
+                    run_board::<P, L, TX_CAPACITY>(self.plant, link, self.config, self.clock, &flag)
+                }
+            })
             .ok();
         SimHandle { stop, thread }
     }
 }
 
-type SimDevice<P, L> = Device<P, LinkEmulation<L>, SimClock, SIM_POLICY_CAPACITY>;
+impl SimConfig {
+    /// Whether the board's link delivers every byte at once and unchanged: virtual time,
+    /// no rate limit, no fault that touches a byte (device resets may still be scheduled).
+    fn lossless(&self) -> bool {
+        self.time == TimeMode::Virtual && self.baud.is_none() && self.faults.touches_no_byte()
+    }
+}
 
-fn run_board<P: Plant, L: BoardLink>(
+/// The simulated device, with an outgoing queue of `TX` bytes.
+type SimDevice<P, L, const TX: usize> =
+    Device<P, LinkEmulation<L>, SimClock, SIM_POLICY_CAPACITY, DEFAULT_NOISE_CAPACITY, TX>;
+
+fn run_board<P: Plant, L: BoardLink, const TX: usize>(
     plant: P,
     link: L,
     config: SimConfig,
@@ -198,7 +250,7 @@ fn run_board<P: Plant, L: BoardLink>(
     )
     .with_tap(config.tx_tap.clone());
     // On the board thread's stack (see BOARD_STACK_BYTES).
-    let mut device: SimDevice<P, L> = Device::new(plant, link, clock.clone(), config.device);
+    let mut device: SimDevice<P, L, TX> = Device::new(plant, link, clock.clone(), config.device);
     let mut resets = config.faults.resets_us.iter().copied().peekable();
     let mut report = SimReport::default();
     let mut virtual_time = VirtualTime::new(clock.clone(), config.device.watchdog_timeout_us);
@@ -225,7 +277,10 @@ fn run_board<P: Plant, L: BoardLink>(
 
 impl SimReport {
     /// Adds the counters of one device lifetime (they restart at each power cycle).
-    fn add_lifetime<P: Plant, L: BoardLink>(&mut self, device: &SimDevice<P, L>) {
+    fn add_lifetime<P: Plant, L: BoardLink, const TX: usize>(
+        &mut self,
+        device: &SimDevice<P, L, TX>,
+    ) {
         let stats = device.stats();
         self.steps += stats.steps;
         self.episodes += stats.episodes;
@@ -234,7 +289,10 @@ impl SimReport {
 }
 
 /// Real time: waits (at most 1 ms) until the device has timed work or the link moves.
-fn sleep_until_due<P: Plant, L: BoardLink>(device: &mut SimDevice<P, L>, clock: &SimClock) {
+fn sleep_until_due<P: Plant, L: BoardLink, const TX: usize>(
+    device: &mut SimDevice<P, L, TX>,
+    clock: &SimClock,
+) {
     let wait = device
         .next_wakeup_us()
         .saturating_sub(clock.now_us())
@@ -276,7 +334,10 @@ impl VirtualTime {
     }
 
     /// One step of the clock after a device poll (or a wait on the link instead).
-    fn advance<P: Plant, L: BoardLink>(&mut self, device: &mut SimDevice<P, L>) {
+    fn advance<P: Plant, L: BoardLink, const TX: usize>(
+        &mut self,
+        device: &mut SimDevice<P, L, TX>,
+    ) {
         self.note_host(device);
         let now = self.clock.now_us();
         let wake = device.next_wakeup_us();
@@ -328,7 +389,10 @@ impl VirtualTime {
     }
 
     /// Records when the host last sent anything.
-    fn note_host<P: Plant, L: BoardLink>(&mut self, device: &mut SimDevice<P, L>) {
+    fn note_host<P: Plant, L: BoardLink, const TX: usize>(
+        &mut self,
+        device: &mut SimDevice<P, L, TX>,
+    ) {
         let host_bytes = device.link_io_mut().host_bytes_total();
         if host_bytes != self.host_bytes {
             self.host_bytes = host_bytes;

@@ -23,10 +23,12 @@ pub mod link_emulation;
 pub mod pipe;
 pub mod pty;
 
-pub use board::{SIM_POLICY_CAPACITY, SimBoard, SimConfig, SimHandle, SimReport, TimeMode};
+pub use board::{
+    SIM_DEEP_TX_CAPACITY, SIM_POLICY_CAPACITY, SimBoard, SimConfig, SimHandle, SimReport, TimeMode,
+};
 pub use clock::SimClock;
 pub use link_emulation::{FaultSpec, FaultSpecError, LinkEmulation, Stall, WireTap};
-pub use pipe::{DeviceEnd, HostEnd, memory_link};
+pub use pipe::{DeviceEnd, HostEnd, HostWake, memory_link, memory_link_waking};
 pub use pty::PtyLink;
 
 /// A device-side byte link the simulated board can run a device over: the runtime's

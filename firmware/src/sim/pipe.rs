@@ -36,6 +36,28 @@ const HOST_WAKE_BYTES: usize = MAX_FRAME_LEN + 1;
 /// waits for the host must not keep the host waiting).
 const HOST_WAKE_POLLS: u32 = 64;
 
+/// When a host reader blocked on an empty pipe is woken for what the device wrote: once
+/// `bytes` wait for it, or once the device has polled its link `polls` times since the first
+/// of them, or as soon as the device's thread is about to block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostWake {
+    /// Device bytes that wake the reader at once.
+    pub bytes: usize,
+    /// Device polls after which fewer bytes wake it.
+    pub polls: u32,
+}
+
+impl Default for HostWake {
+    /// Two frames of the largest size, or [`HOST_WAKE_POLLS`] polls (sized for a device
+    /// whose retransmit ring holds four frames).
+    fn default() -> Self {
+        HostWake {
+            bytes: HOST_WAKE_BYTES,
+            polls: HOST_WAKE_POLLS,
+        }
+    }
+}
+
 struct State {
     to_device: VecDeque<u8>,
     to_host: VecDeque<u8>,
@@ -52,15 +74,17 @@ struct State {
     host_readers_waiting: usize,
     host_writers_waiting: usize,
     /// Device polls since bytes began to wait for a blocked host reader that was not woken
-    /// for them (see [`HOST_WAKE_BYTES`]); `None` when no wake-up is put off.
+    /// for them (see [`HostWake`]); `None` when no wake-up is put off.
     host_wake_put_off: Option<u32>,
+    /// When a blocked host reader is woken.
+    host_wake: HostWake,
 }
 
 impl State {
     /// After the device wrote: whether to wake a blocked host reader now (enough bytes
     /// wait for it); otherwise the wake-up is put off.
     fn host_reader_due(&mut self) -> bool {
-        let due = self.host_readers_waiting > 0 && self.to_host.len() >= HOST_WAKE_BYTES;
+        let due = self.host_readers_waiting > 0 && self.to_host.len() >= self.host_wake.bytes;
         self.host_wake_put_off = match self.host_readers_waiting > 0 && !due {
             true => Some(self.host_wake_put_off.unwrap_or(0)),
             false => None,
@@ -68,13 +92,13 @@ impl State {
         due
     }
 
-    /// At a device poll: whether a put-off wake-up has waited [`HOST_WAKE_POLLS`] polls.
+    /// At a device poll: whether a put-off wake-up has waited [`HostWake::polls`] polls.
     fn put_off_wake_overdue(&mut self) -> bool {
         let Some(polls) = self.host_wake_put_off.as_mut() else {
             return false;
         };
         *polls += 1;
-        let due = *polls >= HOST_WAKE_POLLS;
+        let due = *polls >= self.host_wake.polls;
         if due {
             self.host_wake_put_off = None;
         }
@@ -213,6 +237,11 @@ impl Shared {
 
 /// Makes a pipe whose directions each buffer up to `capacity` bytes (at least 1).
 pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
+    memory_link_waking(capacity, HostWake::default())
+}
+
+/// [`memory_link`], waking a blocked host reader as `wake` says.
+pub fn memory_link_waking(capacity: usize, wake: HostWake) -> (HostEnd, DeviceEnd) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             to_device: VecDeque::new(),
@@ -225,6 +254,7 @@ pub fn memory_link(capacity: usize) -> (HostEnd, DeviceEnd) {
             host_readers_waiting: 0,
             host_writers_waiting: 0,
             host_wake_put_off: None,
+            host_wake: wake,
         }),
         device_side: Condvar::new(),
         host_side: Condvar::new(),
@@ -391,7 +421,7 @@ impl Read for DeviceEnd {
 }
 
 impl ReadReady for DeviceEnd {
-    /// Also wakes a host reader whose wake-up was put off for [`HOST_WAKE_POLLS`] polls.
+    /// Also wakes a host reader whose wake-up was put off for [`HostWake::polls`] polls.
     fn read_ready(&mut self) -> Result<bool, ErrorKind> {
         let mut state = self.shared.lock();
         let ready = !state.to_device.is_empty();
@@ -539,6 +569,35 @@ mod tests {
             n == HOST_WAKE_BYTES && took < quick,
             "{n} bytes after {took:?}"
         );
+    }
+
+    /// With a larger [`HostWake`], what would have woken the default reader does not; the
+    /// threshold (or the device blocking) does.
+    #[test]
+    fn a_larger_host_wake_puts_the_reader_off_until_its_threshold() {
+        let wake = HostWake {
+            bytes: 4 * HOST_WAKE_BYTES,
+            polls: u32::MAX,
+        };
+        let (mut host, mut dev) = memory_link_waking(1 << 16, wake);
+        host.set_timeout(Duration::from_secs(20));
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1 << 16];
+            io::Read::read(&mut host, &mut buf).expect("bytes before the timeout")
+        });
+        while dev.shared.lock().host_readers_waiting == 0 {
+            std::thread::yield_now();
+        }
+        let frames = [7u8; HOST_WAKE_BYTES];
+        assert_eq!(Write::write(&mut dev, &frames).unwrap(), HOST_WAKE_BYTES);
+        for _ in 0..2 * HOST_WAKE_POLLS {
+            assert!(!dev.read_ready().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "woken below the threshold");
+        let more = [7u8; 3 * HOST_WAKE_BYTES];
+        assert_eq!(Write::write(&mut dev, &more).unwrap(), more.len());
+        assert_eq!(reader.join().unwrap(), 4 * HOST_WAKE_BYTES);
     }
 
     /// The device's wait ends when the host writes, and (waiting for room) when the host

@@ -88,6 +88,13 @@ impl DeviceLink {
         self.bytes_received
     }
 
+    /// Whether bytes already read hold the end of a frame (its `0x00`): the next
+    /// [`DeviceLink::recv`] has a frame to decode without reading the stream (it may still
+    /// turn out to be damaged).
+    pub fn holds_a_frame_end(&self) -> bool {
+        self.rx[self.rx_start..self.rx_end].contains(&0)
+    }
+
     /// Frames thrown away so far (broken COBS, CRC failures, overflows, undecodable).
     pub fn rejected_frames(&self) -> u64 {
         u64::from(self.decoder.stats().errors())
@@ -168,5 +175,79 @@ fn io_error(device: &str, e: io::Error) -> DeviceError {
             device: device.to_string(),
             source: e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use tether_shared::message::{DeviceState, Heartbeat};
+
+    use super::*;
+
+    /// A stream whose reads return the chunks pushed to it, one per read (timing out when
+    /// there is none); writes are swallowed.
+    #[derive(Clone, Default)]
+    struct Chunks(Arc<Mutex<VecDeque<Vec<u8>>>>);
+
+    impl Chunks {
+        fn push(&self, bytes: &[u8]) {
+            self.0.lock().unwrap().push_back(bytes.to_vec());
+        }
+    }
+
+    impl io::Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let chunk = self.0.lock().unwrap().pop_front();
+            let chunk = chunk.ok_or_else(|| io::Error::from(ErrorKind::TimedOut))?;
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    impl io::Write for Chunks {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn heartbeat(uptime_us: u32) -> Vec<u8> {
+        let message = DeviceMessage::Heartbeat(Heartbeat {
+            uptime_us,
+            state: DeviceState::Idle,
+            last_host_sequence: 0,
+        });
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        frame::encode(&message, &mut buf).unwrap().to_vec()
+    }
+
+    /// Two frames read at once: after the first is decoded the second is held; a frame's
+    /// first half is not a frame end.
+    #[test]
+    fn a_frame_end_is_held_only_when_a_whole_frame_was_read() {
+        let chunks = Chunks::default();
+        let mut link = DeviceLink::new("test", Box::new(chunks.clone()));
+        assert!(!link.holds_a_frame_end());
+        chunks.push(&[heartbeat(1), heartbeat(2)].concat());
+        let quick = Duration::from_millis(1);
+        assert!(link.recv(quick).unwrap().is_some());
+        assert!(link.holds_a_frame_end());
+        assert!(link.recv(quick).unwrap().is_some());
+        assert!(!link.holds_a_frame_end());
+
+        let third = heartbeat(3);
+        let (front, back) = third.split_at(third.len() / 2);
+        chunks.push(front);
+        assert!(link.recv(quick).unwrap().is_none());
+        assert!(!link.holds_a_frame_end());
+        chunks.push(back);
+        assert!(link.recv(quick).unwrap().is_some());
+        assert!(!link.holds_a_frame_end());
     }
 }

@@ -23,8 +23,11 @@
 //! ([`checkpoint::Checkpoint::save`], atomic). A crash at any point leaves a checkpoint for
 //! some iteration `k` and metrics for at least the iterations before it; resuming calls
 //! [`iteration_log::IterationLog::open_resume`] with `k` to drop what was written after it.
+//! The training loop hands each iteration's writes, in that order, to a
+//! [`background_writer::BackgroundWriter`], which runs them on a thread of its own.
 
 pub mod atomic_write;
+pub mod background_writer;
 pub mod checkpoint;
 pub mod config;
 pub mod folder;

@@ -3,12 +3,15 @@
 //! Each iteration: export the policy as f32 → every live device collects its share of the
 //! step budget (uploading the new policy first) → the batch is assembled in device order →
 //! one TRPO update → the metrics line (in `metrics.jsonl` and the TensorBoard events),
-//! `policy.bin` and the checkpoint are written, in that order, each atomically. An interrupted run resumes from the checkpoint and redoes at most
-//! the iteration it was in, which reproduces exactly because every random stream is a
-//! function of (seed, iteration, device).
+//! `policy.bin` and the checkpoint are written, in that order, each atomically, on the
+//! run's writer thread ([`BackgroundWriter`]) while the next iteration collects. An
+//! interrupted run resumes from the checkpoint and redoes the iterations after it (the one
+//! it was in, and at most [`WRITE_QUEUE_DEPTH`] + 1 whose records were still being
+//! written), which reproduces exactly because every random stream is a function of (seed,
+//! iteration, device).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tether_shared::message::{RecordLayout, RunMode};
@@ -24,6 +27,7 @@ use super::smoothness::Smoothness;
 use super::warm_start::{WarmStart, WarmStartError};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool, Recovery};
+use crate::run::background_writer::BackgroundWriter;
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
 use crate::run::folder::RunFolder;
@@ -45,6 +49,10 @@ const EPISODE_ID_BLOCK: u64 = 1 << 16;
 /// simulated one takes tens of milliseconds, and drawing both files after every tenth
 /// (as before) was 5 % of a 10M-step run's wall time.
 const PLOT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Iteration records that may wait behind the one being written before the loop waits for
+/// the disk. One is enough while writing a record (a few ms) is faster than an iteration.
+const WRITE_QUEUE_DEPTH: usize = 1;
 
 /// Why a session stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +87,9 @@ pub enum SessionError {
     /// The warm start (`--init`) does not fit the run.
     #[error(transparent)]
     WarmStart(#[from] WarmStartError),
+    /// The run's writer thread could not be started.
+    #[error("cannot start the thread that writes the run's files: {0}")]
+    Writer(std::io::Error),
     /// Every device was lost.
     #[error(
         "every device was lost ({0}); training cannot continue — the last checkpoint is kept, `tether resume` continues once the devices are back"
@@ -111,11 +122,14 @@ pub struct Session {
     spec: PolicySpec,
     learner: Trpo,
     progress: Progress,
-    metrics: IterationLog,
+    /// Appended to by the writer's jobs only.
+    metrics: Arc<Mutex<IterationLog>>,
     history: Vec<IterationMetrics>,
     observer: Option<RoundObserver>,
     /// When the curves were last drawn (`None`: not yet in this session).
     last_plot: Option<Instant>,
+    /// Writes each iteration's record (see the module docs).
+    writer: BackgroundWriter<SessionError>,
 }
 
 /// Sees every round's per-device results before they are assembled into a batch (test hook:
@@ -241,10 +255,12 @@ impl Session {
             spec,
             learner,
             progress,
-            metrics,
+            metrics: Arc::new(Mutex::new(metrics)),
             history,
             observer: None,
             last_plot: None,
+            writer: BackgroundWriter::spawn("run-writer", WRITE_QUEUE_DEPTH)
+                .map_err(SessionError::Writer)?,
         })
     }
 
@@ -296,9 +312,12 @@ impl Session {
                 Err(e) => break Err(e),
             }
         };
-        // Whatever happened, leave the curves up to date.
-        self.plot();
+        // Whatever happened, leave the curves up to date and every record on disk.
+        let plotted = self.plot();
+        let written = self.writer.wait();
         let finished = result?;
+        plotted?;
+        written?;
         Ok(SessionOutcome {
             progress: self.progress.clone(),
             finished,
@@ -450,46 +469,62 @@ impl Session {
     /// Metrics line, then the best policy (when this iteration's evaluation is the best),
     /// the policy, then the checkpoint: a crash between any two leaves a state `resume`
     /// understands (it trims metrics past the checkpoint and redoes the iteration).
+    /// Hands the iteration's record to the writer: the metrics line and event, the best
+    /// policy when this one is, `policy.bin`, the checkpoint, in that order (see
+    /// [`crate::run`] on crash safety). Returns an earlier record's write error.
     fn record(&mut self, metrics: &IterationMetrics) -> Result<(), SessionError> {
-        self.metrics.append(metrics)?;
         self.history.push(metrics.clone());
+        let line = metrics.clone();
+        let log = Arc::clone(&self.metrics);
         let policy = PolicyFile {
             spec: self.spec.clone(),
             params: self.learner.export_f32(),
         };
-        if metrics.eval_best == Some(true) {
-            policy.write_bin(&self.folder.best_policy_path())?;
-        }
-        policy.write_bin(&self.folder.policy_path())?;
+        let best_path = (metrics.eval_best == Some(true)).then(|| self.folder.best_policy_path());
+        let policy_path = self.folder.policy_path();
         let state = TrainingState {
             plant: self.config.plant.clone(),
             progress: self.progress.clone(),
             learner: self.learner.state(),
         };
-        state.save(&self.folder.checkpoint_path())?;
+        let checkpoint_path = self.folder.checkpoint_path();
+        self.writer.submit(move || {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&line)?;
+            if let Some(best_path) = best_path {
+                policy.write_bin(&best_path)?;
+            }
+            policy.write_bin(&policy_path)?;
+            state.save(&checkpoint_path)?;
+            Ok(())
+        })?;
         if self
             .last_plot
             .is_none_or(|drawn| drawn.elapsed() >= PLOT_INTERVAL)
         {
-            self.plot();
+            self.plot()?;
         }
         Ok(())
     }
 
-    fn plot(&mut self) {
+    /// Queues a drawing of the curves from the history so far.
+    fn plot(&mut self) -> Result<(), SessionError> {
         if self.history.is_empty() {
-            return;
+            return Ok(());
         }
         self.last_plot = Some(Instant::now());
-        let result = plot_curves(
-            &self.history,
-            &self.folder.curve_svg(),
-            &self.folder.curve_png(),
-            Some(self.config.trpo.target_kl),
-        );
-        if let Err(e) = result {
-            tracing::warn!("could not draw the learning curves: {e}");
-        }
+        let history = self.history.clone();
+        let (svg, png) = (self.folder.curve_svg(), self.folder.curve_png());
+        let target_kl = self.config.trpo.target_kl;
+        // A curve that cannot be drawn is a warning, not a reason to stop training; the
+        // error returned is an earlier record's.
+        self.writer.submit(move || {
+            if let Err(e) = plot_curves(&history, &svg, &png, Some(target_kl)) {
+                tracing::warn!("could not draw the learning curves: {e}");
+            }
+            Ok(())
+        })
     }
 }
 
@@ -584,6 +619,31 @@ mod tests {
         assert!(paths.policy_path().is_file());
         let saved: RunConfig<TrpoConfig> = RunConfig::load(&paths.config_path()).expect("config");
         assert_eq!(saved, *session.config());
+    }
+
+    /// Records are written on the writer's thread; one that cannot be written still stops
+    /// the run with an error naming the file, and the metrics written before it stay.
+    #[test]
+    fn a_record_that_cannot_be_written_stops_the_run_naming_the_file() {
+        let dir = TestDir::new("session-write-fails");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let paths = folder.clone();
+        // A non-empty directory where the checkpoint goes: its rename fails.
+        std::fs::create_dir_all(paths.checkpoint_path().join("occupied")).expect("blocker");
+        let mut session = Session::start(folder, config(2000)).expect("starts");
+        let mut iterations = 0;
+        let err = session
+            .run(&AtomicBool::new(false), |_| iterations += 1)
+            .expect_err("the checkpoint cannot be written");
+        assert!(matches!(err, SessionError::Checkpoint(_)), "{err:?}");
+        assert!(err.to_string().contains("checkpoint.bin"), "{err}");
+        // The loop stops within the writer's queue of the failed record, not at the budget.
+        assert!(
+            (1..=1 + WRITE_QUEUE_DEPTH + 1).contains(&iterations),
+            "{iterations} iterations ran"
+        );
+        let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
+        assert!(!metrics.is_empty() && metrics.len() <= iterations);
     }
 
     #[test]

@@ -283,6 +283,10 @@ pub struct EvaluationConfig {
     /// each time (starts, and on randomised simulated plants the plants, come from the
     /// run's seed), so evaluations of one run compare policies, not luck. Default 20.
     pub episodes: u32,
+    /// Evaluate only the policies of iterations that end at or past this many environment
+    /// steps (the last one always), so a long run spends its evaluation episodes where it
+    /// chooses between policies that already work. Default 0: from the start.
+    pub after_steps: u64,
 }
 
 impl Default for EvaluationConfig {
@@ -290,15 +294,18 @@ impl Default for EvaluationConfig {
         EvaluationConfig {
             every: 0,
             episodes: 20,
+            after_steps: 0,
         }
     }
 }
 
 impl EvaluationConfig {
-    /// Whether the policy after iteration `iteration` (0-based) is evaluated; `last`: that
-    /// iteration ends the run.
-    pub fn due(&self, iteration: u64, last: bool) -> bool {
-        self.every > 0 && (last || (iteration + 1).is_multiple_of(self.every))
+    /// Whether the policy after iteration `iteration` (0-based), which ended at `env_steps`,
+    /// is evaluated; `last`: that iteration ends the run.
+    pub fn due(&self, iteration: u64, env_steps: u64, last: bool) -> bool {
+        self.every > 0
+            && (last
+                || ((iteration + 1).is_multiple_of(self.every) && env_steps >= self.after_steps))
     }
 }
 
@@ -911,17 +918,30 @@ upload_retries = 1
         let every = |n| EvaluationConfig {
             every: n,
             episodes: 4,
+            after_steps: 0,
         };
-        let due: Vec<u64> = (0..7).filter(|&i| every(3).due(i, i == 6)).collect();
-        assert_eq!(due, [2, 5, 6]);
-        assert!((0..7).all(|i| !every(0).due(i, true)));
-        let text = "[evaluation]\nevery = 10\nepisodes = 40\n";
+        // 100 steps per iteration.
+        let due = |c: &EvaluationConfig| -> Vec<u64> {
+            (0..7)
+                .filter(|&i| c.due(i, 100 * (i + 1), i == 6))
+                .collect()
+        };
+        assert_eq!(due(&every(3)), [2, 5, 6]);
+        assert!((0..7).all(|i| !every(0).due(i, 100 * (i + 1), true)));
+        // Not before 400 steps (iteration 3 ends there), the last one always.
+        let late = EvaluationConfig {
+            after_steps: 400,
+            ..every(2)
+        };
+        assert_eq!(due(&late), [3, 5, 6]);
+        let text = "[evaluation]\nevery = 10\nepisodes = 40\nafter_steps = 6_500_000\n";
         let c = Config::from_toml_str(text, origin()).unwrap();
         assert_eq!(
             c.evaluation,
             EvaluationConfig {
                 every: 10,
-                episodes: 40
+                episodes: 40,
+                after_steps: 6_500_000,
             }
         );
         assert!(Config::from_toml_str("[evaluation]\nevry = 1\n", origin()).is_err());

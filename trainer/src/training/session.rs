@@ -377,7 +377,11 @@ impl Session {
         };
         record_update(&mut metrics, report);
         let last = self.progress.env_steps >= self.config.total_steps;
-        if self.config.evaluation.due(iteration, last) {
+        if self
+            .config
+            .evaluation
+            .due(iteration, self.progress.env_steps, last)
+        {
             self.evaluate(iteration, &mut metrics);
         }
         self.record(&metrics)?;

@@ -273,6 +273,14 @@ fn head_matches(spec: &PolicySpec, fresh: &TrpoState) -> bool {
         (Wire::Categorical { n }, Learner::Categorical { n_actions }) => {
             usize::from(n) == n_actions
         }
+        // The noise period is a setting of the run, not of the network: a fine-tuning run
+        // may draw its noise on another schedule.
+        (Wire::GaussianSde(file), Learner::StateDependent(ours)) => {
+            usize::from(file.action_dim) == ours.action_dim
+                && file.full_std == ours.full_std
+                && file.use_expln == ours.use_expln
+                && spec.hidden.last().map(|&w| usize::from(w)) == Some(ours.features)
+        }
         _ => false,
     }
 }
@@ -390,6 +398,54 @@ mod tests {
             .apply("pendulum", fresh(&no_normaliser))
             .expect_err("normaliser off");
         assert!(err.to_string().contains("normaliser on"), "{err}");
+    }
+
+    /// A gSDE run's `policy.bin` (the best evaluated policy a shipped randomised run keeps)
+    /// starts a gSDE run, whatever its noise period, and exports unchanged; a run with
+    /// plain Gaussian noise refuses it, naming both heads.
+    #[test]
+    fn a_gsde_policy_file_starts_a_gsde_run_and_only_that() {
+        let dir = TestDir::new("warm-gsde");
+        let gsde = |seed: u64, sample_freq: i64| {
+            let mut c = config(seed);
+            c.trpo.use_sde = true;
+            c.trpo.sde_sample_freq = sample_freq;
+            c
+        };
+        let folder = RunFolder::create(&dir.join("source")).expect("folder");
+        let source = folder.clone();
+        Session::start(folder, gsde(4, 8))
+            .expect("starts")
+            .run(&AtomicBool::new(false), |_| {})
+            .expect("finishes");
+        let file = PolicyFile::read_bin(&source.policy_path()).expect("policy.bin");
+        let warm = WarmStart::load(&source.policy_path()).expect("a policy file");
+
+        let new_config = gsde(11, 4);
+        let head = crate::training::run_state::TrainingState::load(&source.checkpoint_path())
+            .expect("checkpoint")
+            .learner
+            .head;
+        assert!(
+            matches!(head, ActionDistribution::StateDependent(_)),
+            "{head:?}"
+        );
+        let fresh_gsde = Trpo::new(3, head, new_config.trpo.clone(), 11)
+            .expect("a learner")
+            .state();
+        let state = warm.apply("pendulum", fresh_gsde).expect("fits");
+        let learner = Trpo::from_state(3, head, state).expect("a learner");
+        let exported: Vec<u32> = learner.export_f32().iter().map(|v| v.to_bits()).collect();
+        let original: Vec<u32> = file.params.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            exported, original,
+            "the device runs exactly the file's policy"
+        );
+
+        let err = warm
+            .apply("pendulum", fresh(&config(11)))
+            .expect_err("plain Gaussian noise");
+        assert!(err.to_string().contains("GaussianSde"), "{err}");
     }
 
     #[test]

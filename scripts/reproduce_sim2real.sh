@@ -6,7 +6,7 @@
 #
 #   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
-#   DR_EVALUATE="10 40" GRID_KINDS="dr dr-best" ...   # also keep and grade each run's best evaluated policy
+#   DR_EVALUATE="10 40" ...                           # evaluate every 10 iterations, 40 episodes, from the start
 #   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from it (a fresh value function)
 #   UNSEEN=other-plant.toml ONLY=finetune OUT=... ...    # fine-tune on another unseen plant
 #                                                       (scripts/unseen-opposite-corner.toml: the README's second)
@@ -21,10 +21,11 @@ ONLY=${ONLY:-"pretrain grid finetune scratch"}
 SEEDS=${SEEDS:-"0 1 2"}
 OUT=${OUT:-runs/sim2real}
 # The policies the grid evaluates: the policy.bin of run folders $OUT/<kind>-<seed>, or for
-# "<kind>-best" the best_policy.bin of $OUT/<kind>-<seed> (runs pretrained with DR_EVALUATE).
-GRID_KINDS=${GRID_KINDS:-"dr nominal"}
-# "EVERY EPISODES": pretrain the randomised runs with `[evaluation] every = EVERY, episodes =
-# EPISODES` added (training is unchanged by it; the runs also keep best_policy.bin).
+# "<kind>-best" the best_policy.bin of $OUT/<kind>-<seed> (the randomised runs keep one:
+# configs/qube-dr.toml has an [evaluation] table; "dr-best" is the policy it ships).
+GRID_KINDS=${GRID_KINDS:-"dr-best dr nominal"}
+# "EVERY EPISODES": pretrain the randomised runs with the file's [evaluation] table replaced
+# by `every = EVERY, episodes = EPISODES` from the start (training is unchanged by it).
 DR_EVALUATE=${DR_EVALUATE:-}
 # Fine-tuning: step size, steps per iteration (one evaluation after each), budget.
 FT_TARGET_KL=${FT_TARGET_KL:-0.01}
@@ -68,7 +69,10 @@ if wants pretrain; then
     if [ -n "$DR_EVALUATE" ]; then
         dr_config="$OUT/qube-dr-evaluated.toml"
         set -- $DR_EVALUATE
-        { cat configs/qube-dr.toml; printf '\n[evaluation]\nevery = %s\nepisodes = %s\n' "$1" "$2"; } >"$dr_config"
+        {
+            awk '/^\[/ { skip = ($0 == "[evaluation]") } !skip' configs/qube-dr.toml
+            printf '\n[evaluation]\nevery = %s\nepisodes = %s\n' "$1" "$2"
+        } >"$dr_config"
     fi
     for s in $SEEDS; do
         timed_train "dr seed $s" "$OUT/dr-$s" --config "$dr_config" --seed "$s"

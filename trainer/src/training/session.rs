@@ -470,12 +470,11 @@ impl Session {
         assembled
     }
 
-    /// Metrics line, then the best policy (when this iteration's evaluation is the best),
-    /// the policy, then the checkpoint: a crash between any two leaves a state `resume`
-    /// understands (it trims metrics past the checkpoint and redoes the iteration).
     /// Hands the iteration's record to the writer: the metrics line and event, the best
-    /// policy when this one is, `policy.bin`, the checkpoint, in that order (see
-    /// [`crate::run`] on crash safety). Returns an earlier record's write error.
+    /// policy when this one is, `policy.bin`, the checkpoint, in that order, so a crash
+    /// between any two leaves a state `resume` understands (it trims metrics past the
+    /// checkpoint and redoes the iterations after it; see [`crate::run`]). Returns an
+    /// earlier record's write error.
     fn record(&mut self, metrics: &IterationMetrics) -> Result<(), SessionError> {
         self.history.push(metrics.clone());
         let line = metrics.clone();

@@ -137,6 +137,98 @@ fn a_run_records_its_plant_settings_and_eval_takes_a_plants_values() {
     );
 }
 
+/// `tether eval --randomize` with a run's `config.toml` and seed runs the episodes of the
+/// run's own `[evaluation]`: the last policy scores what its evaluation recorded, bit for
+/// bit, and more episodes keep the first ones.
+#[test]
+fn eval_randomize_replays_a_runs_evaluation_episodes() {
+    let dir = Scratch::new("dr-eval");
+    let config = write(
+        &dir,
+        "dr.toml",
+        &format!(
+            "{SMALL}seed = 5
+[plant_randomize]
+mass = [0.5, 1.5]
+length = [0.7, 1.3]
+             [evaluation]
+every = 1
+episodes = 6
+"
+        ),
+    );
+    let run_dir = dir.join("run");
+    let output = train(&[
+        "--config",
+        &config,
+        "--seed",
+        "5",
+        "--out",
+        run_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics");
+    let last: serde_json::Value = metrics
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("a metrics line");
+    let recorded = last["eval_mean_return"]
+        .as_f64()
+        .expect("the last policy is evaluated");
+
+    let recorded_config = run_dir.join("config.toml");
+    let recorded_config = recorded_config.to_str().expect("utf-8");
+    let policy = run_dir.join("policy.bin");
+    let replay = eval_json(
+        &policy,
+        &["--config", recorded_config, "--randomize", "--seed", "5"],
+    );
+    assert_eq!(replay["mean_return"].as_f64(), Some(recorded));
+    // Without --randomize the same file gives the nominal plant, other returns.
+    let nominal = eval_json(&policy, &["--config", recorded_config, "--seed", "5"]);
+    assert_ne!(nominal["returns"], replay["returns"]);
+    // Twelve episodes: each of the two devices runs its first three again, then three more.
+    let output = run(
+        tether()
+            .args(["eval", "--plant", "pendulum", "--episodes", "12", "--json"])
+            .args(["--config", recorded_config, "--randomize", "--seed", "5"])
+            .arg("--policy")
+            .arg(&policy),
+        MINUTES,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let more: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let six = replay["returns"].as_array().expect("returns");
+    let twelve = more["returns"].as_array().expect("returns");
+    assert_eq!(twelve.len(), 12);
+    assert_eq!(&twelve[..3], &six[..3]);
+    assert_eq!(&twelve[6..9], &six[3..]);
+
+    // Ranges asked for where the file has none: one clear error.
+    let values_only = write(&dir, "values.toml", "[plant_params]\nmax_torque = 0.2\n");
+    let output = run(
+        tether()
+            .args([
+                "eval",
+                "--plant",
+                "pendulum",
+                "--randomize",
+                "--config",
+                &values_only,
+            ])
+            .arg("--policy")
+            .arg(&policy),
+        MINUTES,
+    );
+    assert!(!output.status.success());
+    let error = one_line_error(&output);
+    assert!(
+        error.contains("[plant_randomize]") && error.contains("values.toml"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_rig_served_with_its_own_physics_trains_but_refuses_to_be_told_any() {
     let dir = Scratch::new("rig");

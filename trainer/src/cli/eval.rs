@@ -27,11 +27,17 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         args.seed,
         plant.as_deref(),
     )?;
-    // Evaluation runs the file's plant as it is: its values, not its ranges.
+    // Evaluation runs the file's plant as it is, its values, unless asked for its ranges.
     let origin = args.config.as_deref().unwrap_or(Path::new("command line"));
+    if args.randomize && section.plant_randomize.is_empty() {
+        anyhow::bail!(
+            "--randomize: {} has no [plant_randomize] ranges to draw plants from",
+            origin.display()
+        );
+    }
     let params = section.message(
         spec.plant.as_deref().unwrap_or("<none named>"),
-        false,
+        args.randomize,
         origin,
     )?;
     let spec = spec.with_plant_params(params);
@@ -45,7 +51,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             report.episodes, report.mean_return, report.std_return, report.mean_length
         );
         if let Some(path) = &args.config {
-            println!("on the plant of {}", path.display());
+            if args.randomize {
+                println!("on plants drawn from the ranges of {}", path.display());
+            } else {
+                println!("on the plant of {}", path.display());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

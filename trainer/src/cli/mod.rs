@@ -206,9 +206,16 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// TOML file whose `[plant_params]` (and `plant`, unless --plant is given) set the
-    /// simulated plant; every other key of the file is ignored.
+    /// simulated plant; every other key of the file is ignored (its `[plant_randomize]`
+    /// too, unless --randomize).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Give each episode its own plant, drawn from the --config file's `[plant_randomize]`
+    /// ranges as in training. With a run's `config.toml`, its seed and its number of
+    /// devices, these are the episodes (plants and starts) of the run's `[evaluation]`: its
+    /// candidates can be graded again on more of them (the first episodes stay the same).
+    #[arg(long, requires = "config")]
+    pub randomize: bool,
 }
 
 /// `tether probe`.

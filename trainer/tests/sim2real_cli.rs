@@ -26,24 +26,31 @@ fn train(args: &[&str]) -> std::process::Output {
     run(tether().arg("train").args(args), MINUTES)
 }
 
+/// `tether eval --json` of `policy` on the pendulum, 6 episodes.
 fn eval_json(policy: &Path, extra: &[&str]) -> serde_json::Value {
+    eval_episodes_json(policy, 6, extra)
+}
+
+fn eval_episodes_json(policy: &Path, episodes: u32, extra: &[&str]) -> serde_json::Value {
     let output = run(
         tether()
-            .args([
-                "eval",
-                "--plant",
-                "pendulum",
-                "--episodes",
-                "6",
-                "--json",
-                "--policy",
-            ])
+            .args(["eval", "--plant", "pendulum", "--json", "--episodes"])
+            .arg(episodes.to_string())
+            .arg("--policy")
             .arg(policy)
             .args(extra),
         MINUTES,
     );
     assert!(output.status.success(), "{}", stderr(&output));
     serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
+/// The lines of a run folder's `metrics.jsonl`, parsed.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
 }
 
 #[test]
@@ -147,14 +154,8 @@ fn eval_randomize_replays_a_runs_evaluation_episodes() {
         &dir,
         "dr.toml",
         &format!(
-            "{SMALL}seed = 5
-[plant_randomize]
-mass = [0.5, 1.5]
-length = [0.7, 1.3]
-             [evaluation]
-every = 1
-episodes = 6
-"
+            "{SMALL}[plant_randomize]\nmass = [0.5, 1.5]\nlength = [0.7, 1.3]\n\
+             [evaluation]\nevery = 1\nepisodes = 6\n"
         ),
     );
     let run_dir = dir.join("run");
@@ -167,13 +168,8 @@ episodes = 6
         run_dir.to_str().expect("utf-8"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics");
-    let last: serde_json::Value = metrics
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("a metrics line");
-    let recorded = last["eval_mean_return"]
+    let lines = metrics(&run_dir);
+    let recorded = lines.last().expect("a metrics line")["eval_mean_return"]
         .as_f64()
         .expect("the last policy is evaluated");
 
@@ -189,16 +185,11 @@ episodes = 6
     let nominal = eval_json(&policy, &["--config", recorded_config, "--seed", "5"]);
     assert_ne!(nominal["returns"], replay["returns"]);
     // Twelve episodes: each of the two devices runs its first three again, then three more.
-    let output = run(
-        tether()
-            .args(["eval", "--plant", "pendulum", "--episodes", "12", "--json"])
-            .args(["--config", recorded_config, "--randomize", "--seed", "5"])
-            .arg("--policy")
-            .arg(&policy),
-        MINUTES,
+    let more = eval_episodes_json(
+        &policy,
+        12,
+        &["--config", recorded_config, "--randomize", "--seed", "5"],
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let more: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let six = replay["returns"].as_array().expect("returns");
     let twelve = more["returns"].as_array().expect("returns");
     assert_eq!(twelve.len(), 12);
@@ -276,12 +267,8 @@ fn init_starts_from_a_run_folder_or_a_policy_and_refuses_other_shapes() {
 
     // A cold run of the same settings and seed, to tell a warm start from a fresh learner:
     // the devices' seeds and initial states are the same, only the policy differs.
-    let first_return = |run: &Path| -> f64 {
-        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
-        let first: serde_json::Value =
-            serde_json::from_str(metrics.lines().next().expect("a line")).expect("json");
-        first["mean_return"].as_f64().expect("a return")
-    };
+    let first_return =
+        |run: &Path| -> f64 { metrics(run)[0]["mean_return"].as_f64().expect("a return") };
     let cold = dir.join("cold");
     let output = train(&[
         "--config",

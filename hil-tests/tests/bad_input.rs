@@ -392,7 +392,7 @@ fn firmware_from_before_gsde_is_refused_with_the_compatibility_message() {
     );
     for part in [
         "old-rig",
-        "protocol v4 but this trainer speaks v6",
+        "protocol v4 but this trainer speaks v7",
         "gSDE policy heads",
         "selective acknowledgement",
         "flash firmware built from this tether release",

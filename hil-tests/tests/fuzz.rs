@@ -191,8 +191,8 @@ fn param_number(rng: &mut Rng, nominal: f32) -> f32 {
 }
 
 /// Plant parameters for `plant`: up to 8 settings of its own parameters (now and then one
-/// it does not have), values and ranges from [`param_number`] — valid, extreme and invalid
-/// alike, so the device both refuses and runs with strange physics.
+/// it does not have), values, ranges and a range end share from [`param_number`] — valid,
+/// extreme and invalid alike, so the device both refuses and runs with strange physics.
 fn plant_params(rng: &mut Rng, plant: &str) -> PlantParams {
     let table = AnyPlant::params_of(plant).unwrap_or(&[]);
     let mut params = PlantParams::default();
@@ -212,6 +212,10 @@ fn plant_params(rng: &mut Rng, plant: &str) -> PlantParams {
         if let Some(setting) = ParamSetting::new(name, value, range) {
             let _ = params.settings.push(setting);
         }
+    }
+    // Half the messages weight the draws toward the ranges' ends (a share in [0, 1] or not).
+    if rng.below(2) == 0 {
+        params.range_end_share = param_number(rng, 0.5);
     }
     params
 }

@@ -38,7 +38,7 @@ const EPISODES: u32 = 3;
 
 /// A rig unlike the nominal model in every way the parameters allow: heavier, longer,
 /// frictional, a weaker amplifier, coarser encoders, and every imperfection, several of
-/// them drawn per episode.
+/// them drawn per episode, half the draws at an end of their range.
 fn settings() -> PlantParams {
     let mut params = PlantParams::default();
     for (name, value, range) in [
@@ -56,6 +56,8 @@ fn settings() -> PlantParams {
         let setting = ParamSetting::new(name, value, range).expect("a short name");
         params.settings.push(setting).expect("room");
     }
+    // Half the draws at an end of their range: the share travels with the ranges.
+    params.range_end_share = 0.5;
     params
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Version of the wire protocol in this build. Bump it whenever a message's encoding changes:
 /// postcard is not self-describing, so two sides on different versions would misread each
 /// other's bytes rather than fail loudly.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// What each protocol version added, newest last: the compatibility message names what a
 /// device on an older version lacks.
@@ -30,6 +30,10 @@ pub const PROTOCOL_CHANGES: &[(u16, &str)] = &[
     (
         6,
         "selective acknowledgement of transition data received past a gap (Received)",
+    ),
+    (
+        7,
+        "plant parameter draws weighted toward the ends of their ranges (range_end_share)",
     ),
 ];
 
@@ -126,12 +130,12 @@ mod tests {
         // A device from before gSDE is told what it lacks.
         let v4 = check_compatible(4).unwrap_err().to_string();
         assert!(
-            v4.starts_with("device speaks tether protocol v4 but this trainer speaks v6 (v5 added gSDE policy heads"),
+            v4.starts_with("device speaks tether protocol v4 but this trainer speaks v7 (v5 added gSDE policy heads"),
             "{v4}"
         );
         // An older one hears every version it missed, oldest first.
         let v1 = check_compatible(1).unwrap_err().to_string();
-        let named: std::vec::Vec<usize> = (2..=6)
+        let named: std::vec::Vec<usize> = (2..=7)
             .map(|v| {
                 v1.find(&std::format!("(v{v} added "))
                     .expect("every later version named")

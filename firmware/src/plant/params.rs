@@ -212,6 +212,8 @@ pub struct ParamSettings<const N: usize> {
     table: &'static [ParamSpec; N],
     values: [Option<f32>; N],
     ranges: [Option<ParamRange>; N],
+    /// The share of draws that land on an end of their range ([`PlantParams::range_end_share`]).
+    range_end_share: f32,
     /// Set by [`ParamSettings::lock`]: the plant then refuses settings like a physical one.
     locked: bool,
 }
@@ -223,6 +225,7 @@ impl<const N: usize> ParamSettings<N> {
             table,
             values: [None; N],
             ranges: [None; N],
+            range_end_share: 0.0,
             locked: false,
         }
     }
@@ -241,6 +244,13 @@ impl<const N: usize> ParamSettings<N> {
     ) -> Result<(), ParamRefusal> {
         if self.locked {
             return Err(ParamRefusal::FIXED_PHYSICS);
+        }
+        let share = params.range_end_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ParamRefusal {
+                index: 0,
+                reason: RefusalReason::BadRangeEndShare,
+            });
         }
         let mut values = [None; N];
         let mut ranges = [None; N];
@@ -262,6 +272,7 @@ impl<const N: usize> ParamSettings<N> {
         }
         self.values = values;
         self.ranges = ranges;
+        self.range_end_share = share;
         Ok(())
     }
 
@@ -280,12 +291,13 @@ impl<const N: usize> ParamSettings<N> {
         }
     }
 
-    /// This episode's values: one uniform draw from `rng` per parameter in table order; a
-    /// parameter without a range takes its nominal value.
+    /// This episode's values: one draw from `rng` per parameter in table order (uniform
+    /// over the range, or one of its ends for the range end share of draws); a parameter
+    /// without a range takes its nominal value.
     pub fn draw(&self, rng: &mut SplitMix64) -> [f32; N] {
         let mut out = [0.0; N];
         for (i, slot) in out.iter_mut().enumerate() {
-            let u = rng.next_unit();
+            let u = toward_ends(rng.next_unit(), self.range_end_share);
             let nominal = self.nominal(i);
             *slot = match (self.table.get(i), self.ranges.get(i)) {
                 (Some(spec), Some(Some(range))) => spec.value_at(nominal, *range, u),
@@ -293,6 +305,23 @@ impl<const N: usize> ParamSettings<N> {
             };
         }
         out
+    }
+}
+
+/// Where in its range a draw lands, 0 (low end) to 1 (high end), from a uniform `u` in
+/// [0, 1): the lowest `share / 2` of `u` to the low end, the highest `share / 2` to the high
+/// end, the rest stretched over the whole range (still uniform there). One uniform number
+/// per draw either way, so the stream of draws does not depend on the share; with share 0
+/// the result is `u` exactly.
+fn toward_ends(u: f32, share: f32) -> f32 {
+    let half = share / 2.0;
+    if u < half {
+        0.0
+    } else if u >= 1.0 - half {
+        // `>=`: with share 1 nothing is left to stretch (and 0/0 would be NaN).
+        1.0
+    } else {
+        (u - half) / (1.0 - share)
     }
 }
 
@@ -502,5 +531,110 @@ mod tests {
         let b = two.draw(&mut SplitMix64::new(3));
         assert_eq!(a[0], b[0]);
         assert_ne!(a[2], b[2]);
+    }
+
+    /// Settings with a mass range of 0.5-1.5 x 4 kg, a noise range of 0.1-0.2 and a latency
+    /// of 1-3 steps, and `share` of the draws at the ranges' ends.
+    fn end_weighted(share: f32) -> Result<ParamSettings<4>, ParamRefusal> {
+        let mut settings = ParamSettings::new(&TABLE);
+        let mut message = params(&[
+            setting("mass", Some(4.0), Some((0.5, 1.5))),
+            setting("noise", None, Some((0.1, 0.2))),
+            setting("latency", None, Some((1.0, 3.0))),
+        ]);
+        message.range_end_share = share;
+        settings.set(&message, &[]).map(|()| settings)
+    }
+
+    #[test]
+    fn the_range_end_share_of_draws_lands_on_the_ends() {
+        let settings = end_weighted(0.3).expect("valid");
+        let mut rng = SplitMix64::new(5);
+        let (mut low, mut high, mut inside, mut latencies) = (0, 0, 0, [0u32; 4]);
+        let draws = 20_000;
+        for _ in 0..draws {
+            let [mass, _, noise, latency] = settings.draw(&mut rng);
+            assert!((2.0..=6.0).contains(&mass), "{mass}");
+            assert!((0.1..=0.2).contains(&noise), "{noise}");
+            match mass {
+                2.0 => low += 1,
+                6.0 => high += 1,
+                _ => inside += 1,
+            }
+            latencies[latency as usize] += 1;
+        }
+        // 15 % at each end (3000 of 20 000 expected; 4 standard deviations is 200).
+        for end in [low, high] {
+            assert!((2800..=3200).contains(&end), "{low} {high} {inside}");
+        }
+        // Ends of a whole-number range: 1/3 of the uniform draws plus 15 % each.
+        let end_share = (0.7 / 3.0 + 0.15) * f64::from(draws);
+        for count in [latencies[1], latencies[3]] {
+            assert!(
+                (f64::from(count) - end_share).abs() < 300.0,
+                "{latencies:?}"
+            );
+        }
+        assert_eq!(latencies[0], 0);
+    }
+
+    #[test]
+    fn a_zero_share_draws_as_before_and_one_only_the_ends() {
+        let uniform = end_weighted(0.0).expect("valid");
+        let mut plain = ParamSettings::new(&TABLE);
+        let mut message = params(&[
+            setting("mass", Some(4.0), Some((0.5, 1.5))),
+            setting("noise", None, Some((0.1, 0.2))),
+            setting("latency", None, Some((1.0, 3.0))),
+        ]);
+        plain.set(&message, &[]).expect("valid");
+        for seed in 0..200 {
+            let draw = |s: &ParamSettings<4>| s.draw(&mut SplitMix64::new(seed));
+            assert_eq!(draw(&uniform), draw(&plain));
+        }
+        let ends = end_weighted(1.0).expect("valid");
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..2000 {
+            let [mass, _, noise, latency] = ends.draw(&mut rng);
+            assert!(mass == 2.0 || mass == 6.0, "{mass}");
+            assert!(noise == 0.1 || noise == 0.2, "{noise}");
+            assert!(latency == 1.0 || latency == 3.0, "{latency}");
+        }
+        // A later message without a share draws uniformly again.
+        message.range_end_share = 0.0;
+        let mut again = end_weighted(1.0).expect("valid");
+        again.set(&message, &[]).expect("valid");
+        assert_eq!(
+            again.draw(&mut SplitMix64::new(1)),
+            plain.draw(&mut SplitMix64::new(1))
+        );
+    }
+
+    #[test]
+    fn a_share_outside_zero_to_one_is_refused_and_changes_nothing() {
+        for share in [-0.1, 1.5, f32::NAN, f32::INFINITY] {
+            let mut settings = end_weighted(0.5).expect("valid");
+            let before = settings.clone();
+            let mut message = params(&[setting("mass", None, Some((0.9, 1.1)))]);
+            message.range_end_share = share;
+            let refusal = settings.set(&message, &[]).expect_err("refused");
+            assert_eq!(refusal.reason, RefusalReason::BadRangeEndShare, "{share}");
+            assert_eq!(settings, before);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_draw_stays_in_zero_to_one_and_grows_with_u(
+            u in 0.0f32..1.0,
+            v in 0.0f32..1.0,
+            share in 0.0f32..=1.0,
+        ) {
+            let (a, b) = (toward_ends(u, share), toward_ends(v, share));
+            proptest::prop_assert!((0.0..=1.0).contains(&a), "{} {}", u, share);
+            if u <= v {
+                proptest::prop_assert!(a <= b, "{} {} {}", u, v, share);
+            }
+        }
     }
 }

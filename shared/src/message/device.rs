@@ -158,6 +158,8 @@ pub enum RefusalReason {
     PulseOutOfBounds,
     /// A test pulse while the device runs episodes (stop, then observe, first).
     Busy,
+    /// The plant parameters' range end share is not a number in [0, 1].
+    BadRangeEndShare,
 }
 
 /// Transitions of one episode, consecutive in step.

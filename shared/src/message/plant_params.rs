@@ -13,7 +13,9 @@
 //! is set, else the default); an imperfection's range is absolute; a whole-number
 //! parameter's range (latency in control periods, encoder counts) is absolute and both ends
 //! are included. Every episode draws its values from the episode's seed, so a seeded run
-//! reproduces. A physical plant refuses the message: its physics is its own.
+//! reproduces. A draw is uniform over its range, except for the message's
+//! [`PlantParams::range_end_share`] of draws, which land on an end of the range instead. A
+//! physical plant refuses the message: its physics is its own.
 
 use core::fmt;
 
@@ -22,7 +24,7 @@ use postcard::experimental::max_size::MaxSize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::fill::fill_field;
+use super::fill::{field, fill_field};
 
 /// Longest parameter name, in bytes of UTF-8.
 pub const MAX_PARAM_NAME: usize = 24;
@@ -59,6 +61,12 @@ pub struct ParamSetting {
 pub struct PlantParams {
     /// The settings, each parameter at most once; empty: every parameter at its default.
     pub settings: Vec<ParamSetting, MAX_PARAM_SETTINGS>,
+    /// The share of draws, in [0, 1], that take an end of their range (half of them the low
+    /// end, half the high one) instead of a uniform value; each ranged parameter of each
+    /// episode draws on its own. 0: every draw uniform. A policy does worst at the edges of
+    /// the plants it trained on, and a uniform draw of many parameters rarely puts any one
+    /// of them near an edge.
+    pub range_end_share: f32,
 }
 
 impl<'de> Deserialize<'de> for PlantParams {
@@ -74,10 +82,15 @@ impl<'de> Deserialize<'de> for PlantParams {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlantParams, A::Error> {
                 let mut params = PlantParams::default();
                 fill_field(&mut seq, &mut params.settings, 0, &self)?;
+                params.range_end_share = field(&mut seq, 1, &self)?;
                 Ok(params)
             }
         }
-        deserializer.deserialize_struct("PlantParams", &["settings"], ParamsVisitor)
+        deserializer.deserialize_struct(
+            "PlantParams",
+            &["settings", "range_end_share"],
+            ParamsVisitor,
+        )
     }
 }
 

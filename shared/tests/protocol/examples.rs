@@ -88,8 +88,12 @@ fn pendulum_transition_example() {
 
 #[test]
 fn plant_params_example() {
-    // Every episode draws the arm's mass from 0.9-1.1 times 0.1 kg; one period of latency.
-    let mut m = tether_shared::message::PlantParams::default();
+    // Every episode draws the arm's mass from 0.9-1.1 times 0.1 kg, a quarter of the draws
+    // at an end of the range; one period of latency.
+    let mut m = tether_shared::message::PlantParams {
+        range_end_share: 0.25,
+        ..Default::default()
+    };
     for setting in [
         tether_shared::message::ParamSetting::new(
             "arm_mass",
@@ -105,13 +109,13 @@ fn plant_params_example() {
     }
     let m = HostMessage::PlantParams(m);
     let frame = show(
-        "HostMessage::PlantParams (arm_mass 0.1 × [0.9, 1.1], latency 1)",
+        "HostMessage::PlantParams (arm_mass 0.1 × [0.9, 1.1], latency 1, end share 0.25)",
         &m,
     );
     assert_eq!(
         hex(&frame),
         "29 07 02 08 61 72 6D 5F 6D 61 73 73 01 CD CC CC 3D 01 66 66 66 3F CD CC 8C 3F 0D 6C 61 \
-         74 65 6E 63 79 5F 73 74 65 70 73 01 01 03 80 3F 05 13 A2 94 11 00"
+         74 65 6E 63 79 5F 73 74 65 70 73 01 01 03 80 3F 01 01 07 80 3E 6F 44 6B 3C 00"
     );
     let mut d = FrameDecoder::<MAX_FRAME_LEN>::new();
     assert_eq!(

@@ -73,6 +73,7 @@ fn worst_host() -> [HostMessage; 5] {
         HostMessage::Heartbeat { sequence: u32::MAX },
         HostMessage::PlantParams(PlantParams {
             settings: core::iter::repeat_n(setting, MAX_PARAM_SETTINGS).collect(),
+            range_end_share: f32::MAX,
         }),
     ]
 }

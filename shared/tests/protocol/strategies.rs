@@ -110,7 +110,8 @@ fn ack_topic() -> impl Strategy<Value = AckTopic> {
     ]
 }
 
-/// Any plant parameters: names of any UTF-8, any values (NaNs included), any ranges.
+/// Any plant parameters: names of any UTF-8, any values (NaNs included), any ranges, any
+/// range end share.
 pub fn plant_params() -> impl Strategy<Value = PlantParams> {
     let range = (float(), float()).prop_map(|(low, high)| ParamRange { low, high });
     let setting = (
@@ -119,12 +120,14 @@ pub fn plant_params() -> impl Strategy<Value = PlantParams> {
         proptest::option::of(range),
     )
         .prop_map(|(name, value, range)| ParamSetting { name, value, range });
-    prop::collection::vec(setting, 0..=MAX_PARAM_SETTINGS).prop_map(|settings| PlantParams {
+    let settings = prop::collection::vec(setting, 0..=MAX_PARAM_SETTINGS);
+    (settings, float()).prop_map(|(settings, range_end_share)| PlantParams {
         settings: Vec::from_slice(&settings).unwrap(),
+        range_end_share,
     })
 }
 
-pub const REFUSAL_REASONS: [RefusalReason; 16] = [
+pub const REFUSAL_REASONS: [RefusalReason; 17] = [
     RefusalReason::ProtocolVersion,
     RefusalReason::OverCapacity,
     RefusalReason::BadSpec,
@@ -141,6 +144,7 @@ pub const REFUSAL_REASONS: [RefusalReason; 16] = [
     RefusalReason::FixedPhysics,
     RefusalReason::PulseOutOfBounds,
     RefusalReason::Busy,
+    RefusalReason::BadRangeEndShare,
 ];
 
 const END_REASONS: [EpisodeEndReason; 5] = [

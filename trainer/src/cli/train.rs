@@ -526,6 +526,7 @@ mod tests {
         assert_eq!(config.plant_randomize["arm_damping"], [0.5, 3.0]);
         assert_eq!(config.plant_randomize["latency_steps"], [0.0, 1.0]);
         assert_eq!(config.plant_randomize.len(), 14);
+        assert_eq!(config.range_end_share, 0.3);
         assert_eq!(
             (
                 config.evaluation.every,

@@ -182,6 +182,9 @@ fn explain_params_refusal(reason: RefusalReason, setting: Option<&str>) -> Strin
         RefusalReason::BadParam => format!(
             "{setting} is outside what its plant takes; is its firmware from another tether release?"
         ),
+        RefusalReason::BadRangeEndShare => "its range_end_share is outside 0 to 1; is its \
+             firmware from another tether release?"
+            .into(),
         other => format!("{other:?}"),
     }
 }

@@ -359,6 +359,16 @@ pub struct RunConfig<T> {
     /// parameters as multipliers of their nominal value, imperfections absolute).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub plant_randomize: PlantRandomizeTable,
+    /// The share of `[plant_randomize]` draws, in [0, 1], that land on an end of their
+    /// range instead of uniformly inside it (half on each end; every ranged parameter of
+    /// every episode draws on its own). Default 0: uniform.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub range_end_share: f64,
+}
+
+/// Whether a share is 0 (the default, left out of a run's `config.toml`).
+fn is_zero(share: &f64) -> bool {
+    *share == 0.0
 }
 
 impl<T: Default> Default for RunConfig<T> {
@@ -376,6 +386,7 @@ impl<T: Default> Default for RunConfig<T> {
             evaluation: EvaluationConfig::default(),
             plant_params: PlantParamsTable::new(),
             plant_randomize: PlantRandomizeTable::new(),
+            range_end_share: 0.0,
         }
     }
 }
@@ -444,8 +455,8 @@ fn located(text: &str, origin: &Path, e: &toml::de::Error) -> RunConfigError {
     }
 }
 
-/// The plant part of a configuration file — `plant`, `[plant_params]`, `[plant_randomize]`
-/// — with every other key ignored: what `tether eval --config` and `tether sim --config`
+/// The plant part of a configuration file — `plant`, `[plant_params]`, `[plant_randomize]`,
+/// `range_end_share` — with every other key ignored: what `tether eval --config` and `tether sim --config`
 /// read.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
@@ -456,6 +467,8 @@ pub struct PlantSection {
     pub plant_params: PlantParamsTable,
     /// `[plant_randomize]`.
     pub plant_randomize: PlantRandomizeTable,
+    /// `range_end_share`.
+    pub range_end_share: f64,
 }
 
 impl PlantSection {
@@ -477,12 +490,12 @@ impl PlantSection {
         origin: &Path,
     ) -> Result<Option<PlantParams>, RunConfigError> {
         let no_ranges = PlantRandomizeTable::new();
-        let ranges = if randomize {
-            &self.plant_randomize
+        let (ranges, share) = if randomize {
+            (&self.plant_randomize, self.range_end_share)
         } else {
-            &no_ranges
+            (&no_ranges, 0.0)
         };
-        plant_params_message(plant, &self.plant_params, ranges).map_err(|invalid| {
+        plant_params_message(plant, &self.plant_params, ranges, share).map_err(|invalid| {
             RunConfigError::Invalid {
                 origin: origin.to_path_buf(),
                 key: invalid.key,
@@ -542,13 +555,17 @@ impl<T> RunConfig<T> {
         &self,
         origin: &Path,
     ) -> Result<Option<PlantParams>, RunConfigError> {
-        plant_params_message(&self.plant, &self.plant_params, &self.plant_randomize).map_err(
-            |invalid| RunConfigError::Invalid {
-                origin: origin.to_path_buf(),
-                key: invalid.key,
-                reason: invalid.reason,
-            },
+        plant_params_message(
+            &self.plant,
+            &self.plant_params,
+            &self.plant_randomize,
+            self.range_end_share,
         )
+        .map_err(|invalid| RunConfigError::Invalid {
+            origin: origin.to_path_buf(),
+            key: invalid.key,
+            reason: invalid.reason,
+        })
     }
 
     /// Checks the values the run loop relies on; `origin` labels errors. The learner's `T`
@@ -949,22 +966,25 @@ upload_retries = 1
 
     #[test]
     fn plant_tables_parse_record_and_are_checked() {
-        let text = "plant = \"qube\"\ninit = \"runs/dr\"\n[plant_params]\narm_mass = 0.1\n\
-                    latency_steps = 1\n[plant_randomize]\npendulum_length = [0.9, 1.1]\n\
-                    latency_steps = [0, 2]\n";
+        let text = "plant = \"qube\"\ninit = \"runs/dr\"\nrange_end_share = 0.25\n\
+                    [plant_params]\narm_mass = 0.1\nlatency_steps = 1\n[plant_randomize]\n\
+                    pendulum_length = [0.9, 1.1]\nlatency_steps = [0, 2]\n";
         let c = Config::from_toml_str(text, origin()).unwrap();
+        assert_eq!(c.range_end_share, 0.25);
         assert_eq!(c.plant_params["latency_steps"], 1.0);
         assert_eq!(c.plant_randomize["latency_steps"], [0.0, 2.0]);
         assert_eq!(c.init.as_deref(), Some("runs/dr"));
         c.validate(origin()).unwrap();
         let message = c.plant_params_message(origin()).unwrap().expect("settings");
         assert_eq!(message.settings.len(), 3);
+        assert_eq!(message.range_end_share, 0.25);
         // Written out and read back: the run's config.toml records them.
         let back = Config::from_toml_str(&c.to_toml_string().unwrap(), origin()).unwrap();
         assert_eq!(back, c);
         // Nothing set: nothing written, nothing sent.
         let plain = Config::default();
         assert!(!plain.to_toml_string().unwrap().contains("plant_params"));
+        assert!(!plain.to_toml_string().unwrap().contains("range_end_share"));
         assert_eq!(plain.plant_params_message(origin()).unwrap(), None);
 
         for (text, key) in [
@@ -981,6 +1001,14 @@ upload_retries = 1
                 "plant_randomize.arm_mass",
             ),
             ("[plant_params]\nbogus = 1\n", "plant_params.bogus"),
+            (
+                "plant = \"qube\"\nrange_end_share = 1.5\n[plant_randomize]\narm_mass = [0.9, 1.1]\n",
+                "range_end_share",
+            ),
+            (
+                "plant = \"qube\"\nrange_end_share = 0.3\n[plant_params]\narm_mass = 0.1\n",
+                "range_end_share",
+            ),
         ] {
             let c = Config::from_toml_str(text, origin()).unwrap();
             let err = c.validate(origin()).unwrap_err();

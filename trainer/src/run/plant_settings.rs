@@ -42,13 +42,32 @@ pub struct InvalidSetting {
     pub reason: String,
 }
 
-/// The [`PlantParams`] message for `plant` from the two tables; `Ok(None)` when both are
-/// empty (nothing to send: every device keeps its own physics).
+/// The [`PlantParams`] message for `plant` from the two tables and the top-level
+/// `range_end_share` (the share of draws at an end of their range, in [0, 1]); `Ok(None)`
+/// when both tables are empty (nothing to send: every device keeps its own physics).
 pub fn plant_params_message(
     plant: &str,
     params: &PlantParamsTable,
     randomize: &PlantRandomizeTable,
+    range_end_share: f64,
 ) -> Result<Option<PlantParams>, InvalidSetting> {
+    if !(0.0..=1.0).contains(&range_end_share) {
+        return Err(InvalidSetting {
+            key: "range_end_share".into(),
+            reason: format!(
+                "{range_end_share} is not a share: it must be between 0 (every draw uniform over \
+                 its range) and 1 (every draw at one end)"
+            ),
+        });
+    }
+    if range_end_share > 0.0 && randomize.is_empty() {
+        return Err(InvalidSetting {
+            key: "range_end_share".into(),
+            reason: "it weights the draws from [plant_randomize] ranges, and there are none: \
+                     add the ranges or remove the key"
+                .into(),
+        });
+    }
     if params.is_empty() && randomize.is_empty() {
         return Ok(None);
     }
@@ -70,7 +89,10 @@ pub fn plant_params_message(
     let mut names: Vec<&String> = params.keys().chain(randomize.keys()).collect();
     names.sort();
     names.dedup();
-    let mut message = PlantParams::default();
+    let mut message = PlantParams {
+        range_end_share: range_end_share as f32,
+        ..PlantParams::default()
+    };
     for name in names {
         let setting = setting(name, params.get(name), randomize.get(name));
         let problem = match &setting {
@@ -211,13 +233,13 @@ mod tests {
     }
 
     fn error(plant: &str, p: &[(&str, f64)], r: &[(&str, [f64; 2])]) -> InvalidSetting {
-        plant_params_message(plant, &params(p), &ranges(r)).expect_err("invalid")
+        plant_params_message(plant, &params(p), &ranges(r), 0.0).expect_err("invalid")
     }
 
     #[test]
     fn empty_tables_send_nothing() {
         assert_eq!(
-            plant_params_message("myrig", &params(&[]), &ranges(&[])),
+            plant_params_message("myrig", &params(&[]), &ranges(&[]), 0.0),
             Ok(None)
         );
     }
@@ -228,10 +250,12 @@ mod tests {
             "qube",
             &params(&[("arm_mass", 0.1), ("latency_steps", 1.0)]),
             &ranges(&[("arm_mass", [0.9, 1.1]), ("angle_noise_std", [0.0, 0.003])]),
+            0.25,
         )
         .expect("valid")
         .expect("something to send");
         assert_eq!(message.settings.len(), 3);
+        assert_eq!(message.range_end_share, 0.25);
         let mass = message.get("arm_mass").expect("arm_mass");
         assert_eq!(mass.value, Some(0.1));
         assert_eq!(
@@ -242,6 +266,25 @@ mod tests {
             })
         );
         assert_eq!(message.get("angle_noise_std").map(|s| s.value), Some(None));
+    }
+
+    #[test]
+    fn a_range_end_share_outside_zero_to_one_or_without_ranges_is_refused() {
+        let arm = ranges(&[("arm_mass", [0.9, 1.1])]);
+        for share in [-0.5, 1.01, f64::NAN] {
+            let e = plant_params_message("qube", &params(&[]), &arm, share).expect_err("refused");
+            assert_eq!(e.key, "range_end_share");
+            assert!(e.reason.contains("between 0"), "{}", e.reason);
+        }
+        let fixed = params(&[("arm_mass", 0.1)]);
+        let e = plant_params_message("qube", &fixed, &ranges(&[]), 0.3).expect_err("refused");
+        assert_eq!(e.key, "range_end_share");
+        assert!(e.reason.contains("[plant_randomize]"), "{}", e.reason);
+        for share in [0.0, 1.0] {
+            let message = plant_params_message("qube", &params(&[]), &arm, share);
+            let sent = message.expect("valid").expect("a range to send");
+            assert_eq!(f64::from(sent.range_end_share), share);
+        }
     }
 
     #[test]

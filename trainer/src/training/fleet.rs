@@ -183,12 +183,16 @@ impl FleetSpec {
     /// The fleet a run configuration asks for (its devices must report its plant and get
     /// its plant settings).
     pub fn from_config<T>(config: &RunConfig<T>) -> Result<Self, FleetError> {
-        let params =
-            plant_params_message(&config.plant, &config.plant_params, &config.plant_randomize)
-                .map_err(|invalid| FleetError::PlantSettings {
-                    key: invalid.key,
-                    reason: invalid.reason,
-                })?;
+        let params = plant_params_message(
+            &config.plant,
+            &config.plant_params,
+            &config.plant_randomize,
+            config.range_end_share,
+        )
+        .map_err(|invalid| FleetError::PlantSettings {
+            key: invalid.key,
+            reason: invalid.reason,
+        })?;
         Ok(Self::new(
             &config.devices,
             &config.timeouts,

@@ -321,7 +321,8 @@ fn toward_ends(u: f32, share: f32) -> f32 {
         // `>=`: with share 1 nothing is left to stretch (and 0/0 would be NaN).
         1.0
     } else {
-        (u - half) / (1.0 - share)
+        // Rounding could carry the last `u` below the high end a hair past 1.
+        ((u - half) / (1.0 - share)).min(1.0)
     }
 }
 

@@ -154,8 +154,8 @@ fn eval_randomize_replays_a_runs_evaluation_episodes() {
         &dir,
         "dr.toml",
         &format!(
-            "{SMALL}[plant_randomize]\nmass = [0.5, 1.5]\nlength = [0.7, 1.3]\n\
-             [evaluation]\nevery = 1\nepisodes = 6\n"
+            "range_end_share = 0.5\n{SMALL}[plant_randomize]\nmass = [0.5, 1.5]\n\
+             length = [0.7, 1.3]\n[evaluation]\nevery = 1\nepisodes = 6\n"
         ),
     );
     let run_dir = dir.join("run");
@@ -195,6 +195,22 @@ fn eval_randomize_replays_a_runs_evaluation_episodes() {
     assert_eq!(twelve.len(), 12);
     assert_eq!(&twelve[..3], &six[..3]);
     assert_eq!(&twelve[6..9], &six[3..]);
+    // The run's range end share is part of what is replayed: without it, other plants.
+    let recorded_text = std::fs::read_to_string(run_dir.join("config.toml")).expect("config");
+    assert!(
+        recorded_text.contains("range_end_share = 0.5"),
+        "{recorded_text}"
+    );
+    let uniform = write(
+        &dir,
+        "uniform.toml",
+        &recorded_text.replace("range_end_share = 0.5\n", ""),
+    );
+    let uniform = eval_json(
+        &policy,
+        &["--config", &uniform, "--randomize", "--seed", "5"],
+    );
+    assert_ne!(uniform["returns"], replay["returns"]);
 
     // Ranges asked for where the file has none: one clear error.
     let values_only = write(&dir, "values.toml", "[plant_params]\nmax_torque = 0.2\n");

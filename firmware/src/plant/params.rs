@@ -534,17 +534,22 @@ mod tests {
         assert_ne!(a[2], b[2]);
     }
 
-    /// Settings with a mass range of 0.5-1.5 x 4 kg, a noise range of 0.1-0.2 and a latency
-    /// of 1-3 steps, and `share` of the draws at the ranges' ends.
-    fn end_weighted(share: f32) -> Result<ParamSettings<4>, ParamRefusal> {
-        let mut settings = ParamSettings::new(&TABLE);
+    /// A mass range of 0.5-1.5 x 4 kg, a noise range of 0.1-0.2 and a latency of 1-3
+    /// steps, with `share` of the draws at the ranges' ends.
+    fn three_ranges(share: f32) -> PlantParams {
         let mut message = params(&[
             setting("mass", Some(4.0), Some((0.5, 1.5))),
             setting("noise", None, Some((0.1, 0.2))),
             setting("latency", None, Some((1.0, 3.0))),
         ]);
         message.range_end_share = share;
-        settings.set(&message, &[]).map(|()| settings)
+        message
+    }
+
+    /// Fresh settings set from [`three_ranges`].
+    fn end_weighted(share: f32) -> Result<ParamSettings<4>, ParamRefusal> {
+        let mut settings = ParamSettings::new(&TABLE);
+        settings.set(&three_ranges(share), &[]).map(|()| settings)
     }
 
     #[test]
@@ -583,11 +588,7 @@ mod tests {
     fn a_zero_share_draws_as_before_and_one_only_the_ends() {
         let uniform = end_weighted(0.0).expect("valid");
         let mut plain = ParamSettings::new(&TABLE);
-        let mut message = params(&[
-            setting("mass", Some(4.0), Some((0.5, 1.5))),
-            setting("noise", None, Some((0.1, 0.2))),
-            setting("latency", None, Some((1.0, 3.0))),
-        ]);
+        let message = three_ranges(0.0);
         plain.set(&message, &[]).expect("valid");
         for seed in 0..200 {
             let draw = |s: &ParamSettings<4>| s.draw(&mut SplitMix64::new(seed));
@@ -602,7 +603,6 @@ mod tests {
             assert!(latency == 1.0 || latency == 3.0, "{latency}");
         }
         // A later message without a share draws uniformly again.
-        message.range_end_share = 0.0;
         let mut again = end_weighted(1.0).expect("valid");
         again.set(&message, &[]).expect("valid");
         assert_eq!(

@@ -56,7 +56,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tether_shared::message::PlantParams;
 
 use crate::run::atomic_write::{AtomicWriteError, write_atomic};
-use crate::run::plant_settings::{PlantParamsTable, PlantRandomizeTable, plant_params_message};
+use crate::run::plant_settings::{
+    InvalidSetting, PlantParamsTable, PlantRandomizeTable, plant_params_message,
+};
 
 /// Why a configuration could not be read, written or accepted.
 #[derive(Debug, thiserror::Error)]
@@ -455,6 +457,15 @@ fn located(text: &str, origin: &Path, e: &toml::de::Error) -> RunConfigError {
     }
 }
 
+/// A plant setting the check refused, as an error of the file `origin`.
+fn invalid_at(origin: &Path, invalid: InvalidSetting) -> RunConfigError {
+    RunConfigError::Invalid {
+        origin: origin.to_path_buf(),
+        key: invalid.key,
+        reason: invalid.reason,
+    }
+}
+
 /// The plant part of a configuration file — `plant`, `[plant_params]`, `[plant_randomize]`,
 /// `range_end_share` — with every other key ignored: what `tether eval --config` and `tether sim --config`
 /// read.
@@ -495,13 +506,8 @@ impl PlantSection {
         } else {
             (&no_ranges, 0.0)
         };
-        plant_params_message(plant, &self.plant_params, ranges, share).map_err(|invalid| {
-            RunConfigError::Invalid {
-                origin: origin.to_path_buf(),
-                key: invalid.key,
-                reason: invalid.reason,
-            }
-        })
+        plant_params_message(plant, &self.plant_params, ranges, share)
+            .map_err(|invalid| invalid_at(origin, invalid))
     }
 }
 
@@ -555,17 +561,19 @@ impl<T> RunConfig<T> {
         &self,
         origin: &Path,
     ) -> Result<Option<PlantParams>, RunConfigError> {
+        self.plant_settings()
+            .map_err(|invalid| invalid_at(origin, invalid))
+    }
+
+    /// [`RunConfig::plant_params_message`] with the error as the plant settings' check
+    /// gives it (the key and the reason, no file).
+    pub fn plant_settings(&self) -> Result<Option<PlantParams>, InvalidSetting> {
         plant_params_message(
             &self.plant,
             &self.plant_params,
             &self.plant_randomize,
             self.range_end_share,
         )
-        .map_err(|invalid| RunConfigError::Invalid {
-            origin: origin.to_path_buf(),
-            key: invalid.key,
-            reason: invalid.reason,
-        })
     }
 
     /// Checks the values the run loop relies on; `origin` labels errors. The learner's `T`

@@ -19,7 +19,6 @@ use crate::device::simulated::{
 use crate::device::transport::{self, POLL_INTERVAL};
 use crate::device::{ClientConfig, DeviceAddress, DeviceClient, DeviceError, DeviceLink, replug};
 use crate::run::config::{DevicesConfig, LinkKind, RunConfig, TimeoutsConfig};
-use crate::run::plant_settings::plant_params_message;
 
 /// Why the fleet could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -183,16 +182,12 @@ impl FleetSpec {
     /// The fleet a run configuration asks for (its devices must report its plant and get
     /// its plant settings).
     pub fn from_config<T>(config: &RunConfig<T>) -> Result<Self, FleetError> {
-        let params = plant_params_message(
-            &config.plant,
-            &config.plant_params,
-            &config.plant_randomize,
-            config.range_end_share,
-        )
-        .map_err(|invalid| FleetError::PlantSettings {
-            key: invalid.key,
-            reason: invalid.reason,
-        })?;
+        let params = config
+            .plant_settings()
+            .map_err(|invalid| FleetError::PlantSettings {
+                key: invalid.key,
+                reason: invalid.reason,
+            })?;
         Ok(Self::new(
             &config.devices,
             &config.timeouts,

@@ -225,14 +225,23 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 1);
 
         // A failure not yet reported refuses the next submission, which never runs.
+        // The failing job waits until the job behind it is queued: otherwise its failure
+        // could be recorded first and refuse that job instead.
         let (done, finished) = std::sync::mpsc::channel::<()>();
-        writer.submit(|| Err("third".to_owned())).expect("queued");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        writer
+            .submit(move || {
+                released.recv().expect("released");
+                Err("third".to_owned())
+            })
+            .expect("queued");
         writer
             .submit(move || {
                 done.send(()).expect("signal");
                 Ok(())
             })
             .expect("queued");
+        release.send(()).expect("release");
         finished.recv().expect("the failing job has run");
         assert_eq!(writer.submit(count(&ran)), Err("third".to_owned()));
         assert_eq!(writer.wait(), Ok(()));

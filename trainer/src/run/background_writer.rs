@@ -207,15 +207,20 @@ mod tests {
                 Ok(())
             }
         };
+        // A job that fails with `message` once its sender is signalled: what is queued
+        // behind it is queued before the failure is recorded.
+        let held_failure = |message: &'static str| {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let job = move || {
+                released.recv().expect("released");
+                Err(message.to_owned())
+            };
+            (release, job)
+        };
 
         // Two failures: the first is the one reported.
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        writer
-            .submit(move || {
-                released.recv().expect("released");
-                Err("disk full: checkpoint.bin".to_owned())
-            })
-            .expect("queued");
+        let (release, failing) = held_failure("disk full: checkpoint.bin");
+        writer.submit(failing).expect("queued");
         writer.submit(|| Err("second".to_owned())).expect("queued");
         release.send(()).expect("release");
         assert_eq!(writer.wait(), Err("disk full: checkpoint.bin".to_owned()));
@@ -224,17 +229,12 @@ mod tests {
         assert_eq!(writer.wait(), Ok(()));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
 
-        // A failure not yet reported refuses the next submission, which never runs.
-        // The failing job waits until the job behind it is queued: otherwise its failure
-        // could be recorded first and refuse that job instead.
+        // A failure not yet reported refuses the next submission, which never runs. The
+        // failing job is held until the job behind it is queued: otherwise its failure could
+        // be recorded first and refuse that job instead.
         let (done, finished) = std::sync::mpsc::channel::<()>();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        writer
-            .submit(move || {
-                released.recv().expect("released");
-                Err("third".to_owned())
-            })
-            .expect("queued");
+        let (release, failing) = held_failure("third");
+        writer.submit(failing).expect("queued");
         writer
             .submit(move || {
                 done.send(()).expect("signal");

@@ -8,11 +8,13 @@
 #
 #   scripts/pretraining_cost.sh                  # 3 rounds: reference preset, DR run, this build's preset
 #   ROUNDS=5 OUT=runs/cost scripts/pretraining_cost.sh
+#   CONFIG=my-dr.toml scripts/pretraining_cost.sh  # time another randomised run instead
 #
 # The reference build lives in a git worktree under target/ (built once, about 3 minutes).
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
+CONFIG=${CONFIG:-configs/qube-dr.toml}
 OUT=${OUT:-runs/pretraining-cost}
 REFERENCE=87e9877
 REF_TREE=target/reference-$REFERENCE
@@ -44,7 +46,7 @@ echo "run wall_s user_s system_s load" >"$OUT/times.txt"
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     timed "reference-preset-$round" "$OLD" --plant qube | tee -a "$OUT/times.txt"
-    timed "dr-$round" "$NEW" --config configs/qube-dr.toml | tee -a "$OUT/times.txt"
+    timed "dr-$round" "$NEW" --config "$CONFIG" | tee -a "$OUT/times.txt"
     timed "preset-$round" "$NEW" --plant qube | tee -a "$OUT/times.txt"
     round=$((round + 1))
 done

@@ -7,7 +7,9 @@
 #   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
 #   DR_EVALUATE="10 40" ...                           # evaluate every 10 iterations, 40 episodes, from the start
-#   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from it (a fresh value function)
+#   FT_POLICY=best ONLY=finetune ...                    # fine-tune from the folder's best_policy.bin
+#                                                       (--init-policy best: the run's value function)
+#   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from the file (a fresh value function)
 #   UNSEEN=other-plant.toml ONLY=finetune OUT=... ...    # fine-tune on another unseen plant
 #                                                       (scripts/unseen-opposite-corner.toml: the README's second)
 #
@@ -191,8 +193,16 @@ evaluated_run() {
 }
 
 if wants finetune; then
-    # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy (DR_EVALUATE).
+    # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy (DR_EVALUATE) as a
+    # file; FT_POLICY=best: from the run folder with --init-policy best (that policy with
+    # the run's value function); neither: the folder's last policy with its value function.
+    FT_POLICY=${FT_POLICY:-last}
     tag="kl$FT_TARGET_KL-every$FT_EVERY${FT_FROM:+-best}"
+    start_policy="$OUT/dr-SEED${FT_FROM:-/policy.bin}"
+    if [ "$FT_POLICY" = best ]; then
+        tag="$tag-initbest"
+        start_policy="$OUT/dr-SEED/best_policy.bin"
+    fi
     # The unseen plant with the shipped fine-tuning settings (configs/qube-finetune.toml: its
     # top-level keys, the plant, then its tables), FT_EVERY and FT_TARGET_KL in place of its
     # own (evaluation reads only [plant_params]).
@@ -205,9 +215,10 @@ if wants finetune; then
     } >"$OUT/unseen-$tag.toml"
     printf 'seed\tsteps\tmean return\tbalanced (of 20)\tupright at the end (of 20)\n' | tee "$OUT/finetune-$tag.tsv"
     for s in $SEEDS; do
-        printf '%s\t0\t%s\n' "$s" "$(evaluate "$OUT/dr-$s${FT_FROM:-/policy.bin}" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"
+        start=$(echo "$start_policy" | sed "s/SEED/$s/")
+        printf '%s\t0\t%s\n' "$s" "$(evaluate "$start" "$OUT/unseen.toml")" | tee -a "$OUT/finetune-$tag.tsv"
         evaluated_run "$OUT/ft-$tag-$s" "$OUT/unseen-$tag.toml" "$FT_EVERY" "$FT_MAX" "$((s * 1000 + 7))" \
-            --init "$OUT/dr-$s${FT_FROM:-}" | sed "s/^/$s\t/" | tee -a "$OUT/finetune-$tag.tsv"
+            --init "$OUT/dr-$s${FT_FROM:-}" --init-policy "$FT_POLICY" | sed "s/^/$s\t/" | tee -a "$OUT/finetune-$tag.tsv"
     done
 fi
 

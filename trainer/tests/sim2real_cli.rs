@@ -26,6 +26,15 @@ fn train(args: &[&str]) -> std::process::Output {
     run(tether().arg("train").args(args), MINUTES)
 }
 
+/// `tether train --config config --init init` for 512 steps into `out`, with `extra` flags.
+fn fine_tune(config: &str, init: &str, extra: &[&str], out: &Path) -> std::process::Output {
+    let out = out.to_str().expect("utf-8");
+    let base = [
+        "--config", config, "--init", init, "--steps", "512", "--out", out,
+    ];
+    train(&[&base[..], extra].concat())
+}
+
 /// `tether eval --json` of `policy` on the pendulum, 6 episodes.
 fn eval_json(policy: &Path, extra: &[&str]) -> serde_json::Value {
     eval_episodes_json(policy, 6, extra)
@@ -297,16 +306,7 @@ fn init_starts_from_a_run_folder_or_a_policy_and_refuses_other_shapes() {
     assert!(output.status.success(), "{}", stderr(&output));
     for init in [&source_arg, &policy_arg] {
         let out = dir.join(&format!("fine-{}", init.len()));
-        let output = train(&[
-            "--config",
-            &config,
-            "--init",
-            init,
-            "--steps",
-            "512",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ]);
+        let output = fine_tune(&config, init, &[], &out);
         let text = stderr(&output);
         assert!(output.status.success(), "{text}");
         assert!(text.contains("starting from"), "{text}");
@@ -331,4 +331,66 @@ fn init_starts_from_a_run_folder_or_a_policy_and_refuses_other_shapes() {
     assert!(line.contains("[8]") && line.contains("[16]"), "{line}");
     let line = one_line_error(&train(&["--config", &config, "--init", "/nonexistent/run"]));
     assert!(line.contains("--init /nonexistent/run"), "{line}");
+    // The source ran no [evaluation], so it has no best policy to start from; a policy
+    // file is one policy already.
+    let best = ["--init-policy", "best"];
+    let line = one_line_error(&train(
+        &[&["--config", &config, "--init", &source_arg], &best[..]].concat(),
+    ));
+    assert!(
+        line.contains("no best_policy.bin") && line.contains("--init-policy last"),
+        "{line}"
+    );
+    let line = one_line_error(&train(
+        &[&["--config", &config, "--init", &policy_arg], &best[..]].concat(),
+    ));
+    assert!(line.contains("give the run folder"), "{line}");
+}
+
+/// `--init-policy best` starts from the run folder's best_policy.bin (here the mean of two
+/// evaluated policies): the new run's first evaluation-free round runs that policy, so its
+/// first return differs from a start from the same folder's last policy, and the choice is
+/// recorded in the run's config.toml.
+#[test]
+fn init_policy_best_starts_from_the_deployed_policy() {
+    let dir = Scratch::new("init-best");
+    let evaluated = format!("{SMALL}\n[evaluation]\nevery = 1\nepisodes = 2\naverage_best = 2\n");
+    let config = write(&dir, "evaluated.toml", &evaluated);
+    let plain = write(&dir, "small.toml", SMALL);
+    let source = dir.join("source");
+    let source_arg = source.to_str().expect("utf-8").to_string();
+    let output = train(&[
+        "--config",
+        &config,
+        "--seed",
+        "3",
+        "--steps",
+        "2048",
+        "--out",
+        &source_arg,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(source.join("best_policy.bin").is_file());
+    assert!(source.join("candidates").is_dir());
+
+    let mut first = Vec::new();
+    for which in ["last", "best"] {
+        let out = dir.join(&format!("fine-{which}"));
+        let output = fine_tune(&plain, &source_arg, &["--init-policy", which], &out);
+        let text = stderr(&output);
+        assert!(output.status.success(), "{text}");
+        let said = if which == "best" {
+            "its best_policy.bin"
+        } else {
+            "its last policy"
+        };
+        assert!(text.contains(said), "{text}");
+        let recorded = std::fs::read_to_string(out.join("config.toml")).expect("config");
+        assert!(
+            recorded.contains(&format!("init_policy = \"{which}\"")),
+            "{recorded}"
+        );
+        first.push(metrics(&out)[0]["mean_return"].as_f64().expect("a return"));
+    }
+    assert_ne!(first[0], first[1], "the best policy is not the last one");
 }

@@ -185,6 +185,12 @@ pub struct TrainArgs {
     /// its statistics) or a policy.bin (policy and normaliser, fresh value function).
     #[arg(long, value_name = "RUN|POLICY")]
     pub init: Option<PathBuf>,
+    /// Which policy of the `--init` run folder to start from: `last` (where its training
+    /// stopped) or `best` (its best_policy.bin, what `tether export --best` deploys); the
+    /// value function comes from the folder's checkpoint either way. Default: the config
+    /// file's `init_policy`, else last.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub init_policy: Option<crate::run::config::InitPolicy>,
 }
 
 /// `tether eval`.
@@ -280,7 +286,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = ExportFormat::Bin)]
     pub format: ExportFormat,
     /// Export the run's best evaluated policy (`best_policy.bin`, written by runs with an
-    /// `[evaluation]` table) instead of its latest (`policy.bin`).
+    /// `[evaluation]` table; with `average_best` the mean of the best few) instead of its
+    /// latest (`policy.bin`).
     #[arg(long)]
     pub best: bool,
     /// Output file (default in the run folder: policy-export.bin, policy.rs, policy.onnx or

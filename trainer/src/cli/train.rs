@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{DeviceArgs, ResumeArgs, TrainArgs, interrupt_flag, overlay};
-use crate::run::config::{LinkKind, RunConfig, move_keys_out_of_trpo};
+use crate::run::config::{InitPolicy, LinkKind, RunConfig, move_keys_out_of_trpo};
 use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
 use crate::training::fleet::{Fleet, FleetError, FleetSpec};
@@ -56,7 +56,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         folder.root().display()
     );
     if let Some(warm) = &warm {
-        eprintln!("starting from {}", warm.path().display());
+        eprintln!("starting from {}", warm.describe());
     }
     let root = folder.root().to_path_buf();
     let session = match Session::start_warm(folder, config, fleet, warm.as_ref()) {
@@ -166,6 +166,8 @@ pub struct TrainRequest {
     seed: Option<u64>,
     /// `--init`, which overrides the file's `init`.
     init: Option<PathBuf>,
+    /// `--init-policy`, which overrides the file's `init_policy`.
+    init_policy: Option<InitPolicy>,
     /// Labels configuration errors: the file, or "command line".
     origin: PathBuf,
 }
@@ -195,6 +197,7 @@ impl TrainRequest {
             steps: args.steps,
             seed: args.seed,
             init: args.init.clone(),
+            init_policy: args.init_policy,
             origin: args
                 .config
                 .clone()
@@ -220,10 +223,10 @@ impl TrainRequest {
     /// device is touched; `None`: a fresh learner.
     pub fn warm_start(&self) -> anyhow::Result<Option<WarmStart>> {
         let provisional = self.config_for(self.named_plant.as_deref().unwrap_or(GENERIC))?;
-        Ok(provisional
-            .config
+        let config = provisional.config;
+        Ok(config
             .init
-            .map(|path| WarmStart::load(Path::new(&path)))
+            .map(|path| WarmStart::load(Path::new(&path), config.init_policy))
             .transpose()?)
     }
 
@@ -263,6 +266,9 @@ impl TrainRequest {
         }
         if let Some(init) = &self.init {
             config.init = Some(init.display().to_string());
+        }
+        if let Some(which) = self.init_policy {
+            config.init_policy = which;
         }
         config.validate(&self.origin)?;
         Ok(ResolvedConfig { config, notice })

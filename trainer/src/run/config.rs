@@ -289,6 +289,11 @@ pub struct EvaluationConfig {
     /// steps (the last one always), so a long run spends its evaluation episodes where it
     /// chooses between policies that already work. Default 0: from the start.
     pub after_steps: u64,
+    /// How many of the best-evaluated policies `best_policy.bin` is the element-wise mean
+    /// of (network and normaliser parameters; see [`crate::training::best_candidates`]).
+    /// One evaluation ranks a run's late policies only roughly; the mean of a few of the
+    /// best is steadier than the single best. Default 1: the single best policy.
+    pub average_best: u32,
 }
 
 impl Default for EvaluationConfig {
@@ -297,6 +302,7 @@ impl Default for EvaluationConfig {
             every: 0,
             episodes: 20,
             after_steps: 0,
+            average_best: 1,
         }
     }
 }
@@ -310,6 +316,10 @@ impl EvaluationConfig {
                 || ((iteration + 1).is_multiple_of(self.every) && env_steps >= self.after_steps))
     }
 }
+
+/// The most policies `[evaluation] average_best` may average: each is a file in the run
+/// folder and a parameter vector in memory.
+pub const MAX_AVERAGE_BEST: u32 = 64;
 
 /// The resolved configuration of a run, generic over the learner's hyperparameters `T`
 /// (the `[trpo]` table; `T` should itself be `deny_unknown_fields, default` so a typo there
@@ -337,6 +347,9 @@ pub struct RunConfig<T> {
     /// The run folder or `policy.bin` the run's learner started from (`tether train
     /// --init`); `None`: a fresh learner. Only consulted when a run starts.
     pub init: Option<String>,
+    /// Which policy of a run folder `init` starts from (`tether train --init-policy`):
+    /// its last one or its `best_policy.bin`. Default `"last"`.
+    pub init_policy: InitPolicy,
     /// Seed of every random stream in the run; a fixed seed reproduces the run bit for bit.
     /// At most `i64::MAX` (TOML integers are signed 64-bit). Default 0.
     pub seed: u64,
@@ -379,6 +392,7 @@ impl<T: Default> Default for RunConfig<T> {
             plant: "pendulum".to_owned(),
             preset: None,
             init: None,
+            init_policy: InitPolicy::Last,
             seed: 0,
             total_steps: 1_000_000,
             steps_per_iteration: 2048,
@@ -391,6 +405,20 @@ impl<T: Default> Default for RunConfig<T> {
             range_end_share: 0.0,
         }
     }
+}
+
+/// Which policy of a run folder a warm start (`init`) takes. The value function, its
+/// optimiser state and the normaliser's sample count come from the folder's checkpoint
+/// either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InitPolicy {
+    /// The checkpoint's policy and normaliser statistics: where training stopped.
+    #[default]
+    Last,
+    /// `best_policy.bin` (the policy a run deploys when it evaluates: `tether export
+    /// --best`) and its normaliser's mean and scale.
+    Best,
 }
 
 /// Run-level keys older layouts kept in the `[trpo]` table.
@@ -617,6 +645,16 @@ impl<T> RunConfig<T> {
             return invalid(
                 "evaluation.episodes",
                 "must be at least 1 when `evaluation.every` is set".into(),
+            );
+        }
+        if !(1..=MAX_AVERAGE_BEST).contains(&self.evaluation.average_best) {
+            return invalid(
+                "evaluation.average_best",
+                format!(
+                    "{} is not 1..={MAX_AVERAGE_BEST}: the number of best-evaluated policies \
+                     best_policy.bin averages (1: the single best)",
+                    self.evaluation.average_best
+                ),
             );
         }
         if self.devices.baud == 0 {
@@ -928,6 +966,14 @@ upload_retries = 1
         );
         check(&|c| c.timeouts.silence_s = 0.0, "timeouts.silence_s");
         check(
+            &|c| c.evaluation.average_best = 0,
+            "evaluation.average_best",
+        );
+        check(
+            &|c| c.evaluation.average_best = MAX_AVERAGE_BEST + 1,
+            "evaluation.average_best",
+        );
+        check(
             &|c| {
                 c.evaluation.every = 5;
                 c.evaluation.episodes = 0;
@@ -944,6 +990,7 @@ upload_retries = 1
             every: n,
             episodes: 4,
             after_steps: 0,
+            average_best: 1,
         };
         // 100 steps per iteration.
         let due = |c: &EvaluationConfig| -> Vec<u64> {
@@ -967,8 +1014,12 @@ upload_retries = 1
                 every: 10,
                 episodes: 40,
                 after_steps: 6_500_000,
+                average_best: 1,
             }
         );
+        let text = "[evaluation]\nevery = 10\naverage_best = 5\n";
+        let c = Config::from_toml_str(text, origin()).unwrap();
+        assert_eq!(c.evaluation.average_best, 5);
         assert!(Config::from_toml_str("[evaluation]\nevry = 1\n", origin()).is_err());
     }
 

@@ -67,6 +67,8 @@ impl RunFolder {
     pub const POLICY: &'static str = "policy.bin";
     /// The policy with the best evaluation so far (`[evaluation]`), same format.
     pub const BEST_POLICY: &'static str = "best_policy.bin";
+    /// Folder of the policies `best_policy.bin` averages (`[evaluation] average_best`).
+    pub const CANDIDATES: &'static str = "candidates";
     /// Learning-curve SVG file name.
     pub const CURVE_SVG: &'static str = "curve.svg";
     /// Learning-curve PNG file name.
@@ -190,9 +192,32 @@ impl RunFolder {
     }
 
     /// `best_policy.bin`: the policy whose evaluation (`[evaluation]`) scored the highest
-    /// mean return so far; absent until a run evaluates.
+    /// mean return so far, or with `average_best = k > 1` the mean of the `k` best; absent
+    /// until a run evaluates.
     pub fn best_policy_path(&self) -> PathBuf {
         self.root.join(Self::BEST_POLICY)
+    }
+
+    /// `candidates/`: the policies `best_policy.bin` is the mean of, when a run's
+    /// `[evaluation]` averages more than one (`average_best`); absent otherwise.
+    pub fn candidates_dir(&self) -> PathBuf {
+        self.root.join(Self::CANDIDATES)
+    }
+
+    /// `candidates/iteration-NNNNNN.bin`: the policy iteration `iteration` (0-based)
+    /// produced, kept while it is among the best evaluated.
+    pub fn candidate_path(&self, iteration: u64) -> PathBuf {
+        self.candidates_dir()
+            .join(format!("iteration-{iteration:06}.bin"))
+    }
+
+    /// The iteration a candidate file's name stands for; `None` for any other name.
+    pub fn candidate_iteration(file_name: &str) -> Option<u64> {
+        let digits = file_name.strip_prefix("iteration-")?.strip_suffix(".bin")?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
     }
 
     /// `curve.svg`: learning curves as vector graphics.
@@ -253,6 +278,26 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn candidate_names_round_trip_and_other_names_are_not_candidates() {
+        let folder = RunFolder {
+            root: PathBuf::from("run"),
+        };
+        for iteration in [0, 7, 123_456, 9_999_999] {
+            let path = folder.candidate_path(iteration);
+            let name = path.file_name().and_then(|n| n.to_str()).expect("a name");
+            assert_eq!(RunFolder::candidate_iteration(name), Some(iteration));
+        }
+        for other in [
+            "iteration-.bin",
+            "iteration-12.tmp",
+            "best_policy.bin",
+            "iteration--1.bin",
+        ] {
+            assert_eq!(RunFolder::candidate_iteration(other), None, "{other}");
+        }
     }
 
     #[test]

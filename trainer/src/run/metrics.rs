@@ -142,7 +142,8 @@ pub struct IterationMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_mean_episode_length: Option<f64>,
     /// Whether that evaluation is the best of the run so far, so `best_policy.bin` holds
-    /// this iteration's policy; absent when none ran.
+    /// this iteration's policy (with `[evaluation] average_best` > 1: the mean of the best
+    /// few, this one among them); absent when none ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_best: Option<bool>,
 }

@@ -10,9 +10,11 @@
 //! - [`run_state`]: what a checkpoint holds;
 //! - [`session`]: the iteration loop itself (`tether train` / `tether resume`);
 //! - [`warm_start`]: a new run's learner from a trained run or policy (`--init`);
-//! - [`evaluation`]: deterministic evaluation episodes (`tether eval`).
+//! - [`evaluation`]: deterministic evaluation episodes (`tether eval`);
+//! - [`best_candidates`]: `best_policy.bin` as the mean of the best-evaluated policies.
 
 pub mod assembly;
+pub mod best_candidates;
 pub mod evaluation;
 pub mod fleet;
 pub mod link_budget;

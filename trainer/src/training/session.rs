@@ -19,6 +19,7 @@ use tether_shared::seeds::round_seed;
 use tether_shared::{PlantDescription, PolicySpec};
 
 use super::assembly::{AssembledBatch, assemble};
+use super::best_candidates::{BestCandidates, prune_candidate_files};
 use super::evaluation::{EvaluationRound, evaluate_on};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
@@ -27,6 +28,7 @@ use super::smoothness::Smoothness;
 use super::warm_start::{WarmStart, WarmStartError};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool, Recovery};
+use crate::run::atomic_write::AtomicWriteError;
 use crate::run::background_writer::BackgroundWriter;
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
@@ -125,6 +127,9 @@ pub struct Session {
     /// Appended to by the writer's jobs only.
     metrics: Arc<Mutex<IterationLog>>,
     history: Vec<IterationMetrics>,
+    /// The policies `best_policy.bin` averages (`[evaluation] average_best` > 1); `None`:
+    /// it is the single best policy.
+    best_candidates: Option<BestCandidates>,
     observer: Option<RoundObserver>,
     /// When the curves were last drawn (`None`: not yet in this session).
     last_plot: Option<Instant>,
@@ -246,6 +251,8 @@ impl Session {
             .map_err(|e| SessionError::Learner(e.to_string()))?;
         let plant = fleet.plant.clone();
         let pool = DevicePool::new(fleet.clients);
+        let keep = config.evaluation.average_best as usize;
+        let best_candidates = (keep > 1).then(|| BestCandidates::restore(keep, &history, &folder));
         Ok(Session {
             folder,
             config,
@@ -257,6 +264,7 @@ impl Session {
             progress,
             metrics: Arc::new(Mutex::new(metrics)),
             history,
+            best_candidates,
             observer: None,
             last_plot: None,
             writer: BackgroundWriter::spawn("run-writer", WRITE_QUEUE_DEPTH)
@@ -471,10 +479,11 @@ impl Session {
     }
 
     /// Hands the iteration's record to the writer: the metrics line and event, the best
-    /// policy when this one is, `policy.bin`, the checkpoint, in that order, so a crash
-    /// between any two leaves a state `resume` understands (it trims metrics past the
-    /// checkpoint and redoes the iterations after it; see [`crate::run`]). Returns an
-    /// earlier record's write error.
+    /// policy when it changed (with `average_best` > 1, the new candidate's file first),
+    /// `policy.bin`, the checkpoint, in that order, so a crash between any two leaves a
+    /// state `resume` understands (it trims metrics past the checkpoint and redoes the
+    /// iterations after it; see [`crate::run`]); candidates that dropped out are removed
+    /// last. Returns an earlier record's write error.
     fn record(&mut self, metrics: &IterationMetrics) -> Result<(), SessionError> {
         self.history.push(metrics.clone());
         let line = metrics.clone();
@@ -483,7 +492,25 @@ impl Session {
             spec: self.spec.clone(),
             params: self.learner.export_f32(),
         };
-        let best_path = (metrics.eval_best == Some(true)).then(|| self.folder.best_policy_path());
+        let best = match (&mut self.best_candidates, metrics.eval_mean_return) {
+            (None, _) => (metrics.eval_best == Some(true)).then_some(BestPolicyWrite::This),
+            (Some(set), Some(eval)) => {
+                let kept = set.offer(metrics.iteration, eval, &policy.params);
+                set.mean()
+                    .filter(|_| kept)
+                    .map(|params| BestPolicyWrite::Mean {
+                        candidate: self.folder.candidate_path(metrics.iteration),
+                        mean: PolicyFile {
+                            spec: self.spec.clone(),
+                            params,
+                        },
+                        keep: set.iterations(),
+                    })
+            }
+            (Some(_), None) => None,
+        };
+        let best_path = self.folder.best_policy_path();
+        let candidates_dir = self.folder.candidates_dir();
         let policy_path = self.folder.policy_path();
         let state = TrainingState {
             plant: self.config.plant.clone(),
@@ -495,11 +522,28 @@ impl Session {
             log.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .append(&line)?;
-            if let Some(best_path) = best_path {
-                policy.write_bin(&best_path)?;
+            match &best {
+                Some(BestPolicyWrite::This) => policy.write_bin(&best_path)?,
+                Some(BestPolicyWrite::Mean {
+                    candidate, mean, ..
+                }) => {
+                    std::fs::create_dir_all(&candidates_dir).map_err(|source| {
+                        PolicyFileError::Write(AtomicWriteError {
+                            action: "create".into(),
+                            path: candidates_dir.clone(),
+                            source,
+                        })
+                    })?;
+                    policy.write_bin(candidate)?;
+                    mean.write_bin(&best_path)?;
+                }
+                None => {}
             }
             policy.write_bin(&policy_path)?;
             state.save(&checkpoint_path)?;
+            if let Some(BestPolicyWrite::Mean { keep, .. }) = &best {
+                prune_candidate_files(&candidates_dir, keep)?;
+            }
             Ok(())
         })?;
         if self
@@ -529,6 +573,21 @@ impl Session {
             Ok(())
         })
     }
+}
+
+/// What an iteration's record writes as `best_policy.bin`.
+enum BestPolicyWrite {
+    /// This iteration's policy (the single best so far).
+    This,
+    /// The mean of the kept candidates, after writing this iteration's policy as one.
+    Mean {
+        /// Where this iteration's policy goes as a candidate.
+        candidate: std::path::PathBuf,
+        /// The new `best_policy.bin`.
+        mean: PolicyFile,
+        /// The candidates kept after this iteration (their files stay).
+        keep: Vec<u64>,
+    },
 }
 
 /// The update's figures into an iteration's metrics; a refused batch leaves KL and entropy
@@ -747,6 +806,87 @@ mod tests {
         assert_eq!(
             bytes(paths.best_policy_path()) == bytes(paths.policy_path()),
             best_is_last
+        );
+    }
+
+    /// With `average_best = 3`, `best_policy.bin` is the element-wise mean of the policies
+    /// of the three best evaluations, kept as candidate files and no others; a run resumed
+    /// after every iteration (which rebuilds the set from its metrics and files each time)
+    /// ends with the same files as a straight one, and each candidate is the policy its
+    /// iteration produced.
+    #[test]
+    fn the_best_policy_averages_the_best_evaluated_candidates() {
+        let dir = TestDir::new("session-average-best");
+        let averaged = |total_steps| {
+            let mut config = evaluated_config(total_steps, 1);
+            config.evaluation.average_best = 3;
+            config
+        };
+        let straight = RunFolder::create(&dir.join("straight")).expect("folder");
+        let straight_paths = straight.clone();
+        run_to_the_end(&mut Session::start(straight, averaged(2400)).expect("starts"));
+
+        let split = RunFolder::create(&dir.join("split")).expect("folder");
+        let paths = split.clone();
+        run_to_the_end(&mut Session::start(split, averaged(400)).expect("starts"));
+        let read = |path: PathBuf| PolicyFile::read_bin(&path).expect("a policy");
+        let mut policies = vec![read(paths.policy_path())];
+        for steps in (800..=2400).step_by(400) {
+            run_to_the_end(&mut Session::resume(paths.clone(), Some(steps)).expect("resumes"));
+            policies.push(read(paths.policy_path()));
+        }
+
+        let metrics = read_metrics(&paths.metrics_path()).expect("metrics");
+        let mut ranked: Vec<(f64, u64)> = metrics
+            .iter()
+            .map(|m| {
+                (
+                    m.eval_mean_return.expect("evaluated every iteration"),
+                    m.iteration,
+                )
+            })
+            .collect();
+        assert_eq!(ranked.len(), 6);
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut best: Vec<u64> = ranked.iter().take(3).map(|&(_, i)| i).collect();
+        best.sort_unstable();
+
+        let candidates = |folder: &RunFolder| {
+            let mut found: Vec<u64> = std::fs::read_dir(folder.candidates_dir())
+                .expect("a candidates folder")
+                .map(|e| {
+                    e.expect("an entry")
+                        .file_name()
+                        .into_string()
+                        .expect("utf-8")
+                })
+                .map(|name| RunFolder::candidate_iteration(&name).expect("a candidate"))
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(candidates(&paths), best);
+        let mut sum = vec![0.0f64; policies[0].params.len()];
+        for &i in &best {
+            let candidate = read(paths.candidate_path(i));
+            assert_eq!(candidate, policies[i as usize], "iteration {i}'s policy");
+            for (s, &p) in sum.iter_mut().zip(&candidate.params) {
+                *s += f64::from(p);
+            }
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / 3.0) as f32).collect();
+        let best_policy = read(paths.best_policy_path());
+        assert_eq!(best_policy.params, mean);
+        assert!(
+            policies.iter().all(|p| p.params != mean),
+            "a mean, not one of them"
+        );
+
+        assert_eq!(candidates(&straight_paths), best);
+        let bytes = |path: PathBuf| std::fs::read(path).expect("a file");
+        assert_eq!(
+            bytes(straight_paths.best_policy_path()),
+            bytes(paths.best_policy_path())
         );
     }
 

@@ -7,6 +7,13 @@
 //! - **a run folder**: its checkpoint's policy, value function (with its Adam state) and
 //!   observation normaliser with all its statistics, sample count included. The new run
 //!   continues the statistics: its observations fold into them as if the old run had gone on.
+//!   With `init_policy = "best"` (`--init-policy best`) the policy and the normaliser's mean
+//!   and variance come from the folder's `best_policy.bin` instead — the policy the run
+//!   deploys, which with `[evaluation] average_best` is a mean of several and was never the
+//!   checkpoint's — and the value function and sample count still from the checkpoint: a
+//!   value function trained on the same run's late policies is a far better start than a
+//!   fresh one (fine-tuning from a `.bin` with a fresh one missed the issue's 150 000-step
+//!   goal on a qube seed that the run-folder start met; README, "Sim to real, measured").
 //! - **a `policy.bin`**: the policy and the normaliser's mean and variance (recovered from the
 //!   exported `scale = 1/sqrt(var + 1e-8)`), and a fresh value function. The file holds no
 //!   sample count; the statistics continue as if they had come from
@@ -28,6 +35,7 @@ use tether_shared::PolicySpec;
 
 use super::run_state::TrainingState;
 use crate::run::checkpoint::CheckpointError;
+use crate::run::config::InitPolicy;
 use crate::run::folder::RunFolder;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
 use crate::trpo::TrpoState;
@@ -76,6 +84,26 @@ pub enum WarmStartError {
         /// This run's shapes.
         ours: String,
     },
+    /// `--init-policy best` on a run folder without a `best_policy.bin`.
+    #[error(
+        "--init {}: the run has no best_policy.bin (it ran no [evaluation]); start from its \
+         last policy (--init-policy last) instead",
+        path.display()
+    )]
+    NoBestPolicy {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// `--init-policy best` with a policy file, which is one policy already.
+    #[error(
+        "--init {}: --init-policy best picks a run folder's best_policy.bin; give the run \
+         folder, or drop --init-policy to start from this file",
+        path.display()
+    )]
+    BestOfAPolicyFile {
+        /// The file given.
+        path: PathBuf,
+    },
     /// The run folder trained another plant.
     #[error("--init {}: it trained plant `{theirs}`, this run trains `{ours}`", path.display())]
     PlantMismatch {
@@ -97,6 +125,9 @@ pub enum WarmStart {
         path: PathBuf,
         /// Its checkpoint.
         state: Box<TrainingState>,
+        /// Its `best_policy.bin`, when the start takes that policy instead of the
+        /// checkpoint's.
+        best: Option<PolicyFile>,
     },
     /// An exported policy.
     Policy {
@@ -108,8 +139,9 @@ pub enum WarmStart {
 }
 
 impl WarmStart {
-    /// Reads a run folder's checkpoint (when `path` is a folder) or a `policy.bin`.
-    pub fn load(path: &Path) -> Result<Self, WarmStartError> {
+    /// Reads a run folder's checkpoint (when `path` is a folder; with `which` =
+    /// [`InitPolicy::Best`] its `best_policy.bin` too) or a `policy.bin`.
+    pub fn load(path: &Path, which: InitPolicy) -> Result<Self, WarmStartError> {
         if path.is_dir() {
             let folder = RunFolder::open(path).map_err(|_| WarmStartError::NotFound {
                 path: path.to_path_buf(),
@@ -125,9 +157,22 @@ impl WarmStart {
                     path: path.to_path_buf(),
                     source,
                 })?;
+            let best = match which {
+                InitPolicy::Last => None,
+                InitPolicy::Best => {
+                    let best = folder.best_policy_path();
+                    if !best.is_file() {
+                        return Err(WarmStartError::NoBestPolicy {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    Some(PolicyFile::read_bin(&best)?)
+                }
+            };
             return Ok(WarmStart::Run {
                 path: path.to_path_buf(),
                 state: Box::new(state),
+                best,
             });
         }
         if !path.is_file() {
@@ -135,10 +180,34 @@ impl WarmStart {
                 path: path.to_path_buf(),
             });
         }
+        if which == InitPolicy::Best {
+            return Err(WarmStartError::BestOfAPolicyFile {
+                path: path.to_path_buf(),
+            });
+        }
         Ok(WarmStart::Policy {
             path: path.to_path_buf(),
             file: PolicyFile::read_bin(path)?,
         })
+    }
+
+    /// What it starts from, in words (for the run's first line), e.g. `runs/x (its
+    /// best_policy.bin, the checkpoint's value function)`.
+    pub fn describe(&self) -> String {
+        match self {
+            WarmStart::Run { path, best, .. } => format!(
+                "{} ({}, its value function)",
+                path.display(),
+                if best.is_some() {
+                    "its best_policy.bin"
+                } else {
+                    "its last policy"
+                }
+            ),
+            WarmStart::Policy { path, .. } => {
+                format!("{} (a fresh value function)", path.display())
+            }
+        }
     }
 
     /// Where it came from.
@@ -152,7 +221,7 @@ impl WarmStart {
     /// configuration and seed) with the warm start's parts in place.
     pub fn apply(&self, plant: &str, fresh: TrpoState) -> Result<TrpoState, WarmStartError> {
         match self {
-            WarmStart::Run { path, state } => {
+            WarmStart::Run { path, state, best } => {
                 if state.plant != plant {
                     return Err(WarmStartError::PlantMismatch {
                         path: path.clone(),
@@ -160,9 +229,20 @@ impl WarmStart {
                         ours: plant.to_string(),
                     });
                 }
-                from_run(path, &state.learner, fresh)
+                let started = from_run(path, &state.learner, fresh)?;
+                match best {
+                    None => Ok(started),
+                    // The checkpoint's sample count: the best policy's statistics stand for
+                    // as many observations as the run's own.
+                    Some(file) => {
+                        let count = started.normalizer.as_ref().map_or(0.0, |n| n.count);
+                        from_policy(path, file, started, count)
+                    }
+                }
             }
-            WarmStart::Policy { path, file } => from_policy(path, file, fresh),
+            WarmStart::Policy { path, file } => {
+                from_policy(path, file, fresh, POLICY_FILE_STATISTICS_COUNT)
+            }
         }
     }
 }
@@ -210,10 +290,13 @@ fn from_run(path: &Path, saved: &TrpoState, fresh: TrpoState) -> Result<TrpoStat
     })
 }
 
+/// `fresh` with its policy and normaliser replaced by `file`'s; the normaliser's statistics
+/// stand for `count` observations.
 fn from_policy(
     path: &Path,
     file: &PolicyFile,
     fresh: TrpoState,
+    count: f64,
 ) -> Result<TrpoState, WarmStartError> {
     let spec: &PolicySpec = &file.spec;
     let normaliser_len = spec.normalizer_len();
@@ -243,7 +326,6 @@ fn from_policy(
     }
     let obs_dim = fresh.obs_dim;
     let normalizer = spec.normalize_obs.then(|| {
-        let count = POLICY_FILE_STATISTICS_COUNT;
         let (mean, scale) = file.params.split_at(obs_dim.min(file.params.len()));
         let variance = scale
             .iter()
@@ -341,7 +423,7 @@ mod tests {
         let saved = TrainingState::load(&source.checkpoint_path()).expect("checkpoint");
         let mut new_config = config(9);
         new_config.trpo.target_kl = 0.002;
-        let warm = WarmStart::load(source.root()).expect("a run folder");
+        let warm = WarmStart::load(source.root(), InitPolicy::Last).expect("a run folder");
         let state = warm.apply("pendulum", fresh(&new_config)).expect("fits");
         assert_eq!(state.policy_parameters, saved.learner.policy_parameters);
         assert_eq!(state.value_parameters, saved.learner.value_parameters);
@@ -372,7 +454,7 @@ mod tests {
         let dir = TestDir::new("warm-policy");
         let source = trained(&dir);
         let file = PolicyFile::read_bin(&source.policy_path()).expect("policy.bin");
-        let warm = WarmStart::load(&source.policy_path()).expect("a policy file");
+        let warm = WarmStart::load(&source.policy_path(), InitPolicy::Last).expect("a policy file");
         let new_config = config(11);
         let state = warm.apply("pendulum", fresh(&new_config)).expect("fits");
         let fresh_value = fresh(&new_config).value_parameters;
@@ -400,6 +482,60 @@ mod tests {
         assert!(err.to_string().contains("normaliser on"), "{err}");
     }
 
+    /// `--init-policy best`: the folder's `best_policy.bin` (here a mean of two evaluated
+    /// policies, so neither the checkpoint's nor any single one) is what the new run
+    /// deploys first, with the checkpoint's value function and sample count; a folder
+    /// without one and a policy file are refused, naming the way out.
+    #[test]
+    fn the_best_policy_of_a_run_folder_starts_with_the_runs_value_function() {
+        let dir = TestDir::new("warm-best");
+        let mut evaluated = config(4);
+        evaluated.total_steps = 1200;
+        evaluated.evaluation.every = 1;
+        evaluated.evaluation.episodes = 2;
+        evaluated.evaluation.average_best = 2;
+        let folder = RunFolder::create(&dir.join("source")).expect("folder");
+        let source = folder.clone();
+        Session::start(folder, evaluated)
+            .expect("starts")
+            .run(&AtomicBool::new(false), |_| {})
+            .expect("finishes");
+        let best = PolicyFile::read_bin(&source.best_policy_path()).expect("best_policy.bin");
+        let last = PolicyFile::read_bin(&source.policy_path()).expect("policy.bin");
+        assert_ne!(best.params, last.params);
+        let saved = TrainingState::load(&source.checkpoint_path()).expect("checkpoint");
+
+        let warm = WarmStart::load(source.root(), InitPolicy::Best).expect("a run folder");
+        let state = warm.apply("pendulum", fresh(&config(9))).expect("fits");
+        assert_eq!(state.value_parameters, saved.learner.value_parameters);
+        assert_eq!(state.value_optimizer, saved.learner.value_optimizer);
+        let count = saved.learner.normalizer.as_ref().expect("normaliser").count;
+        assert_eq!(state.normalizer.as_ref().map(|n| n.count), Some(count));
+        let learner =
+            Trpo::from_state(3, ActionDistribution::DiagGaussian { action_dim: 1 }, state)
+                .expect("a learner");
+        let exported = learner.export_f32();
+        assert_eq!(exported.len(), best.params.len());
+        for (i, (e, b)) in exported.iter().zip(&best.params).enumerate() {
+            // The normaliser's scale goes through a variance and back.
+            assert!(
+                (e - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "parameter {i}: {e} vs {b}"
+            );
+        }
+
+        let err = WarmStart::load(&source.best_policy_path(), InitPolicy::Best)
+            .expect_err("a policy file");
+        assert!(
+            matches!(err, WarmStartError::BestOfAPolicyFile { .. }),
+            "{err}"
+        );
+        let plain_dir = TestDir::new("warm-best-plain");
+        let plain = trained(&plain_dir);
+        let err = WarmStart::load(plain.root(), InitPolicy::Best).expect_err("no evaluations");
+        assert!(err.to_string().contains("--init-policy last"), "{err}");
+    }
+
     /// A gSDE run's `policy.bin` (the best evaluated policy a shipped randomised run keeps)
     /// starts a gSDE run, whatever its noise period, and exports unchanged; a run with
     /// plain Gaussian noise refuses it, naming both heads.
@@ -419,7 +555,7 @@ mod tests {
             .run(&AtomicBool::new(false), |_| {})
             .expect("finishes");
         let file = PolicyFile::read_bin(&source.policy_path()).expect("policy.bin");
-        let warm = WarmStart::load(&source.policy_path()).expect("a policy file");
+        let warm = WarmStart::load(&source.policy_path(), InitPolicy::Last).expect("a policy file");
 
         let new_config = gsde(11, 4);
         let head = crate::training::run_state::TrainingState::load(&source.checkpoint_path())
@@ -451,12 +587,12 @@ mod tests {
     #[test]
     fn anything_else_is_named() {
         let dir = TestDir::new("warm-missing");
-        let err = WarmStart::load(&dir.join("nothing")).expect_err("missing");
+        let err = WarmStart::load(&dir.join("nothing"), InitPolicy::Last).expect_err("missing");
         assert!(matches!(err, WarmStartError::NotFound { .. }), "{err}");
-        let err = WarmStart::load(dir.path()).expect_err("an empty folder");
+        let err = WarmStart::load(dir.path(), InitPolicy::Last).expect_err("an empty folder");
         assert!(matches!(err, WarmStartError::NotFound { .. }), "{err}");
         std::fs::write(dir.join("junk.bin"), b"not a policy").expect("write");
-        let err = WarmStart::load(&dir.join("junk.bin")).expect_err("junk");
+        let err = WarmStart::load(&dir.join("junk.bin"), InitPolicy::Last).expect_err("junk");
         assert!(matches!(err, WarmStartError::Policy(_)), "{err}");
     }
 }

@@ -7,8 +7,8 @@
 #   scripts/reproduce_sim2real.sh                   # everything (about 6 min of CPU, 9 min wall at load 5-7)
 #   ONLY="pretrain grid finetune scratch" SEEDS="0 1 2" OUT=runs/sim2real scripts/reproduce_sim2real.sh
 #   DR_EVALUATE="10 40" ...                           # evaluate every 10 iterations, 40 episodes, from the start
-#   FT_POLICY=best ONLY=finetune ...                    # fine-tune from the folder's best_policy.bin
-#                                                       (--init-policy best: the run's value function)
+#   FT_POLICY=last ONLY=finetune ...                    # fine-tune from the folder's last policy
+#                                                       (default: best_policy.bin, as qube-finetune.toml)
 #   FT_FROM=/best_policy.bin ONLY=finetune ...          # fine-tune from the file (a fresh value function)
 #   UNSEEN=other-plant.toml ONLY=finetune OUT=... ...    # fine-tune on another unseen plant
 #                                                       (scripts/unseen-opposite-corner.toml: the README's second)
@@ -193,10 +193,11 @@ evaluated_run() {
 }
 
 if wants finetune; then
-    # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy (DR_EVALUATE) as a
-    # file; FT_POLICY=best: from the run folder with --init-policy best (that policy with
-    # the run's value function); neither: the folder's last policy with its value function.
-    FT_POLICY=${FT_POLICY:-last}
+    # FT_FROM=/best_policy.bin: start from the runs' best evaluated policy as a file (a fresh
+    # value function); otherwise from the run folder with --init-policy FT_POLICY: best (the
+    # default, as configs/qube-finetune.toml: best_policy.bin with the run's value function)
+    # or last (the checkpoint's policy).
+    if [ -n "${FT_FROM:-}" ]; then FT_POLICY=${FT_POLICY:-last}; else FT_POLICY=${FT_POLICY:-best}; fi
     tag="kl$FT_TARGET_KL-every$FT_EVERY${FT_FROM:+-best}"
     start_policy="$OUT/dr-SEED${FT_FROM:-/policy.bin}"
     if [ "$FT_POLICY" = best ]; then

@@ -18,13 +18,16 @@ const ITERATIONS: usize = 12;
 const STEPS_PER_ITERATION: usize = 512;
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A 12-iteration pendulum run on 2 simulated devices with a fixed seed.
+/// A 12-iteration pendulum run on 2 simulated devices with a fixed seed, evaluated after
+/// every iteration, its best policy the mean of the 3 best (so a kill can also fall between
+/// a candidate's file and the checkpoint, or before the dropped candidates are pruned).
 fn write_config(dir: &Scratch) -> std::path::PathBuf {
     let path = dir.join("run.toml");
     std::fs::write(
         &path,
         format!(
-            "plant = \"pendulum\"\nseed = 11\ntotal_steps = {}\nsteps_per_iteration = {STEPS_PER_ITERATION}\n[devices]\nsim = 2\n",
+            "plant = \"pendulum\"\nseed = 11\ntotal_steps = {}\nsteps_per_iteration = {STEPS_PER_ITERATION}\n[devices]\nsim = 2\n\
+             [evaluation]\nevery = 1\nepisodes = 2\naverage_best = 3\n",
             ITERATIONS * STEPS_PER_ITERATION
         ),
     )
@@ -137,8 +140,9 @@ fn resumed_at(log: &str) -> usize {
 /// metrics line (typically before that iteration's checkpoint: resume must drop the line
 /// and redo the iteration), once after a checkpoint was rewritten past the sixth line
 /// (typically mid-collection: resume continues from that checkpoint). The end: identical
-/// `policy.bin` bytes and identical metrics for every iteration (timing aside), each
-/// iteration present exactly once, in order.
+/// `policy.bin` and `best_policy.bin` bytes, the same candidate files, and identical
+/// metrics for every iteration (timing aside), each iteration present exactly once, in
+/// order.
 #[test]
 fn sigkill_then_resume_matches_a_straight_run() {
     let dir = Scratch::new("crash");
@@ -191,6 +195,27 @@ fn sigkill_then_resume_matches_a_straight_run() {
         a == b,
         "policy.bin differs between the straight and the resumed run"
     );
+    let a = std::fs::read(straight.join("best_policy.bin")).unwrap();
+    let b = std::fs::read(crashed.join("best_policy.bin")).unwrap();
+    assert!(
+        a == b,
+        "best_policy.bin differs between the straight and the resumed run"
+    );
+    let candidates = |run: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(run.join("candidates"))
+            .expect("a candidates folder")
+            .map(|e| {
+                let e = e.expect("an entry");
+                let name = e.file_name().into_string().expect("utf-8");
+                (name, std::fs::read(e.path()).expect("a candidate"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let kept = candidates(&straight);
+    assert_eq!(kept.len(), 3, "the 3 best are kept, no others");
+    assert!(kept == candidates(&crashed), "the same candidate files");
     let straight_metrics = metrics_without_timing(&straight);
     let resumed_metrics = metrics_without_timing(&crashed);
     let iterations: Vec<u64> = resumed_metrics

@@ -61,9 +61,11 @@ impl BestCandidates {
     }
 
     /// The set a run had after the iterations in `history` (a resumed run's metrics up to
-    /// its checkpoint), read back from the candidate files in `folder`. A candidate whose
-    /// file is missing or unreadable is left out with a warning: the mean is a deployment
-    /// choice, not training state, so it must not stop a run from resuming.
+    /// its checkpoint), read back from the candidate files in `folder`; the folder's other
+    /// candidate files (a run killed before it pruned them, or past its checkpoint) are
+    /// removed. A candidate whose file is missing or unreadable is left out with a warning:
+    /// the mean is a deployment choice, not training state, so it must not stop a run from
+    /// resuming.
     pub fn restore(keep: usize, history: &[IterationMetrics], folder: &RunFolder) -> Self {
         let mut ranked: Vec<(f64, u64)> = history
             .iter()
@@ -90,6 +92,9 @@ impl BestCandidates {
                     "best_policy.bin will average without iteration {iteration}'s policy: {e}"
                 ),
             }
+        }
+        if let Err(e) = prune_candidate_files(&folder.candidates_dir(), &set.iterations()) {
+            tracing::warn!("{e}");
         }
         set
     }
@@ -146,8 +151,10 @@ impl BestCandidates {
     }
 }
 
-/// Removes the candidate files in `dir` other than those of `keep` (iterations). Files that
-/// are not candidates are left alone.
+/// Removes the candidate files in `dir` other than those of `keep` (iterations), and the
+/// temporary files a killed write of one left (`.iteration-NNNNNN.bin.tmp-…`: only the
+/// run's writer writes here, and it calls this when its writes are done). Other files are
+/// left alone.
 pub fn prune_candidate_files(dir: &Path, keep: &[u64]) -> Result<(), PolicyFileError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -161,10 +168,15 @@ pub fn prune_candidate_files(dir: &Path, keep: &[u64]) -> Result<(), PolicyFileE
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(iteration) = name.to_str().and_then(RunFolder::candidate_iteration) else {
+        let Some(name) = name.to_str() else {
             continue;
         };
-        if !keep.contains(&iteration) {
+        let leftover = name
+            .strip_prefix('.')
+            .and_then(|n| n.split_once(".tmp-"))
+            .is_some_and(|(target, _)| RunFolder::candidate_iteration(target).is_some());
+        let dropped = RunFolder::candidate_iteration(name).is_some_and(|i| !keep.contains(&i));
+        if leftover || dropped {
             // A file that cannot be removed only costs disk space; the next prune retries.
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 tracing::warn!("cannot remove {}: {e}", entry.path().display());
@@ -196,6 +208,39 @@ mod tests {
         assert!(!set.offer(6, f64::NAN, &[0.0]));
         assert!(!set.offer(7, f64::INFINITY, &[0.0]));
         assert_eq!(BestCandidates::new(3).mean(), None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_kept_candidates_and_other_files() {
+        let dir = crate::run::testdir::TestDir::new("prune-candidates");
+        let folder = RunFolder::create(&dir.join("run")).expect("folder");
+        let candidates = folder.candidates_dir();
+        std::fs::create_dir_all(&candidates).expect("candidates/");
+        for name in [
+            "iteration-000001.bin",
+            "iteration-000002.bin",
+            "iteration-000003.bin",
+            ".iteration-000004.bin.tmp-123-0",
+            "notes.txt",
+        ] {
+            std::fs::write(candidates.join(name), b"x").expect("a file");
+        }
+        prune_candidate_files(&candidates, &[1, 3]).expect("pruned");
+        let mut left: Vec<String> = std::fs::read_dir(&candidates)
+            .expect("candidates/")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["iteration-000001.bin", "iteration-000003.bin", "notes.txt"]
+        );
+        prune_candidate_files(&dir.join("absent"), &[]).expect("no folder, nothing to do");
     }
 
     proptest! {

@@ -22,6 +22,7 @@
 use std::cmp::Ordering;
 use std::path::Path;
 
+use crate::run::atomic_write::AtomicWriteError;
 use crate::run::folder::RunFolder;
 use crate::run::metrics::IterationMetrics;
 use crate::run::policy_file::{PolicyFile, PolicyFileError};
@@ -42,13 +43,10 @@ pub struct BestCandidates {
     kept: Vec<Candidate>,
 }
 
-/// Whether `(return, iteration)` `a` ranks before `b`.
-fn ranks_before(a: (f64, u64), b: (f64, u64)) -> bool {
-    match b.0.total_cmp(&a.0) {
-        Ordering::Less => true,
-        Ordering::Greater => false,
-        Ordering::Equal => a.1 < b.1,
-    }
+/// The order of `(return, iteration)` pairs, best first: the higher return, then the earlier
+/// iteration.
+fn rank(a: (f64, u64), b: (f64, u64)) -> Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 impl BestCandidates {
@@ -72,13 +70,7 @@ impl BestCandidates {
             .filter_map(|m| m.eval_mean_return.map(|r| (r, m.iteration)))
             .filter(|(r, _)| r.is_finite())
             .collect();
-        ranked.sort_by(|&a, &b| {
-            if ranks_before(a, b) {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        });
+        ranked.sort_by(|&a, &b| rank(a, b));
         let mut set = BestCandidates::new(keep);
         for (eval_mean_return, iteration) in ranked.into_iter().take(set.keep) {
             let path = folder.candidate_path(iteration);
@@ -109,7 +101,7 @@ impl BestCandidates {
         let at = self
             .kept
             .iter()
-            .position(|c| ranks_before(key, (c.eval_mean_return, c.iteration)))
+            .position(|c| rank(key, (c.eval_mean_return, c.iteration)) == Ordering::Less)
             .unwrap_or(self.kept.len());
         if at >= self.keep {
             return false;
@@ -149,6 +141,22 @@ impl BestCandidates {
         let count = self.kept.len() as f64;
         Some(sum.into_iter().map(|s| (s / count) as f32).collect())
     }
+}
+
+/// Writes `policy` as the candidate file `path` in `dir`, creating the folder the first time.
+pub fn write_candidate(
+    dir: &Path,
+    path: &Path,
+    policy: &PolicyFile,
+) -> Result<(), PolicyFileError> {
+    std::fs::create_dir_all(dir).map_err(|source| {
+        PolicyFileError::Write(AtomicWriteError {
+            action: "create".into(),
+            path: dir.to_path_buf(),
+            source,
+        })
+    })?;
+    policy.write_bin(path)
 }
 
 /// Removes the candidate files in `dir` other than those of `keep` (iterations), and the

@@ -19,7 +19,7 @@ use tether_shared::seeds::round_seed;
 use tether_shared::{PlantDescription, PolicySpec};
 
 use super::assembly::{AssembledBatch, assemble};
-use super::best_candidates::{BestCandidates, prune_candidate_files};
+use super::best_candidates::{BestCandidates, prune_candidate_files, write_candidate};
 use super::evaluation::{EvaluationRound, evaluate_on};
 use super::fleet::{Fleet, FleetError, FleetSpec};
 use super::round_stats::RoundStats;
@@ -28,7 +28,6 @@ use super::smoothness::Smoothness;
 use super::warm_start::{WarmStart, WarmStartError};
 use crate::rollout::pool::RoundResult;
 use crate::rollout::{CollectRequest, DevicePool, Recovery};
-use crate::run::atomic_write::AtomicWriteError;
 use crate::run::background_writer::BackgroundWriter;
 use crate::run::checkpoint::CheckpointError;
 use crate::run::config::{RunConfig, RunConfigError};
@@ -527,14 +526,7 @@ impl Session {
                 Some(BestPolicyWrite::Mean {
                     candidate, mean, ..
                 }) => {
-                    std::fs::create_dir_all(&candidates_dir).map_err(|source| {
-                        PolicyFileError::Write(AtomicWriteError {
-                            action: "create".into(),
-                            path: candidates_dir.clone(),
-                            source,
-                        })
-                    })?;
-                    policy.write_bin(candidate)?;
+                    write_candidate(&candidates_dir, candidate, &policy)?;
                     mean.write_bin(&best_path)?;
                 }
                 None => {}

@@ -192,7 +192,7 @@ impl WarmStart {
     }
 
     /// What it starts from, in words (for the run's first line), e.g. `runs/x (its
-    /// best_policy.bin, the checkpoint's value function)`.
+    /// best_policy.bin, its value function)`.
     pub fn describe(&self) -> String {
         match self {
             WarmStart::Run { path, best, .. } => format!(
